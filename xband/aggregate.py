@@ -1,0 +1,154 @@
+"""From per-image band scores to per-class tables: means, spread, bootstrap intervals, ranks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+
+ALL_IMAGES = "all images"
+
+
+def shares(scores: np.ndarray) -> np.ndarray:
+    """s_b / Σ_b |s_b| per image (last axis = bands); 0 where every score is 0."""
+    total = np.abs(scores).sum(axis=-1, keepdims=True)
+    return np.divide(scores, total, out=np.zeros_like(scores, dtype=np.float64), where=total > 0)
+
+
+def _groups(
+    labels: np.ndarray | None, predictions: np.ndarray, class_names: list[str]
+) -> Iterator[tuple[str, str, np.ndarray]]:
+    """(grouping, class name, mask) for every grouping of images the table reports."""
+    groupings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    everyone = np.ones(len(predictions), dtype=bool)
+    if labels is not None:
+        correct = labels == predictions
+        groupings["true_class"] = (labels, everyone)
+    groupings["predicted_class"] = (predictions, everyone)
+    if labels is not None:
+        groupings["correct"] = (labels, correct)
+        groupings["misclassified"] = (labels, ~correct)
+    for grouping, (by, keep) in groupings.items():
+        if keep.any():
+            yield grouping, ALL_IMAGES, keep
+        for c, name in enumerate(class_names):
+            mask = keep & (by == c)
+            if mask.any():
+                yield grouping, name, mask
+
+
+def _bootstrap_interval(
+    values: np.ndarray, rng: np.random.Generator, n_boot: int, chunk: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
+    """2.5 and 97.5 percentiles of the mean of each column over `n_boot` resamples of rows."""
+    n = len(values)
+    means = []
+    for start in range(0, n_boot, chunk):
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, n_boot - start))
+        means.append(counts @ values / n)
+    means = np.concatenate(means)
+    return np.percentile(means, 2.5, axis=0), np.percentile(means, 97.5, axis=0)
+
+
+def importance_table(
+    scores: dict[str, np.ndarray],
+    *,
+    labels: np.ndarray | None,
+    predictions: np.ndarray,
+    class_names: list[str],
+    band_names: list[str],
+    target_mode: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The tidy table: one row per method, grouping, class, target and band.
+
+    `scores[m]` is (N, B), or (N, C, B) when every class is a target (`target_mode == "all"`).
+    """
+    rng = np.random.default_rng(seed)
+    methods = list(scores)
+    n_bands = len(band_names)
+    # one matrix with every method's scores and shares, so one bootstrap serves them all
+    flat = np.concatenate(
+        [scores[m].reshape(len(predictions), -1) for m in methods]
+        + [shares(scores[m]).reshape(len(predictions), -1) for m in methods],
+        axis=1,
+    )
+    targets = class_names if target_mode == "all" else [f"{target_mode} class"]
+    half = len(methods) * len(targets) * n_bands  # scores first, then shares
+    frames = []
+    for grouping, cls, mask in _groups(labels, predictions, class_names):
+        values = flat[mask]
+        mean = values.mean(axis=0)
+        std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(values.shape[1])
+        low, high = _bootstrap_interval(values, rng, n_boot)
+        index = pd.MultiIndex.from_product(
+            [methods, targets, band_names], names=["method", "target", "band"]
+        )
+        frame = pd.DataFrame(
+            {
+                "score": mean[:half], "score_std": std[:half],
+                "ci_low": low[:half], "ci_high": high[:half],
+                "share": mean[half:], "share_std": std[half:],
+                "share_ci_low": low[half:], "share_ci_high": high[half:],
+            },
+            index=index,
+        ).reset_index()
+        frame.insert(1, "grouping", grouping)
+        frame.insert(2, "class", cls)
+        frame["band_index"] = np.tile(np.arange(n_bands), len(methods) * len(targets))
+        frame["n"] = int(mask.sum())
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    keys = ["method", "grouping", "class", "target"]
+    table["rank"] = (
+        table.groupby(keys, sort=False)["share"].rank(ascending=False, method="min").astype(int)
+    )
+    columns = ["method", "grouping", "class", "target", "band", "band_index", "score", "score_std",
+               "ci_low", "ci_high", "share", "share_std", "share_ci_low", "share_ci_high", "n", "rank"]
+    return table[columns]
+
+
+def class_rows(importance: pd.DataFrame, *, per_class_only: bool = True) -> pd.DataFrame:
+    """Rows of the main view: grouping by true class when known (else predicted), the explained
+    class as target; without the 'all images' rows unless `per_class_only` is False."""
+    grouping = "true_class" if (importance["grouping"] == "true_class").any() else "predicted_class"
+    rows = importance[importance["grouping"] == grouping]
+    rows = rows[rows["target"].str.endswith(" class") | (rows["target"] == rows["class"])]
+    if per_class_only:
+        rows = rows[rows["class"] != ALL_IMAGES]
+    return rows
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def agreement(importance: pd.DataFrame) -> pd.DataFrame:
+    """Mean over classes of Spearman's ρ between two methods' band rankings (by mean share)."""
+    rows = class_rows(importance)
+    pivot = rows.pivot_table(index=["class", "band_index"], columns="method", values="share")
+    methods = list(dict.fromkeys(rows["method"]))
+    matrix = pd.DataFrame(np.nan, index=methods, columns=methods)
+    for a in methods:
+        for b in methods:
+            rhos = [_spearman(block[a].to_numpy(), block[b].to_numpy())
+                    for _, block in pivot.groupby(level="class")]
+            matrix.loc[a, b] = np.nanmean(rhos) if not np.all(np.isnan(rhos)) else np.nan
+    return matrix
+
+
+def consensus(importance: pd.DataFrame) -> pd.DataFrame:
+    """Per class (and over all images), each band's mean rank across methods and the resulting
+    consensus rank (1 = most important)."""
+    rows = class_rows(importance, per_class_only=False)
+    mean_rank = rows.groupby(["class", "band"], sort=False)["rank"].mean().rename("mean_rank")
+    table = mean_rank.reset_index()
+    table["consensus_rank"] = (
+        table.groupby("class", sort=False)["mean_rank"].rank(method="min").astype(int)
+    )
+    return table.sort_values(["class", "consensus_rank"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,377 @@
+"""The attribution run: stream the images through every method, keep per-image band scores.
+
+Data flows one way: data → model → methods → per-image scores → tables (aggregate) → result.
+Memory holds the per-image band scores and full maps only for a few example images per class.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+import zlib
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from xband import aggregate
+from xband.data import BandStats, ImageSet, scan, stratified_subset
+from xband.errors import XbandError
+from xband.methods import METHODS, Batch, Context, Method, get_method
+from xband.models import LoadedModel
+from xband.result import Examples, Explanation
+from xband.versions import versions
+
+TARGETS = ("true", "predicted", "all")
+OUTPUTS = ("logits", "probabilities")
+BASELINES = ("mean", "zero")
+
+
+class ChannelsFirst(nn.Module):
+    """Feeds (N, B, H, W) images to a network that takes its own layout."""
+
+    def __init__(self, network: nn.Module, layout: str):
+        super().__init__()
+        self.network = network
+        self.channels_last = layout == "channels_last"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x.permute(0, 2, 3, 1) if self.channels_last else x)
+
+
+@dataclass
+class _Plan:
+    """Validated settings of one run."""
+
+    methods: list[Method]
+    indices: np.ndarray
+    stats: BandStats
+    baseline: np.ndarray
+    notes: list[str]
+
+
+def resolve_methods(methods: str | Sequence[str]) -> list[Method]:
+    """Method objects for 'all', a comma-separated string or a list of names."""
+    if isinstance(methods, str):
+        methods = list(METHODS) if methods == "all" else [m.strip() for m in methods.split(",")]
+    if not methods:
+        raise XbandError(f"no method given. Choose from: {', '.join(METHODS)} (or 'all').")
+    return [get_method(name) for name in dict.fromkeys(methods)]
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise XbandError(f"{name} '{value}' is not one of: {', '.join(choices)}.")
+
+
+def _plan(
+    model: LoadedModel,
+    data: ImageSet,
+    *,
+    methods: str | Sequence[str],
+    target: str,
+    output: str,
+    baseline: str | np.ndarray,
+    max_images: int | None,
+    seed: int,
+    settings: dict,
+) -> _Plan:
+    _check_choice("target", target, TARGETS)
+    _check_choice("output", output, OUTPUTS)
+    chosen = resolve_methods(methods)
+    if data.n_bands != model.n_bands:
+        raise XbandError(
+            f"{data.source}: images have {data.n_bands} bands but the model expects {model.n_bands}."
+        )
+    if target == "true" and data.labels is None:
+        raise XbandError(
+            "target 'true' needs labels: give them (--labels, or 'y' in the .npz) or use "
+            "--target predicted."
+        )
+    indices = stratified_subset(data.labels, len(data), max_images, seed)
+    if data.labels is not None:
+        present = np.bincount(data.labels[indices], minlength=model.n_classes)
+        empty = [data.class_names[c] for c in np.flatnonzero(present == 0)]
+        if empty:
+            raise XbandError(
+                f"{data.source}: no images of class {', '.join(repr(e) for e in empty)}. Per-class "
+                "importance needs images of every class the model has: add some, or raise "
+                "--max-images."
+            )
+    stats = scan(data, indices)
+    notes = []
+    if output == "logits" and model.logits_module is None:
+        notes.append(
+            "output: the network's final softmax could not be stripped; scores are for "
+            "probabilities, which saturate near 0 and 1."
+        )
+    if isinstance(baseline, str):
+        _check_choice("baseline", baseline, BASELINES)
+        base = stats.mean if baseline == "mean" else np.zeros(data.n_bands, dtype=np.float32)
+    else:
+        base = np.asarray(baseline, dtype=np.float32).reshape(-1)
+        if len(base) != data.n_bands:
+            raise XbandError(
+                f"baseline has {len(base)} values but the images have {data.n_bands} bands. Give "
+                "one value per band."
+            )
+    unknown = sorted(set(settings) - set(METHODS))
+    if unknown:
+        raise XbandError(f"settings for unknown method(s) {', '.join(unknown)}.")
+    for method in chosen:
+        options = {**method.defaults, **settings.get(method.name, {})}
+        note = method.note(data.n_bands, options)
+        if note:
+            notes.append(note)
+    return _Plan(chosen, indices, stats, base, notes)
+
+
+def _seed_for(seed: int, method: str, batch_no: int) -> int:
+    return (seed * 1_000_003 + zlib.crc32(method.encode()) + batch_no) % 2**32
+
+
+@contextmanager
+def _seeded(seed: int):
+    """Seed torch's and NumPy's global generators (Captum draws from both), then restore them."""
+    state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
+def _predict(forward: nn.Module, data: ImageSet, indices: np.ndarray, batch_size: int,
+             device: str) -> np.ndarray:
+    predictions = []
+    with torch.inference_mode():
+        for chunk in data.batches(indices, batch_size * 4):
+            x = torch.from_numpy(data.take(chunk)).to(device)
+            predictions.append(forward(x).argmax(dim=1).cpu().numpy())
+    return np.concatenate(predictions)
+
+
+def _pick_examples(labels: np.ndarray, predictions: np.ndarray, n_classes: int, per_class: int,
+                   seed: int) -> np.ndarray:
+    """Positions of up to `per_class` examples per class, correctly classified ones first."""
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in range(n_classes):
+        members = np.flatnonzero(labels == c)
+        right = members[predictions[members] == c]
+        wrong = members[predictions[members] != c]
+        order = np.concatenate([rng.permutation(right), rng.permutation(wrong)])
+        picked.extend(order[:per_class])
+    return np.array(sorted(picked), dtype=int)
+
+
+def explain(
+    model: LoadedModel,
+    data: ImageSet,
+    *,
+    methods: str | Sequence[str] = "all",
+    target: str = "true",
+    output: str = "logits",
+    baseline: str | np.ndarray = "mean",
+    batch_size: int = 64,
+    max_images: int | None = None,
+    examples_per_class: int = 2,
+    seed: int = 0,
+    device: str = "cpu",
+    settings: dict | None = None,
+    n_boot: int = 1000,
+    progress: bool = True,
+) -> Explanation:
+    """Per-band, per-class importance of `model` on `data` by every method asked for.
+
+    target: "true" (the label), "predicted", or "all" (every class, a class × class view).
+    output: "logits" (final softmax stripped when possible) or "probabilities".
+    baseline: "mean" (per-band data mean), "zero", or one value per band.
+    settings: per-method options, e.g. {"integrated_gradients": {"n_steps": 64}}.
+    """
+    started = time.perf_counter()
+    settings = settings or {}
+    plan = _plan(model, data, methods=methods, target=target, output=output, baseline=baseline,
+                 max_images=max_images, seed=seed, settings=settings)
+    network = model.network(output)
+    forward = ChannelsFirst(network, model.layout).to(device).eval()
+    for p in forward.parameters():
+        p.requires_grad_(False)
+
+    indices = plan.indices
+    predictions = _predict(forward, data, indices, batch_size, device)
+    labels = data.labels[indices] if data.labels is not None else None
+    known = labels if labels is not None else predictions
+    example_pos = _pick_examples(known, predictions, model.n_classes, examples_per_class, seed)
+
+    repeats = max([1] + [int(settings.get(m.name, {}).get("n_repeats", m.defaults.get("n_repeats", 1)))
+                         for m in plan.methods])
+    donor_rngs = [np.random.default_rng([seed, 7, r]) for r in range(repeats)]
+    donor_of = [rng.permutation(len(indices)) for rng in donor_rngs]
+
+    def donors(positions: np.ndarray, repeat: int) -> torch.Tensor:
+        return torch.from_numpy(data.take(indices[donor_of[repeat][positions]])).to(device)
+
+    ctx = Context(
+        forward=forward,
+        baseline=torch.from_numpy(plan.baseline).view(1, -1, 1, 1).to(device),
+        band_std=torch.from_numpy(plan.stats.std).to(device),
+        donors=donors,
+        batch_size=batch_size,
+        settings=settings,
+    )
+    n, n_bands, n_classes = len(indices), data.n_bands, model.n_classes
+    scores: dict[str, np.ndarray] = {}
+    maps: dict[str, np.ndarray] = {}
+    timings: dict[str, float] = {}
+    for method in plan.methods:
+        shape = (n, n_classes, n_bands) if target == "all" else (n, n_bands)
+        scores[method.name] = np.zeros(shape)
+        method_maps = np.zeros((len(example_pos), n_bands, *data.image_size), dtype=np.float32)
+        has_maps = False
+        t0 = time.perf_counter()
+        bar = tqdm(total=n, desc=f"{method.label:<28}", unit="img", disable=not progress,
+                   leave=True, dynamic_ncols=True)
+        for batch_no, start in enumerate(range(0, n, batch_size)):
+            pos = np.arange(start, min(start + batch_size, n))
+            x = torch.from_numpy(data.take(indices[pos])).to(device)
+            label = torch.from_numpy(known[pos]).to(device)
+            goals = range(n_classes) if target == "all" else [None]
+            for goal in goals:
+                if goal is None:
+                    chosen = label if target == "true" else torch.from_numpy(predictions[pos])
+                else:
+                    chosen = torch.full((len(pos),), goal, dtype=torch.long)
+                batch = Batch(x=x, target=chosen.to(device), label=label, index=pos)
+                batch_seed = _seed_for(seed, method.name, batch_no * n_classes + (goal or 0))
+                with _seeded(batch_seed), warnings.catch_warnings():
+                    # Captum's notes on requires_grad and per-example surrogates are not the user's
+                    warnings.filterwarnings("ignore", category=UserWarning, module="captum")
+                    result = method.attribute(batch, ctx)
+                if goal is None:
+                    scores[method.name][pos] = result.scores
+                else:
+                    scores[method.name][pos, goal] = result.scores
+                if result.maps is not None:
+                    keep = np.isin(pos, example_pos)
+                    if goal is not None:  # every class a target: keep the map of the true one
+                        keep &= known[pos] == goal
+                    for row in np.flatnonzero(keep):
+                        method_maps[np.searchsorted(example_pos, pos[row])] = (
+                            result.maps[row].cpu().numpy()
+                        )
+                        has_maps = True
+            bar.update(len(pos))
+        bar.close()
+        timings[method.name] = time.perf_counter() - t0
+        if has_maps:
+            maps[method.name] = method_maps
+
+    importance = aggregate.importance_table(
+        scores, labels=labels, predictions=predictions, class_names=data.class_names,
+        band_names=data.band_names, target_mode=target, n_boot=n_boot, seed=seed,
+    )
+    examples = Examples(
+        index=indices[example_pos],
+        image=data.take(indices[example_pos]),
+        label=known[example_pos],
+        prediction=predictions[example_pos],
+        maps=maps,
+    )
+    summary = _summary(model, data, plan, labels=labels, predictions=predictions, target=target,
+                       output=output, baseline=baseline, batch_size=batch_size, seed=seed,
+                       settings=settings, device=device, timings=timings,
+                       run_time=time.perf_counter() - started, n_boot=n_boot)
+    return Explanation(
+        band_names=data.band_names,
+        class_names=data.class_names,
+        method_info={m.name: m.info() for m in plan.methods},
+        target_mode=target,
+        indices=indices,
+        labels=labels,
+        predictions=predictions,
+        scores=scores,
+        importance=importance,
+        agreement=aggregate.agreement(importance),
+        consensus=aggregate.consensus(importance),
+        examples=examples,
+        band_mean=plan.stats.mean,
+        band_std=plan.stats.std,
+        summary=summary,
+    )
+
+
+def _summary(model: LoadedModel, data: ImageSet, plan: _Plan, *, labels, predictions, target,
+             output, baseline, batch_size, seed, settings, device, timings, run_time,
+             n_boot) -> dict:
+    """What a reader needs to trust and reproduce the run."""
+    names = data.class_names
+    accuracy: dict = {"overall": None, "per_class": {}}
+    counts = {}
+    if labels is not None:
+        accuracy["overall"] = float(np.mean(labels == predictions))
+        for c, name in enumerate(names):
+            members = labels == c
+            counts[name] = int(members.sum())
+            if members.any():
+                accuracy["per_class"][name] = float(np.mean(predictions[members] == c))
+    space = "logits" if output == "logits" and model.logits_module is not None else "probabilities"
+    return {
+        "model": {
+            "path": model.source_path,
+            "format": model.source_format,
+            "sha256": model.sha256,
+            "layout": model.layout,
+            "n_bands": model.n_bands,
+            "n_classes": model.n_classes,
+            "ends_with_softmax": model.ends_with_softmax,
+            "output_space": space,
+            "output_note": (
+                "scores are for logits: the network's final softmax was stripped"
+                if space == "logits" and model.ends_with_softmax
+                else f"scores are for the network's {space}"
+            ),
+        },
+        "fidelity": model.fidelity.as_dict() if model.fidelity else None,
+        "data": {
+            "path": data.source,
+            "n_images": int(len(plan.indices)),
+            "n_images_in_source": len(data),
+            "image_shape": [data.n_bands, *data.image_size],
+            "layout_on_disk": data.layout_on_disk,
+            "class_counts": counts,
+            "band_names": data.band_names,
+            "class_names": names,
+            "band_mean": plan.stats.mean.tolist(),
+            "band_std": plan.stats.std.tolist(),
+        },
+        "accuracy": accuracy,
+        "methods": {
+            m.name: {
+                **m.defaults, **settings.get(m.name, {}),
+                "passes_per_image": m.passes_per_image(
+                    data.n_bands, {**m.defaults, **settings.get(m.name, {})}),
+                "seconds": round(timings[m.name], 3),
+            }
+            for m in plan.methods
+        },
+        "notes": model.notes + data.notes + plan.notes,
+        "seed": seed,
+        "settings": {
+            "target": target,
+            "output": output,
+            "baseline": baseline if isinstance(baseline, str) else "user-given",
+            "baseline_values": plan.baseline.tolist(),
+            "batch_size": batch_size,
+            "device": device,
+            "bootstrap_resamples": n_boot,
+        },
+        "versions": versions(),
+        "run_time_s": round(run_time, 2),
+    }

@@ -1,0 +1,63 @@
+"""LIME and KernelSHAP over bands: a linear surrogate of which bands are present."""
+
+from __future__ import annotations
+
+import torch
+from captum.attr import KernelShap, Lime
+
+from xband.methods._base import (
+    BandAttribution,
+    Batch,
+    Context,
+    Method,
+    band_mask,
+    baseline_like,
+    group_scores,
+    register,
+)
+
+
+class _SurrogateMethod(Method):
+    """Fit a surrogate on random band subsets (absent bands at their baseline) per image."""
+
+    kind = "group"
+    signed = True
+    defaults = {"n_samples": 64}
+    explainer: type
+
+    def passes_per_image(self, n_bands: int, options: dict) -> int:
+        return options["n_samples"]
+
+    def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
+        n_samples = ctx.options(self)["n_samples"]
+        with torch.no_grad():
+            attr = self.explainer(ctx.forward).attribute(
+                batch.x,
+                baselines=baseline_like(batch.x, ctx.baseline),
+                target=batch.target,
+                feature_mask=band_mask(batch.x),
+                n_samples=n_samples,
+                perturbations_per_eval=n_samples,
+            )
+        return BandAttribution(group_scores(attr))
+
+
+@register
+class LimeMethod(_SurrogateMethod):
+    """Captum's Lime (Ribeiro et al. 2016): sparse linear surrogate, weighted by similarity."""
+
+    name = "lime"
+    label = "LIME (bands)"
+    units = "surrogate coefficient: output change when the band is present, output units"
+    explainer = Lime
+
+
+@register
+class KernelShapMethod(_SurrogateMethod):
+    """Captum's KernelShap (Lundberg & Lee 2017): the Shapley-kernel weighted surrogate."""
+
+    name = "kernel_shap"
+    label = "KernelSHAP (bands)"
+    units = "approximate Shapley value, output units"
+    defaults = {"n_samples": 128}
+    explainer = KernelShap

@@ -1,0 +1,222 @@
+"""The result of a run: tables for pandas, figures for matplotlib, and a folder on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from xband import aggregate, plots, report
+from xband.errors import XbandError
+
+
+@dataclass
+class Examples:
+    """A few images kept whole, with each pixel-map method's attribution maps (K, B, H, W)."""
+
+    index: np.ndarray  # positions in the data source
+    image: np.ndarray
+    label: np.ndarray
+    prediction: np.ndarray
+    maps: dict[str, np.ndarray]
+
+
+@dataclass
+class Explanation:
+    """Per-band, per-class importance by several methods.
+
+    `importance` is the tidy table (method, grouping, class, target, band, score, ci_low, ci_high,
+    share, …, n, rank); `scores[method]` the per-image band scores, (N, B) or (N, C, B) when every
+    class was a target; rows follow `indices` into the data source.
+    """
+
+    band_names: list[str]
+    class_names: list[str]
+    method_info: dict[str, dict]
+    target_mode: str
+    indices: np.ndarray
+    labels: np.ndarray | None
+    predictions: np.ndarray
+    scores: dict[str, np.ndarray]
+    importance: pd.DataFrame
+    agreement: pd.DataFrame
+    consensus: pd.DataFrame
+    examples: Examples
+    band_mean: np.ndarray
+    band_std: np.ndarray
+    summary: dict
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.scores)
+
+    def table(self, method: str | None = None) -> pd.DataFrame:
+        """The main view: per class (true class when labels are known), one row per band."""
+        rows = aggregate.class_rows(self.importance, per_class_only=False)
+        if method is not None:
+            rows = rows[rows["method"] == method]
+        return rows.reset_index(drop=True)
+
+    def top_bands(self, k: int = 3) -> pd.DataFrame:
+        """Per class: the consensus top-k bands and each method's top band."""
+        consensus = self.consensus
+        rows = aggregate.class_rows(self.importance, per_class_only=False)
+        top = rows[rows["rank"] == 1].groupby(["class", "method"], sort=False)["band"].first()
+        order = [aggregate.ALL_IMAGES, *self.class_names]
+        out = []
+        for cls in order:
+            ranked = consensus[consensus["class"] == cls]
+            if ranked.empty:
+                continue
+            line = {"class": cls, "consensus": ", ".join(ranked["band"].head(k))}
+            for method in self.methods:
+                line[method] = top.get((cls, method), "")
+            out.append(line)
+        return pd.DataFrame(out).set_index("class")
+
+    def figures(self) -> dict[str, list[tuple[str, Figure]]]:
+        """Every figure of the report, by section, with captions."""
+        info = self.method_info
+        sections: dict[str, list[tuple[str, Figure]]] = {}
+        sections["Band × class heat maps"] = [
+            (f"{info[m]['label']}: mean share per class",
+             plots.band_class_heatmap(self.importance, m, grouping=self._grouping, method_info=info))
+            for m in self.methods
+        ]
+        sections["Band importance per class, with 95% intervals"] = [
+            (f"{info[m]['label']}",
+             plots.class_bars(self.importance, m, grouping=self._grouping, method_info=info))
+            for m in self.methods
+        ]
+        sections["Methods side by side"] = [
+            ("Band rank by every method, per class (1 = most important)",
+             plots.methods_panel(self.importance, grouping=self._grouping, method_info=info)),
+        ]
+        if len(self.methods) > 1:
+            sections["Agreement between methods"] = [
+                ("Spearman's ρ between band rankings, mean over classes",
+                 plots.agreement_matrix(self.agreement, method_info=info)),
+            ]
+        if self.target_mode == "all":
+            sections["How each band pushes images of one class toward another"] = [
+                (f"{info[m]['label']}: class × target",
+                 plots.class_target_heatmap(self.importance, m, grouping=self._grouping,
+                                            method_info=info))
+                for m in self.methods
+            ]
+        if self.examples.maps:
+            ex = self.examples
+            sections["Per-band maps of example images"] = [
+                (self._example_title(i),
+                 plots.band_maps(ex.image[i], {m: v[i] for m, v in ex.maps.items()},
+                                 self.band_names, title=self._example_title(i), method_info=info))
+                for i in range(len(ex.index))
+            ]
+        return sections
+
+    @property
+    def _grouping(self) -> str:
+        return "true_class" if self.labels is not None else "predicted_class"
+
+    def _example_title(self, i: int) -> str:
+        ex = self.examples
+        truth = "class" if self.labels is not None else "predicted"
+        return (f"image {ex.index[i]} — {truth} {self.class_names[ex.label[i]]}, "
+                f"predicted {self.class_names[ex.prediction[i]]}")
+
+    def save(self, out: str | os.PathLike) -> Path:
+        """Write tables, per-image scores, figures, summary.json and report.html to `out`.
+
+        Everything is written to a temporary folder beside `out` and moved into place at the
+        end: an interrupted run leaves no half report.
+        """
+        out = Path(out)
+        with atomic_folder(out) as tmp:
+            self.importance.to_csv(tmp / "importance.csv", index=False)
+            self.consensus.to_csv(tmp / "consensus.csv", index=False)
+            self.agreement.to_csv(tmp / "agreement.csv")
+            self.top_bands().to_csv(tmp / "top_bands.csv")
+            np.savez_compressed(
+                tmp / "scores.npz",
+                indices=self.indices,
+                labels=self.labels if self.labels is not None else np.array([]),
+                predictions=self.predictions,
+                band_names=np.array(self.band_names),
+                class_names=np.array(self.class_names),
+                **{f"scores_{m}": s for m, s in self.scores.items()},
+            )
+            (tmp / "summary.json").write_text(json.dumps(self.summary, indent=2, default=_jsonable))
+            figures_dir = tmp / "figures"
+            figures_dir.mkdir()
+            sections = {}
+            for section, items in self.figures().items():
+                rendered = []
+                for n, (caption, fig) in enumerate(items):
+                    path = figures_dir / f"{_slug(section)}_{n + 1:02d}.png"
+                    plots.save_figure(fig, path)  # also releases the figure
+                    rendered.append((caption, path.read_bytes()))
+                sections[section] = rendered
+            html = report.render_report(
+                self.summary,
+                figures=sections,
+                tables={"Top bands per class": self.top_bands()},
+            )
+            (tmp / "report.html").write_text(html, encoding="utf-8")
+        return out
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:40]
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def check_writable(out: str | os.PathLike) -> None:
+    """Fail now, before any work, if `out` cannot be written."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise XbandError(f"{out}: exists and is not a folder. Choose another --out.")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".check", dir=out.parent)
+        os.rmdir(probe)
+    except OSError as err:
+        raise XbandError(
+            f"{out}: cannot write the report there ({err.strerror}). Choose a writable --out."
+        ) from None
+
+
+@contextmanager
+def atomic_folder(out: Path):
+    """Yield a temporary folder that replaces `out` only if the block finishes."""
+    check_writable(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the report is an ordinary folder
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
