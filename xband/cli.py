@@ -4,24 +4,219 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+import numpy as np
 
 from xband.errors import XbandError
+
+_PROBE_MAX = 32  # images of --data used for the fidelity check
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
-        help="convert a model to ONNX and PyTorch and measure that it still computes the same function",
-        description="Convert MODEL (Keras .keras/.h5, TensorFlow SavedModel folder, ONNX, TorchScript, "
-        ".pt2) to PyTorch, measure output (and gradient) agreement with the original, print the "
-        "figures and write the ONNX file.",
+        help="convert a model to ONNX and PyTorch and measure that it still computes the same "
+        "function",
+        description="Convert MODEL (Keras .keras/.h5, TensorFlow SavedModel folder, ONNX, "
+        "TorchScript, .pt2) to PyTorch, measure output (and gradient) agreement with the "
+        "original, print the figures and write the ONNX file. Keras conversions are cached by "
+        "file hash in $XBAND_CACHE_DIR (default ~/.cache/xband).",
     )
     p.add_argument("model", help="path to the model file or SavedModel folder")
+    p.add_argument("-o", "--output", metavar="OUT.onnx",
+                   help="ONNX file to write (default: MODEL with suffix .onnx; for an .onnx "
+                   "MODEL nothing is written unless -o is given)")
+    p.add_argument("--data", metavar="SAMPLE",
+                   help=f".npy or .npz file of images in the model's layout for the fidelity "
+                   f"check (first {_PROBE_MAX} used; default: 8 random uniform [0, 1] images)")
+    p.add_argument("--opset", type=int, default=17, metavar="N",
+                   help="ONNX opset for Keras conversion and ONNX export (default 17)")
+    p.add_argument("--layout", choices=["channels_last", "channels_first"],
+                   help="band axis of the model input (default: read from the graph; "
+                   "channels_first for PyTorch files)")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="image size for the check when the model accepts any size (default 32 32)")
+    p.add_argument("--accept-mismatch", action="store_true",
+                   help="go on even if the outputs differ beyond tolerance (1e-4 absolute or "
+                   "1e-3 x output range)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a full-pickle .pt file (unpickling can run code stored in it)")
     p.set_defaults(run=_run_convert)
 
 
+def _read_sample(path: str) -> np.ndarray:
+    """Images from a .npy file, or from a .npz file's only array (or its 'x'/'images' array)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise XbandError(f"{path}: cannot read sample data ({err}); give a .npy or .npz file "
+                         "of images.") from err
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            keys = [k for k in ("x", "images") if k in data.files] or data.files
+            if len(keys) != 1:
+                raise XbandError(f"{path}: the .npz holds arrays {data.files}; name the images "
+                                 "'x' or keep one array.")
+            data = data[keys[0]]
+    return data[:_PROBE_MAX]
+
+
 def _run_convert(args: argparse.Namespace) -> None:
-    raise XbandError("convert is not implemented yet")
+    from xband.models import load_model, write_onnx
+
+    model_path = Path(args.model)
+    probe = _read_sample(args.data) if args.data else None
+    loaded = load_model(model_path, layout=args.layout, input_size=args.input_size, probe=probe,
+                        opset=args.opset, accept_mismatch=args.accept_mismatch,
+                        trust_pickle=args.trust_pickle)
+    out = args.output or (None if loaded.source_format == "onnx"
+                          else model_path.with_suffix(".onnx"))
+    if out is not None:
+        print(f"wrote {write_onnx(loaded, out, opset=args.opset)}")
+
+
+def _names(text: str | None, file: str | None, what: str) -> list[str] | None:
+    """Names from a comma-separated option or a file with one name a line."""
+    if text and file:
+        raise XbandError(f"give the {what} names either inline or as a file, not both.")
+    if file:
+        path = Path(file)
+        if not path.is_file():
+            raise XbandError(f"{path}: no such {what} names file (one name a line).")
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [name.strip() for name in text.split(",")] if text else None
+
+
+def _add_run_options(p: argparse.ArgumentParser, *, default_out: str | None = None) -> None:
+    """Options shared by `explain` and `demo`: what to compute and where to write it."""
+    from xband.explain import BASELINES, OUTPUTS, TARGETS
+    from xband.methods import METHODS
+
+    p.add_argument("--methods", default="all", metavar="M1,M2,…",
+                   help=f"attribution methods, comma-separated, or 'all' (default). Known: "
+                   f"{', '.join(METHODS)}. A method too costly for the data (exact Shapley for "
+                   "many bands) runs in its sampled form and the report says so")
+    p.add_argument("--target", choices=TARGETS, default=None,
+                   help="class whose output is explained: the true label (default with labels), "
+                   "the predicted class (default without), or every class (class × class view)")
+    p.add_argument("--output", choices=OUTPUTS, default="logits",
+                   help="explain logits (default; a final softmax is stripped) or probabilities")
+    p.add_argument("--baseline", choices=BASELINES, default="mean",
+                   help="value of a removed band: its mean over the data (default) or zero")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N",
+                   help="images per batch (default 64)")
+    p.add_argument("--max-images", type=int, metavar="N",
+                   help="explain at most N images, sampled per class in proportion (seeded)")
+    p.add_argument("--examples-per-class", type=int, default=2, metavar="K",
+                   help="images per class kept whole for per-band maps (default 2)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="where to compute (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed for every random draw (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", required=default_out is None, default=default_out, metavar="DIR",
+                   help="folder for the report, replaced as a whole when the run finishes"
+                   + (f" (default {default_out})" if default_out else ""))
+
+
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="per-band, per-class importance of a model on labelled images",
+        description="Explain MODEL on the images of --data by every method asked for: per-band "
+        "scores per image, aggregated per class, with plots and one HTML report in --out.",
+    )
+    p.add_argument("--model", required=True,
+                   help="model file (.keras, .h5, SavedModel folder, .onnx, TorchScript, .pt2)")
+    p.add_argument("--data", required=True,
+                   help=".npz with images 'x' and labels 'y' (optional 'band_names', "
+                   "'class_names'), or .npy images with --labels")
+    p.add_argument("--labels", help="labels for .npy images: .npy, or text with one label a line")
+    p.add_argument("--bands", metavar="B01,B02,…", help="band names in file order")
+    p.add_argument("--band-names-file", metavar="FILE", help="band names, one a line")
+    p.add_argument("--classes", metavar="NAME1,NAME2,…",
+                   help="class names in the model's output order")
+    p.add_argument("--data-layout", choices=["channels_last", "channels_first"],
+                   help="band axis of the images on disk (default: the model's, else guessed)")
+    p.add_argument("--model-layout", choices=["channels_last", "channels_first"],
+                   help="band axis of the model input (default: read from the model)")
+    p.add_argument("--accept-mismatch", action="store_true",
+                   help="go on when the converted model differs from the original beyond "
+                   "tolerance")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a full-pickle .pt model (unpickling can run code stored in it)")
+    _add_run_options(p)
+    p.set_defaults(run=_run_explain)
+
+
+def _run_explain(args: argparse.Namespace) -> None:
+    from xband.data import image_set, load_images
+    from xband.models import load_model
+    from xband.result import check_writable
+
+    check_writable(args.out)
+    images, labels, names = load_images(args.data, labels=args.labels)
+    model = load_model(args.model, layout=args.model_layout, probe=images[:_PROBE_MAX],
+                       accept_mismatch=args.accept_mismatch, trust_pickle=args.trust_pickle)
+    data = image_set(
+        images, labels, n_bands=model.n_bands, n_classes=model.n_classes,
+        model_layout=model.layout, spatial_size=model.spatial_size,
+        band_names=_names(args.bands, args.band_names_file, "band") or names.get("band_names"),
+        class_names=_names(args.classes, None, "class") or names.get("class_names"),
+        layout=args.data_layout, source=str(args.data),
+    )
+    _explain_and_save(model, data, args)
+
+
+def _explain_and_save(model, data, args: argparse.Namespace) -> None:
+    from xband.explain import explain
+
+    target = args.target or ("true" if data.labels is not None else "predicted")
+    result = explain(model, data, methods=args.methods, target=target, output=args.output,
+                     baseline=args.baseline, batch_size=args.batch_size,
+                     max_images=args.max_images, examples_per_class=args.examples_per_class,
+                     seed=args.seed, device=args.device, progress=not args.quiet)
+    out = result.save(args.out)
+    for note in result.summary["notes"]:
+        print(f"note: {note}")
+    accuracy = result.summary["accuracy"]["overall"]
+    if accuracy is not None:
+        print(f"accuracy on these {len(result.indices)} images: {accuracy:.3f}")
+    print("\nTop bands per class (consensus = mean rank over methods; then each method's top band):")
+    print(result.top_bands().to_string())
+    print(f"\nreport: {out / 'report.html'}")
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="explain the built-in demo: synthetic Sentinel-2 patches with planted bands",
+        description="Convert the shipped Keras demo model (Keras → ONNX → PyTorch, with its "
+        "fidelity measured) and explain it on synthetic 13-band Sentinel-2 patches in which each "
+        "class's signal sits in known bands: Water B02, Crop B05, Forest B08, Bare soil B11, "
+        "Urban B04+B12.",
+    )
+    _add_run_options(p, default_out="xband-demo")
+    p.add_argument("--images-per-class", type=int, default=40, metavar="N",
+                   help="synthetic images per class (default 40)")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from xband import demo
+    from xband.data import image_set
+    from xband.models import load_model
+    from xband.result import check_writable
+
+    check_writable(args.out)
+    images, labels = demo.demo_data(n_per_class=args.images_per_class, seed=1)
+    print("planted bands: " + "; ".join(f"{c} {'+'.join(b)}" for c, b in demo.PLANTED.items()))
+    model = load_model(demo.MODEL_PATH, probe=images[:_PROBE_MAX])
+    data = image_set(images, labels, n_bands=model.n_bands, n_classes=model.n_classes,
+                     model_layout=model.layout, spatial_size=model.spatial_size,
+                     band_names=demo.BAND_NAMES, class_names=demo.CLASS_NAMES,
+                     source="xband demo (synthetic Sentinel-2 patches, seed 1)")
+    _explain_and_save(model, data, args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(sub)
+    _add_explain(sub)
+    _add_demo(sub)
     return parser
 
 

@@ -283,7 +283,7 @@ def stratified_subset(labels: np.ndarray | None, n_images: int, max_images: int 
     picked = []
     classes, counts = np.unique(labels, return_counts=True)
     quota = np.maximum(1, np.floor(counts / n_images * max_images)).astype(int)
-    for cls, q in zip(classes, quota):
+    for cls, q in zip(classes, quota, strict=True):
         members = np.flatnonzero(labels == cls)
         picked.append(rng.choice(members, min(q, len(members)), replace=False))
     return np.sort(np.concatenate(picked))

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+import pickle
+import shutil
+import time
+import warnings
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
+
+from xband.errors import XbandError
 
 Layout = Literal["channels_last", "channels_first"]
 Output = Literal["logits", "probabilities"]
@@ -32,24 +42,53 @@ class Fidelity:
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
+    def summary(self) -> str:
+        """The figures in a few human-readable lines."""
+        if self.max_abs_diff is None:
+            return f"fidelity: no separate reference ({self.reference}); probe {self.probe}"
+        lines = [f"fidelity vs {self.reference} on {self.probe}:",
+                 (f"  outputs: max |diff| {self.max_abs_diff:.3g}, mean |diff| "
+                  f"{self.mean_abs_diff:.3g}, output range {self.output_range:.3g}")]
+        if self.grad_rel_diff is not None:
+            lines.append(f"  input gradient (class {self.grad_target}): relative diff "
+                         f"{self.grad_rel_diff:.3g}")
+        verdict = "PASS" if self.passed else (
+            "MISMATCH ACCEPTED" if self.accepted_mismatch else "FAIL")
+        lines.append(f"  verdict: {verdict} (tolerance {self.tolerance_abs:g} absolute or "
+                     f"{self.tolerance_rel:g} x output range)")
+        return "\n".join(lines)
+
 
 @dataclass
 class LoadedModel:
     """A classifier as a torch module in eval mode, with what xband needs to know about it."""
 
     module: nn.Module  # computes what the source computes (probabilities if it ends in softmax)
-    logits_module: nn.Module | None  # same network without its final softmax; None if not strippable
+    # same network without its final softmax; None if not strippable
+    logits_module: nn.Module | None
     layout: Layout
     n_bands: int
     n_classes: int
     spatial_size: tuple[int, int] | None
     ends_with_softmax: bool
-    source_format: str  # "keras", "h5", "savedmodel", "onnx", "torch-module", "torchscript", "torch-export", "torch-pickle"
+    # "keras", "h5", "savedmodel", "onnx", "torch-module", "torchscript", "torch-export",
+    # "torch-pickle"
+    source_format: str
     source_path: str | None = None
     sha256: str | None = None
     fidelity: Fidelity | None = None
     onnx_path: str | None = None
     notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: keras_to_onnx, to_torch
+
+    def summary(self) -> str:
+        """What was loaded, notes, and the fidelity figures."""
+        size = "any size" if self.spatial_size is None else "x".join(map(str, self.spatial_size))
+        head = (f"{self.source_path or 'module'}: {self.source_format}, {self.layout} "
+                f"(bands on axis {self.band_axis}), {self.n_bands} bands, {self.n_classes} "
+                f"classes, input {size}, ends with softmax: {self.ends_with_softmax}"
+                + (" (logits available)" if self.logits_module is not None else ""))
+        return "\n".join([head, *self.notes, *([self.fidelity.summary()] if self.fidelity else [])])
 
     @property
     def band_axis(self) -> int:
@@ -57,10 +96,384 @@ class LoadedModel:
         return 3 if self.layout == "channels_last" else 1
 
     def network(self, output: Output = "logits") -> nn.Module:
-        """The module giving `output`; logits fall back to probabilities if no softmax can be stripped."""
+        """The module giving `output`; logits fall back to probabilities if no softmax can be
+        stripped."""
         if output == "logits" and self.logits_module is not None:
             return self.logits_module
         return self.module
 
     def __call__(self, x: torch.Tensor, output: Output = "logits") -> torch.Tensor:
         return self.network(output)(x)
+
+
+_SUFFIX_FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".onnx": "onnx"}
+_TORCH_SUFFIXES = {".pt", ".pth", ".ts", ".pt2"}
+_ACCEPTED = ("Keras .keras/.h5, a TensorFlow SavedModel folder, .onnx, TorchScript "
+             ".pt/.pth/.ts, torch.export .pt2")
+
+
+def detect_format(path: Path) -> str:
+    """Source format of the file or folder at `path` (by suffix, else by content)."""
+    if not path.exists():
+        raise XbandError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
+            return "savedmodel"
+        raise XbandError(f"{path}: this folder is not a TensorFlow SavedModel (no saved_model.pb "
+                         f"inside); xband reads {_ACCEPTED}.")
+    suffix = path.suffix.lower()
+    if suffix in _SUFFIX_FORMATS:
+        fmt = _SUFFIX_FORMATS[suffix]
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if (fmt == "keras" and not zipfile.is_zipfile(path)) or (
+                fmt == "h5" and not head.startswith(b"\x89HDF")):
+            raise XbandError(f"{path}: not a valid {suffix} file (damaged or incomplete?); "
+                             "save the model again.")
+        return fmt
+    if suffix in _TORCH_SUFFIXES:
+        return _torch_archive_kind(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"\x89HDF"):
+        return "h5"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            if "config.json" in zf.namelist():
+                return "keras"
+        return _torch_archive_kind(path)
+    raise XbandError(f"{path}: unknown model format (suffix '{suffix}'); xband reads {_ACCEPTED}.")
+
+
+def _torch_archive_kind(path: Path) -> str:
+    if not zipfile.is_zipfile(path):
+        return "torch-pickle"  # legacy torch.save format, or a damaged file: torch.load will tell
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    if any(n.endswith("/archive_format") for n in names):
+        return "torch-export"
+    if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
+        return "torchscript"
+    return "torch-pickle"
+
+
+class FixedBatch(nn.Module):
+    """Runs a module exported for one fixed batch size on batches of any size (padded chunks)."""
+
+    def __init__(self, module: nn.Module, batch: int):
+        super().__init__()
+        self.inner, self.batch = module, batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, pad = x.shape[0], -x.shape[0] % self.batch
+        if pad:
+            x = torch.cat([x, x[:1].expand(pad, *x.shape[1:])])
+        return torch.cat([self.inner(chunk) for chunk in x.split(self.batch)])[:n]
+
+
+def load_model(source: str | os.PathLike | nn.Module, *, layout: Layout | None = None,
+               n_bands: int | None = None, input_size: tuple[int, int] | None = None,
+               probe: np.ndarray | None = None, opset: int = 17, accept_mismatch: bool = False,
+               trust_pickle: bool = False, cache_dir: str | os.PathLike | None = None,
+               verbose: bool = True) -> LoadedModel:
+    """Load a classifier as a torch module and prove it computes what the source computes.
+
+    `source`: a path (.keras, .h5, SavedModel folder, .onnx, TorchScript, .pt2, or a full-pickle
+    .pt with `trust_pickle`) or an `nn.Module`. `probe`: user images in the model's layout for
+    the fidelity check (default: 8 seeded uniform [0, 1] images). Raises `XbandError` when the
+    source cannot be read or converted, or when the outputs differ beyond tolerance and
+    `accept_mismatch` is False.
+    """
+    req = _Request(layout, n_bands, tuple(input_size) if input_size else None,
+                   None if probe is None else _as_batch(probe), opset, accept_mismatch,
+                   cache_dir)
+    if isinstance(source, nn.Module):
+        loaded = _from_module(source, "torch-module", None, None, req)
+    else:
+        path = Path(source)
+        fmt = detect_format(path)
+        if fmt in ("keras", "h5", "savedmodel"):
+            loaded = _from_keras(path, fmt, req)
+        elif fmt == "onnx":
+            loaded = _from_onnx(path, req)
+        else:
+            loaded = _from_torch_file(path, fmt, trust_pickle, req)
+    if verbose:
+        print(loaded.summary())
+    return loaded
+
+
+@dataclass
+class _Request:
+    layout: Layout | None
+    n_bands: int | None
+    input_size: tuple[int, int] | None
+    probe: np.ndarray | None
+    opset: int
+    accept_mismatch: bool
+    cache_dir: str | os.PathLike | None
+
+
+def _as_batch(probe: np.ndarray) -> np.ndarray:
+    arr = np.asarray(probe, dtype=np.float32)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or len(arr) == 0:
+        raise XbandError(f"the sample data has shape {arr.shape}; expected images "
+                         "(N, height, width, bands) or (N, bands, height, width).")
+    return arr
+
+
+def _make_probe(req: _Request, layout: Layout, n_bands: int,
+                spatial: tuple[int, int] | None, source: str) -> tuple[np.ndarray, str]:
+    """The user's probe checked against the model, or the default uniform probe."""
+    from converters.keras_export import DEFAULT_SPATIAL, PROBE_N, default_probe
+
+    axis = 3 if layout == "channels_last" else 1
+    if req.probe is not None:
+        if req.probe.shape[axis] != n_bands:
+            raise XbandError(f"{source}: the sample data has shape {req.probe.shape}: "
+                             f"{req.probe.shape[axis]} on the band axis {axis} ({layout}), but "
+                             f"the model takes {n_bands} bands. Give data in the model's layout "
+                             "(or pass --layout).")
+        return req.probe, f"user data ({len(req.probe)} images)"
+    h, w = spatial or req.input_size or (DEFAULT_SPATIAL, DEFAULT_SPATIAL)
+    shape = (h, w, n_bands) if layout == "channels_last" else (n_bands, h, w)
+    return default_probe(shape), f"random uniform [0, 1] ({PROBE_N} images)"
+
+
+def _check_batch_sizes(module: nn.Module, probe: np.ndarray, source: str) -> np.ndarray:
+    """Outputs on the probe, after checking that another batch size gives the same rows."""
+    from converters.fidelity import torch_outputs
+
+    try:
+        out = torch_outputs(module, probe)
+        more = torch_outputs(module, np.concatenate([probe, probe[:1]]))
+    except Exception as err:
+        raise XbandError(f"{source}: the PyTorch model fails on a batch of shape "
+                         f"{probe.shape} or one image more ({type(err).__name__}: "
+                         f"{str(err)[:300]}). If the batch size is fixed inside the model, "
+                         "re-export it with a dynamic batch axis.") from err
+    if out.ndim != 2:
+        raise XbandError(f"{source}: the model output has shape {out.shape}; xband needs class "
+                         "scores of shape (batch, classes).")
+    scale = 1e-4 + 1e-3 * float(np.ptp(out))
+    if more.shape[0] != len(probe) + 1 or np.abs(more[:-1] - out).max() > scale:
+        raise XbandError(f"{source}: the PyTorch model gives different results for the same "
+                         "images in batches of different sizes; re-export it with a dynamic "
+                         "batch axis and in inference mode.")
+    return out
+
+
+def _is_probabilities(out: np.ndarray) -> bool:
+    return bool(out.min() >= 0 and np.allclose(out.sum(axis=1), 1, atol=1e-5))
+
+
+def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
+    from converters.cache import content_hash, export_keras
+    from converters.fidelity import compare, enforce, input_gradient
+    from converters.onnx_to_torch import onnx_to_torch, read_onnx
+
+    sha = content_hash(path)
+    exp = export_keras(path, fmt, sha, opset=req.opset, probe=req.probe,
+                       input_size=req.input_size, cache_dir=req.cache_dir)
+    start = time.perf_counter()
+    conv = onnx_to_torch(read_onnx(exp.onnx_path), path)
+    timings = {"to_torch": time.perf_counter() - start}
+    layout = req.layout or conv.layout or "channels_last"
+    axis = 3 if layout == "channels_last" else 1
+    n_bands = exp.probe.shape[axis]
+    out = _check_batch_sizes(conv.module, exp.probe, str(path))
+    grad = input_gradient(conv.module, exp.probe, exp.target)
+    probe_desc = (f"user data ({len(exp.probe)} images)" if req.probe is not None
+                  else f"random uniform [0, 1] ({len(exp.probe)} images)")
+    fid = compare(exp.outputs, out, reference="tensorflow", probe=probe_desc, ref_grad=exp.grad,
+                  grad=grad, target=exp.target)
+    enforce(fid, str(path), req.accept_mismatch)
+    if exp.cache_hit:
+        notes = [f"Keras->ONNX: cache hit ({exp.onnx_path})"]
+    else:
+        notes = [f"Keras->ONNX: converted, cached at {exp.onnx_path}"]
+    if exp.convert_seconds is not None:
+        timings["keras_to_onnx"] = exp.convert_seconds
+    return LoadedModel(conv.module, conv.logits_module, layout, n_bands, out.shape[1],
+                       _spatial(conv.input_shape, layout), conv.logits_module is not None
+                       or _is_probabilities(out), fmt, str(path), sha, fid, str(exp.onnx_path),
+                       notes, timings)
+
+
+def _spatial(shape: list[int | None], layout: Layout) -> tuple[int, int] | None:
+    hw = shape[1:3] if layout == "channels_last" else shape[2:4]
+    return None if None in hw else (hw[0], hw[1])
+
+
+def _from_onnx(path: Path, req: _Request) -> LoadedModel:
+    from converters.cache import content_hash
+    from converters.fidelity import compare, enforce
+    from converters.onnx_to_torch import onnx_to_torch, read_onnx
+
+    sha = content_hash(path)
+    start = time.perf_counter()
+    conv = onnx_to_torch(read_onnx(path), path)
+    timings = {"to_torch": time.perf_counter() - start}
+    layout = req.layout or conv.layout
+    if layout is None:
+        raise XbandError(f"{path}: cannot tell from the graph whether the bands are the last "
+                         "or the second axis; pass --layout channels_last or channels_first.")
+    if len(conv.input_shape) != 4:
+        raise XbandError(f"{path}: the input has rank {len(conv.input_shape)}; xband needs "
+                         "images (batch, height, width, bands) or (batch, bands, height, width).")
+    n_bands = conv.input_shape[3 if layout == "channels_last" else 1] or req.n_bands
+    if n_bands is None:
+        raise XbandError(f"{path}: the number of bands is not fixed in the graph; pass n_bands.")
+    spatial = _spatial(conv.input_shape, layout)
+    probe, probe_desc = _make_probe(req, layout, n_bands, spatial, str(path))
+    out = _check_batch_sizes(conv.module, probe, str(path))
+    fid = compare(_onnxruntime_outputs(path, probe), out, reference="onnxruntime",
+                  probe=probe_desc)
+    enforce(fid, str(path), req.accept_mismatch)
+    return LoadedModel(conv.module, conv.logits_module, layout, n_bands, out.shape[1], spatial,
+                       conv.logits_module is not None or _is_probabilities(out), "onnx",
+                       str(path), sha, fid, str(path), [], timings)
+
+
+def _onnxruntime_outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    """The ONNX file run by onnxruntime (in chunks, padded, if its batch size is fixed)."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        inp = session.get_inputs()[0]
+        batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else len(x)
+        pad = -len(x) % batch
+        padded = np.concatenate([x, np.repeat(x[:1], pad, axis=0)]) if pad else x
+        chunks = [session.run(None, {inp.name: padded[i:i + batch]})[0]
+                  for i in range(0, len(padded), batch)]
+    except Exception as err:
+        raise XbandError(f"{path}: onnxruntime, the reference for the fidelity check, cannot "
+                         f"run this file ({str(err).strip()[-300:]}); re-export it with an "
+                         "older opset or IR version.") from err
+    return np.concatenate(chunks)[:len(x)]
+
+
+def _from_torch_file(path: Path, fmt: str, trust_pickle: bool, req: _Request) -> LoadedModel:
+    from converters.cache import content_hash
+
+    sha = content_hash(path)
+    if fmt == "torchscript":
+        try:
+            with warnings.catch_warnings():  # torch.jit is deprecated, but the file is valid
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as err:
+            raise XbandError(f"{path}: cannot load this TorchScript file ({type(err).__name__}: "
+                             f"{str(err)[:200]}); is it complete?") from err
+        return _from_module(module, fmt, path, sha, req)
+    if fmt == "torch-export":
+        return _from_export(path, sha, req)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):  # not a pickle of objects: a damaged file
+            raise XbandError(f"{path}: cannot read this file as a PyTorch model (the pickle is "
+                             "not valid); is it complete?") from err
+        raise XbandError(f"{path}: this file is a full pickle of Python objects, and unpickling "
+                         "it can run any code stored in it. If you trust its source, pass "
+                         "--trust-pickle (trust_pickle=True); better, save the model with "
+                         "torch.jit.save or torch.export.save, or build the module in Python "
+                         "and pass it to xband.load_model.") from err
+    except Exception as err:
+        raise XbandError(f"{path}: cannot read this file as a PyTorch model "
+                         f"({type(err).__name__}: {str(err)[:200]}); is it complete?") from err
+    if isinstance(obj, dict):
+        raise XbandError(f"{path}: this file holds a state_dict (weights without the network): "
+                         "build the module in Python, call module.load_state_dict(...), and pass "
+                         "the module to xband.load_model(module).")
+    if not isinstance(obj, nn.Module):
+        raise XbandError(f"{path}: this file holds a {type(obj).__name__}, not a torch module.")
+    return _from_module(obj, "torch-pickle", path, sha, req)
+
+
+def _from_export(path: Path, sha: str, req: _Request) -> LoadedModel:
+    try:
+        program = torch.export.load(str(path))
+    except Exception as err:
+        raise XbandError(f"{path}: cannot load this torch.export program "
+                         f"({type(err).__name__}: {str(err)[:200]}); is it complete?") from err
+    user = set(program.graph_signature.user_inputs)
+    specs = [n.meta["val"].shape for n in program.graph.nodes
+             if n.op == "placeholder" and n.name in user]
+    if len(specs) != 1 or len(specs[0]) != 4:
+        raise XbandError(f"{path}: the program takes inputs of shapes {specs}; xband needs one "
+                         "image batch of rank 4.")
+    dims = [d if isinstance(d, int) else None for d in specs[0]]
+    module = program.module()
+    notes = ["torch.export program: runs in the mode it was exported in (export it in eval mode)"]
+    if dims[0] is not None:
+        module = FixedBatch(module, dims[0])
+        notes.append(f"exported for batch size {dims[0]}: other batch sizes run in padded chunks")
+    layout = req.layout or "channels_first"
+    n_bands = dims[3 if layout == "channels_last" else 1]
+    spatial = _spatial(dims, layout)
+    req = replace(req, layout=layout, n_bands=req.n_bands or n_bands,
+                  input_size=spatial or req.input_size)
+    loaded = _from_module(module, "torch-export", path, sha, req, set_eval=False)
+    loaded.spatial_size = spatial
+    loaded.notes[:0] = notes
+    return loaded
+
+
+def _first_conv_bands(module: nn.Module) -> int | None:
+    for sub in module.modules():
+        if isinstance(sub, nn.Conv2d) or getattr(sub, "original_name", None) == "Conv2d":
+            return int(sub.weight.shape[1] * getattr(sub, "groups", 1))
+    return None
+
+
+def _from_module(module: nn.Module, fmt: str, path: Path | None, sha: str | None,
+                 req: _Request, set_eval: bool = True) -> LoadedModel:
+    source = str(path) if path else f"{type(module).__name__} module"
+    if set_eval:
+        module.eval()
+    layout = req.layout or "channels_first"
+    n_bands = req.n_bands or _first_conv_bands(module)
+    if n_bands is None:
+        raise XbandError(f"{source}: cannot tell the number of bands (no Conv2d layer found); "
+                         "pass n_bands.")
+    probe, probe_desc = _make_probe(req, layout, n_bands, req.input_size, source)
+    out = _check_batch_sizes(module, probe, source)
+    logits = None
+    if isinstance(module, nn.Sequential) and isinstance(module[-1], nn.Softmax) \
+            and module[-1].dim in (1, -1):
+        logits = module[:-1]
+    return LoadedModel(module, logits, layout, n_bands, out.shape[1], req.input_size,
+                       logits is not None or _is_probabilities(out), fmt,
+                       None if path is None else str(path), sha,
+                       Fidelity(reference="none", probe=probe_desc, n_probe=len(probe)))
+
+
+def write_onnx(model: LoadedModel, out: str | os.PathLike, opset: int = 17) -> Path:
+    """Write the model as an ONNX file at `out` (atomically); torch sources are exported and
+    checked against onnxruntime."""
+    from converters.fidelity import compare, enforce, torch_outputs
+    from converters.keras_export import atomic_write
+    from converters.onnx_to_torch import torch_to_onnx
+
+    out = Path(out)
+    if model.onnx_path is not None:
+        atomic_write(out, lambda tmp: shutil.copyfile(model.onnx_path, tmp))
+        return out
+    req = _Request(model.layout, model.n_bands, model.spatial_size, None, opset, False, None)
+    probe, probe_desc = _make_probe(req, model.layout, model.n_bands, model.spatial_size, str(out))
+    example = torch.from_numpy(probe)
+
+    def export(tmp: str) -> None:
+        spatial_axes = None if model.spatial_size else (
+            (1, 2) if model.layout == "channels_last" else (2, 3))
+        torch_to_onnx(model.module, example, Path(tmp), opset, spatial_axes)
+        fid = compare(_onnxruntime_outputs(Path(tmp), probe), torch_outputs(model.module, probe),
+                      reference="onnxruntime (written ONNX file)", probe=probe_desc)
+        enforce(fid, str(out), False)
+
+    atomic_write(out, export)
+    return out

@@ -82,40 +82,40 @@ class Explanation:
             out.append(line)
         return pd.DataFrame(out).set_index("class")
 
-    def figures(self) -> dict[str, list[tuple[str, Figure]]]:
-        """Every figure of the report, by section, with captions."""
-        info = self.method_info
-        sections: dict[str, list[tuple[str, Figure]]] = {}
+    def figures(self) -> dict[str, list[tuple[str, str, Figure]]]:
+        """Every figure of the report by section, as (file name stem, caption, figure)."""
+        info, grouping = self.method_info, self._grouping
+        sections: dict[str, list[tuple[str, str, Figure]]] = {}
         sections["Band × class heat maps"] = [
-            (f"{info[m]['label']}: mean share per class",
-             plots.band_class_heatmap(self.importance, m, grouping=self._grouping, method_info=info))
+            (f"heatmap_{m}", f"{info[m]['label']}: mean share per class",
+             plots.band_class_heatmap(self.importance, m, grouping=grouping, method_info=info))
             for m in self.methods
         ]
         sections["Band importance per class, with 95% intervals"] = [
-            (f"{info[m]['label']}",
-             plots.class_bars(self.importance, m, grouping=self._grouping, method_info=info))
+            (f"bars_{m}", info[m]["label"],
+             plots.class_bars(self.importance, m, grouping=grouping, method_info=info))
             for m in self.methods
         ]
         sections["Methods side by side"] = [
-            ("Band rank by every method, per class (1 = most important)",
-             plots.methods_panel(self.importance, grouping=self._grouping, method_info=info)),
+            ("methods_panel", "Band rank by every method, per class (1 = most important)",
+             plots.methods_panel(self.importance, grouping=grouping, method_info=info)),
         ]
         if len(self.methods) > 1:
             sections["Agreement between methods"] = [
-                ("Spearman's ρ between band rankings, mean over classes",
+                ("agreement", "Spearman's ρ between band rankings, mean over classes",
                  plots.agreement_matrix(self.agreement, method_info=info)),
             ]
         if self.target_mode == "all":
             sections["How each band pushes images of one class toward another"] = [
-                (f"{info[m]['label']}: class × target",
-                 plots.class_target_heatmap(self.importance, m, grouping=self._grouping,
+                (f"class_target_{m}", f"{info[m]['label']}: class × target",
+                 plots.class_target_heatmap(self.importance, m, grouping=grouping,
                                             method_info=info))
                 for m in self.methods
             ]
-        if self.examples.maps:
-            ex = self.examples
+        ex = self.examples
+        if ex.maps:
             sections["Per-band maps of example images"] = [
-                (self._example_title(i),
+                (f"maps_image{ex.index[i]}", self._example_title(i),
                  plots.band_maps(ex.image[i], {m: v[i] for m, v in ex.maps.items()},
                                  self.band_names, title=self._example_title(i), method_info=info))
                 for i in range(len(ex.index))
@@ -159,8 +159,8 @@ class Explanation:
             sections = {}
             for section, items in self.figures().items():
                 rendered = []
-                for n, (caption, fig) in enumerate(items):
-                    path = figures_dir / f"{_slug(section)}_{n + 1:02d}.png"
+                for stem, caption, fig in items:
+                    path = figures_dir / f"{stem}.png"
                     plots.save_figure(fig, path)  # also releases the figure
                     rendered.append((caption, path.read_bytes()))
                 sections[section] = rendered
@@ -171,10 +171,6 @@ class Explanation:
             )
             (tmp / "report.html").write_text(html, encoding="utf-8")
         return out
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:40]
 
 
 def _jsonable(value):

@@ -93,7 +93,7 @@ class ShapleyMethod(Method):
         chunk = max(ctx.batch_size, 256)
         scores = np.empty((len(batch.x), n_bands))
         with torch.inference_mode():
-            for i, (image, target) in enumerate(zip(batch.x, batch.target)):
+            for i, (image, target) in enumerate(zip(batch.x, batch.target, strict=True)):
                 values = torch.cat([
                     ctx.forward(baseline + part * (image - baseline))[:, target]
                     for part in members.split(chunk)

@@ -1,0 +1,111 @@
+"""Run the Keras→ONNX step in its own process, cached by the model's content hash.
+
+The ONNX file is keyed by the sha256 of the model (file, or every file of a SavedModel folder) and
+the opset; the TensorFlow reference outputs additionally by the probe, so a second run with the
+same model and probe starts no TensorFlow process at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from converters.keras_export import PROBE_N, PROBE_SEED, atomic_write
+from xband.errors import XbandError
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """`cache_dir`, else `$XBAND_CACHE_DIR`, else `~/.cache/xband`."""
+    return Path(cache_dir or os.environ.get("XBAND_CACHE_DIR") or Path.home() / ".cache" / "xband")
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of a file, or of every file (relative name and bytes) below a folder."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def probe_key(probe: np.ndarray | None, input_size: tuple[int, int] | None) -> str:
+    """Cache key of a probe: the hash of user data, or the recipe of the default probe."""
+    if probe is None:
+        size = "x".join(map(str, input_size)) if input_size else "auto"
+        return f"uniform-n{PROBE_N}-seed{PROBE_SEED}-{size}"
+    arr = np.ascontiguousarray(probe, dtype=np.float32)
+    return "data-" + hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()[:16]
+
+
+@dataclass
+class KerasExport:
+    """What the Keras process produced: ONNX file, reference on the probe, and how it went."""
+
+    onnx_path: Path
+    probe: np.ndarray
+    outputs: np.ndarray
+    grad: np.ndarray
+    target: int
+    cache_hit: bool
+    convert_seconds: float | None
+
+
+def export_keras(path: Path, fmt: str, sha256: str, *, opset: int = 17,
+                 probe: np.ndarray | None = None, input_size: tuple[int, int] | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> KerasExport:
+    """ONNX file and TensorFlow reference for a Keras/SavedModel source (cache or subprocess)."""
+    entry = cache_root(cache_dir) / "keras" / f"{sha256}-opset{opset}"
+    onnx_path = entry / "model.onnx"
+    ref_path = entry / f"ref-{probe_key(probe, input_size)}.npz"
+    meta_path = entry / "meta.json"
+    hit = onnx_path.exists() and ref_path.exists() and meta_path.exists()
+    if not hit:
+        report = _run_subprocess(path, fmt, onnx_path, ref_path, opset, probe, input_size)
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        meta.update(source=str(path), format=fmt, opset=opset, input_shape=report["input_shape"])
+        meta.setdefault("convert_seconds", report.get("convert_seconds"))
+        atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+    meta = json.loads(meta_path.read_text())
+    with np.load(ref_path) as ref:
+        return KerasExport(onnx_path, ref["probe"], ref["outputs"], ref["grad"], int(ref["target"]),
+                           hit, meta.get("convert_seconds"))
+
+
+def _run_subprocess(path: Path, fmt: str, onnx_path: Path, ref_path: Path, opset: int,
+                    probe: np.ndarray | None, input_size: tuple[int, int] | None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="xband-keras-") as tmp:
+        result = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "converters.keras_export", str(path), "--format", fmt,
+               "--onnx", str(onnx_path), "--reference", str(ref_path), "--opset", str(opset),
+               "--result", str(result)]
+        if probe is not None:
+            np.save(Path(tmp) / "probe.npy", np.asarray(probe, dtype=np.float32))
+            cmd += ["--probe", str(Path(tmp) / "probe.npy")]
+        if input_size:
+            cmd += ["--input-size", *map(str, input_size)]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(_REPO_ROOT),
+                                                            os.environ.get("PYTHONPATH")])))
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
+        if not result.exists():
+            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            raise XbandError(f"{path}: the Keras conversion process stopped (exit code "
+                             f"{proc.returncode}) without a report; its last messages:\n{tail}")
+        report = json.loads(result.read_text())
+    if not report["ok"]:
+        raise XbandError(report["message"])
+    return report

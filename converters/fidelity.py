@@ -1,0 +1,61 @@
+"""Does the PyTorch module compute what the original computes? Numbers, and a verdict."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from xband.errors import XbandError
+from xband.models import Fidelity
+
+
+def torch_outputs(module: nn.Module, x: np.ndarray) -> np.ndarray:
+    """Outputs of `module` on the batch `x`."""
+    with torch.no_grad():
+        return module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
+
+def input_gradient(module: nn.Module, x: np.ndarray, target: int) -> np.ndarray:
+    """d(sum over the batch of output[:, target]) / d input, as TensorFlow's reference does."""
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).requires_grad_(True)
+    module(xt)[:, target].sum().backward()
+    return xt.grad.numpy()
+
+
+def compare(ref_out: np.ndarray, out: np.ndarray, *, reference: str, probe: str,
+            ref_grad: np.ndarray | None = None, grad: np.ndarray | None = None,
+            target: int | None = None, tolerance_abs: float = 1e-4,
+            tolerance_rel: float = 1e-3) -> Fidelity:
+    """Fidelity of `out` against `ref_out` (and of the input gradients, when given)."""
+    if ref_out.shape != out.shape:
+        raise XbandError(f"the converted model gives outputs of shape {out.shape} where the "
+                         f"original ({reference}) gives {ref_out.shape}")
+    diff = np.abs(out.astype(np.float64) - ref_out.astype(np.float64))
+    output_range = float(ref_out.max() - ref_out.min())
+    max_abs = float(diff.max())
+    fid = Fidelity(reference=reference, probe=probe, n_probe=len(ref_out), max_abs_diff=max_abs,
+                   mean_abs_diff=float(diff.mean()), output_range=output_range,
+                   tolerance_abs=tolerance_abs, tolerance_rel=tolerance_rel,
+                   passed=bool(max_abs <= tolerance_abs or max_abs <= tolerance_rel * output_range))
+    if ref_grad is not None and grad is not None:
+        norm = float(np.linalg.norm(ref_grad))
+        fid.grad_rel_diff = float(np.linalg.norm(grad - ref_grad)) / norm if norm else float(
+            np.linalg.norm(grad))
+        fid.grad_target = target
+    return fid
+
+
+def enforce(fid: Fidelity, source: str, accept_mismatch: bool) -> None:
+    """Refuse a mismatch with a clear message, unless the user accepts it (then mark it)."""
+    if fid.passed:
+        return
+    if accept_mismatch:
+        fid.accepted_mismatch = True
+        return
+    raise XbandError(f"{source}: the converted model does not compute the same function: "
+                     f"outputs differ by up to {fid.max_abs_diff:.3g} (tolerance "
+                     f"{fid.tolerance_abs:g} absolute or {fid.tolerance_rel:g} x output range "
+                     f"{fid.output_range:.3g}) against {fid.reference} on {fid.probe}. Pass "
+                     "--accept-mismatch (accept_mismatch=True) to use it anyway.")
+

@@ -1,0 +1,307 @@
+"""Keras / TensorFlow model → ONNX, plus reference outputs and input gradients, in its own process.
+
+Run as ``python -m converters.keras_export SOURCE --format FMT --result RESULT.json ...``.
+TensorFlow is imported only inside this process: importing torch after TensorFlow in one process
+crashes, so the torch side (`converters.cache`) runs this as a subprocess. Every outcome is
+written to RESULT.json: ``{"ok": true, ...}`` or ``{"ok": false, "kind": ..., "message": ...}``.
+Nothing here executes code stored in a model file: Lambda layers and custom classes are refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+PROBE_N = 8
+PROBE_SEED = 0
+DEFAULT_SPATIAL = 32
+KERAS_EXTRA = 'pip install -c constraints.txt -e ".[keras]"'
+_MODEL_CLASSES = {"Functional", "Sequential", "Model"}
+
+
+class ExportError(Exception):
+    """A failure reported to the parent as JSON: `kind` plus a user-facing message."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def default_probe(shape: tuple[int, ...], n: int = PROBE_N, seed: int = PROBE_SEED) -> np.ndarray:
+    """Seeded uniform [0, 1) float32 images of `shape` (without batch axis), `n` of them."""
+    return np.random.default_rng(seed).uniform(0, 1, size=(n, *shape)).astype(np.float32)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call `write(tmp_path)` on a temporary file beside `path`, then rename it to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ---------------------------------------------------------------- model config (no code run)
+def _read_config(path: Path, fmt: str) -> dict | None:
+    """The model's JSON config, read without building the model; None if the file has none."""
+    try:
+        if fmt == "keras":
+            with zipfile.ZipFile(path) as zf:
+                return json.loads(zf.read("config.json"))
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise ExportError("corrupt", f"{path}: cannot read the Keras model ({err}); "
+                          "is the file complete and a Keras model?") from err
+    if raw is None:
+        raise ExportError("corrupt", f"{path}: this HDF5 file holds no model config (weights "
+                          "only?); save the whole model (model.save('model.keras')) and retry.")
+    return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+
+
+def _layers(config: dict):
+    """(layer name, class name, module) for every layer, nested models included."""
+    for layer in config.get("config", {}).get("layers", []) if isinstance(config, dict) else []:
+        cfg = layer.get("config", {})
+        name = cfg.get("name", layer.get("name", "?"))
+        yield name, layer.get("class_name", "?"), layer.get("module")
+        if layer.get("class_name") in _MODEL_CLASSES:
+            yield from _layers(layer)
+
+
+def _needs_code(config: dict, known) -> list[tuple[str, str]]:
+    """(layer, class) pairs that need Python code: Lambda layers and classes Keras does not know."""
+    bad = []
+    for name, cls, module in _layers(config):
+        if cls == "Lambda":
+            bad.append((name, "Lambda"))
+        elif (not str(module).startswith("keras")) if module is not None else not known(cls):
+            bad.append((name, cls))
+    return bad
+
+
+def _code_message(path: Path, what: str) -> str:
+    return (f"{path}: {what}; xband does not run code from model files. Either replace them "
+            "with built-in Keras layers and re-save, or, where the code is available, save a "
+            "TensorFlow SavedModel folder (model.export('folder')) or export to ONNX yourself "
+            "(tf2onnx.convert.from_keras) and pass that instead.")
+
+
+def _bad_layers(bad: list[tuple[str, str]]) -> str:
+    listing = ", ".join(f"'{name}' ({cls})" for name, cls in bad)
+    kind = "Lambda layers hold" if any(c == "Lambda" for _, c in bad) else "custom classes need"
+    return f"layer(s) {listing} need Python code to load ({kind} code)"
+
+
+# ---------------------------------------------------------------- loading and calling
+def _from_function(call, signature, opset):
+    """ONNX graph of `call` traced as a tf.function, with captured constants frozen in.
+
+    tf2onnx turns constant tensors that the function captures (a Keras Normalization layer's
+    mean and variance, for one) into extra graph inputs with no value; they become initializers.
+    """
+    import tensorflow as tf
+    import tf2onnx
+    from onnx import numpy_helper
+
+    fn = tf.function(call)
+    proto = tf2onnx.convert.from_function(fn, input_signature=signature, opset=opset)[0]
+    captured = {
+        internal.name: external
+        for external, internal in fn.get_concrete_function(*signature).graph.captures
+        if external.dtype != tf.resource
+    }
+    for graph_input in list(proto.graph.input)[1:]:
+        if graph_input.name in captured:
+            value = captured[graph_input.name].numpy()
+            proto.graph.initializer.append(numpy_helper.from_array(value, graph_input.name))
+            proto.graph.input.remove(graph_input)
+    return proto
+
+
+def _load(path: Path, fmt: str):
+    """(callable x -> y, input shape with batch axis, converter) for the model at `path`."""
+    import tensorflow as tf
+    import tf2onnx
+
+    if fmt == "savedmodel":
+        try:
+            loaded = tf.saved_model.load(str(path))
+        except Exception as err:
+            raise ExportError("corrupt", f"{path}: TensorFlow cannot load this SavedModel "
+                              f"folder ({type(err).__name__}: {err})") from err
+        if "serving_default" not in loaded.signatures:
+            raise ExportError("unsupported", f"{path}: the SavedModel has no 'serving_default' "
+                              f"signature (it has {sorted(loaded.signatures)}); re-export it "
+                              "with model.export(folder).")
+        sig = loaded.signatures["serving_default"]
+        inputs = sig.structured_input_signature[1]
+        outputs = sig.structured_outputs
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ExportError("unsupported", f"{path}: the serving signature has inputs "
+                              f"{sorted(inputs)} and outputs {sorted(outputs)}; xband needs one "
+                              "image input and one class-score output.")
+        (in_name, spec), = inputs.items()
+        out_name, = outputs
+
+        def call(x):  # through `loaded`, which must stay alive: it owns the variables
+            return loaded.signatures["serving_default"](**{in_name: x})[out_name]
+
+        def convert(signature, opset):
+            return _from_function(call, signature, opset)
+
+        return call, tuple(spec.shape), convert
+
+    import keras
+
+    def known(cls: str) -> bool:
+        return hasattr(keras.layers, cls) or cls in _MODEL_CLASSES
+
+    config = _read_config(path, fmt)
+    bad = _needs_code(config, known)
+    if bad:
+        raise ExportError("needs_code", _code_message(path, _bad_layers(bad)))
+    try:
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as err:
+        msg = str(err)
+        if "Lambda" in msg or "Unknown layer" in msg or "could not be deserialized" in msg:
+            raise ExportError("needs_code", _code_message(
+                path, f"Keras cannot rebuild the model without code ({msg[:200]})")) from err
+        raise ExportError("corrupt", f"{path}: Keras cannot load this model "
+                          f"({type(err).__name__}: {msg[:300]})") from err
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ExportError("unsupported", f"{path}: the model has {len(model.inputs)} inputs and "
+                          f"{len(model.outputs)} outputs; xband needs one image input and one "
+                          "class-score output.")
+
+    def call(x):
+        return model(x, training=False)
+
+    def convert(signature, opset):
+        try:
+            return tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)[0]
+        except KeyError:
+            # tf2onnx 1.17 loses track of Keras 3 tensor names in some Sequential models loaded
+            # from disk (KeyError: 'keras_tensor_NN'); tracing the call as a tf.function works
+            return _from_function(call, signature, opset)
+
+    return call, tuple(model.inputs[0].shape), convert
+
+
+def _probe(args, shape: tuple) -> np.ndarray:
+    if args.probe:
+        probe = np.load(args.probe).astype(np.float32)
+        want = tuple(shape[1:])
+        if probe.ndim != 4 or any(w is not None and w != p
+                                  for w, p in zip(want, probe.shape[1:], strict=True)):
+            raise ExportError("bad_probe", f"{args.source}: the sample data has shape "
+                              f"{probe.shape} but the model takes images of shape "
+                              f"{tuple('any' if d is None else d for d in want)} (channels last).")
+        return probe
+    h, w, c = shape[1:]
+    size = args.input_size or (DEFAULT_SPATIAL, DEFAULT_SPATIAL)
+    return default_probe((h or size[0], w or size[1], c))
+
+
+def run(args) -> dict:
+    """Convert (unless the ONNX file exists) and compute the reference; return the report."""
+    try:
+        import tensorflow as tf
+        import tf2onnx  # noqa: F401
+    except ImportError as err:
+        raise ExportError("missing_dependency", f"{args.source}: reading Keras/TensorFlow models "
+                          f"needs TensorFlow and tf2onnx ({err}); install them with: "
+                          f"{KERAS_EXTRA}") from err
+    import onnx
+
+    from converters.onnx_graph import describe_foreign_ops, foreign_ops
+
+    source = Path(args.source)
+    call, shape, convert = _load(source, args.format)
+    if len(shape) != 4:
+        raise ExportError("unsupported", f"{source}: the model input has shape {shape}; xband "
+                          "needs images (batch, height, width, bands).")
+    report: dict = {"ok": True, "input_shape": [None, *shape[1:]]}
+    onnx_path = Path(args.onnx)
+    if not onnx_path.exists():
+        signature = (tf.TensorSpec((None, *shape[1:]), tf.float32, name="input"),)
+        start = time.perf_counter()
+        try:
+            proto = convert(signature, args.opset)
+        except Exception as err:
+            raise ExportError("conversion_failed", f"{source}: tf2onnx could not convert the "
+                              f"model at opset {args.opset} ({type(err).__name__}: "
+                              f"{str(err)[:300]}); try another --opset, or export to ONNX "
+                              "yourself and pass the .onnx file.") from err
+        report["convert_seconds"] = time.perf_counter() - start
+        foreign = foreign_ops(proto)
+        if foreign:
+            raise ExportError("non_onnx_ops", f"{source}: tf2onnx left TensorFlow operations "
+                              f"that are not ONNX operators in the graph: "
+                              f"{describe_foreign_ops(foreign)}. These layers cannot be run "
+                              "outside TensorFlow; try another --opset, or replace the layers "
+                              "(e.g. grouped/depthwise convolutions) and re-save.")
+        atomic_write(onnx_path, lambda tmp: onnx.save(proto, tmp))
+    if args.reference:
+        start = time.perf_counter()
+        probe = _probe(args, shape)
+        x = tf.constant(probe)
+        out = call(x).numpy()
+        if out.ndim != 2:
+            raise ExportError("unsupported", f"{source}: the model output has shape {out.shape}; "
+                              "xband needs class scores of shape (batch, classes).")
+        target = int(np.argmax(out.mean(axis=0)))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            score = tf.reduce_sum(call(x)[:, target])
+        grad = tape.gradient(score, x).numpy()
+
+        def save(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, probe=probe, outputs=out, grad=grad, target=target)
+
+        atomic_write(Path(args.reference), save)
+        report["reference_seconds"] = time.perf_counter() - start
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m converters.keras_export", description=__doc__)
+    p.add_argument("source", help=".keras/.h5 file or SavedModel folder")
+    p.add_argument("--format", required=True, choices=["keras", "h5", "savedmodel"])
+    p.add_argument("--onnx", required=True, help="ONNX file to write (kept if it exists)")
+    p.add_argument("--reference", help="npz file for probe, outputs, input gradient, target")
+    p.add_argument("--probe", help=".npy images (N, H, W, C); default: seeded uniform [0, 1)")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="probe size when the model accepts any size (default 32 32)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--result", required=True, help="JSON report to write")
+    args = p.parse_args(argv)
+    try:
+        report = run(args)
+    except ExportError as err:
+        report = {"ok": False, "kind": err.kind, "message": str(err)}
+    except Exception as err:  # noqa: BLE001 - anything unforeseen still reaches the user
+        report = {"ok": False, "kind": "conversion_failed",
+                  "message": f"{args.source}: conversion failed ({type(err).__name__}: {err})"}
+    atomic_write(Path(args.result), lambda tmp: Path(tmp).write_text(json.dumps(report)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

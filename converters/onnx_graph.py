@@ -1,0 +1,157 @@
+"""ONNX graph checks and edits that need neither TensorFlow nor torch."""
+
+from __future__ import annotations
+
+import copy
+
+import onnx
+from onnx import helper
+
+ONNX_DOMAINS = ("", "ai.onnx")
+# Ops that keep the layout of their input: followed when looking for the first layout-bound op.
+_LAYOUT_NEUTRAL = {
+    "Identity", "Cast", "Add", "Sub", "Mul", "Div", "Relu", "Clip", "Sigmoid", "Tanh", "Neg",
+    "Abs", "Sqrt", "Pow", "Exp", "Log", "Max", "Min", "LeakyRelu", "HardSwish", "HardSigmoid",
+}
+_CHANNELS_FIRST_OPS = {
+    "Conv", "ConvTranspose", "MaxPool", "AveragePool", "BatchNormalization",
+    "InstanceNormalization", "GlobalAveragePool", "GlobalMaxPool", "LpPool",
+}
+
+
+def _nodes(graph: onnx.GraphProto):
+    """All nodes of a graph, including those of subgraphs (If/Loop/Scan bodies)."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _nodes(g)
+
+
+def foreign_ops(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
+    """(op type, domain, node name) of every node that is not a standard ONNX operator.
+
+    tf2onnx leaves ops it cannot convert (e.g. `StatefulPartitionedCall`) in the default domain,
+    so the op type is checked against the ONNX operator set too.
+    """
+    return [(n.op_type, n.domain, n.name) for n in _nodes(model.graph)
+            if n.domain not in ONNX_DOMAINS or not onnx.defs.has(n.op_type)]
+
+
+def describe_foreign_ops(ops: list[tuple[str, str, str]], limit: int = 5) -> str:
+    """Short listing of foreign ops: their types, and the first few nodes (which name the layer)."""
+    types = sorted({f"{op} (domain '{dom}')" for op, dom, _ in ops})
+    nodes = ", ".join(name for _, _, name in ops[:limit])
+    more = f" and {len(ops) - limit} more" if len(ops) > limit else ""
+    return f"{'; '.join(types)} at node(s) {nodes}{more}"
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Real inputs (not initializers listed as inputs, as old exporters do)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def _shape(value: onnx.ValueInfoProto) -> list[int | None] | None:
+    tensor = value.type.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+
+
+def input_shape(model: onnx.ModelProto) -> list[int | None] | None:
+    """Shape of the single input, None for unknown dimensions (or None if rank unknown)."""
+    return _shape(graph_inputs(model)[0])
+
+
+def output_shape(model: onnx.ModelProto) -> list[int | None] | None:
+    """Shape of the first output, None for unknown dimensions."""
+    return _shape(model.graph.output[0])
+
+
+def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Copy of `model` whose input and output declare a symbolic batch dimension."""
+    model = copy.deepcopy(model)
+    for value in [*graph_inputs(model), *model.graph.output]:
+        tensor = value.type.tensor_type
+        if tensor.HasField("shape") and len(tensor.shape.dim) > 0:
+            dim = tensor.shape.dim[0]
+            dim.Clear()
+            dim.dim_param = "batch"
+    return model
+
+
+def strip_final_softmax(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """Copy of `model` without a final Softmax over the class axis, or None if there is none.
+
+    Follows Identity nodes back from the single output; only a rank-2 (batch, classes) output
+    whose Softmax runs over the last axis is stripped.
+    """
+    if len(model.graph.output) != 1:
+        return None
+    shape = output_shape(model)
+    if shape is not None and len(shape) != 2:
+        return None
+    nodes = list(model.graph.node)
+    producers = {out: i for i, node in enumerate(nodes) for out in node.output}
+    chain, name = [], model.graph.output[0].name
+    while name in producers and nodes[producers[name]].op_type == "Identity":
+        chain.append(producers[name])
+        name = nodes[producers[name]].input[0]
+    if name not in producers:
+        return None
+    node = nodes[producers[name]]
+    if node.op_type != "Softmax" or node.domain not in ONNX_DOMAINS:
+        return None
+    axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), None)
+    opset = next((o.version for o in model.opset_import if o.domain in ONNX_DOMAINS), 13)
+    axis = axis if axis is not None else (-1 if opset >= 13 else 1)
+    if axis not in (1, -1):
+        return None
+    drop = {producers[name], *chain}
+    produced = {out for i in drop for out in nodes[i].output}
+    if any(set(n.input) & produced for i, n in enumerate(nodes) if i not in drop):
+        return None  # the probabilities feed something else too
+    stripped = copy.deepcopy(model)
+    stripped.graph.ClearField("node")
+    stripped.graph.node.extend(n for i, n in enumerate(nodes) if i not in drop)
+    stripped.graph.output[0].name = node.input[0]
+    return stripped
+
+
+def detect_layout(model: onnx.ModelProto) -> str | None:
+    """'channels_last' or 'channels_first' from the graph, or None if it cannot tell.
+
+    ONNX convolutions are channels-first, so a graph fed NHWC starts with a Transpose
+    (perm 0,3,1,2) before its first convolution; one fed NCHW reaches it directly.
+    """
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    frontier, seen = [graph_inputs(model)[0].name], set()
+    while frontier:
+        name = frontier.pop(0)
+        for node in consumers.get(name, []):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node.op_type == "Transpose":
+                perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+                if perm == [0, 3, 1, 2]:
+                    return "channels_last"
+            elif node.op_type in _CHANNELS_FIRST_OPS:
+                return "channels_first"
+            elif node.op_type in _LAYOUT_NEUTRAL:
+                frontier.extend(node.output)
+    shape = input_shape(model)
+    if shape and len(shape) == 4 and None not in shape[1:]:
+        _, a, b, c = shape
+        if c < min(a, b):
+            return "channels_last"
+        if a < min(b, c):
+            return "channels_first"
+    return None

@@ -1,0 +1,435 @@
+"""Loading classifiers into PyTorch (xband.load_model, converters, `xband convert`).
+
+Keras models are built and run in TensorFlow subprocesses: TensorFlow is never imported here
+(importing torch after TensorFlow in one process crashes; see findings.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from converters.fidelity import compare
+from xband import load_model
+from xband.cli import build_parser, main
+from xband.errors import XbandError
+
+needs_tf = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                              reason="the keras extra (TensorFlow, tf2onnx) is not installed")
+
+KERAS_BUILD = r'''
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np, keras, tensorflow as tf
+
+out = sys.argv[1]
+keras.utils.set_random_seed(0)
+L = keras.layers
+seq = keras.Sequential([keras.Input((16, 16, 13)), L.Conv2D(8, 3, activation="relu"),
+                        L.MaxPooling2D(), L.Conv2D(8, 3, activation="relu"), L.Flatten(),
+                        L.Dense(4)])
+inp = keras.Input((16, 16, 13))
+x = L.Conv2D(8, 3, padding="same")(inp)
+bn = L.BatchNormalization()
+x = L.Activation("relu")(bn(x))
+x = L.GlobalAveragePooling2D()(L.Dropout(0.5)(x))
+func = keras.Model(inp, L.Dense(5, activation="softmax")(x))
+rng = np.random.default_rng(1)
+bn.set_weights([rng.uniform(0.5, 2, 8), rng.normal(0, 1, 8), rng.normal(0, 1, 8),
+                rng.uniform(0.5, 2, 8)])
+refs = {"x": rng.uniform(0, 1, (6, 16, 16, 13)).astype("float32")}
+for name, model in {"seq": seq, "func": func}.items():
+    model.save(f"{out}/{name}.keras")
+    model.save(f"{out}/{name}.h5")
+    xt = tf.constant(refs["x"])
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = model(xt, training=False)
+        score = tf.reduce_sum(y[:, 1])
+    refs[name + "_out"], refs[name + "_grad"] = y.numpy(), tape.gradient(score, xt).numpy()
+func.export(f"{out}/func_savedmodel", format="tf_saved_model")
+
+keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling2D()(
+    L.Lambda(lambda t: t * 2, name="scale_by_two")(inp)))).save(f"{out}/lambda.keras")
+
+@keras.saving.register_keras_serializable(package="lab")
+class Brighten(L.Layer):
+    def call(self, t):
+        return t + 1.0
+
+keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling2D()(Brighten(name="my_custom")(inp)))).save(
+    f"{out}/custom.keras")
+keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling2D()(L.Conv2D(8, 3)(inp)))).save(
+    f"{out}/plain.keras")
+keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling2D()(
+    L.Conv2D(8, 3, groups=4, name="grouped")(L.Conv2D(8, 3)(inp))))).save(f"{out}/grouped.keras")
+np.savez(f"{out}/refs.npz", **refs)
+'''
+
+
+def keras_python(code: str, *args: str) -> None:
+    """Run Python `code` with TensorFlow in a subprocess; fail the test if it fails."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], check=False,
+                          capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def keras_models(tmp_path_factory) -> Path:
+    """Folder of Keras models (.keras, .h5, SavedModel) and their TensorFlow references."""
+    folder = tmp_path_factory.mktemp("keras_models")
+    keras_python(KERAS_BUILD, str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def keras_cache(tmp_path_factory) -> Path:
+    """One conversion cache for the Keras tests, so each model converts once."""
+    return tmp_path_factory.mktemp("keras_cache")
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("XBAND_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def torch_net(softmax: bool = True) -> nn.Sequential:
+    """A small 13-band CNN in eval mode with non-trivial BatchNorm statistics."""
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(13, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)]
+    net = nn.Sequential(*layers, *([nn.Softmax(dim=1)] if softmax else []))
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-1, 1)
+        net[1].running_var.uniform_(0.5, 2)
+    return net.eval()
+
+
+def images(n: int, channels_last: bool = False, size: int = 16) -> torch.Tensor:
+    shape = (n, size, size, 13) if channels_last else (n, 13, size, size)
+    return torch.rand(shape, generator=torch.Generator().manual_seed(n))
+
+
+# ------------------------------------------------------------------------------- Keras
+@pytest.mark.parametrize("name", ["seq.keras", "seq.h5", "func.keras", "func.h5",
+                                  "func_savedmodel"])
+@pytest.mark.keras
+@needs_tf
+def test_keras_sources_match_tensorflow(name, keras_models, keras_cache):
+    model = load_model(keras_models / name, cache_dir=keras_cache, verbose=False)
+    refs = np.load(keras_models / "refs.npz")
+    stem = name.split(".")[0].split("_")[0]
+    x = torch.from_numpy(refs["x"]).requires_grad_(True)
+    out = model(x, output="probabilities")
+    np.testing.assert_allclose(out.detach().numpy(), refs[stem + "_out"], atol=1e-4, rtol=0)
+    out[:, 1].sum().backward()
+    grad, ref_grad = x.grad.numpy(), refs[stem + "_grad"]
+    assert np.linalg.norm(grad - ref_grad) / np.linalg.norm(ref_grad) < 1e-3
+    assert (model.layout, model.band_axis, model.n_bands) == ("channels_last", 3, 13)
+    assert model.n_classes == (4 if stem == "seq" else 5)
+    assert model.spatial_size == (16, 16)
+    assert model.ends_with_softmax == (stem == "func")
+    assert not model.module.training
+    fid = model.fidelity
+    assert fid.reference == "tensorflow" and fid.passed and fid.max_abs_diff <= 1e-4
+    assert fid.grad_rel_diff < 1e-3 and fid.grad_target is not None
+    assert len(model.sha256) == 64
+    assert model(images(3, channels_last=True)).shape == (3, model.n_classes)  # other batch size
+
+
+@pytest.mark.keras
+@needs_tf
+def test_keras_softmax_is_stripped_to_logits(keras_models, keras_cache):
+    model = load_model(keras_models / "func.keras", cache_dir=keras_cache, verbose=False)
+    x = images(4, channels_last=True)
+    logits, probs = model(x, output="logits"), model(x, output="probabilities")
+    assert model.logits_module is not None
+    assert not torch.allclose(logits.sum(1), torch.ones(4), atol=1e-3)
+    torch.testing.assert_close(torch.softmax(logits, dim=1), probs, atol=1e-6, rtol=0)
+
+
+@pytest.mark.keras
+@needs_tf
+def test_keras_second_run_uses_cache_without_subprocess(keras_models, keras_cache, monkeypatch):
+    load_model(keras_models / "seq.keras", cache_dir=keras_cache, verbose=False)
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError("a subprocess was started")
+
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    model = load_model(keras_models / "seq.keras", cache_dir=keras_cache, verbose=False)
+    assert any("cache hit" in note for note in model.notes)
+    assert model.fidelity.passed
+    # a new probe needs a new TensorFlow reference: the key includes the probe
+    with pytest.raises(AssertionError, match="subprocess was started"):
+        load_model(keras_models / "seq.keras", cache_dir=keras_cache, verbose=False,
+                   probe=np.load(keras_models / "refs.npz")["x"])
+
+
+@pytest.mark.keras
+@needs_tf
+def test_keras_user_probe_and_onnx_written_by_cli(keras_models, isolated_cache, tmp_path,
+                                                  capsys):
+    refs = np.load(keras_models / "refs.npz")
+    np.savez(tmp_path / "sample.npz", x=refs["x"])
+    out = tmp_path / "func.onnx"
+    code, stdout, _ = run_cli(["convert", str(keras_models / "func.h5"), "-o", str(out),
+                               "--data", str(tmp_path / "sample.npz")], capsys)
+    assert code == 0
+    assert "user data (6 images)" in stdout and "max |diff|" in stdout and "PASS" in stdout
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: refs["x"]})[0]
+    np.testing.assert_allclose(got, refs["func_out"], atol=1e-4, rtol=0)
+    # the written ONNX file (channels-last, from tf2onnx) loads on its own too
+    model = load_model(out, verbose=False)
+    assert model.layout == "channels_last" and model.fidelity.reference == "onnxruntime"
+    assert model.logits_module is not None
+
+
+@pytest.mark.keras
+@needs_tf
+@pytest.mark.parametrize(("name", "expected"), [
+    ("lambda.keras", ["'scale_by_two'", "Lambda", "does not run code"]),
+    ("custom.keras", ["'my_custom'", "Brighten", "does not run code"]),
+    ("grouped.keras", ["StatefulPartitionedCall", "grouped", "not ONNX operators"]),
+])
+def test_keras_failures_are_explained(name, expected, keras_models, isolated_cache, capsys):
+    code, _, err = run_cli(["convert", str(keras_models / name)], capsys)
+    assert code == 2
+    assert "Traceback" not in err and str(keras_models / name) in err
+    for text in expected:
+        assert text in err
+
+
+@pytest.mark.keras
+@needs_tf
+def test_keras_without_tensorflow_names_the_extra(keras_models, isolated_cache, tmp_path,
+                                                  monkeypatch, capsys):
+    fake = tmp_path / "no_tf" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named tensorflow')\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    code, _, err = run_cli(["convert", str(keras_models / "plain.keras")], capsys)
+    assert code == 2
+    assert 'pip install -c constraints.txt -e ".[keras]"' in err
+
+
+
+
+# ------------------------------------------------------------------------------- ONNX
+def export_onnx(net: nn.Module, path: Path, dynamic: bool) -> Path:
+    axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic else None
+    torch.onnx.export(net, (images(2),), str(path), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["output"], dynamic_axes=axes)
+    return path
+
+
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_onnx_file_matches_onnxruntime(tmp_path, dynamic):
+    net = torch_net()
+    model = load_model(export_onnx(net, tmp_path / "net.onnx", dynamic), verbose=False)
+    assert (model.layout, model.n_bands, model.n_classes) == ("channels_first", 13, 4)
+    assert model.spatial_size == (16, 16) and model.source_format == "onnx"
+    assert model.fidelity.reference == "onnxruntime" and model.fidelity.max_abs_diff < 1e-5
+    for n in (1, 5):  # any batch size, even when the file fixes it to 2
+        x = images(n)
+        torch.testing.assert_close(model(x, output="probabilities"), net(x), atol=1e-5, rtol=0)
+    x = images(3)
+    torch.testing.assert_close(torch.softmax(model(x, output="logits"), 1), net(x), atol=1e-6,
+                               rtol=0)
+    torch.testing.assert_close(model(x, output="logits"), net[:-1](x), atol=1e-5, rtol=0)
+
+
+def tiny_onnx(path: Path, op: str, domain: str = "") -> Path:
+    """Conv -> GlobalAveragePool -> Flatten -> `op` graph on 13-band images."""
+    weight = numpy_helper.from_array(np.ones((3, 13, 3, 3), np.float32), "w")
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], name="conv"),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"], name="pool"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node(op, ["f"], ["output"], name="last_op", domain=domain)]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                      ["N", 13, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3])], [weight])
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=8), str(path))
+    return path
+
+
+def test_onnx_with_custom_domain_op_is_refused(tmp_path, capsys):
+    path = tiny_onnx(tmp_path / "custom.onnx", "MagicBand", domain="com.example")
+    code, _, err = run_cli(["convert", str(path)], capsys)
+    assert code == 2
+    assert "MagicBand" in err and "com.example" in err and "last_op" in err
+
+
+def test_onnx_op_without_onnx2torch_converter_is_named(tmp_path, capsys):
+    code, _, err = run_cli(["convert", str(tiny_onnx(tmp_path / "shrink.onnx", "Shrink"))],
+                           capsys)
+    assert code == 2
+    assert "onnx2torch has no converter for Shrink" in err and "'last_op'" in err
+
+
+def test_tiny_onnx_without_softmax_converts(tmp_path):
+    model = load_model(tiny_onnx(tmp_path / "relu.onnx", "Relu"), verbose=False)
+    assert model.logits_module is None and not model.ends_with_softmax
+    assert model.spatial_size == (8, 8)
+
+
+def test_onnx_that_onnxruntime_cannot_run_is_explained(tmp_path, capsys):
+    path = tiny_onnx(tmp_path / "new.onnx", "Relu")
+    proto = onnx.load(str(path))
+    proto.ir_version = 99
+    onnx.save(proto, str(path))
+    code, _, err = run_cli(["convert", str(path)], capsys)
+    assert code == 2 and "new.onnx" in err and "Traceback" not in err
+
+
+def test_fidelity_mismatch_is_refused_unless_accepted(tmp_path, monkeypatch, capsys):
+    import xband.models
+
+    path = export_onnx(torch_net(), tmp_path / "net.onnx", dynamic=True)
+    real = xband.models._onnxruntime_outputs
+    monkeypatch.setattr(xband.models, "_onnxruntime_outputs", lambda p, x: real(p, x) + 0.01)
+    code, _, err = run_cli(["convert", str(path)], capsys)
+    assert code == 2
+    assert "does not compute the same function" in err and "--accept-mismatch" in err
+    code, out, _ = run_cli(["convert", str(path), "--accept-mismatch"], capsys)
+    assert code == 0 and "MISMATCH ACCEPTED" in out
+
+
+def test_fidelity_tolerance_is_absolute_or_relative_to_range():
+    ref = np.array([[0.0, 1000.0], [500.0, 2.0]])
+    assert compare(ref, ref + 0.5, reference="r", probe="p").passed  # 0.5 <= 1e-3 * 1000
+    assert not compare(ref, ref + 2.0, reference="r", probe="p").passed
+    small = np.array([[0.0, 0.01]])
+    assert compare(small, small + 5e-5, reference="r", probe="p").passed  # <= 1e-4 absolute
+    assert not compare(small, small + 5e-4, reference="r", probe="p").passed
+
+
+# ------------------------------------------------------------------------------- PyTorch
+def test_torch_module_object():
+    net = torch_net()
+    model = load_model(net, verbose=False)
+    assert model.module is net and model.source_format == "torch-module"
+    assert (model.layout, model.band_axis, model.n_bands, model.n_classes) == (
+        "channels_first", 1, 13, 4)
+    assert model.ends_with_softmax and model.logits_module is not None
+    x = images(3)
+    torch.testing.assert_close(torch.softmax(model(x), 1), net(x), atol=1e-6, rtol=0)
+
+
+def test_torch_module_with_softmax_inside_forward():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch_net(softmax=False)
+
+        def forward(self, x):
+            return torch.softmax(self.body(x), dim=1)
+
+    model = load_model(Net(), verbose=False)
+    assert model.ends_with_softmax and model.logits_module is None
+    assert model.network("logits") is model.module
+    plain = load_model(torch_net(softmax=False), verbose=False)
+    assert not plain.ends_with_softmax and plain.logits_module is None
+
+
+def test_torch_module_without_conv_needs_n_bands():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(13 * 8 * 8, 3)).eval()
+    with pytest.raises(XbandError, match="n_bands"):
+        load_model(net, verbose=False)
+    model = load_model(net, n_bands=13, input_size=(8, 8), verbose=False)
+    assert model.n_classes == 3 and model.spatial_size == (8, 8)
+
+
+def test_torch_module_with_wrong_probe_is_refused():
+    with pytest.raises(XbandError, match="band axis 1"):
+        load_model(torch_net(), probe=np.zeros((2, 16, 16, 13), np.float32), verbose=False)
+
+
+def test_torchscript_and_torch_export_files(tmp_path):
+    net = torch_net()
+    torch.jit.save(torch.jit.trace(net, images(2)), str(tmp_path / "net.ts"))
+    torch.export.save(torch.export.export(net, (images(2),)), str(tmp_path / "net.pt2"))
+    x = images(5)
+    for name, fmt in [("net.ts", "torchscript"), ("net.pt2", "torch-export")]:
+        model = load_model(tmp_path / name, verbose=False)
+        assert model.source_format == fmt and model.n_bands == 13 and model.ends_with_softmax
+        torch.testing.assert_close(model(x, output="probabilities"), net(x), atol=1e-6, rtol=0)
+    assert load_model(tmp_path / "net.pt2", verbose=False).spatial_size == (16, 16)
+
+
+def test_torchscript_cli_writes_checked_onnx(tmp_path, capsys):
+    net = torch_net()
+    torch.jit.save(torch.jit.trace(net, images(2)), str(tmp_path / "net.pt"))
+    code, out, _ = run_cli(["convert", str(tmp_path / "net.pt")], capsys)
+    assert code == 0 and (tmp_path / "net.onnx").exists()
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
+    x = images(3)
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0],
+                               net(x).detach().numpy(), atol=1e-5)
+
+
+def test_pickles_need_trust_and_state_dicts_are_explained(tmp_path, capsys):
+    net = torch_net()
+    torch.save(net, tmp_path / "full.pt")
+    torch.save(net.state_dict(), tmp_path / "weights.pth")
+    code, _, err = run_cli(["convert", str(tmp_path / "full.pt")], capsys)
+    assert code == 2 and "--trust-pickle" in err and "full.pt" in err
+    model = load_model(tmp_path / "full.pt", trust_pickle=True, verbose=False)
+    assert model.source_format == "torch-pickle" and model.n_classes == 4
+    code, _, err = run_cli(["convert", str(tmp_path / "weights.pth")], capsys)
+    assert code == 2 and "state_dict" in err and "load_state_dict" in err
+
+
+# ------------------------------------------------------------------------------- files, CLI
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("missing.keras", None, "no such file"),
+    ("model.txt", b"hello", "unknown model format"),
+    ("broken.onnx", b"\x08\x07garbage", "not a valid ONNX model"),
+    ("broken.keras", b"PK\x03\x04 cut short", "not a valid .keras file"),
+    ("broken.h5", b"\x89HD", "not a valid .h5 file"),
+    ("broken.pt", b"\x80\x02garbage", "cannot read this file as a PyTorch model"),
+    ("folder", "dir", "not a TensorFlow SavedModel"),
+])
+def test_bad_files_give_one_clear_message(name, content, message, tmp_path, capsys):
+    path = tmp_path / name
+    if content == "dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    code, _, err = run_cli(["convert", str(path)], capsys)
+    assert code == 2 and message in err and name in err and "Traceback" not in err
+
+
+def test_help_describes_every_option(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    assert "convert" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["convert", "--help"])
+    text = capsys.readouterr().out
+    for option in ["MODEL", "--output", "--data", "--opset", "--layout", "--input-size",
+                   "--accept-mismatch", "--trust-pickle"]:
+        assert option in text or option.lower() in text
