@@ -71,8 +71,11 @@ def _write_atomic(path: Path, write) -> None:
     """Call write(tmp_path) on a temporary file beside `path`, then move it into place."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; these are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -92,8 +95,11 @@ def train(data: Path, model_path: Path, epochs: int) -> None:
         pass
     x_train, y_train = load_split(data, "sat.trn")
     x_test, y_test = load_split(data, "sat.tst")
+    norm = keras.layers.Normalization(axis=-1)  # per-band mean and variance of sat.trn
+    norm.adapt(x_train)
     model = keras.Sequential([
         keras.Input((3, 3, len(BAND_NAMES))),
+        norm,
         keras.layers.Conv2D(32, 2, activation="relu"),
         keras.layers.Conv2D(64, 2, activation="relu"),
         keras.layers.Flatten(),

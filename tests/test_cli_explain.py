@@ -62,7 +62,7 @@ def test_explain_writes_report_and_prints_top_bands(onnx_model, data, tmp_path, 
 
 
 BAD_INPUTS = {
-    "band count": (lambda x, y: (x[:, :5], y), [], "5 bands"),
+    "band count": (lambda x, y: (x[:, :5], y), [], "5 bands on axis 1"),
     "image size": (lambda x, y: (x[:, :, :10, :10], y), [], "10×10 pixels"),
     "label outside classes": (lambda x, y: (x, np.where(np.arange(len(y)) == 3, 9, y)), [],
                               "label 9 (image 3"),

@@ -364,8 +364,14 @@ def test_torch_module_without_conv_needs_n_bands():
 
 
 def test_torch_module_with_wrong_probe_is_refused():
-    with pytest.raises(XbandError, match="band axis 1"):
-        load_model(torch_net(), probe=np.zeros((2, 16, 16, 13), np.float32), verbose=False)
+    with pytest.raises(XbandError, match="12 bands on axis 1"):
+        load_model(torch_net(), probe=np.zeros((2, 12, 16, 16), np.float32), verbose=False)
+
+
+def test_probe_in_the_other_layout_is_turned_around():
+    loaded = load_model(torch_net(), probe=np.random.rand(3, 16, 16, 13).astype(np.float32),
+                        verbose=False)
+    assert loaded.fidelity.probe == "user data (3 images)"
 
 
 def test_torchscript_and_torch_export_files(tmp_path):

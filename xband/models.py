@@ -226,17 +226,22 @@ def _as_batch(probe: np.ndarray) -> np.ndarray:
 
 def _make_probe(req: _Request, layout: Layout, n_bands: int,
                 spatial: tuple[int, int] | None, source: str) -> tuple[np.ndarray, str]:
-    """The user's probe checked against the model, or the default uniform probe."""
-    from converters.keras_export import DEFAULT_SPATIAL, PROBE_N, default_probe
+    """The user's images checked against the model and put in its layout, or the default probe.
 
-    axis = 3 if layout == "channels_last" else 1
+    Images with NaN or infinite values are left out of the probe (the data checks name them).
+    """
+    from converters.keras_export import DEFAULT_SPATIAL, PROBE_N, default_probe
+    from xband.data import image_set
+
     if req.probe is not None:
-        if req.probe.shape[axis] != n_bands:
-            raise XbandError(f"{source}: the sample data has shape {req.probe.shape}: "
-                             f"{req.probe.shape[axis]} on the band axis {axis} ({layout}), but "
-                             f"the model takes {n_bands} bands. Give data in the model's layout "
-                             "(or pass --layout).")
-        return req.probe, f"user data ({len(req.probe)} images)"
+        checked = image_set(req.probe, None, n_bands=n_bands, n_classes=1, model_layout=layout,
+                            spatial_size=spatial, source=f"{source}: the sample data").images
+        finite = np.isfinite(checked).all(axis=(1, 2, 3))
+        if finite.any():
+            probe = checked[finite]
+            if layout == "channels_last":
+                probe = np.moveaxis(probe, 1, 3)
+            return np.ascontiguousarray(probe), f"user data ({len(probe)} images)"
     h, w = spatial or req.input_size or (DEFAULT_SPATIAL, DEFAULT_SPATIAL)
     shape = (h, w, n_bands) if layout == "channels_last" else (n_bands, h, w)
     return default_probe(shape), f"random uniform [0, 1] ({PROBE_N} images)"
@@ -275,7 +280,11 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
     from converters.onnx_to_torch import onnx_to_torch, read_onnx
 
     sha = content_hash(path)
-    exp = export_keras(path, fmt, sha, opset=req.opset, probe=req.probe,
+    probe = req.probe
+    if probe is not None:  # images with NaN/Inf say nothing about fidelity; the data checks name them
+        probe = probe[np.isfinite(probe).all(axis=(1, 2, 3))]
+        probe = probe if len(probe) else None
+    exp = export_keras(path, fmt, sha, opset=req.opset, probe=probe,
                        input_size=req.input_size, cache_dir=req.cache_dir)
     start = time.perf_counter()
     conv = onnx_to_torch(read_onnx(exp.onnx_path), path)
@@ -285,7 +294,7 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
     n_bands = exp.probe.shape[axis]
     out = _check_batch_sizes(conv.module, exp.probe, str(path))
     grad = input_gradient(conv.module, exp.probe, exp.target)
-    probe_desc = (f"user data ({len(exp.probe)} images)" if req.probe is not None
+    probe_desc = (f"user data ({len(exp.probe)} images)" if probe is not None
                   else f"random uniform [0, 1] ({len(exp.probe)} images)")
     fid = compare(exp.outputs, out, reference="tensorflow", probe=probe_desc, ref_grad=exp.grad,
                   grad=grad, target=exp.target)
