@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.planted import N_BANDS, N_CLASSES, PLANTED, SIZE, planted_images, train_torch
+from tests.planted import N_BANDS, N_CLASSES, PLANTED, planted_images, train_torch
 from xband.cli import main
 
 
