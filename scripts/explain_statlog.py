@@ -120,15 +120,20 @@ def train(data: Path, model_path: Path, epochs: int) -> None:
           f"accuracy {test_acc:.3f}")
 
 
+def _leaders(result) -> dict[str, list[str]]:
+    """Per class, the bands tied at consensus rank 1 (xband's top_bands() lists ties unmarked)."""
+    top = result.consensus[result.consensus["consensus_rank"] == 1]
+    return {cls: list(group["band"]) for cls, group in top.groupby("class", sort=False)}
+
+
 def _disagreements(result) -> list[str]:
-    """Per class, the methods whose top band differs from the consensus top band."""
-    top = result.top_bands()
+    """Per class, the methods whose top band is not among the consensus top band(s)."""
+    top, leaders = result.top_bands(), _leaders(result)
     lines = []
     for cls, row in top.iterrows():
-        first = row["consensus"].split(", ")[0]
-        odd = {m: row[m] for m in result.methods if row[m] != first}
+        odd = {m: row[m] for m in result.methods if row[m] not in leaders[cls]}
         if odd:
-            lines.append(f"- {cls}: consensus {first}; " + ", ".join(
+            lines.append(f"- {cls}: consensus {' = '.join(leaders[cls])}; " + ", ".join(
                 f"{m} → {b}" for m, b in odd.items()))
     return lines
 
@@ -146,16 +151,19 @@ def summary_markdown(result, info: dict, seconds: float) -> str:
         f"{info['test_accuracy']:.3f} ({info['n_test']} images); explained {len(result.indices)} "
         f"images (accuracy there {acc['overall']:.3f}); run {seconds:.0f} s.",
         "",
-        "| class | n | accuracy | consensus top bands | IG share " + " / ".join(BAND_NAMES) + " |",
+        "| class | n | accuracy | consensus top bands (= tie) | IG share % "
+        + " / ".join(BAND_NAMES) + " |",
         "|---|---|---|---|---|",
     ]
-    counts = result.summary["data"]["class_counts"]
+    counts, leaders = result.summary["data"]["class_counts"], _leaders(result)
     for cls in top.index:
         n = counts.get(cls, len(result.indices))
         a = acc["per_class"].get(cls, acc["overall"])
-        s = " / ".join(f"{v:.2f}" for v in shares.loc[cls]) if cls in shares.index else ""
-        out.append(f"| {cls} | {n} | {a:.2f} | {top.loc[cls, 'consensus']} | {s} |")
-    out += ["", "Methods whose top band differs from the consensus:", ""]
+        s = " / ".join(f"{100 * v:.0f}" for v in shares.loc[cls]) if cls in shares.index else ""
+        rest = [b for b in top.loc[cls, "consensus"].split(", ") if b not in leaders[cls]]
+        bands = ", ".join([" = ".join(leaders[cls]), *rest])
+        out.append(f"| {cls} | {n} | {a:.2f} | {bands} | {s} |")
+    out += ["", "Methods whose top band is not the consensus top band:", ""]
     out += _disagreements(result) or ["- none"]
     agree = result.agreement.copy()
     pairs = [(agree.loc[a, b], a, b) for i, a in enumerate(agree.index)

@@ -346,11 +346,13 @@ def _summary(model: LoadedModel, data: ImageSet, plan: _Plan, *, labels, predict
             "image_shape": [data.n_bands, *data.image_size],
             "layout_on_disk": data.layout_on_disk,
             "class_counts": counts,
-            "band_names": data.band_names,
-            "class_names": names,
-            "band_mean": plan.stats.mean.tolist(),
-            "band_std": plan.stats.std.tolist(),
         },
+        "bands": [
+            {"band": name, "mean": float(mean), "std": float(std), "baseline": float(base)}
+            for name, mean, std, base in zip(data.band_names, plan.stats.mean, plan.stats.std,
+                                             plan.baseline, strict=True)
+        ],
+        "classes": names,
         "accuracy": accuracy,
         "methods": {
             m.name: {

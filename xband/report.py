@@ -26,6 +26,7 @@ nav{margin:12px 0 8px;font-size:.92em}nav a{margin-right:14px;color:#2a5d9f;text
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(330px,1fr));gap:14px}
 .card{border:1px solid #d8dee6;border-radius:6px;padding:10px 14px;background:#fafbfc}
 .card h3{margin-top:0}
+.card td{overflow-wrap:anywhere}
 .output{border-left:5px solid #2a5d9f;background:#eef4fb;padding:10px 14px;margin:16px 0}
 .howto{border-left:5px solid #b7791f;background:#fdf6e9;padding:10px 18px;margin:16px 0}
 .howto li{margin:3px 0}
@@ -123,7 +124,8 @@ def output_space_statement(model: Mapping) -> str:
 def _header(summary: Mapping) -> str:
     model, data = summary.get("model") or {}, summary.get("data") or {}
     accuracy = summary.get("accuracy") or {}
-    model_card = {k: v for k, v in model.items() if k not in ("ends_with_softmax", "output_space")}
+    hidden = ("ends_with_softmax", "output_space", "output_note")  # said in the output-space line
+    model_card = {k: v for k, v in model.items() if k not in hidden}
     if model.get("sha256"):
         model_card["sha256"] = str(model["sha256"])[:16] + "…"
     data_card = {k: v for k, v in data.items() if k != "class_counts"}

@@ -66,7 +66,8 @@ class Explanation:
         return rows.reset_index(drop=True)
 
     def top_bands(self, k: int = 3) -> pd.DataFrame:
-        """Per class: the consensus top-k bands and each method's top band."""
+        """Per class: the consensus top-k ranks (tied bands joined by " = ") and each method's top
+        band."""
         consensus = self.consensus
         rows = aggregate.class_rows(self.importance, per_class_only=False)
         top = rows[rows["rank"] == 1].groupby(["class", "method"], sort=False)["band"].first()
@@ -76,7 +77,8 @@ class Explanation:
             ranked = consensus[consensus["class"] == cls]
             if ranked.empty:
                 continue
-            line = {"class": cls, "consensus": ", ".join(ranked["band"].head(k))}
+            tiers = ranked.groupby("consensus_rank", sort=True)["band"].agg(" = ".join)
+            line = {"class": cls, "consensus": ", ".join(tiers.head(k))}
             for method in self.methods:
                 line[method] = top.get((cls, method), "")
             out.append(line)
@@ -167,7 +169,11 @@ class Explanation:
             html = report.render_report(
                 self.summary,
                 figures=sections,
-                tables={"Top bands per class": self.top_bands()},
+                tables={
+                    "Top bands per class": self.top_bands(),
+                    "Bands: spread over the data and baseline": pd.DataFrame(
+                        self.summary["bands"]).set_index("band"),
+                },
             )
             (tmp / "report.html").write_text(html, encoding="utf-8")
         return out
