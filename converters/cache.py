@@ -103,8 +103,12 @@ def _run_subprocess(path: Path, fmt: str, onnx_path: Path, ref_path: Path, opset
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
         if not result.exists():
             tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            killed = (" It was killed, most likely for lack of memory: convert on a machine with "
+                      "more memory, or export to ONNX there and pass the .onnx file."
+                      if proc.returncode in (-9, 137) else "")
             raise XbandError(f"{path}: the Keras conversion process stopped (exit code "
-                             f"{proc.returncode}) without a report; its last messages:\n{tail}")
+                             f"{proc.returncode}) without a report.{killed} Its last messages:\n"
+                             f"{tail}")
         report = json.loads(result.read_text())
     if not report["ok"]:
         raise XbandError(report["message"])
