@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -61,11 +61,14 @@ def importance_table(
     target_mode: str,
     n_boot: int = 1000,
     seed: int = 0,
+    wavelengths: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     """The tidy table: one row per method, grouping, class, target and band.
 
-    `scores[m]` is (N, B), or (N, C, B) when every class is a target (`target_mode == "all"`).
+    `scores[m]` is (N, B), or (N, C, B) when every class is a target (`target_mode == "all"`);
+    `wavelengths` (nm, per band) fill the column wavelength_nm (NaN when unknown).
     """
+    wavelength = np.full(len(band_names), np.nan) if wavelengths is None else np.asarray(wavelengths)
     rng = np.random.default_rng(seed)
     methods = list(scores)
     n_bands = len(band_names)
@@ -98,6 +101,7 @@ def importance_table(
         frame.insert(1, "grouping", grouping)
         frame.insert(2, "class", cls)
         frame["band_index"] = np.tile(np.arange(n_bands), len(methods) * len(targets))
+        frame["wavelength_nm"] = np.tile(wavelength, len(methods) * len(targets))
         frame["n"] = int(mask.sum())
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
@@ -105,7 +109,8 @@ def importance_table(
     table["rank"] = (
         table.groupby(keys, sort=False)["share"].rank(ascending=False, method="min").astype(int)
     )
-    columns = ["method", "grouping", "class", "target", "band", "band_index", "score", "score_std",
+    columns = ["method", "grouping", "class", "target", "band", "band_index", "wavelength_nm",
+               "score", "score_std",
                "ci_low", "ci_high", "share", "share_std", "share_ci_low", "share_ci_high", "n", "rank"]
     return table[columns]
 

@@ -1,4 +1,4 @@
-"""The `xband` command line: convert, explain, demo."""
+"""The `xband` command line: convert, explain, demo, sensors."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from xband.bands import sensor_table
+from xband.cli_data import PROBE_MAX as _PROBE_MAX
+from xband.cli_data import add_data_options, open_model_and_data
 from xband.errors import XbandError
-
-_PROBE_MAX = 32  # images of --data used for the fidelity check
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
@@ -76,18 +77,6 @@ def _run_convert(args: argparse.Namespace) -> None:
         print(f"wrote {write_onnx(loaded, out, opset=args.opset)}")
 
 
-def _names(text: str | None, file: str | None, what: str) -> list[str] | None:
-    """Names from a comma-separated option or a file with one name a line."""
-    if text and file:
-        raise XbandError(f"give the {what} names either inline or as a file, not both.")
-    if file:
-        path = Path(file)
-        if not path.is_file():
-            raise XbandError(f"{path}: no such {what} names file (one name a line).")
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return [name.strip() for name in text.split(",")] if text else None
-
-
 def _add_run_options(p: argparse.ArgumentParser, *, default_out: str | None = None) -> None:
     """Options shared by `explain` and `demo`: what to compute and where to write it."""
     from xband.explain import BASELINES, OUTPUTS, TARGETS
@@ -119,6 +108,28 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_out: str | None = No
                    + (f" (default {default_out})" if default_out else ""))
 
 
+def _add_evaluate_options(p: argparse.ArgumentParser, *, flag: bool) -> None:
+    """Options of the trust checks; `flag` adds --evaluate (for explain and demo)."""
+    from xband.checks import BASELINES, CHECKS
+
+    if flag:
+        p.add_argument("--evaluate", action="store_true",
+                       help="also check the answer: model randomisation, band deletion and "
+                       "insertion, agreement between methods, IG completeness (as `xband "
+                       "evaluate`), added to the report")
+    p.add_argument("--checks", default="all", metavar="C1,C2,…",
+                   help=f"checks to run with --evaluate / evaluate: {', '.join(CHECKS)} or 'all' "
+                   "(default)")
+    p.add_argument("--eval-images", type=int, default=128, metavar="N",
+                   help="images (stratified, seeded) the model-running checks use (default 128)")
+    p.add_argument("--deletion-baselines", default=",".join(BASELINES), metavar="B1,B2,…",
+                   help=f"what a deleted band becomes: {', '.join(BASELINES)} (default all)")
+    p.add_argument("--random-orders", type=int, default=10, metavar="N",
+                   help="random band orders the deletion curves are compared with (default 10)")
+    p.add_argument("--cascade-stages", type=int, default=4, metavar="N",
+                   help="model randomisation stages, from the top layer to all (default 4)")
+
+
 def _add_explain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "explain",
@@ -126,18 +137,31 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
         description="Explain MODEL on the images of --data by every method asked for: per-band "
         "scores per image, aggregated per class, with plots and one HTML report in --out.",
     )
+    _add_model_options(p)
+    _add_evaluate_options(p, flag=True)
+    p.set_defaults(run=_run_explain)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="can the answer be trusted? sanity, faithfulness, agreement and completeness checks",
+        description="Explain MODEL on --data (same options as explain), then check the answer: "
+        "model randomisation, band deletion and insertion curves against random orders under "
+        "several baselines, agreement between methods per class with a bootstrap consensus, and "
+        "Integrated Gradients' completeness. Writes the checks' tables, figures and report to "
+        "--out.",
+    )
+    _add_model_options(p)
+    _add_evaluate_options(p, flag=False)
+    p.set_defaults(run=_run_explain, evaluate=True)
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """Model, data and run options of explain and evaluate."""
     p.add_argument("--model", required=True,
                    help="model file (.keras, .h5, SavedModel folder, .onnx, TorchScript, .pt2)")
-    p.add_argument("--data", required=True,
-                   help=".npz with images 'x' and labels 'y' (optional 'band_names', "
-                   "'class_names'), or .npy images with --labels")
-    p.add_argument("--labels", help="labels for .npy images: .npy, or text with one label a line")
-    p.add_argument("--bands", metavar="B01,B02,…", help="band names in file order")
-    p.add_argument("--band-names-file", metavar="FILE", help="band names, one a line")
-    p.add_argument("--classes", metavar="NAME1,NAME2,…",
-                   help="class names in the model's output order")
-    p.add_argument("--data-layout", choices=["channels_last", "channels_first"],
-                   help="band axis of the images on disk (default: the model's, else guessed)")
+    add_data_options(p)
     p.add_argument("--model-layout", choices=["channels_last", "channels_first"],
                    help="band axis of the model input (default: read from the model)")
     p.add_argument("--accept-mismatch", action="store_true",
@@ -146,37 +170,36 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a full-pickle .pt model (unpickling can run code stored in it)")
     _add_run_options(p)
-    p.set_defaults(run=_run_explain)
 
 
 def _run_explain(args: argparse.Namespace) -> None:
-    from xband.data import image_set, load_images
-    from xband.models import load_model
     from xband.result import check_writable
 
     check_writable(args.out)
-    images, labels, names = load_images(args.data, labels=args.labels)
-    model = load_model(args.model, layout=args.model_layout, probe=images[:_PROBE_MAX],
-                       accept_mismatch=args.accept_mismatch, trust_pickle=args.trust_pickle)
-    data = image_set(
-        images, labels, n_bands=model.n_bands, n_classes=model.n_classes,
-        model_layout=model.layout, spatial_size=model.spatial_size,
-        band_names=_names(args.bands, args.band_names_file, "band") or names.get("band_names"),
-        class_names=_names(args.classes, None, "class") or names.get("class_names"),
-        layout=args.data_layout, source=str(args.data),
-    )
-    _explain_and_save(model, data, args)
+    model, data = open_model_and_data(args)
+    _explain_and_save(model, data, args, max_per_class=args.max_per_class,
+                      skip_bad=args.skip_bad)
 
 
-def _explain_and_save(model, data, args: argparse.Namespace) -> None:
+def _explain_and_save(model, data, args: argparse.Namespace, **data_options) -> None:
     from xband.explain import explain
 
     target = args.target or ("true" if data.labels is not None else "predicted")
     result = explain(model, data, methods=args.methods, target=target, output=args.output,
                      baseline=args.baseline, batch_size=args.batch_size,
                      max_images=args.max_images, examples_per_class=args.examples_per_class,
-                     seed=args.seed, device=args.device, progress=not args.quiet)
-    out = result.save(args.out)
+                     seed=args.seed, device=args.device, progress=not args.quiet, **data_options)
+    if args.evaluate:
+        from xband.checks import evaluate
+
+        result.evaluation = evaluate(
+            model, data, result, checks=args.checks, max_images=args.eval_images,
+            baselines=args.deletion_baselines, random_orders=args.random_orders,
+            cascade_stages=args.cascade_stages)
+    if args.command == "evaluate":
+        out = result.evaluation.save(args.out, result.summary)
+    else:
+        out = result.save(args.out)
     for note in result.summary["notes"]:
         print(f"note: {note}")
     accuracy = result.summary["accuracy"]["overall"]
@@ -184,6 +207,9 @@ def _explain_and_save(model, data, args: argparse.Namespace) -> None:
         print(f"accuracy on these {len(result.indices)} images: {accuracy:.3f}")
     print("\nTop bands per class (consensus = mean rank over methods; then each method's top band):")
     print(result.top_bands().to_string())
+    if result.evaluation is not None and result.evaluation.flagged:
+        print("\nmodel randomisation: the band ranking barely changes with every layer random "
+              f"for {', '.join(result.evaluation.flagged)}: these do not explain the model.")
     print(f"\nreport: {out / 'report.html'}")
 
 
@@ -197,8 +223,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "Urban B04+B12.",
     )
     _add_run_options(p, default_out="xband-demo")
-    p.add_argument("--images-per-class", type=int, default=40, metavar="N",
-                   help="synthetic images per class (default 40)")
+    _add_evaluate_options(p, flag=True)
+    p.add_argument("--images-per-class", type=int, default=20, metavar="N",
+                   help="synthetic images per class (default 20)")
     p.set_defaults(run=_run_demo)
 
 
@@ -219,6 +246,13 @@ def _run_demo(args: argparse.Namespace) -> None:
     _explain_and_save(model, data, args)
 
 
+def _add_sensors(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sensors", help="list the sensor presets for --sensor",
+                       description="Sensor presets: band names in file order, centre wavelengths "
+                       "and the spectral groups used for band-group importance.")
+    p.set_defaults(run=lambda args: print(sensor_table()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xband",
@@ -228,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(sub)
     _add_explain(sub)
+    _add_evaluate(sub)
     _add_demo(sub)
+    _add_sensors(sub)
     return parser
 
 

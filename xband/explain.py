@@ -6,6 +6,7 @@ Memory holds the per-image band scores and full maps only for a few example imag
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 import zlib
@@ -19,9 +20,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xband import aggregate
-from xband.data import BandStats, ImageSet, scan, stratified_subset
+from xband.data import BandStats, ImageSet, scan, skip_notes, stratified_subset
 from xband.errors import XbandError
-from xband.methods import METHODS, Batch, Context, Method, get_method
+from xband.methods import METHODS, BandAttribution, Batch, Context, Method, get_method
 from xband.models import LoadedModel
 from xband.result import Examples, Explanation
 from xband.versions import versions
@@ -52,6 +53,7 @@ class _Plan:
     stats: BandStats
     baseline: np.ndarray
     notes: list[str]
+    skipped: list[tuple[str, str]]  # (image, reason) left out with skip_bad
 
 
 def resolve_methods(methods: str | Sequence[str]) -> list[Method]:
@@ -77,6 +79,8 @@ def _plan(
     output: str,
     baseline: str | np.ndarray,
     max_images: int | None,
+    max_per_class: int | None,
+    skip_bad: bool,
     seed: int,
     settings: dict,
 ) -> _Plan:
@@ -92,18 +96,13 @@ def _plan(
             "target 'true' needs labels: give them (--labels, or 'y' in the .npz) or use "
             "--target predicted."
         )
-    indices = stratified_subset(data.labels, len(data), max_images, seed)
-    if data.labels is not None:
-        present = np.bincount(data.labels[indices], minlength=model.n_classes)
-        empty = [data.class_names[c] for c in np.flatnonzero(present == 0)]
-        if empty:
-            raise XbandError(
-                f"{data.source}: no images of class {', '.join(repr(e) for e in empty)}. Per-class "
-                "importance needs images of every class the model has: add some, or raise "
-                "--max-images."
-            )
-    stats = scan(data, indices)
-    notes = []
+    indices = stratified_subset(data.labels, len(data), max_images, seed, max_per_class)
+    _check_classes(data, indices, model.n_classes)
+    checked = scan(data, indices, skip_bad=skip_bad)
+    indices, stats, skipped = checked.kept, checked.stats, data.skipped + checked.skipped
+    if checked.skipped:
+        _check_classes(data, indices, model.n_classes)
+    notes = skip_notes(skipped)
     if output == "logits" and model.logits_module is None:
         notes.append(
             "output: the network's final softmax could not be stripped; scores are for "
@@ -127,10 +126,36 @@ def _plan(
         note = method.note(data.n_bands, options)
         if note:
             notes.append(note)
-    return _Plan(chosen, indices, stats, base, notes)
+    return _Plan(chosen, indices, stats, base, notes, skipped)
 
 
-def _seed_for(seed: int, method: str, batch_no: int) -> int:
+def _check_classes(data: ImageSet, indices: np.ndarray, n_classes: int) -> None:
+    """Every class of the model has images among `indices` (when labels are known)."""
+    if data.labels is None:
+        return
+    present = np.bincount(data.labels[indices], minlength=n_classes)
+    empty = [data.class_names[c] for c in np.flatnonzero(present == 0)]
+    if empty:
+        raise XbandError(
+            f"{data.source}: no images of class {', '.join(repr(e) for e in empty)}. Per-class "
+            "importance needs images of every class the model has: add some, or raise "
+            "--max-images."
+        )
+
+
+def _group_context(ctx: Context, data: ImageSet) -> tuple[Context, np.ndarray] | None:
+    """For band groups: the context whose feature masks join each group's bands, and the
+    (bands × groups) membership matrix that sums band scores into group scores."""
+    if not data.groups:
+        return None
+    feature_of_band = np.empty(data.n_bands, dtype=np.int64)
+    for g, members in enumerate(data.groups.values()):
+        feature_of_band[members] = g
+    features = torch.from_numpy(feature_of_band).to(ctx.baseline.device)
+    return dataclasses.replace(ctx, features=features), np.eye(len(data.groups))[feature_of_band]
+
+
+def seed_for(seed: int, method: str, batch_no: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(method.encode()) + batch_no) % 2**32
 
 
@@ -145,6 +170,22 @@ def _seeded(seed: int):
             yield
         finally:
             np.random.set_state(state)
+
+
+def forward_module(network: nn.Module, layout: str, device: str) -> nn.Module:
+    """`network` taking channels-first images, in eval mode on `device`, weights frozen."""
+    forward = ChannelsFirst(network, layout).to(device).eval()
+    for p in forward.parameters():
+        p.requires_grad_(False)
+    return forward
+
+
+def run_method(method: Method, batch: Batch, ctx: Context, seed: int) -> BandAttribution:
+    """One method on one batch under its own seed."""
+    with _seeded(seed), warnings.catch_warnings():
+        # Captum's notes on requires_grad and per-example surrogates are not the user's
+        warnings.filterwarnings("ignore", category=UserWarning, module="captum")
+        return method.attribute(batch, ctx)
 
 
 def _predict(forward: nn.Module, data: ImageSet, indices: np.ndarray, batch_size: int,
@@ -187,6 +228,8 @@ def explain(
     settings: dict | None = None,
     n_boot: int = 1000,
     progress: bool = True,
+    max_per_class: int | None = None,
+    skip_bad: bool = False,
 ) -> Explanation:
     """Per-band, per-class importance of `model` on `data` by every method asked for.
 
@@ -194,15 +237,18 @@ def explain(
     output: "logits" (final softmax stripped when possible) or "probabilities".
     baseline: "mean" (per-band data mean), "zero", or one value per band.
     settings: per-method options, e.g. {"integrated_gradients": {"n_steps": 64}}.
+    max_per_class: explain at most this many images per class (seeded draw).
+    skip_bad: leave out unreadable images and images with NaN/Inf/nodata values, listing them
+    in the notes, instead of stopping at the first.
+    With band groups (`data.groups`), group methods run again with one feature per group and
+    the others' band scores are summed per group: `group_importance` in the result.
     """
     started = time.perf_counter()
     settings = settings or {}
     plan = _plan(model, data, methods=methods, target=target, output=output, baseline=baseline,
-                 max_images=max_images, seed=seed, settings=settings)
-    network = model.network(output)
-    forward = ChannelsFirst(network, model.layout).to(device).eval()
-    for p in forward.parameters():
-        p.requires_grad_(False)
+                 max_images=max_images, max_per_class=max_per_class, skip_bad=skip_bad, seed=seed,
+                 settings=settings)
+    forward = forward_module(model.network(output), model.layout, device)
 
     indices = plan.indices
     predictions = _predict(forward, data, indices, batch_size, device)
@@ -227,12 +273,16 @@ def explain(
         settings=settings,
     )
     n, n_bands, n_classes = len(indices), data.n_bands, model.n_classes
+    grouping = _group_context(ctx, data)
+    group_scores: dict[str, np.ndarray] = {}
     scores: dict[str, np.ndarray] = {}
     maps: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {}
     for method in plan.methods:
         shape = (n, n_classes, n_bands) if target == "all" else (n, n_bands)
         scores[method.name] = np.zeros(shape)
+        if grouping is not None and method.grouped:
+            group_scores[method.name] = np.zeros((*shape[:-1], len(data.groups)))
         method_maps = np.zeros((len(example_pos), n_bands, *data.image_size), dtype=np.float32)
         has_maps = False
         t0 = time.perf_counter()
@@ -249,15 +299,13 @@ def explain(
                 else:
                     chosen = torch.full((len(pos),), goal, dtype=torch.long)
                 batch = Batch(x=x, target=chosen.to(device), label=label, index=pos)
-                batch_seed = _seed_for(seed, method.name, batch_no * n_classes + (goal or 0))
-                with _seeded(batch_seed), warnings.catch_warnings():
-                    # Captum's notes on requires_grad and per-example surrogates are not the user's
-                    warnings.filterwarnings("ignore", category=UserWarning, module="captum")
-                    result = method.attribute(batch, ctx)
-                if goal is None:
-                    scores[method.name][pos] = result.scores
-                else:
-                    scores[method.name][pos, goal] = result.scores
+                batch_seed = seed_for(seed, method.name, batch_no * n_classes + (goal or 0))
+                result = run_method(method, batch, ctx, batch_seed)
+                rows = pos if goal is None else (pos, goal)
+                scores[method.name][rows] = result.scores
+                if method.name in group_scores:
+                    group_scores[method.name][rows] = run_method(method, batch, grouping[0],
+                                                                 batch_seed).scores
                 if result.maps is not None:
                     keep = np.isin(pos, example_pos)
                     if goal is not None:  # every class a target: keep the map of the true one
@@ -272,10 +320,17 @@ def explain(
         timings[method.name] = time.perf_counter() - t0
         if has_maps:
             maps[method.name] = method_maps
+        if grouping is not None and not method.grouped:
+            group_scores[method.name] = scores[method.name] @ grouping[1]
 
     importance = aggregate.importance_table(
         scores, labels=labels, predictions=predictions, class_names=data.class_names,
         band_names=data.band_names, target_mode=target, n_boot=n_boot, seed=seed,
+        wavelengths=data.wavelengths,
+    )
+    group_importance = None if grouping is None else aggregate.importance_table(
+        group_scores, labels=labels, predictions=predictions, class_names=data.class_names,
+        band_names=list(data.groups), target_mode=target, n_boot=n_boot, seed=seed,
     )
     examples = Examples(
         index=indices[example_pos],
@@ -287,7 +342,8 @@ def explain(
     summary = _summary(model, data, plan, labels=labels, predictions=predictions, target=target,
                        output=output, baseline=baseline, batch_size=batch_size, seed=seed,
                        settings=settings, device=device, timings=timings,
-                       run_time=time.perf_counter() - started, n_boot=n_boot)
+                       run_time=time.perf_counter() - started, n_boot=n_boot,
+                       max_per_class=max_per_class)
     return Explanation(
         band_names=data.band_names,
         class_names=data.class_names,
@@ -304,12 +360,15 @@ def explain(
         band_mean=plan.stats.mean,
         band_std=plan.stats.std,
         summary=summary,
+        groups=data.group_bands() or None,
+        group_scores=group_scores or None,
+        group_importance=group_importance,
     )
 
 
 def _summary(model: LoadedModel, data: ImageSet, plan: _Plan, *, labels, predictions, target,
              output, baseline, batch_size, seed, settings, device, timings, run_time,
-             n_boot) -> dict:
+             n_boot, max_per_class) -> dict:
     """What a reader needs to trust and reproduce the run."""
     names = data.class_names
     accuracy: dict = {"overall": None, "per_class": {}}
@@ -345,13 +404,19 @@ def _summary(model: LoadedModel, data: ImageSet, plan: _Plan, *, labels, predict
             "n_images_in_source": len(data),
             "image_shape": [data.n_bands, *data.image_size],
             "layout_on_disk": data.layout_on_disk,
+            "preprocessing": data.preprocess.describe(),
+            "images_skipped": len(plan.skipped),
             "class_counts": counts,
         },
+        "skipped": [{"image": item, "reason": reason} for item, reason in plan.skipped],
         "bands": [
-            {"band": name, "mean": float(mean), "std": float(std), "baseline": float(base)}
-            for name, mean, std, base in zip(data.band_names, plan.stats.mean, plan.stats.std,
-                                             plan.baseline, strict=True)
+            {"band": name, "wavelength_nm": wavelength, "mean": float(mean), "std": float(std),
+             "baseline": float(base)}
+            for name, wavelength, mean, std, base in zip(
+                data.band_names, data.wavelengths or [None] * data.n_bands, plan.stats.mean,
+                plan.stats.std, plan.baseline, strict=True)
         ],
+        "band_groups": data.group_bands(),
         "classes": names,
         "accuracy": accuracy,
         "methods": {
@@ -371,6 +436,7 @@ def _summary(model: LoadedModel, data: ImageSet, plan: _Plan, *, labels, predict
             "baseline": baseline if isinstance(baseline, str) else "user-given",
             "baseline_values": plan.baseline.tolist(),
             "batch_size": batch_size,
+            "max_per_class": max_per_class,
             "device": device,
             "bootstrap_resamples": n_boot,
         },

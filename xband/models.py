@@ -234,8 +234,9 @@ def _make_probe(req: _Request, layout: Layout, n_bands: int,
     from xband.data import image_set
 
     if req.probe is not None:
-        checked = image_set(req.probe, None, n_bands=n_bands, n_classes=1, model_layout=layout,
-                            spatial_size=spatial, source=f"{source}: the sample data").images
+        sample = image_set(req.probe, None, n_bands=n_bands, n_classes=1, model_layout=layout,
+                           spatial_size=spatial, source=f"{source}: the sample data")
+        checked = sample.take(np.arange(len(sample)))
         finite = np.isfinite(checked).all(axis=(1, 2, 3))
         if finite.any():
             probe = checked[finite]

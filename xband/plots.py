@@ -2,9 +2,9 @@
 
 Every function returns a `matplotlib.figure.Figure` built without pyplot (no global state, no
 window, any backend); `save_figure` writes it as PNG. `importance` is the engine's tidy table
-(method, grouping, class, target, band, band_index, score, share, intervals, n, rank) and
-`method_info` maps a method to {"label", "kind", "signed", "units"}; without it, titles fall back
-to the method's name.
+(method, grouping, class, target, band, band_index, wavelength_nm, score, share, intervals, n,
+rank) and `method_info` maps a method to {"label", "kind", "signed", "units"}; without it, titles
+fall back to the method's name.
 """
 
 from __future__ import annotations
@@ -82,8 +82,11 @@ def _rows(importance: pd.DataFrame, method: str, grouping: str, *,
 
 
 def _bands(rows: pd.DataFrame) -> list[str]:
-    """Band names in image order."""
-    return list(rows.drop_duplicates("band").sort_values("band_index")["band"])
+    """Band names in wavelength order when every band's is known, else in image order."""
+    bands = rows.drop_duplicates("band")
+    known = "wavelength_nm" in bands and bands["wavelength_nm"].notna().all()
+    return list(bands.sort_values(["wavelength_nm", "band_index"] if known else "band_index",
+                                  kind="stable")["band"])
 
 
 def _pivot(rows: pd.DataFrame, value: str, index: str, columns: str,
@@ -431,3 +434,272 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> None:
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:
         pyplot.close(fig)
+
+
+def _method_colours(methods: Sequence[str]) -> dict[str, tuple]:
+    """One distinct colour per method, stable across figures."""
+    palette = colormaps["tab10" if len(methods) <= 10 else "tab20"]
+    return {m: palette(i % palette.N) for i, m in enumerate(methods)}
+
+
+def randomisation_bars(table: pd.DataFrame, *, threshold: float = 0.5, stage: str = "all layers",
+                       method_info: Mapping[str, Mapping] | None = None) -> Figure:
+    """Per method, trained-vs-randomised similarity with every layer random: Spearman's ρ of the
+    class band rankings and of the per-band maps; methods at or above `threshold` are flagged."""
+    rows = table[table["stage"] == stage]
+    labels = [_info(m, method_info)["label"] for m in rows["method"]]
+    x = np.arange(len(rows))
+    fig = Figure(figsize=(max(6.5, 0.75 * len(rows) + 2.5), 4.6), layout="constrained")
+    ax = fig.subplots()
+    width = 0.38
+    for offset, column, colour, name in ((-width / 2, "rank_rho", _TOP, "band ranking (per class)"),
+                                         (width / 2, "map_rho", "#4a78b0", "per-band maps |A|")):
+        values = rows[column].to_numpy(dtype=float)
+        ax.bar(x + offset, np.nan_to_num(values), width, color=colour, label=name)
+        for xi, v in zip(x + offset, values, strict=True):
+            if not np.isfinite(v):
+                ax.text(xi, 0.02, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+    ax.axhline(threshold, color="#c53030", lw=1.2, ls="--", label=f"flag at ρ ≥ {threshold:g}")
+    ax.axhline(0, color="black", lw=0.7)
+    flagged = rows["flagged"].to_numpy(dtype=bool)
+    ax.set_xticks(x, labels=[f"⚠ {lab}" if f else lab for lab, f in zip(labels, flagged,
+                                                                          strict=True)])
+    ax.tick_params(axis="x", labelrotation=35)
+    for tick, f in zip(ax.get_xticklabels(), flagged, strict=True):
+        tick.set(horizontalalignment="right", rotation_mode="anchor",
+                 color="#c53030" if f else "black")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_ylabel("Spearman ρ, trained vs randomised")
+    ax.grid(axis="y", lw=0.4, alpha=0.6)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(_wrap("Model randomisation, every layer re-drawn: a method that explains the "
+                       "model should change (ρ near 0). ⚠ = band ranking barely changed",
+                       fig.get_figwidth()), fontsize=10, loc="left")
+    return fig
+
+
+def randomisation_cascade(table: pd.DataFrame, *,
+                          method_info: Mapping[str, Mapping] | None = None) -> Figure:
+    """Trained-vs-randomised Spearman's ρ as layers are re-drawn from the output down: band
+    rankings (left) and per-band maps (right), one line per method."""
+    methods = list(pd.unique(table["method"]))
+    colours = _method_colours(methods)
+    stages = table.drop_duplicates("layers_randomised").sort_values("layers_randomised")
+    fig = Figure(figsize=(11.5, 4.4), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, column, title in ((axes[0], "rank_rho", "band ranking per class (mean over classes)"),
+                              (axes[1], "map_rho", "per-band maps |A| (mean over images, bands)")):
+        for method in methods:
+            rows = table[table["method"] == method].sort_values("layers_randomised")
+            if rows[column].notna().any():
+                ax.plot(rows["layers_randomised"], rows[column], marker="o", ms=4,
+                        color=colours[method], label=_info(method, method_info)["label"])
+        ax.set_xticks(stages["layers_randomised"], labels=stages["stage"])
+        ax.tick_params(axis="x", labelrotation=20)
+        ax.axhline(0, color="black", lw=0.7)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("layers re-drawn, from the output down")
+        ax.grid(lw=0.4, alpha=0.6)
+    axes[0].set_ylabel("Spearman ρ, trained vs randomised")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    fig.suptitle("Cascading model randomisation: similarity to the trained model's explanation",
+                 fontsize=10.5)
+    return fig
+
+
+def deletion_curves(curves: pd.DataFrame, method: str, *, baseline: str,
+                    metric: str = "accuracy",
+                    method_info: Mapping[str, Mapping] | None = None) -> Figure:
+    """Per class: accuracy (or mean target score) as bands are deleted in the method's order
+    (most important first) and inserted into an all-baseline image, beside the reverse order and
+    random orders (mean ± 1 std)."""
+    info = _info(method, method_info)
+    rows = curves[curves["baseline"] == baseline]
+    classes = list(pd.unique(rows["class"]))
+    fig, axes, ncols = _panel_figure(len(classes), (3.7, 2.9), (0.5, 1.2), max_cols=3,
+                                     sharey=True)
+    styles = {"deletion": "#d95f02", "insertion": "#1b7837"}
+    for ax, cls in zip(axes, classes, strict=True):
+        block = rows[rows["class"] == cls]
+        for curve, colour in styles.items():
+            part = block[block["curve"] == curve]
+            random = part[part["order"].str.startswith("random:")].groupby("fraction")[metric]
+            mean, std = random.mean(), random.std(ddof=1).fillna(0)
+            low, high = mean - std, mean + std
+            if metric == "accuracy":
+                low, high = low.clip(0, 1), high.clip(0, 1)
+            ax.fill_between(mean.index, low, high, color=colour, alpha=0.15, lw=0)
+            ax.plot(mean.index, mean, color=colour, lw=1, ls=":")
+            own = part[part["order"] == method].sort_values("step")
+            ax.plot(own["fraction"], own[metric], color=colour, lw=2, marker="o", ms=3)
+            rev = part[part["order"] == f"reverse:{method}"].sort_values("step")
+            ax.plot(rev["fraction"], rev[metric], color=colour, lw=1, ls="--")
+        ax.set_title(str(cls), fontsize=10)
+        ax.grid(lw=0.4, alpha=0.6)
+        ax.set_xlim(0, 1)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("accuracy" if metric == "accuracy" else "mean target score")
+    for ax in axes[-ncols:]:
+        ax.set_xlabel("fraction of bands deleted / inserted")
+    fig.suptitle(_wrap(
+        f"{info['label']} — band deletion (orange) and insertion (green), baseline '{baseline}': "
+        f"thick = the method's order, dashed = its reverse, dotted with band = random orders "
+        f"(mean ± 1 std). Faithful: deletion below random, insertion above.",
+        fig.get_figwidth()), fontsize=10)
+    return fig
+
+
+def faithfulness_gaps(faithfulness: pd.DataFrame, *, metric: str = "accuracy",
+                      method_info: Mapping[str, Mapping] | None = None) -> Figure:
+    """Method × baseline heat maps of the area between each method's curve and the random orders'
+    (mean over classes), for deletion and insertion; positive = more faithful than random."""
+    rows = faithfulness[faithfulness["metric"] == metric]
+    methods = list(pd.unique(rows["method"]))
+    baselines = list(pd.unique(rows["baseline"]))
+    labels = [_info(m, method_info)["label"] for m in methods]
+    tables = [rows[rows["curve"] == curve].pivot_table(index="method", columns="baseline",
+                                                       values="gap", aggfunc="mean")
+              .reindex(index=methods, columns=baselines).to_numpy(dtype=float)
+              for curve in ("deletion", "insertion")]
+    vmax = _absmax(np.stack(tables))
+    fig = Figure(figsize=(1.3 * len(baselines) * 2 + 0.08 * max(map(len, labels)) + 2.5,
+                          0.38 * len(methods) + 2.0), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, curve, values in zip(axes, ("deletion", "insertion"), tables, strict=True):
+        image = _heatmap(ax, values, labels, baselines, signed=True, fmt="{:.2f}", vmax=vmax)
+        ax.set_title(curve, fontsize=10)
+        ax.set_xlabel("baseline of a removed band")
+    fig.colorbar(image, ax=list(axes), label=f"area gap to random orders ({metric})", shrink=0.9)
+    fig.suptitle(_wrap(f"Faithfulness: area between each method's curve and random band orders "
+                       f"({metric}, mean over classes); > 0 = the model follows the method's "
+                       f"ranking more than a random one; stable across columns = independent of "
+                       f"the baseline", fig.get_figwidth()), fontsize=10)
+    return fig
+
+
+def agreement_by_class(pairs: pd.DataFrame, *, measure: str = "kendall",
+                       method_info: Mapping[str, Mapping] | None = None) -> Figure:
+    """Per class, a method × method heat map of Kendall's τ (or Spearman's ρ) between band
+    rankings."""
+    methods = list(pd.unique(pairs["method_a"]))
+    labels = [_info(m, method_info)["label"] for m in methods]
+    classes = list(pd.unique(pairs["class"]))
+    panel = 0.36 * len(methods) + 0.8
+    label_w = 0.07 * max(map(len, labels))
+    fig, axes, ncols = _panel_figure(len(classes), (panel, panel), (label_w + 1.2, label_w + 1.0),
+                                     max_cols=3)
+    for i, (ax, cls) in enumerate(zip(axes, classes, strict=True)):
+        block = pairs[pairs["class"] == cls].pivot(index="method_a", columns="method_b",
+                                                   values=measure)
+        values = block.reindex(index=methods, columns=methods).to_numpy(dtype=float)
+        image = _heatmap(ax, values, labels, labels, signed=True,
+                         fmt="{:.1f}" if len(methods) <= 6 else None, vmax=1.0)
+        ax.set_title(str(cls), fontsize=10)
+        if i % ncols:
+            ax.set_yticklabels([])
+        ax.tick_params(axis="x", labelrotation=90)
+        if i < len(classes) - ncols:
+            ax.set_xticklabels([])
+    symbol = "Kendall's τ" if measure == "kendall" else "Spearman's ρ"
+    fig.colorbar(image, ax=axes, label=symbol, shrink=0.7)
+    fig.suptitle(f"Agreement of band rankings between methods, per class ({symbol})",
+                 fontsize=10.5)
+    return fig
+
+
+def consensus_intervals(consensus: pd.DataFrame, *, top: int = 8) -> Figure:
+    """Per class, the consensus rank of the top bands with its 95% bootstrap interval over
+    images; the number above each band is the chance it is the consensus top band."""
+    classes = list(pd.unique(consensus["class"]))
+    n_show = min(top, consensus.groupby("class").size().max())
+    fig, axes, ncols = _panel_figure(len(classes), (max(3.2, 0.42 * n_show + 1.0), 2.8),
+                                     (0.6, 1.0), max_cols=3, sharey=True)
+    for ax, cls in zip(axes, classes, strict=True):
+        rows = consensus[consensus["class"] == cls].head(n_show)
+        x = np.arange(len(rows))
+        rank = rows["consensus_rank"].to_numpy(dtype=float)
+        err = np.clip([rank - rows["rank_ci_low"], rows["rank_ci_high"] - rank], 0, None)
+        ax.errorbar(x, rank, yerr=err, fmt="o", color=_TOP, ecolor="#333333", capsize=3, ms=5)
+        for xi, r, p in zip(x, rows["rank_ci_low"], rows["p_top1"], strict=True):
+            ax.text(xi, r - 0.35, f"{p:.2f}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x, labels=rows["band"])
+        _rotate_if_crowded(ax, list(rows["band"]), 0.42 * n_show)
+        ax.set_title(f"{cls} (n={rows['n'].iloc[0]:g})", fontsize=10)
+        ax.grid(axis="y", lw=0.4, alpha=0.6)
+    axes[0].set_ylim(n_show + 0.6, 0.2)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("consensus rank")
+    fig.suptitle(_wrap("Consensus band ranking over methods (1 = top) with 95% bootstrap "
+                       "intervals over images; number = chance the band is the consensus top "
+                       "band", fig.get_figwidth()), fontsize=10.5)
+    return fig
+
+
+def completeness_plot(table: pd.DataFrame, n_steps: int) -> Figure:
+    """Integrated Gradients' completeness: band sum against f(x) − f(baseline) per image at the
+    run's number of steps (left), and |delta| relative to the gain by number of steps (right)."""
+    fig = Figure(figsize=(10.5, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    rows = table[table["n_steps"] == n_steps]
+    left.scatter(rows["output_gain"], rows["band_sum"], s=10, color=_TOP, alpha=0.7)
+    lo = float(min(rows["output_gain"].min(), rows["band_sum"].min()))
+    hi = float(max(rows["output_gain"].max(), rows["band_sum"].max()))
+    left.plot([lo, hi], [lo, hi], color="black", lw=0.8, ls="--")
+    left.set_xlabel("f(x) − f(baseline), explained class")
+    left.set_ylabel("sum of the band scores")
+    left.set_title(f"{n_steps} steps: on the line = complete", fontsize=10)
+    left.grid(lw=0.4, alpha=0.6)
+    steps = sorted(pd.unique(table["n_steps"]))
+    values = [np.maximum(table.loc[table["n_steps"] == s, "relative_delta"].to_numpy(), 1e-8)
+              for s in steps]
+    right.boxplot(values, tick_labels=[str(s) for s in steps], showfliers=True)
+    right.set_yscale("log")
+    right.axhline(0.05, color="#c53030", lw=1, ls="--", label="5%")
+    right.axhline(0.01, color="#2f855a", lw=1, ls="--", label="1%")
+    right.set_xlabel("integration steps")
+    right.set_ylabel("|delta| / |f(x) − f(baseline)|")
+    right.set_title("convergence: the delta should shrink with more steps", fontsize=10)
+    right.legend(fontsize=8)
+    right.grid(axis="y", lw=0.4, alpha=0.6)
+    fig.suptitle("Completeness of Integrated Gradients: do the bands add up to the output "
+                 "change?", fontsize=10.5)
+    return fig
+
+
+def importance_spectrum(importance: pd.DataFrame, method: str, *, grouping: str = "true_class",
+                        value: str = "share",
+                        method_info: Mapping[str, Mapping] | None = None) -> Figure:
+    """Importance against centre wavelength: one line per class with its 95% interval band,
+    the bands named along the top. Needs the wavelength_nm column filled."""
+    info = _info(method, method_info)
+    rows = _rows(importance, method, grouping, self_target=True)
+    if "wavelength_nm" not in rows or rows["wavelength_nm"].isna().any():
+        raise ValueError("importance_spectrum needs every band's wavelength (a sensor preset)")
+    bands = _bands(rows)
+    wavelength = rows.drop_duplicates("band").set_index("band")["wavelength_nm"][bands].to_numpy()
+    mean_col, low_col, high_col = _VALUE_COLUMNS[value]
+    factor, _, suffix = _display(_pivot(rows, mean_col, "class", "band", bands).to_numpy(float),
+                                 value)
+    fig = Figure(figsize=(9.5, 4.6), layout="constrained")
+    ax = fig.subplots()
+    palette = colormaps["tab10" if rows["class"].nunique() <= 10 else "tab20"]
+    for i, cls in enumerate(pd.unique(rows["class"])):
+        mean, low, high = (_pivot(rows[rows["class"] == cls], col, "class", "band", bands)
+                           .to_numpy(float)[0] * factor for col in (mean_col, low_col, high_col))
+        colour = palette(i % palette.N)
+        ax.plot(wavelength, mean, marker="o", ms=4, lw=1.4, color=colour, label=str(cls))
+        ax.fill_between(wavelength, low, high, color=colour, alpha=0.15, lw=0)
+    ax.axhline(0, color="black", lw=0.7)
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(wavelength, labels=bands, fontsize=7, rotation=90)
+    ax.set_xlabel("centre wavelength (nm)")
+    ax.set_ylabel(f"{value}{suffix}")
+    ax.grid(lw=0.4, alpha=0.6)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(_wrap(f"{info['label']} against wavelength — {_value_text(info, value)}; "
+                       f"{_GROUPING_TEXT.get(grouping, grouping)}, shading = 95% interval",
+                       fig.get_figwidth()), fontsize=10, loc="left")
+    return fig

@@ -172,11 +172,15 @@ def _run_details(summary: Mapping) -> str:
 
 
 def render_report(summary: Mapping, *, figures: Mapping[str, Sequence[tuple[str, FigureLike]]],
-                  tables: Mapping[str, pd.DataFrame]) -> str:
+                  tables: Mapping[str, pd.DataFrame],
+                  checks: Mapping[str, tuple[Mapping[str, pd.DataFrame],
+                                             Sequence[tuple[str, FigureLike]]]] | None = None
+                  ) -> str:
     """The whole report as one HTML page: images inline as data URIs, CSS inline, no scripts.
 
     `figures` maps a section title to (caption, PNG bytes or Figure) pairs, shown in order;
-    `tables` maps a title to a DataFrame, shown before the figures.
+    `tables` maps a title to a DataFrame, shown before the figures; `checks` maps a section title
+    to its tables (by title) and figures, shown after the figures.
     """
     sections = [("Conversion fidelity", _fidelity(summary.get("fidelity"))),
                 ("Notes and fallbacks", _notes(summary.get("notes") or [])),
@@ -184,6 +188,10 @@ def render_report(summary: Mapping, *, figures: Mapping[str, Sequence[tuple[str,
     sections += [(name, _frame(table)) for name, table in tables.items()]
     sections += [(name, "".join(_image(fig, caption) for caption, fig in items))
                  for name, items in figures.items()]
+    sections += [(name, "".join(f"<h3>{_e(title)}</h3>{_frame(table)}"
+                                for title, table in section_tables.items())
+                  + "".join(_image(fig, caption) for caption, fig in items))
+                 for name, (section_tables, items) in (checks or {}).items()]
     sections.append(("Settings, versions and run", _run_details(summary)))
     nav = "".join(f'<a href="#{_anchor(name)}">{_e(name)}</a>' for name, _ in sections)
     body = "".join(_section(name, content) for name, content in sections)

@@ -9,6 +9,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,9 @@ from matplotlib.figure import Figure
 
 from xband import aggregate, plots, report
 from xband.errors import XbandError
+
+if TYPE_CHECKING:
+    from xband.checks import Evaluation
 
 
 @dataclass
@@ -53,6 +57,10 @@ class Explanation:
     band_mean: np.ndarray
     band_std: np.ndarray
     summary: dict
+    evaluation: Evaluation | None = None  # the trust checks, when asked for (xband.evaluate)
+    groups: dict[str, list[str]] | None = None  # band groups: group → its bands
+    group_scores: dict[str, np.ndarray] | None = None  # per-image group scores, like `scores`
+    group_importance: pd.DataFrame | None = None  # the tidy table with groups in place of bands
 
     @property
     def methods(self) -> list[str]:
@@ -114,6 +122,22 @@ class Explanation:
                                             method_info=info))
                 for m in self.methods
             ]
+        if self.group_importance is not None:
+            members = "; ".join(f"{g}: {' '.join(b)}" for g, b in self.groups.items())
+            sections["Band groups × class heat maps"] = [
+                (f"groups_heatmap_{m}",
+                 f"{info[m]['label']}: mean share per class and band group ({members})",
+                 plots.band_class_heatmap(self.group_importance, m, grouping=grouping,
+                                          method_info=info))
+                for m in self.methods
+            ]
+        if self.importance["wavelength_nm"].notna().all():
+            sections["Importance against wavelength"] = [
+                (f"spectrum_{m}", f"{info[m]['label']}: mean share per class against wavelength",
+                 plots.importance_spectrum(self.importance, m, grouping=grouping,
+                                           method_info=info))
+                for m in self.methods
+            ]
         ex = self.examples
         if ex.maps:
             sections["Per-band maps of example images"] = [
@@ -146,6 +170,8 @@ class Explanation:
             self.consensus.to_csv(tmp / "consensus.csv", index=False)
             self.agreement.to_csv(tmp / "agreement.csv")
             self.top_bands().to_csv(tmp / "top_bands.csv")
+            if self.group_importance is not None:
+                self.group_importance.to_csv(tmp / "group_importance.csv", index=False)
             np.savez_compressed(
                 tmp / "scores.npz",
                 indices=self.indices,
@@ -154,18 +180,18 @@ class Explanation:
                 band_names=np.array(self.band_names),
                 class_names=np.array(self.class_names),
                 **{f"scores_{m}": s for m, s in self.scores.items()},
+                **{f"group_scores_{m}": s for m, s in (self.group_scores or {}).items()},
             )
             (tmp / "summary.json").write_text(json.dumps(self.summary, indent=2, default=_jsonable))
             figures_dir = tmp / "figures"
             figures_dir.mkdir()
-            sections = {}
-            for section, items in self.figures().items():
-                rendered = []
-                for stem, caption, fig in items:
-                    path = figures_dir / f"{stem}.png"
-                    plots.save_figure(fig, path)  # also releases the figure
-                    rendered.append((caption, path.read_bytes()))
-                sections[section] = rendered
+            sections = {section: write_figures(items, figures_dir)
+                        for section, items in self.figures().items()}
+            checks = {}
+            if self.evaluation is not None:
+                self.evaluation.write_tables(tmp)
+                checks = {title: (tables, write_figures(items, figures_dir))
+                          for title, (tables, items) in self.evaluation.sections().items()}
             html = report.render_report(
                 self.summary,
                 figures=sections,
@@ -174,9 +200,20 @@ class Explanation:
                     "Bands: spread over the data and baseline": pd.DataFrame(
                         self.summary["bands"]).set_index("band"),
                 },
+                checks=checks,
             )
             (tmp / "report.html").write_text(html, encoding="utf-8")
         return out
+
+
+def write_figures(items: list[tuple[str, str, Figure]], folder: Path) -> list[tuple[str, bytes]]:
+    """Write each (file stem, caption, figure) as folder/stem.png; (caption, PNG bytes) pairs."""
+    rendered = []
+    for stem, caption, fig in items:
+        path = folder / f"{stem}.png"
+        plots.save_figure(fig, path)  # also releases the figure
+        rendered.append((caption, path.read_bytes()))
+    return rendered
 
 
 def _jsonable(value):

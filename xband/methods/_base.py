@@ -33,6 +33,7 @@ class Context:
     donors: Callable[[np.ndarray, int], torch.Tensor]  # (index, repeat) → other images, seeded
     batch_size: int = 64
     settings: dict = field(default_factory=dict)  # per-method options by method name
+    features: torch.Tensor | None = None  # (B,) feature (band group) of each band; None: the bands
 
     def options(self, method: Method) -> dict:
         """The method's defaults updated with what the user set for it."""
@@ -59,6 +60,7 @@ class Method:
     signed: ClassVar[bool]
     units: ClassVar[str]
     defaults: ClassVar[dict] = {}
+    grouped: ClassVar[bool] = False  # removes or shuffles `ctx.features` together (band groups)
 
     def passes_per_image(self, n_bands: int, options: dict) -> int:
         """Forward (+backward) passes one image costs; used to pick sampled forms and to report."""
@@ -93,10 +95,16 @@ def get_method(name: str) -> Method:
         ) from None
 
 
-def band_mask(x: torch.Tensor) -> torch.Tensor:
-    """Captum feature mask with one group per band over all pixels (contiguous, see findings)."""
+def band_mask(x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+    """Captum feature mask over all pixels: one feature per band, or `features[b]` for band b
+    (contiguous, see findings)."""
     n, b, h, w = x.shape
-    return torch.arange(b, device=x.device).view(1, b, 1, 1).expand(1, b, h, w).contiguous()
+    ids = torch.arange(b, device=x.device) if features is None else features.to(x.device)
+    return ids.view(1, b, 1, 1).expand(1, b, h, w).contiguous()
+
+
+def n_features(x: torch.Tensor, features: torch.Tensor | None) -> int:
+    return x.shape[1] if features is None else int(features.max()) + 1
 
 
 def baseline_like(x: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
@@ -104,11 +112,14 @@ def baseline_like(x: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
     return baseline.expand(1, -1, x.shape[2], x.shape[3]).contiguous()
 
 
-def group_scores(attr: torch.Tensor) -> np.ndarray:
-    """Per-band value of a group method: every pixel of a band holds the band's one score.
+def group_scores(attr: torch.Tensor, features: torch.Tensor | None = None) -> np.ndarray:
+    """Per-feature value of a group method: every pixel of a feature holds the feature's score.
 
-    Read one pixel per band; summing over pixels would multiply the score by H·W.
+    Read one pixel of one band per feature; summing over pixels would multiply the score by H·W.
     """
+    if features is not None:
+        first = [int(torch.nonzero(features == f)[0]) for f in range(int(features.max()) + 1)]
+        attr = attr[:, first]
     return attr[:, :, 0, 0].detach().cpu().numpy().astype(np.float64)
 
 

@@ -13,6 +13,7 @@ from xband.methods._base import (
     band_mask,
     baseline_like,
     group_scores,
+    n_features,
     register,
 )
 
@@ -26,18 +27,18 @@ class FeatureAblationMethod(Method):
     kind = "group"
     signed = True
     units = "f(x) − f(x with the band at its baseline), output units"
+    grouped = True
 
     def passes_per_image(self, n_bands: int, options: dict) -> int:
         return n_bands + 1
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
-        n_bands = batch.x.shape[1]
         with torch.no_grad():
             attr = FeatureAblation(ctx.forward).attribute(
                 batch.x,
                 baselines=baseline_like(batch.x, ctx.baseline),
                 target=batch.target,
-                feature_mask=band_mask(batch.x),
-                perturbations_per_eval=n_bands,
+                feature_mask=band_mask(batch.x, ctx.features),
+                perturbations_per_eval=n_features(batch.x, ctx.features),
             )
-        return BandAttribution(group_scores(attr))
+        return BandAttribution(group_scores(attr, ctx.features))

@@ -16,6 +16,7 @@ from xband.methods._base import (
     band_mask,
     baseline_like,
     group_scores,
+    n_features,
     register,
 )
 
@@ -55,6 +56,7 @@ class ShapleyMethod(Method):
     signed = True
     units = "share of f(x) − f(all bands at baseline), output units"
     defaults = {"max_exact_bands": 10, "n_samples": 25}
+    grouped = True
 
     def exact(self, n_bands: int, options: dict) -> bool:
         return n_bands <= options["max_exact_bands"]
@@ -75,23 +77,26 @@ class ShapleyMethod(Method):
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
         options = ctx.options(self)
-        n_bands = batch.x.shape[1]
+        n_feat = n_features(batch.x, ctx.features)
         baseline = baseline_like(batch.x, ctx.baseline)
-        if not self.exact(n_bands, options):
+        if not self.exact(n_feat, options):
             with torch.no_grad():
                 attr = ShapleyValueSampling(ctx.forward).attribute(
                     batch.x,
                     baselines=baseline,
                     target=batch.target,
-                    feature_mask=band_mask(batch.x),
+                    feature_mask=band_mask(batch.x, ctx.features),
                     n_samples=options["n_samples"],
-                    perturbations_per_eval=n_bands,
+                    perturbations_per_eval=n_feat,
                 )
-            return BandAttribution(group_scores(attr))
-        members = coalitions(n_bands).to(batch.x).view(-1, n_bands, 1, 1)
-        weights = shapley_weights(n_bands)
+            return BandAttribution(group_scores(attr, ctx.features))
+        members = coalitions(n_feat)
+        if ctx.features is not None:  # a band is present when its group is
+            members = members[:, ctx.features.cpu()]
+        members = members.to(batch.x).view(len(members), -1, 1, 1)
+        weights = shapley_weights(n_feat)
         chunk = max(ctx.batch_size, 256)
-        scores = np.empty((len(batch.x), n_bands))
+        scores = np.empty((len(batch.x), n_feat))
         with torch.inference_mode():
             for i, (image, target) in enumerate(zip(batch.x, batch.target, strict=True)):
                 values = torch.cat([

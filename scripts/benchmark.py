@@ -1,0 +1,264 @@
+"""Speed of band importance: xband vs the cost floor, naive Captum and TensorFlow.
+
+    python scripts/benchmark.py [--models small,mobilenetv2,resnet50] [--images 32]
+                                [--methods saliency,integrated_gradients,feature_ablation]
+                                [--out benchmark.json]
+
+For each model (64×64×13 inputs, 10 classes, weights=None, converted by xband) and method:
+- xband: images per second of `xband.explain` for that method alone (method time only);
+- floor: passes per image × time per pass at the best batch size (forward, or forward+backward
+  for gradient methods), after warm-up; efficiency = floor time / xband time;
+- naive: Captum called one image at a time with its default batching, same method settings;
+- TensorFlow (saliency, integrated gradients, band ablation): the same computations written with
+  `tf.GradientTape` inside `tf.function` on the original Keras model, batched, in its own process.
+Prints a markdown table and writes JSON. Compare numbers only within one run: the machine drifts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+H, W, B, CLASSES = 64, 64, 13, 10
+GRADIENT_METHODS = {"saliency", "scaled_saliency", "input_x_gradient", "integrated_gradients",
+                    "gradient_shap"}
+TF_METHODS = ("saliency", "integrated_gradients", "feature_ablation")
+
+BUILD_AND_TIME_TF = """
+import json, sys, time
+import numpy as np
+import keras, tensorflow as tf
+
+folder, names, n_images, n_steps = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), int(sys.argv[4])
+H, W, B, C = 64, 64, 13, 10
+keras.utils.set_random_seed(0)
+
+def build(name):
+    if name == "small":
+        return keras.Sequential([
+            keras.Input((H, W, B)),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(C, activation="softmax")])
+    app = {"mobilenetv2": keras.applications.MobileNetV2,
+           "resnet50": keras.applications.ResNet50}[name]
+    return app(weights=None, input_shape=(H, W, B), classes=C)
+
+x = np.random.default_rng(0).uniform(0, 1, (n_images, H, W, B)).astype("float32")
+baseline = x.mean(axis=(0, 1, 2), keepdims=True)
+results = {}
+for name in names:
+    model = build(name)
+    model.save(f"{folder}/{name}.keras")
+
+    @tf.function(reduce_retracing=True)
+    def gradient(points, t):
+        with tf.GradientTape() as tape:
+            tape.watch(points)
+            score = tf.reduce_sum(tf.gather(model(points, training=False), t, batch_dims=1))
+        return tape.gradient(score, points)
+
+    def saliency(xb, t):
+        return tf.reduce_mean(tf.abs(gradient(xb, t)), axis=(1, 2))
+
+    def integrated_gradients(xb, t):
+        total = tf.zeros_like(xb)
+        for i in range(n_steps):  # one batched gradient per step, midpoint rule
+            total += gradient(baseline + (i + 0.5) / n_steps * (xb - baseline), t)
+        return tf.reduce_sum(total / n_steps * (xb - baseline), axis=(1, 2))
+
+    @tf.function(reduce_retracing=True)
+    def feature_ablation(xb, t):
+        full = tf.gather(model(xb, training=False), t, batch_dims=1)
+        eye = tf.eye(B)[:, None, None, None, :]  # (B, 1, 1, 1, B): band b at its baseline
+        ablated = xb[None] * (1 - eye) + baseline * eye  # (B, N, H, W, B)
+        out = tf.reshape(model(tf.reshape(ablated, (-1, H, W, B)), training=False), (B, -1, C))
+        return full[None] - tf.gather(out, tf.tile(t[None], (B, 1)), batch_dims=2)
+
+    fns = {"saliency": (saliency, 32), "integrated_gradients": (integrated_gradients, 32),
+           "feature_ablation": (feature_ablation, 16)}
+    target = tf.constant(np.zeros(n_images, dtype=np.int32))
+    results[name] = {}
+    for method, (fn, batch) in fns.items():
+        def run():
+            for s in range(0, n_images, batch):
+                fn(tf.constant(x[s:s + batch]), target[s:s + batch]).numpy()
+        run()  # trace and warm up
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+        results[name][method] = n_images / float(np.median(times))
+json.dump(results, open(f"{folder}/tf.json", "w"))
+"""
+
+
+def tensorflow_side(folder: Path, models: list[str], n_images: int, n_steps: int) -> dict:
+    """Build the Keras models and time the TensorFlow implementations, in a separate process."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(BUILD_AND_TIME_TF), str(folder), ",".join(models),
+         str(n_images), str(n_steps)],
+        capture_output=True, text=True, check=False,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    if proc.returncode != 0:
+        sys.exit(f"TensorFlow side failed:\n{proc.stderr[-3000:]}")
+    return json.loads((folder / "tf.json").read_text())
+
+
+def best_pass_rate(forward: torch.nn.Module, backward: bool) -> tuple[float, int]:
+    """Images per second of one pass (forward, or forward+backward w.r.t. the input) at the best
+    batch size, median of 3 after a warm-up."""
+    best = (0.0, 0)
+    for batch in (16, 32, 64, 128):
+        x = torch.rand(batch, B, H, W)
+
+        def step(x: torch.Tensor = x) -> None:
+            if backward:
+                xi = x.clone().requires_grad_(True)
+                forward(xi)[:, 0].sum().backward()
+            else:
+                with torch.inference_mode():
+                    forward(x)
+
+        step()
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        rate = batch / float(np.median(times))
+        best = max(best, (rate, batch))
+    return best
+
+
+def naive_rate(method: str, forward: torch.nn.Module, x: torch.Tensor, baseline: torch.Tensor,
+               options: dict) -> float:
+    """Images per second of Captum called on one image at a time, default batching."""
+    from captum import attr
+
+    mask = torch.arange(B).view(1, B, 1, 1).expand(1, B, H, W).contiguous()
+    base = baseline.expand(1, B, H, W).contiguous()
+    calls = {
+        "saliency": lambda xi: attr.Saliency(forward).attribute(xi, target=0, abs=True),
+        "scaled_saliency": lambda xi: attr.Saliency(forward).attribute(xi, target=0, abs=True),
+        "input_x_gradient": lambda xi: attr.InputXGradient(forward).attribute(xi, target=0),
+        "integrated_gradients": lambda xi: attr.IntegratedGradients(forward).attribute(
+            xi, baselines=base, target=0, n_steps=options.get("n_steps", 32)),
+        "gradient_shap": lambda xi: attr.GradientShap(forward).attribute(
+            xi, baselines=x, target=0, n_samples=options.get("n_samples", 16)),
+        "feature_ablation": lambda xi: attr.FeatureAblation(forward).attribute(
+            xi, baselines=base, target=0, feature_mask=mask),
+        "shapley": lambda xi: attr.ShapleyValueSampling(forward).attribute(
+            xi, baselines=base, target=0, feature_mask=mask, n_samples=options.get("n_samples", 25)),
+        "lime": lambda xi: attr.Lime(forward).attribute(
+            xi, baselines=base, target=0, feature_mask=mask, n_samples=options.get("n_samples", 64)),
+        "kernel_shap": lambda xi: attr.KernelShap(forward).attribute(
+            xi, baselines=base, target=0, feature_mask=mask,
+            n_samples=options.get("n_samples", 128)),
+    }
+    if method not in calls:
+        return float("nan")
+    count = min(len(x), 4)
+    calls[method](x[:1])  # warm-up
+    t0 = time.perf_counter()
+    for i in range(count):
+        calls[method](x[i : i + 1])
+    return count / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="small,mobilenetv2,resnet50")
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--methods", default="saliency,integrated_gradients,feature_ablation,"
+                        "gradient_shap,shapley,permutation,lime,kernel_shap")
+    parser.add_argument("--out", default="benchmark.json")
+    args = parser.parse_args()
+
+    from xband import explain, image_set, load_model
+    from xband.explain import ChannelsFirst
+    from xband.methods import get_method
+
+    models = args.models.split(",")
+    methods = args.methods.split(",")
+    n_steps = get_method("integrated_gradients").defaults["n_steps"]
+    folder = Path(tempfile.mkdtemp(prefix="xband-bench-"))
+    tf_rates = tensorflow_side(folder, models, args.images, n_steps)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (args.images, H, W, B)).astype(np.float32)
+    y = np.arange(args.images) % CLASSES
+    rows = []
+    for name in models:
+        model = load_model(folder / f"{name}.keras", probe=x[:8], verbose=False,
+                           cache_dir=folder / "cache")
+        data = image_set(x, y, n_bands=B, n_classes=CLASSES, model_layout=model.layout,
+                         spatial_size=model.spatial_size)
+        forward = ChannelsFirst(model.network("logits"), model.layout).eval()
+        for p in forward.parameters():
+            p.requires_grad_(False)
+        rates = {backward: best_pass_rate(forward, backward) for backward in (False, True)}
+        x_cf = torch.from_numpy(np.moveaxis(x, 3, 1).copy())
+        baseline = x_cf.mean(dim=(0, 2, 3), keepdim=True)
+        for method in methods:
+            m = get_method(method)
+            result = explain(model, data, methods=[method], target="true", progress=False,
+                             n_boot=10, examples_per_class=0)
+            seconds = result.summary["methods"][method]["seconds"]
+            passes = result.summary["methods"][method]["passes_per_image"]
+            rate, batch = rates[method in GRADIENT_METHODS]
+            floor = args.images * passes / rate
+            rows.append({
+                "model": name, "method": method, "passes_per_image": passes,
+                "xband_img_s": args.images / seconds, "floor_img_s": args.images / floor,
+                "efficiency": floor / seconds, "best_batch": batch,
+                "naive_img_s": naive_rate(method, forward, x_cf, baseline, m.defaults),
+                "tf_img_s": tf_rates[name].get(method),
+            })
+            print(json.dumps(rows[-1]), flush=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+              "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "images": args.images, "peak_rss_mb": peak, "rows": rows}
+    tmp = f"{args.out}.tmp"
+    Path(tmp).write_text(json.dumps(report, indent=2))
+    os.replace(tmp, args.out)
+    print(markdown(report))
+
+
+def markdown(report: dict) -> str:
+    """The results as a markdown table."""
+    lines = [f"{report['date']}, {report['machine']}, torch {report['torch']}, "
+             f"{report['images']} images of 64×64×13, peak RSS {report['peak_rss_mb']:.0f} MB", "",
+             "| model | method | passes/img | xband img/s | floor img/s | efficiency | vs naive | vs TF |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        naive = r["xband_img_s"] / r["naive_img_s"] if r["naive_img_s"] == r["naive_img_s"] else None
+        tf = r["xband_img_s"] / r["tf_img_s"] if r["tf_img_s"] else None
+        lines.append(
+            f"| {r['model']} | {r['method']} | {r['passes_per_image']} | {r['xband_img_s']:.1f} | "
+            f"{r['floor_img_s']:.1f} | {r['efficiency']:.2f} | "
+            f"{'–' if naive is None else f'{naive:.1f}×'} | {'–' if tf is None else f'{tf:.2f}×'} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Can the answer be trusted? The checks on a model trained on planted bands, and their CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.planted import N_BANDS, N_CLASSES, PLANTED, planted_images, small_cnn, train_torch
+from tests.test_explain import as_loaded
+from xband import evaluate, explain, image_set, load_model
+from xband.checks import evaluation
+from xband.checks.agreement import agreement_matrix
+from xband.checks.completeness import completeness_summary
+from xband.checks.randomisation import ALL_LAYERS, layer_groups, randomised
+from xband.cli import main
+from xband.errors import XbandError
+
+METHODS = "saliency,input_x_gradient,integrated_gradients,feature_ablation"
+SECTIONS = [evaluation.RANDOMISATION, evaluation.FAITHFULNESS, evaluation.AGREEMENT,
+            evaluation.CONSENSUS, evaluation.COMPLETENESS]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    x, y = planted_images(n_per_class=80, seed=0)
+    model = as_loaded(train_torch(x, y), N_BANDS, N_CLASSES)
+    test_x, test_y = planted_images(n_per_class=12, seed=1)
+    data = image_set(test_x, test_y, n_bands=N_BANDS, n_classes=N_CLASSES,
+                     model_layout="channels_first", spatial_size=None)
+    return model, data
+
+
+@pytest.fixture(scope="module")
+def checked(trained):
+    model, data = trained
+    result = explain(model, data, methods=METHODS, progress=False, n_boot=100, seed=2)
+    kwargs = {"max_images": 32, "random_orders": 6, "cascade_stages": 3, "n_boot": 100}
+    return result, evaluate(model, data, result, **kwargs), kwargs
+
+
+def test_deleting_top_ranked_bands_drops_accuracy_faster_than_random(checked):
+    _, ev, _ = checked
+    rows = ev.faithfulness[(ev.faithfulness["metric"] == "accuracy")
+                           & (ev.faithfulness["baseline"] == "mean")]
+    for method in ("feature_ablation", "integrated_gradients"):
+        for c in PLANTED:
+            row = rows[(rows["method"] == method) & (rows["class"] == f"class {c}")
+                       & (rows["curve"] == "deletion")].iloc[0]
+            assert row["auc"] < row["auc_random"] - row["auc_random_std"], (method, c)
+            assert row["auc_reverse"] > row["auc_random"], (method, c)
+    assert (ev.stability["beats_random"] == "4/4").all()
+
+
+def test_randomised_model_changes_gradient_methods_rankings(checked):
+    _, ev, _ = checked
+    final = ev.randomisation[ev.randomisation["stage"] == ALL_LAYERS].set_index("method")
+    for method in ("saliency", "input_x_gradient", "integrated_gradients"):
+        assert final.loc[method, "rank_rho"] < 0.5, method
+        assert final.loc[method, "map_rho"] < 0.9, method
+        assert not final.loc[method, "flagged"]
+    assert list(ev.randomisation["stage"].unique())[-1] == ALL_LAYERS
+
+
+def test_agreement_matrix_is_symmetric_with_unit_diagonal(checked):
+    _, ev, _ = checked
+    for measure in ("kendall", "spearman"):
+        matrix = agreement_matrix(ev.pairs, measure).to_numpy()
+        np.testing.assert_allclose(matrix, matrix.T)
+        np.testing.assert_allclose(np.diag(matrix), 1.0)
+
+
+def test_consensus_bootstrap_matches_the_explanation_and_brackets_it(checked):
+    result, ev, _ = checked
+    ours = ev.consensus.set_index(["class", "band"])["consensus_rank"]
+    theirs = result.consensus.set_index(["class", "band"])["consensus_rank"]
+    assert (ours == theirs.loc[ours.index]).all()
+    assert (ev.consensus["rank_ci_low"] <= ev.consensus["rank_ci_high"]).all()
+    for c, band in PLANTED.items():
+        top = ev.consensus[(ev.consensus["class"] == f"class {c}")].iloc[0]
+        assert top["band_index"] == band and top["p_top1"] > 0.9
+
+
+def test_integrated_gradients_delta_is_small_and_shrinks(checked):
+    _, ev, _ = checked
+    summary = completeness_summary(ev.completeness)
+    assert summary.loc[32, "median_relative_delta"] < 0.01
+    assert summary.loc[32, "within_5pct"] > 0.95
+    assert summary["median_abs_delta"].is_monotonic_decreasing
+
+
+def test_same_seed_same_tables(trained, checked):
+    model, data = trained
+    result, ev, kwargs = checked
+    again = evaluate(model, data, result, checks="randomisation,faithfulness", **kwargs)
+    pd.testing.assert_frame_equal(again.randomisation, ev.randomisation)
+    pd.testing.assert_frame_equal(again.curves, ev.curves)
+
+
+def test_randomisation_covers_buffers_of_converted_models(tmp_path):
+    net = torch.nn.Sequential(small_cnn(), torch.nn.Softmax(dim=1)).eval()
+    path = tmp_path / "cnn.onnx"
+    torch.onnx.export(net, (torch.zeros(2, N_BANDS, 12, 12),), str(path), dynamo=False,
+                      opset_version=17, input_names=["input"],
+                      dynamic_axes={"input": {0: "batch"}})
+    network = load_model(path, verbose=False).logits_module
+    x = torch.randn(4, N_BANDS, 12, 12)
+    groups = layer_groups(network, x[:1])
+    weights = {n for n, t in [*network.named_parameters(), *network.named_buffers()]
+               if t.is_floating_point() and t.numel() > 1}
+    assert {n for g in groups for n in g} == weights and len(groups) == 3
+    before = network(x)
+    names = set(groups[-1])
+    first, second = randomised(network, names, seed=0), randomised(network, names, seed=0)
+    assert torch.equal(network(x), before)  # the original is untouched
+    assert torch.equal(first(x), second(x)) and not torch.allclose(first(x), before)
+
+
+def test_bad_options_say_what_to_choose(trained, checked):
+    model, data = trained
+    result, _, _ = checked
+    with pytest.raises(XbandError, match="choose from randomisation"):
+        evaluate(model, data, result, checks="sanity")
+    with pytest.raises(XbandError, match="deletion baseline blur"):
+        evaluate(model, data, result, baselines="mean,blur")
+
+
+def _sections(html: str) -> list[str]:
+    return [s for s in SECTIONS if f">{s}</h2>" in html]
+
+
+@pytest.fixture(scope="module")
+def onnx_and_data(tmp_path_factory, trained) -> tuple[Path, Path]:
+    model, data = trained
+    folder = tmp_path_factory.mktemp("cli")
+    net = torch.nn.Sequential(model.logits_module, torch.nn.Softmax(dim=1)).eval()
+    torch.onnx.export(net, (torch.from_numpy(data.images[:2]),), str(folder / "m.onnx"),
+                      dynamo=False, opset_version=17, input_names=["input"],
+                      dynamic_axes={"input": {0: "batch"}})
+    np.savez(folder / "d.npz", x=data.images, y=data.labels)
+    return folder / "m.onnx", folder / "d.npz"
+
+
+def test_cli_evaluate_and_explain_evaluate_write_every_section(onnx_and_data, tmp_path, capsys):
+    model, data = onnx_and_data
+    common = ["--model", str(model), "--data", str(data), "--methods", METHODS, "--quiet",
+              "--eval-images", "16", "--random-orders", "3", "--cascade-stages", "2",
+              "--deletion-baselines", "mean,shuffle"]
+    assert main(["evaluate", *common, "--out", str(tmp_path / "ev")]) == 0
+    html = (tmp_path / "ev" / "report.html").read_text()
+    assert _sections(html) == SECTIONS
+    assert "Band × class heat maps" not in html  # the checks only
+    for name in ("randomisation.csv", "deletion_curves.csv", "faithfulness.csv",
+                 "baseline_stability.csv", "agreement_pairs.csv", "consensus_bootstrap.csv",
+                 "completeness.csv", "figures/deletion_feature_ablation.png"):
+        assert (tmp_path / "ev" / name).is_file(), name
+    settings = json.loads((tmp_path / "ev" / "evaluation.json").read_text())["settings"]
+    assert settings["deletion_baselines"] == ["mean", "shuffle"] and settings["images"] == 16
+
+    assert main(["explain", *common, "--evaluate", "--out", str(tmp_path / "both")]) == 0
+    html = (tmp_path / "both" / "report.html").read_text()
+    assert _sections(html) == SECTIONS and "Band × class heat maps" in html
+
+    assert main(["explain", *common, "--out", str(tmp_path / "plain")]) == 0
+    assert _sections((tmp_path / "plain" / "report.html").read_text()) == []
+    assert not (tmp_path / "plain" / "evaluation.json").exists()
+    capsys.readouterr()

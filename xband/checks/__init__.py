@@ -1,0 +1,106 @@
+"""Can the answer be trusted? Checks of an explanation, one module each:
+
+- `randomisation`: sanity check, band rankings of a trained vs a randomised model;
+- `faithfulness`: band deletion and insertion curves against random orders, under several
+  baselines;
+- `agreement`: Kendall's τ and Spearman's ρ between methods per class, consensus with bootstrap;
+- `completeness`: Integrated Gradients' convergence delta.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from xband.checks._common import make_setup
+from xband.checks.agreement import consensus_bootstrap, pairwise_agreement
+from xband.checks.completeness import completeness_check
+from xband.checks.evaluation import Evaluation
+from xband.checks.faithfulness import (
+    BASELINES,
+    baseline_stability,
+    deletion_curves,
+    faithfulness_table,
+)
+from xband.checks.randomisation import randomisation_check
+from xband.data import ImageSet
+from xband.errors import XbandError
+from xband.models import LoadedModel
+from xband.result import Explanation
+
+CHECKS = ("randomisation", "faithfulness", "agreement", "completeness")
+
+__all__ = ["BASELINES", "CHECKS", "Evaluation", "evaluate"]
+
+
+def _choices(name: str, given: str | Sequence[str], known: Sequence[str]) -> list[str]:
+    chosen = [v.strip() for v in given.split(",")] if isinstance(given, str) else list(given)
+    chosen = list(known) if chosen == ["all"] else chosen
+    unknown = [v for v in chosen if v not in known]
+    if unknown or not chosen:
+        raise XbandError(f"{name} {', '.join(unknown) or '(none)'}: choose from "
+                         f"{', '.join(known)} (or 'all').")
+    return list(dict.fromkeys(chosen))
+
+
+def evaluate(
+    model: LoadedModel,
+    data: ImageSet,
+    explanation: Explanation,
+    *,
+    checks: str | Sequence[str] = "all",
+    max_images: int | None = 128,
+    baselines: str | Sequence[str] = BASELINES,
+    random_orders: int = 10,
+    cascade_stages: int = 4,
+    threshold: float = 0.5,
+    n_boot: int = 200,
+    top_k: int = 3,
+    batch_size: int | None = None,
+) -> Evaluation:
+    """Check `explanation` (made by `xband.explain` from `model` and `data`) with the same methods
+    and settings. Model-running checks use a stratified, seeded subset of at most `max_images` of
+    the explained images; agreement and consensus use every explained image.
+
+    checks: any of "randomisation", "faithfulness", "agreement", "completeness", or "all".
+    baselines: what a deleted band becomes: "mean", "zero", "shuffle" (the band of another image),
+    "noise" (the band's mean and spread). random_orders: random band orders to compare with.
+    cascade_stages: randomisation stages, from the top layer to all layers. threshold: flag a
+    method whose band ranking keeps Spearman's ρ ≥ threshold with every layer random.
+    """
+    started = time.perf_counter()
+    chosen = _choices("check", checks, CHECKS)
+    baselines = _choices("deletion baseline", baselines, BASELINES)
+    if random_orders < 2:
+        raise XbandError("random_orders must be at least 2 (the spread of random orders).")
+    if cascade_stages < 1 or (max_images is not None and max_images < 1):
+        raise XbandError("cascade_stages and max_images must be at least 1.")
+    run = explanation.summary["settings"]
+    setup = make_setup(model, data, explanation, max_images=max_images,
+                       batch_size=batch_size or run["batch_size"], device=run["device"])
+    primary = run["baseline"] if run["baseline"] in baselines else baselines[0]
+    settings = {
+        "checks": chosen, "images": len(setup.positions), "seed": setup.seed,
+        "deletion_baselines": baselines, "primary_baseline": primary,
+        "random_orders": random_orders, "cascade_stages": cascade_stages,
+        "randomisation_threshold": threshold, "bootstrap_resamples": n_boot,
+        "consensus_top_k": top_k,
+    }
+    result = Evaluation(method_info=explanation.method_info, settings=settings)
+    if "randomisation" in chosen:
+        result.randomisation = randomisation_check(setup, stages=cascade_stages,
+                                                   threshold=threshold)
+    if "faithfulness" in chosen:
+        result.curves = deletion_curves(setup, baselines=tuple(baselines), n_random=random_orders)
+        result.faithfulness = faithfulness_table(result.curves)
+        result.stability = baseline_stability(setup, result.faithfulness)
+    if "agreement" in chosen:
+        result.pairs = pairwise_agreement(explanation)
+        result.consensus = consensus_bootstrap(explanation, n_boot=n_boot, seed=setup.seed,
+                                               k=top_k)
+    if "completeness" in chosen and "integrated_gradients" in explanation.methods:
+        settings["integrated_gradients_steps"] = int(
+            setup.settings["integrated_gradients"]["n_steps"])
+        result.completeness = completeness_check(setup)
+    settings["run_time_s"] = round(time.perf_counter() - started, 2)
+    return result

@@ -1,0 +1,55 @@
+"""Completeness of Integrated Gradients: do the band sums add up to f(x) − f(baseline)?
+
+The convergence delta Σ_b s_b − (f_t(x) − f_t(baseline)) per image, at a quarter of, at, and at
+four times the run's number of integration steps: it should shrink as the steps grow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from xband.checks._common import Setup
+from xband.methods import get_method
+
+METHOD = "integrated_gradients"
+
+
+def completeness_check(setup: Setup) -> pd.DataFrame:
+    """Per image and number of steps: the band sum, the output gain f(x) − f(baseline), the delta
+    and the delta relative to |gain|."""
+    method = get_method(METHOD)
+    steps = int(setup.settings[METHOD]["n_steps"])
+    forward = setup.forward
+    with torch.inference_mode():
+        out = torch.cat([forward(part) for part in setup.x.split(setup.batch_size * 4)])
+        base = forward(setup.baseline.expand(1, -1, *setup.x.shape[2:]))
+    index = torch.arange(len(setup.x), device=setup.x.device)
+    gain = (out[index, setup.target] - base[0, setup.target]).double().cpu().numpy()
+    images = setup.explanation.indices[setup.positions]
+    frames = []
+    for n_steps in sorted({max(2, steps // 4), steps, steps * 4}):
+        settings = {**setup.settings, METHOD: {**setup.settings[METHOD], "n_steps": n_steps}}
+        total = setup.attribute(method, setup.context(forward, settings=settings))[0].sum(axis=1)
+        delta = total - gain
+        frames.append(pd.DataFrame({
+            "n_steps": n_steps, "image": images,
+            "class": np.array(setup.explanation.class_names)[setup.group],
+            "band_sum": total, "output_gain": gain, "delta": delta,
+            "relative_delta": np.abs(delta) / np.maximum(np.abs(gain), 1e-12),
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def completeness_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per number of steps: median, 95th percentile and largest |delta|, the median relative
+    delta, and the share of images within 1% and 5% of their output gain."""
+    def summarise(block: pd.DataFrame) -> pd.Series:
+        delta, rel = block["delta"].abs(), block["relative_delta"]
+        return pd.Series({"images": len(block), "median_abs_delta": delta.median(),
+                          "p95_abs_delta": delta.quantile(0.95), "max_abs_delta": delta.max(),
+                          "median_relative_delta": rel.median(),
+                          "within_1pct": float((rel <= 0.01).mean()),
+                          "within_5pct": float((rel <= 0.05).mean())})
+    return table.groupby("n_steps").apply(summarise, include_groups=False)

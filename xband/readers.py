@@ -1,0 +1,284 @@
+"""Images as users keep them: GeoTIFF class folders, CSV lists, HDF5, NumPy files, torch datasets.
+
+Every reader returns an `ImageSource` (read lazily, batch by batch) with labels and what the data
+says about its bands and classes; `xband.image_set` then checks it against the model.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xband.data import BadImage, ImageSource, load_images, read_labels
+from xband.errors import XbandError
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+_SKIP_HINT = "pass --skip-bad to leave it out"
+
+
+@dataclass
+class DataOnDisk:
+    """What a reader found: images as stored, labels, and names the data carries."""
+
+    images: ImageSource
+    labels: np.ndarray | None
+    band_names: list[str] | None = None
+    class_names: list[str] | None = None
+    layout: str | None = None  # layout of `images` when the files say; None: decide by the model
+    item_names: list[str] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    notes: list[str] = field(default_factory=list)
+
+
+def read_data(path: str | os.PathLike, *, labels: str | os.PathLike | None = None,
+              x_key: str | None = None, y_key: str | None = None,
+              skip_bad: bool = False) -> DataOnDisk:
+    """Open `path` by what it is: a folder of class folders of GeoTIFFs, a .csv of (path, label)
+    rows, an .h5/.hdf5 file (`x_key`, `y_key`), or .npz/.npy (with `labels`)."""
+    path = Path(path)
+    if not path.exists():
+        raise XbandError(f"{path}: no such file or folder.")
+    if path.is_dir():
+        return read_class_folders(path, skip_bad=skip_bad)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return read_csv_list(path, skip_bad=skip_bad)
+    if suffix in (".h5", ".hdf5", ".he5"):
+        return read_hdf5(path, x_key=x_key or "x", y_key=y_key, labels=labels)
+    if suffix in (".npz", ".npy"):
+        images, y, names = load_images(path, labels=labels, x_key=x_key or "x", y_key=y_key or "y")
+        return DataOnDisk(images, y, band_names=names.get("band_names"),
+                          class_names=names.get("class_names"))
+    raise XbandError(
+        f"{path}: unknown data format '{path.suffix}'. Give a folder of class folders of GeoTIFFs, "
+        "a .csv of (path, label) rows, an .h5 file, or a .npz/.npy file."
+    )
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, bool, list[str] | None]:
+    """One patch as (bands, height, width), whether the file keeps bands last, band names."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        image, axes = series.asarray(), series.axes
+        names = _gdal_band_names(tif)
+    if image.ndim == 2:
+        return image[None], False, names
+    if image.ndim != 3 or "YX" not in axes:
+        raise ValueError(f"axes {axes} of shape {image.shape}; expected one multi-band image")
+    bands_last = axes.endswith(("S", "C")) and axes[:2] == "YX"
+    return (np.moveaxis(image, 2, 0) if bands_last else image), bands_last, names
+
+
+def _gdal_band_names(tif) -> list[str] | None:
+    """Band descriptions that GDAL writes into the GDAL_METADATA tag, when every band has one."""
+    tag = tif.pages[0].tags.get("GDAL_METADATA")
+    if tag is None:
+        return None
+    try:
+        items = ET.fromstring(tag.value).iter("Item")
+    except ET.ParseError:
+        return None
+    names = {int(i.get("sample")): (i.text or "").strip() for i in items
+             if i.get("role") == "description" and i.get("sample") is not None}
+    if not names or sorted(names) != list(range(len(names))) or not all(names.values()):
+        return None
+    return [names[i] for i in range(len(names))]
+
+
+class TiffFiles:
+    """GeoTIFF patches as one `ImageSource` in the first readable file's layout; a read opens only
+    the files asked for. A file that cannot be read, or whose band count or size differs from
+    the first's, raises `BadImage` naming it."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+        for i, path in enumerate(paths):
+            try:
+                image, self.bands_last, self.band_names = _read_tiff(path)
+            except Exception:  # a bad file is named when it is read
+                continue
+            self.first, self.bands_hw = i, image.shape
+            break
+        else:
+            raise XbandError(f"none of the {len(paths)} files can be read as a TIFF (the first: "
+                             f"{paths[0]}). Check that they are GeoTIFF patches.")
+        b, h, w = self.bands_hw
+        self.shape = (len(paths), h, w, b) if self.bands_last else (len(paths), b, h, w)
+
+    @property
+    def layout(self) -> str:
+        return "channels_last" if self.bands_last else "channels_first"
+
+    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
+        out = np.empty((len(indices), *self.bands_hw), dtype=np.float32)
+        for row, i in enumerate(indices):
+            out[row] = self._one(int(i))
+        return np.moveaxis(out, 1, 3) if self.bands_last else out
+
+    def _one(self, i: int) -> np.ndarray:
+        path = self.paths[i]
+        try:
+            image = _read_tiff(path)[0]
+        except Exception as err:  # tifffile raises many kinds of errors on damaged files
+            raise BadImage(i, str(path), f"cannot be read as a TIFF ({type(err).__name__}: "
+                           f"{str(err)[:200]}); it may be truncated or not a TIFF. Replace it, or "
+                           f"{_SKIP_HINT}") from None
+        if image.shape != self.bands_hw:
+            (b, h, w), (rb, rh, rw) = image.shape, self.bands_hw
+            raise BadImage(i, str(path), f"has {b} bands of {h}×{w} pixels but the other images "
+                           f"have {rb} bands of {rh}×{rw} (as {self.paths[self.first]}). Replace "
+                           f"it with a patch like the others, or {_SKIP_HINT}")
+        return image
+
+
+def _tiff_data(paths: list[Path], labels: list[str],
+               skipped: list[tuple[str, str]]) -> DataOnDisk:
+    files = TiffFiles(paths)
+    return DataOnDisk(files, np.array(labels), band_names=files.band_names,
+                      class_names=sorted(set(labels)), layout=files.layout,
+                      item_names=[str(p) for p in paths], skipped=skipped)
+
+
+def read_class_folders(root: Path, *, skip_bad: bool = False) -> DataOnDisk:
+    """A folder with one sub-folder of GeoTIFF patches per class (the EuroSAT-MS layout).
+
+    Class names are the folder names, sorted (the order Keras' `image_dataset_from_directory`
+    gives the classes). Hidden files are ignored; other non-TIFF files are errors, or skipped.
+    """
+    folders = sorted(e.path for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not folders:
+        raise XbandError(
+            f"{root}: no class folders. Put the patches in one sub-folder per class "
+            f"({root}/Forest/Forest_1.tif, …), or list them in a CSV of (path, label) rows."
+        )
+    paths: list[Path] = []
+    labels: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for folder in map(Path, folders):
+        images = []
+        for e in sorted(os.scandir(folder), key=lambda e: e.name):
+            if e.name.startswith("."):
+                continue
+            if e.is_file() and e.name.lower().endswith(TIFF_SUFFIXES):
+                images.append(Path(e.path))
+            elif skip_bad:
+                skipped.append((e.path, "not a .tif/.tiff image"))
+            else:
+                raise XbandError(
+                    f"{e.path}: not a .tif/.tiff image, in class folder '{folder.name}'. Class "
+                    f"folders must hold only GeoTIFF patches: move it out, or {_SKIP_HINT}."
+                )
+        if not images:
+            raise XbandError(
+                f"{folder}: class folder '{folder.name}' holds no .tif/.tiff images. Add the "
+                "class's patches or remove the folder (then give the model's classes with "
+                "--classes)."
+            )
+        paths += images
+        labels += [folder.name] * len(images)
+    data = _tiff_data(paths, labels, skipped)
+    data.notes.append(
+        f"classes from the folder names, sorted: {', '.join(data.class_names)} (give --classes "
+        "if the model's outputs are in another order)"
+    )
+    return data
+
+
+def read_csv_list(path: Path, *, skip_bad: bool = False) -> DataOnDisk:
+    """A CSV of (path, label) rows, an optional 'path,label' header; relative paths are relative
+    to the CSV's folder. Labels are class names, or class numbers when all are whole numbers."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise XbandError(f"{path}: cannot read the CSV ({err}).") from None
+    paths: list[Path] = []
+    labels: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for number, row in enumerate(rows, start=1):
+        cells = [c.strip() for c in row]
+        if not any(cells) or (number == 1 and [c.lower() for c in cells[:2]] == ["path", "label"]):
+            continue
+        if len(cells) < 2 or not cells[0] or not cells[1]:
+            raise XbandError(f"{path}, row {number}: expected 'path,label', found {','.join(row)!r}. "
+                             "Give one image path and its label per row.")
+        file = path.parent / cells[0]
+        problem = (None if file.is_file() and file.suffix.lower() in TIFF_SUFFIXES
+                   else "no such file" if not file.is_file() else "not a .tif/.tiff image")
+        if problem:
+            if not skip_bad:
+                raise XbandError(f"{path}, row {number}: {file}: {problem}. Fix the row (relative "
+                                 f"paths start at the CSV's folder), or {_SKIP_HINT}.")
+            skipped.append((f"{file} (row {number})", problem))
+            continue
+        paths.append(file)
+        labels.append(cells[1])
+    if not paths:
+        raise XbandError(f"{path}: lists no usable images. Give rows of 'path,label'.")
+    data = _tiff_data(paths, labels, skipped)
+    if all(label.lstrip("-").isdigit() for label in labels):
+        data.labels, data.class_names = data.labels.astype(np.int64), None
+    return data
+
+
+def read_hdf5(path: Path, *, x_key: str = "x", y_key: str | None = None,
+              labels: str | os.PathLike | None = None) -> DataOnDisk:
+    """Images from dataset `x_key` (read batch by batch), labels from `y_key` (default 'y' when it
+    exists) or a labels file."""
+    import h5py
+
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as err:
+        raise XbandError(f"{path}: cannot read as HDF5 ({err}).") from None
+    found: list[str] = []
+    h5.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
+
+    def dataset(key: str, option: str):
+        if key not in h5 or not isinstance(h5[key], h5py.Dataset):
+            raise XbandError(f"{path}: no dataset '{key}' (datasets: {', '.join(found) or 'none'}). "
+                             f"Name the right one with {option}.")
+        return h5[key]
+
+    images = dataset(x_key, "--x-key")
+    if labels is not None:
+        y = read_labels(labels)
+    elif y_key is not None or "y" in h5:
+        y = dataset(y_key or "y", "--y-key")[()]
+        y = y.astype(str) if y.dtype.kind in "OS" else y
+    else:
+        y = None
+    return DataOnDisk(images, y)
+
+
+class TorchImages:
+    """A map-style torch `Dataset` of (image, label) items as an `ImageSource`."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.shape = (len(dataset), *np.asarray(dataset[0][0]).shape)
+
+    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
+        return np.stack([np.asarray(self.dataset[int(i)][0], dtype=np.float32) for i in indices])
+
+
+def from_torch(data) -> tuple[TorchImages, np.ndarray]:
+    """Images and labels of a torch `Dataset` or `DataLoader` (its dataset: read by index, so the
+    engine can stream and draw donors). Labels from `dataset.targets`, else from every item."""
+    from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    if isinstance(dataset, IterableDataset) or not isinstance(dataset, Dataset):
+        raise XbandError("xband needs a map-style torch Dataset (items by index); an iterable "
+                         "dataset cannot be read by index. Save the images to a file instead.")
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        targets = [int(dataset[i][1]) for i in range(len(dataset))]
+    return TorchImages(dataset), np.asarray(targets)
