@@ -26,7 +26,9 @@ nav{margin:12px 0 8px;font-size:.92em}nav a{margin-right:14px;color:#2a5d9f;text
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(330px,1fr));gap:14px}
 .card{border:1px solid #d8dee6;border-radius:6px;padding:10px 14px;background:#fafbfc}
 .card h3{margin-top:0}
-.card td{overflow-wrap:anywhere}
+.card table{table-layout:fixed;width:100%}
+.card th{width:42%}
+.card td,.card th{overflow-wrap:anywhere;white-space:normal}
 .output{border-left:5px solid #2a5d9f;background:#eef4fb;padding:10px 14px;margin:16px 0}
 .howto{border-left:5px solid #b7791f;background:#fdf6e9;padding:10px 18px;margin:16px 0}
 .howto li{margin:3px 0}
@@ -34,7 +36,8 @@ nav{margin:12px 0 8px;font-size:.92em}nav a{margin-right:14px;color:#2a5d9f;text
 .bad{color:#fff;background:#c53030;padding:1px 8px;border-radius:10px}
 table{border-collapse:collapse;font-size:.88em;margin:6px 0 12px}
 th,td{border:1px solid #d8dee6;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#eef1f5}td{white-space:nowrap}tbody tr:nth-child(even){background:#f8f9fb}
+th{background:#eef1f5}td{overflow-wrap:anywhere}.scroll td{white-space:nowrap}
+tbody tr:nth-child(even){background:#f8f9fb}
 .scroll{overflow-x:auto}
 figure{margin:14px 0 26px}figure img{max-width:100%;height:auto;border:1px solid #e3e7ec}
 figcaption{font-size:.9em;color:#3c4a5a;margin-top:4px}
