@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from captum.attr import GradientShap
 
 from xband.methods._base import BandAttribution, Batch, Context, Method, pixel_sum, register
@@ -22,11 +23,14 @@ class GradientShapMethod(Method):
         return options["n_samples"]
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
-        maps = GradientShap(ctx.forward).attribute(
-            batch.x,
-            baselines=ctx.donors(batch.index, 0),
-            target=batch.target,
-            n_samples=ctx.options(self)["n_samples"],
-            stdevs=0.0,
-        ).detach()
+        n_samples = ctx.options(self)["n_samples"]
+        explainer = GradientShap(ctx.forward)
+        donors = ctx.donors(batch.index, 0)  # the baseline distribution for the whole batch
+        # Captum evaluates images × n_samples points in one pass: keep that near the batch size
+        per_call = max(1, ctx.batch_size // n_samples)
+        maps = torch.cat([
+            explainer.attribute(x, baselines=donors, target=target, n_samples=n_samples,
+                                stdevs=0.0).detach()
+            for x, target in zip(batch.x.split(per_call), batch.target.split(per_call), strict=True)
+        ])
         return BandAttribution(pixel_sum(maps), maps)
