@@ -14,6 +14,7 @@ from xband.methods._base import (
     baseline_like,
     group_scores,
     n_features,
+    perturbations_per_eval,
     register,
 )
 
@@ -39,6 +40,7 @@ class FeatureAblationMethod(Method):
                 baselines=baseline_like(batch.x, ctx.baseline),
                 target=batch.target,
                 feature_mask=band_mask(batch.x, ctx.features),
-                perturbations_per_eval=n_features(batch.x, ctx.features),
+                perturbations_per_eval=perturbations_per_eval(
+                    batch.x, n_features(batch.x, ctx.features), ctx),
             )
         return BandAttribution(group_scores(attr, ctx.features))

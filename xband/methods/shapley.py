@@ -17,6 +17,7 @@ from xband.methods._base import (
     baseline_like,
     group_scores,
     n_features,
+    perturbations_per_eval,
     register,
 )
 
@@ -87,7 +88,7 @@ class ShapleyMethod(Method):
                     target=batch.target,
                     feature_mask=band_mask(batch.x, ctx.features),
                     n_samples=options["n_samples"],
-                    perturbations_per_eval=n_feat,
+                    perturbations_per_eval=perturbations_per_eval(batch.x, n_feat, ctx),
                 )
             return BandAttribution(group_scores(attr, ctx.features))
         members = coalitions(n_feat)
