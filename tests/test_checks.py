@@ -13,8 +13,8 @@ import torch
 from tests.planted import N_BANDS, N_CLASSES, PLANTED, planted_images, small_cnn, train_torch
 from tests.test_explain import as_loaded
 from xband import evaluate, explain, image_set, load_model
+from xband.aggregate import agreement_matrix
 from xband.checks import evaluation
-from xband.checks.agreement import agreement_matrix
 from xband.checks.completeness import completeness_summary
 from xband.checks.randomisation import ALL_LAYERS, layer_groups, randomised
 from xband.cli import main

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import kendalltau, rankdata
 
 ALL_IMAGES = "all images"
 
@@ -126,25 +128,44 @@ def class_rows(importance: pd.DataFrame, *, per_class_only: bool = True) -> pd.D
     return rows
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman's ρ between matching rows of a and b (NaN where a row is constant or missing)."""
+    ra, rb = rankdata(a, axis=-1), rankdata(b, axis=-1)
+    ra = ra - ra.mean(axis=-1, keepdims=True)
+    rb = rb - rb.mean(axis=-1, keepdims=True)
+    norm = np.sqrt((ra * ra).sum(axis=-1) * (rb * rb).sum(axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, (ra * rb).sum(axis=-1) / np.where(norm > 0, norm, 1), np.nan)
+
+
+def pairwise_agreement(importance: pd.DataFrame) -> pd.DataFrame:
+    """Per class and ordered pair of methods: Spearman's ρ and Kendall's τ between their band
+    rankings (by mean share). Both orders of every pair and the diagonal are listed."""
+    rows = class_rows(importance)
+    pivot = rows.pivot_table(index=["class", "band_index"], columns="method", values="share",
+                             sort=False)
+    methods = list(dict.fromkeys(rows["method"]))
+    out = []
+    for cls, block in pivot.groupby(level="class", sort=False):
+        for a, b in itertools.product(methods, repeat=2):
+            x, y = block[a].to_numpy(), block[b].to_numpy()
+            tau = kendalltau(x, y).statistic if np.ptp(x) > 0 and np.ptp(y) > 0 else np.nan
+            out.append({"class": cls, "method_a": a, "method_b": b,
+                        "spearman": spearman_rows(x, y).item(), "kendall": float(tau)})
+    return pd.DataFrame(out)
+
+
+def agreement_matrix(pairs: pd.DataFrame, measure: str = "spearman") -> pd.DataFrame:
+    """Method × method mean over classes of `measure` ("spearman" or "kendall") from
+    `pairwise_agreement`; NaN where it is undefined for every class."""
+    matrix = pairs.pivot_table(index="method_a", columns="method_b", values=measure,
+                               aggfunc="mean", sort=False, dropna=False)
+    return matrix.rename_axis(index=None, columns=None)
 
 
 def agreement(importance: pd.DataFrame) -> pd.DataFrame:
     """Mean over classes of Spearman's ρ between two methods' band rankings (by mean share)."""
-    rows = class_rows(importance)
-    pivot = rows.pivot_table(index=["class", "band_index"], columns="method", values="share")
-    methods = list(dict.fromkeys(rows["method"]))
-    matrix = pd.DataFrame(np.nan, index=methods, columns=methods)
-    for a in methods:
-        for b in methods:
-            rhos = [_spearman(block[a].to_numpy(), block[b].to_numpy())
-                    for _, block in pivot.groupby(level="class")]
-            matrix.loc[a, b] = np.nanmean(rhos) if not np.all(np.isnan(rhos)) else np.nan
-    return matrix
+    return agreement_matrix(pairwise_agreement(importance), "spearman")
 
 
 def consensus(importance: pd.DataFrame) -> pd.DataFrame:

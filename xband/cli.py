@@ -38,12 +38,17 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
                    "channels_first for PyTorch files)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                    help="image size for the check when the model accepts any size (default 32 32)")
+    _add_trust_options(p)
+    p.set_defaults(run=_run_convert)
+
+
+def _add_trust_options(p: argparse.ArgumentParser) -> None:
+    """What a user may accept about a model: a fidelity mismatch, an unpickled file."""
     p.add_argument("--accept-mismatch", action="store_true",
-                   help="go on even if the outputs differ beyond tolerance (1e-4 absolute or "
-                   "1e-3 x output range)")
+                   help="go on even if the converted model's outputs differ from the original "
+                   "beyond tolerance (1e-4 absolute or 1e-3 x output range)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a full-pickle .pt file (unpickling can run code stored in it)")
-    p.set_defaults(run=_run_convert)
 
 
 def _read_sample(path: str) -> np.ndarray:
@@ -164,11 +169,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     add_data_options(p)
     p.add_argument("--model-layout", choices=["channels_last", "channels_first"],
                    help="band axis of the model input (default: read from the model)")
-    p.add_argument("--accept-mismatch", action="store_true",
-                   help="go on when the converted model differs from the original beyond "
-                   "tolerance")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow a full-pickle .pt model (unpickling can run code stored in it)")
+    _add_trust_options(p)
     _add_run_options(p)
 
 

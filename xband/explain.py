@@ -122,8 +122,7 @@ def _plan(
     if unknown:
         raise XbandError(f"settings for unknown method(s) {', '.join(unknown)}.")
     for method in chosen:
-        options = {**method.defaults, **settings.get(method.name, {})}
-        note = method.note(data.n_bands, options)
+        note = method.note(data.n_bands, method.options(settings))
         if note:
             notes.append(note)
     return _Plan(chosen, indices, stats, base, notes, skipped)
@@ -256,12 +255,11 @@ def explain(
     known = labels if labels is not None else predictions
     example_pos = _pick_examples(known, predictions, model.n_classes, examples_per_class, seed)
 
-    repeats = max([1] + [int(settings.get(m.name, {}).get("n_repeats", m.defaults.get("n_repeats", 1)))
-                         for m in plan.methods])
-    donor_rngs = [np.random.default_rng([seed, 7, r]) for r in range(repeats)]
-    donor_of = [rng.permutation(len(indices)) for rng in donor_rngs]
+    donor_of: dict[int, np.ndarray] = {}  # repeat → a seeded permutation of the images
 
     def donors(positions: np.ndarray, repeat: int) -> torch.Tensor:
+        if repeat not in donor_of:
+            donor_of[repeat] = np.random.default_rng([seed, 7, repeat]).permutation(len(indices))
         return torch.from_numpy(data.take(indices[donor_of[repeat][positions]])).to(device)
 
     ctx = Context(
@@ -421,9 +419,8 @@ def _summary(model: LoadedModel, data: ImageSet, plan: _Plan, *, labels, predict
         "accuracy": accuracy,
         "methods": {
             m.name: {
-                **m.defaults, **settings.get(m.name, {}),
-                "passes_per_image": m.passes_per_image(
-                    data.n_bands, {**m.defaults, **settings.get(m.name, {})}),
+                **m.options(settings),
+                "passes_per_image": m.passes_per_image(data.n_bands, m.options(settings)),
                 "seconds": round(timings[m.name], 3),
             }
             for m in plan.methods

@@ -214,35 +214,33 @@ class _Request:
     cache_dir: str | os.PathLike | None
 
 
-def _as_batch(probe: np.ndarray) -> np.ndarray:
+def _as_batch(probe: np.ndarray) -> np.ndarray | None:
+    """The user's sample as a float32 batch of its finite images, or None if none is finite:
+    images with NaN/Inf say nothing about fidelity (the data checks name them)."""
     arr = np.asarray(probe, dtype=np.float32)
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4 or len(arr) == 0:
         raise XbandError(f"the sample data has shape {arr.shape}; expected images "
                          "(N, height, width, bands) or (N, bands, height, width).")
-    return arr
+    arr = arr[np.isfinite(arr).all(axis=(1, 2, 3))]
+    return arr if len(arr) else None
 
 
 def _make_probe(req: _Request, layout: Layout, n_bands: int,
                 spatial: tuple[int, int] | None, source: str) -> tuple[np.ndarray, str]:
-    """The user's images checked against the model and put in its layout, or the default probe.
-
-    Images with NaN or infinite values are left out of the probe (the data checks name them).
-    """
+    """The user's (finite) images checked against the model and put in its layout, or the
+    default probe."""
     from converters.keras_export import DEFAULT_SPATIAL, PROBE_N, default_probe
     from xband.data import image_set
 
     if req.probe is not None:
         sample = image_set(req.probe, None, n_bands=n_bands, n_classes=1, model_layout=layout,
                            spatial_size=spatial, source=f"{source}: the sample data")
-        checked = sample.take(np.arange(len(sample)))
-        finite = np.isfinite(checked).all(axis=(1, 2, 3))
-        if finite.any():
-            probe = checked[finite]
-            if layout == "channels_last":
-                probe = np.moveaxis(probe, 1, 3)
-            return np.ascontiguousarray(probe), f"user data ({len(probe)} images)"
+        probe = sample.take(np.arange(len(sample)))
+        if layout == "channels_last":
+            probe = np.moveaxis(probe, 1, 3)
+        return np.ascontiguousarray(probe), f"user data ({len(probe)} images)"
     h, w = spatial or req.input_size or (DEFAULT_SPATIAL, DEFAULT_SPATIAL)
     shape = (h, w, n_bands) if layout == "channels_last" else (n_bands, h, w)
     return default_probe(shape), f"random uniform [0, 1] ({PROBE_N} images)"
@@ -281,11 +279,7 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
     from converters.onnx_to_torch import onnx_to_torch, read_onnx
 
     sha = content_hash(path)
-    probe = req.probe
-    if probe is not None:  # images with NaN/Inf say nothing about fidelity; the data checks name them
-        probe = probe[np.isfinite(probe).all(axis=(1, 2, 3))]
-        probe = probe if len(probe) else None
-    exp = export_keras(path, fmt, sha, opset=req.opset, probe=probe,
+    exp = export_keras(path, fmt, sha, opset=req.opset, probe=req.probe,
                        input_size=req.input_size, cache_dir=req.cache_dir)
     start = time.perf_counter()
     conv = onnx_to_torch(read_onnx(exp.onnx_path), path)
@@ -295,7 +289,7 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
     n_bands = exp.probe.shape[axis]
     out = _check_batch_sizes(conv.module, exp.probe, str(path))
     grad = input_gradient(conv.module, exp.probe, exp.target)
-    probe_desc = (f"user data ({len(exp.probe)} images)" if probe is not None
+    probe_desc = (f"user data ({len(exp.probe)} images)" if req.probe is not None
                   else f"random uniform [0, 1] ({len(exp.probe)} images)")
     fid = compare(exp.outputs, out, reference="tensorflow", probe=probe_desc, ref_grad=exp.grad,
                   grad=grad, target=exp.target)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from xband.aggregate import pairwise_agreement
 from xband.checks._common import make_setup
-from xband.checks.agreement import consensus_bootstrap, pairwise_agreement
+from xband.checks.agreement import consensus_bootstrap
 from xband.checks.completeness import completeness_check
 from xband.checks.evaluation import Evaluation
 from xband.checks.faithfulness import (
@@ -95,7 +96,7 @@ def evaluate(
         result.faithfulness = faithfulness_table(result.curves)
         result.stability = baseline_stability(setup, result.faithfulness)
     if "agreement" in chosen:
-        result.pairs = pairwise_agreement(explanation)
+        result.pairs = pairwise_agreement(explanation.importance)
         result.consensus = consensus_bootstrap(explanation, n_boot=n_boot, seed=setup.seed,
                                                k=top_k)
     if "completeness" in chosen and "integrated_gradients" in explanation.methods:

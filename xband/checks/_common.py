@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import rankdata
 from torch import nn
 
 from xband import aggregate
@@ -140,20 +139,6 @@ def class_means(scores: np.ndarray, group: np.ndarray, n_classes: int) -> np.nda
         if (group == c).any():
             out[c] = share[group == c].mean(axis=0)
     return out
-
-
-def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman's ρ between matching rows of a and b (NaN where a row is constant or missing)."""
-    ra, rb = rankdata(a, axis=-1), rankdata(b, axis=-1)
-    return _pearson_rows(ra, rb)
-
-
-def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(axis=-1, keepdims=True)
-    b = b - b.mean(axis=-1, keepdims=True)
-    norm = np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norm > 0, (a * b).sum(axis=-1) / np.where(norm > 0, norm, 1), np.nan)
 
 
 def class_order(explanation: Explanation, method: str, class_name: str) -> np.ndarray:

@@ -3,40 +3,12 @@ with its uncertainty from a bootstrap over images. Uses the explanation's per-im
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pandas as pd
-from scipy.stats import kendalltau, rankdata
+from scipy.stats import rankdata
 
-from xband import aggregate
-from xband.checks._common import known_classes, per_image_shares, spearman_rows
+from xband.checks._common import known_classes, per_image_shares
 from xband.result import Explanation
-
-
-def pairwise_agreement(explanation: Explanation) -> pd.DataFrame:
-    """Per class and ordered pair of methods: Spearman's ρ and Kendall's τ between their band
-    rankings (by mean share). Both orders of every pair and the diagonal are listed."""
-    rows = aggregate.class_rows(explanation.importance)
-    pivot = rows.pivot_table(index=["class", "band_index"], columns="method", values="share",
-                             sort=False)
-    methods = explanation.methods
-    out = []
-    for cls, block in pivot.groupby(level="class", sort=False):
-        for a, b in itertools.product(methods, repeat=2):
-            x, y = block[a].to_numpy(), block[b].to_numpy()
-            rho = spearman_rows(x, y).item()
-            tau = kendalltau(x, y).statistic if np.ptp(x) > 0 and np.ptp(y) > 0 else np.nan
-            out.append({"class": cls, "method_a": a, "method_b": b, "spearman": rho,
-                        "kendall": float(tau)})
-    return pd.DataFrame(out)
-
-
-def agreement_matrix(pairs: pd.DataFrame, measure: str = "kendall") -> pd.DataFrame:
-    """Method × method mean over classes of `measure` ("kendall" or "spearman")."""
-    matrix = pairs.pivot_table(index="method_a", columns="method_b", values=measure,
-                               aggfunc="mean", sort=False)
-    return matrix.rename_axis(index=None, columns=None)
 
 
 def consensus_bootstrap(explanation: Explanation, *, n_boot: int = 200, seed: int = 0,

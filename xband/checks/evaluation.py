@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from xband import plots, report
-from xband.checks.agreement import agreement_matrix
+from xband.aggregate import agreement_matrix
 from xband.checks.completeness import completeness_summary
 
 Section = tuple[dict[str, pd.DataFrame], list[tuple[str, str, Figure]]]

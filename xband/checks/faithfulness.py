@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from xband.checks._common import Setup, class_means, class_order, nan_mean, spearman_rows
+from xband.aggregate import spearman_rows
+from xband.checks._common import Setup, class_means, class_order, nan_mean
 from xband.errors import XbandError
 
 BASELINES = ("mean", "zero", "shuffle", "noise")

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from xband.checks._common import Setup, class_means, nan_mean, spearman_rows
+from xband.aggregate import spearman_rows
+from xband.checks._common import Setup, class_means, nan_mean
 from xband.errors import XbandError
 
 _RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")

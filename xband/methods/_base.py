@@ -37,7 +37,7 @@ class Context:
 
     def options(self, method: Method) -> dict:
         """The method's defaults updated with what the user set for it."""
-        return {**method.defaults, **self.settings.get(method.name, {})}
+        return method.options(self.settings)
 
 
 @dataclass
@@ -61,6 +61,10 @@ class Method:
     units: ClassVar[str]
     defaults: ClassVar[dict] = {}
     grouped: ClassVar[bool] = False  # removes or shuffles `ctx.features` together (band groups)
+
+    def options(self, settings: dict) -> dict:
+        """The defaults updated with `settings[name]`, the user's per-method options."""
+        return {**self.defaults, **settings.get(self.name, {})}
 
     def passes_per_image(self, n_bands: int, options: dict) -> int:
         """Forward (+backward) passes one image costs; used to pick sampled forms and to report."""
