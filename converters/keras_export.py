@@ -209,9 +209,10 @@ def _probe(args, shape: tuple) -> np.ndarray:
         want = tuple(shape[1:])
         if probe.ndim != 4 or any(w is not None and w != p
                                   for w, p in zip(want, probe.shape[1:], strict=True)):
-            raise ExportError("bad_probe", f"{args.source}: the sample data has shape "
-                              f"{probe.shape} but the model takes images of shape "
-                              f"{tuple('any' if d is None else d for d in want)} (channels last).")
+            raise ExportError("bad_probe", f"{args.source}: the images given with --data have "
+                              f"shape {probe.shape} but the model takes images of shape "
+                              f"{tuple('any' if d is None else d for d in want)} (height, width, "
+                              "bands). Give images with the model's size and bands, bands last.")
         return probe
     h, w, c = shape[1:]
     size = args.input_size or (DEFAULT_SPATIAL, DEFAULT_SPATIAL)

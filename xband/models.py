@@ -221,7 +221,7 @@ def _as_batch(probe: np.ndarray) -> np.ndarray | None:
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4 or len(arr) == 0:
-        raise XbandError(f"the sample data has shape {arr.shape}; expected images "
+        raise XbandError(f"the images given with --data have shape {arr.shape}; expected images "
                          "(N, height, width, bands) or (N, bands, height, width).")
     arr = arr[np.isfinite(arr).all(axis=(1, 2, 3))]
     return arr if len(arr) else None
@@ -236,7 +236,7 @@ def _make_probe(req: _Request, layout: Layout, n_bands: int,
 
     if req.probe is not None:
         sample = image_set(req.probe, None, n_bands=n_bands, n_classes=1, model_layout=layout,
-                           spatial_size=spatial, source=f"{source}: the sample data")
+                           spatial_size=spatial, source=f"{source}: the images given with --data")
         probe = sample.take(np.arange(len(sample)))
         if layout == "channels_last":
             probe = np.moveaxis(probe, 1, 3)
