@@ -14,7 +14,8 @@ from torch import nn
 from tests.planted import N_CLASSES, PLANTED, planted_images, train_torch
 from xband.data import image_set
 from xband.errors import XbandError
-from xband.explain import ChannelsFirst, explain
+from xband.explain import explain
+from xband.forward import ChannelsFirst
 from xband.methods import METHODS
 from xband.methods.shapley import shapley_weights
 from xband.models import LoadedModel

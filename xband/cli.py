@@ -105,7 +105,10 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_out: str | None = No
     p.add_argument("--examples-per-class", type=int, default=2, metavar="K",
                    help="images per class kept whole for per-band maps (default 2)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                   help="where to compute (default cpu)")
+                   help="where to compute (default cpu; cuda: an NVIDIA GPU)")
+    p.add_argument("--untuned", action="store_true",
+                   help="run the network exactly as given, without the speed-ups that keep its "
+                   "numbers (BatchNorm folding, channels-last memory)")
     p.add_argument("--seed", type=int, default=0, help="seed for every random draw (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=default_out is None, default=default_out, metavar="DIR",
@@ -189,7 +192,8 @@ def _explain_and_save(model, data, args: argparse.Namespace, **data_options) -> 
     result = explain(model, data, methods=args.methods, target=target, output=args.output,
                      baseline=args.baseline, batch_size=args.batch_size,
                      max_images=args.max_images, examples_per_class=args.examples_per_class,
-                     seed=args.seed, device=args.device, progress=not args.quiet, **data_options)
+                     seed=args.seed, device=args.device, progress=not args.quiet,
+                     tuned=not args.untuned, **data_options)
     if args.evaluate:
         from xband.checks import evaluate
 

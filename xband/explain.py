@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from xband import aggregate
 from xband.data import BandStats, ImageSet, scan, skip_notes, stratified_subset
 from xband.errors import XbandError
+from xband.forward import check_device, forward_module, tune
 from xband.methods import METHODS, BandAttribution, Batch, Context, Method, get_method
 from xband.models import LoadedModel
 from xband.result import Examples, Explanation
@@ -30,18 +31,6 @@ from xband.versions import versions
 TARGETS = ("true", "predicted", "all")
 OUTPUTS = ("logits", "probabilities")
 BASELINES = ("mean", "zero")
-
-
-class ChannelsFirst(nn.Module):
-    """Feeds (N, B, H, W) images to a network that takes its own layout."""
-
-    def __init__(self, network: nn.Module, layout: str):
-        super().__init__()
-        self.network = network
-        self.channels_last = layout == "channels_last"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x.permute(0, 2, 3, 1) if self.channels_last else x)
 
 
 @dataclass
@@ -171,14 +160,6 @@ def _seeded(seed: int):
             np.random.set_state(state)
 
 
-def forward_module(network: nn.Module, layout: str, device: str) -> nn.Module:
-    """`network` taking channels-first images, in eval mode on `device`, weights frozen."""
-    forward = ChannelsFirst(network, layout).to(device).eval()
-    for p in forward.parameters():
-        p.requires_grad_(False)
-    return forward
-
-
 def run_method(method: Method, batch: Batch, ctx: Context, seed: int) -> BandAttribution:
     """One method on one batch under its own seed."""
     with _seeded(seed), warnings.catch_warnings():
@@ -229,6 +210,7 @@ def explain(
     progress: bool = True,
     max_per_class: int | None = None,
     skip_bad: bool = False,
+    tuned: bool = True,
 ) -> Explanation:
     """Per-band, per-class importance of `model` on `data` by every method asked for.
 
@@ -239,17 +221,26 @@ def explain(
     max_per_class: explain at most this many images per class (seeded draw).
     skip_bad: leave out unreadable images and images with NaN/Inf/nodata values, listing them
     in the notes, instead of stopping at the first.
+    tuned: run a faster forward pass with the same numbers (xband.forward.tune); False runs the
+    network as given, to rule the speed-ups out.
+    device: "cpu" or "cuda" (a GPU; channels-last and every method work there too).
     With band groups (`data.groups`), group methods run again with one feature per group and
     the others' band scores are summed per group: `group_importance` in the result.
     """
     started = time.perf_counter()
     settings = settings or {}
+    check_device(device)
     plan = _plan(model, data, methods=methods, target=target, output=output, baseline=baseline,
                  max_images=max_images, max_per_class=max_per_class, skip_bad=skip_bad, seed=seed,
                  settings=settings)
     forward = forward_module(model.network(output), model.layout, device)
-
     indices = plan.indices
+    speed_ups: list[str] = []
+    if tuned:
+        example = torch.from_numpy(data.take(indices[:2])).to(device)
+        forward, speed_ups, speed_notes = tune(forward, example)
+        plan.notes.extend(speed_notes)
+
     predictions = _predict(forward, data, indices, batch_size, device)
     labels = data.labels[indices] if data.labels is not None else None
     known = labels if labels is not None else predictions
@@ -341,7 +332,7 @@ def explain(
                        output=output, baseline=baseline, batch_size=batch_size, seed=seed,
                        settings=settings, device=device, timings=timings,
                        run_time=time.perf_counter() - started, n_boot=n_boot,
-                       max_per_class=max_per_class)
+                       max_per_class=max_per_class, speed_ups=speed_ups if tuned else None)
     return Explanation(
         band_names=data.band_names,
         class_names=data.class_names,
@@ -366,7 +357,7 @@ def explain(
 
 def _summary(model: LoadedModel, data: ImageSet, plan: _Plan, *, labels, predictions, target,
              output, baseline, batch_size, seed, settings, device, timings, run_time,
-             n_boot, max_per_class) -> dict:
+             n_boot, max_per_class, speed_ups) -> dict:
     """What a reader needs to trust and reproduce the run."""
     names = data.class_names
     accuracy: dict = {"overall": None, "per_class": {}}
@@ -435,6 +426,8 @@ def _summary(model: LoadedModel, data: ImageSet, plan: _Plan, *, labels, predict
             "batch_size": batch_size,
             "max_per_class": max_per_class,
             "device": device,
+            "tuned": speed_ups is not None,
+            "speed_ups": speed_ups or [],
             "bootstrap_resamples": n_boot,
         },
         "versions": versions(),

@@ -4,6 +4,7 @@ settings, and rank statistics."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,8 @@ from torch import nn
 from xband import aggregate
 from xband.data import ImageSet, stratified_subset
 from xband.errors import XbandError
-from xband.explain import forward_module, run_method, seed_for
+from xband.explain import run_method, seed_for
+from xband.forward import check_device, forward_module, tune
 from xband.methods import BandAttribution, Batch, Context, Method, get_method
 from xband.models import LoadedModel
 from xband.result import Explanation
@@ -37,6 +39,7 @@ class Setup:
     batch_size: int
     seed: int
     device: str
+    tuned: bool = True
     _reference: dict = field(default_factory=dict)
 
     @property
@@ -44,9 +47,18 @@ class Setup:
         return int(self.x.shape[1])
 
     @property
-    def forward(self) -> nn.Module:
-        """The explained network, channels-first."""
+    def plain_forward(self) -> nn.Module:
+        """The explained network, channels-first, as given."""
         return forward_module(self.model.network(self.output), self.model.layout, self.device)
+
+    def fast(self, forward: nn.Module) -> nn.Module:
+        """`forward` with the explanation's speed-ups (same numbers), if it used them."""
+        return tune(forward, self.x[:2])[0] if self.tuned else forward
+
+    @cached_property
+    def forward(self) -> nn.Module:
+        """The explained network, channels-first, as the explanation ran it."""
+        return self.fast(self.plain_forward)
 
     def context(self, forward: nn.Module, baseline: torch.Tensor | None = None,
                 settings: dict | None = None) -> Context:
@@ -108,13 +120,13 @@ def make_setup(model: LoadedModel, data: ImageSet, explanation: Explanation, *, 
     target = explanation.predictions if explanation.target_mode == "predicted" else group
     methods = [get_method(m) for m in explanation.methods]
     settings = {m.name: {k: summary["methods"][m.name][k] for k in m.defaults} for m in methods}
-    x = torch.from_numpy(data.take(explanation.indices[positions])).to(device)
+    x = torch.from_numpy(data.take(explanation.indices[positions])).to(check_device(device))
     baseline = torch.tensor(run["baseline_values"], dtype=torch.float32).view(1, -1, 1, 1)
     return Setup(
         model=model, explanation=explanation, methods=methods, x=x, group=group[positions],
         target=torch.from_numpy(target[positions]).to(device), positions=positions,
         baseline=baseline.to(device), settings=settings, output=run["output"],
-        batch_size=batch_size, seed=seed, device=device,
+        batch_size=batch_size, seed=seed, device=device, tuned=run.get("tuned", True),
     )
 
 

@@ -110,14 +110,14 @@ def randomisation_check(setup: Setup, *, stages: int = 4, threshold: float = 0.5
     band rankings (per class, by mean share, averaged over classes; and per image), and the
     similarity of the per-band maps. `flagged` marks methods whose class ranking keeps
     ρ ≥ `threshold` with every layer random."""
-    network = setup.forward
+    network = setup.plain_forward
     groups = layer_groups(network, setup.x[:1])
     n_classes = setup.model.n_classes
     rows = []
     for k in cascade(len(groups), stages):
         names = {name for group in groups[len(groups) - k:] for name in group}
         stage = ALL_LAYERS if k == len(groups) else f"top {k} of {len(groups)}"
-        forward = randomised(network, names, setup.seed)
+        forward = setup.fast(randomised(network, names, setup.seed))
         with torch.no_grad():
             outputs = forward(setup.x[: setup.batch_size])
         if not torch.isfinite(outputs).all():

@@ -5,7 +5,15 @@ from __future__ import annotations
 import torch
 from captum.attr import GradientShap
 
-from xband.methods._base import BandAttribution, Batch, Context, Method, pixel_sum, register
+from xband.methods._base import (
+    BandAttribution,
+    Batch,
+    Context,
+    Method,
+    pass_size,
+    pixel_sum,
+    register,
+)
 
 
 @register
@@ -26,8 +34,8 @@ class GradientShapMethod(Method):
         n_samples = ctx.options(self)["n_samples"]
         explainer = GradientShap(ctx.forward)
         donors = ctx.donors(batch.index, 0)  # the baseline distribution for the whole batch
-        # Captum evaluates images × n_samples points in one pass: keep that near the batch size
-        per_call = max(1, ctx.batch_size // n_samples)
+        # Captum evaluates images × n_samples points in one pass
+        per_call = max(1, pass_size(ctx) // n_samples)
         maps = torch.cat([
             explainer.attribute(x, baselines=donors, target=target, n_samples=n_samples,
                                 stdevs=0.0).detach()

@@ -10,6 +10,7 @@ from xband.methods._base import (
     Context,
     Method,
     baseline_like,
+    pass_size,
     pixel_sum,
     register,
 )
@@ -36,6 +37,6 @@ class IntegratedGradientsMethod(Method):
             baselines=baseline_like(batch.x, ctx.baseline),
             target=batch.target,
             n_steps=steps,
-            internal_batch_size=max(ctx.batch_size, len(batch.x)),
+            internal_batch_size=pass_size(ctx),
         ).detach()
         return BandAttribution(pixel_sum(maps), maps)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from xband.methods._base import BandAttribution, Batch, Context, Method, register
+from xband.methods._base import BandAttribution, Batch, Context, Method, n_features, register
+from xband.methods._coalitions import masked_outputs
 
 
 @register
@@ -24,23 +25,13 @@ class PermutationMethod(Method):
         return options["n_repeats"] * n_bands
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
-        n, n_bands = batch.x.shape[:2]
         repeats = ctx.options(self)["n_repeats"]
-        # copy f of each image has the bands of feature f taken from the image's donor
-        features = torch.arange(n_bands) if ctx.features is None else ctx.features.cpu()
-        n_feat = int(features.max()) + 1
-        swap = (features.view(1, -1) == torch.arange(n_feat).view(-1, 1)).to(batch.x.device)
-        swap = swap.view(1, n_feat, n_bands, 1, 1)
-        drop = torch.zeros(n, n_feat, dtype=torch.float64)
+        shuffled = 1 - torch.eye(n_features(batch.x, ctx.features))  # subset f: all but f
         with torch.inference_mode():
-            correct = ctx.forward(batch.x).argmax(dim=1) == batch.label
-            for repeat in range(repeats):
-                donors = ctx.donors(batch.index, repeat)
-                shuffled = torch.where(swap, donors.unsqueeze(1), batch.x.unsqueeze(1))
-                predicted = torch.cat([
-                    ctx.forward(part).argmax(dim=1)
-                    for part in shuffled.flatten(0, 1).split(ctx.batch_size * 4)
-                ]).view(n, n_feat)
-                hit = predicted == batch.label.unsqueeze(1)
-                drop += (correct.unsqueeze(1).double() - hit.double()).cpu()
+            correct = (ctx.forward(batch.x).argmax(dim=1) == batch.label).double().cpu()
+        drop = torch.zeros(len(batch.x), len(shuffled), dtype=torch.float64)
+        for repeat in range(repeats):
+            donors = ctx.donors(batch.index, repeat)
+            predicted = masked_outputs(batch, ctx, shuffled, donors).argmax(dim=2)
+            drop += correct.unsqueeze(1) - (predicted == batch.label.unsqueeze(1)).double().cpu()
         return BandAttribution((drop / repeats).numpy())

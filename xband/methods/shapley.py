@@ -4,22 +4,10 @@ from __future__ import annotations
 
 from math import factorial
 
-import numpy as np
 import torch
-from captum.attr import ShapleyValueSampling
 
-from xband.methods._base import (
-    BandAttribution,
-    Batch,
-    Context,
-    Method,
-    band_mask,
-    baseline_like,
-    group_scores,
-    n_features,
-    perturbations_per_eval,
-    register,
-)
+from xband.methods._base import BandAttribution, Batch, Context, Method, n_features, register
+from xband.methods._coalitions import masked_outputs, target_values
 
 
 def coalitions(n_bands: int) -> torch.Tensor:
@@ -41,6 +29,25 @@ def shapley_weights(n_bands: int) -> torch.Tensor:
     plus = weight[(size - 1).clamp(min=0).long()].unsqueeze(0) * members.T.double()
     minus = weight[size.long()].unsqueeze(0) * (1 - members.T.double())
     return plus - minus
+
+
+def sampled_shapley_weights(permutations: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Subsets and the (F, 1 + S·F) matrix M with φ = M v for Shapley value sampling.
+
+    Along each of the S permutations features join one at a time, starting from none (subset 0,
+    shared); a feature's value is the mean of its marginal gains, as in Captum's
+    ShapleyValueSampling.
+    """
+    n_feat, n_perm = len(permutations[0]), len(permutations)
+    present = torch.zeros(1 + n_perm * n_feat, n_feat)
+    weights = torch.zeros(n_feat, 1 + n_perm * n_feat, dtype=torch.float64)
+    for s, order in enumerate(permutations):
+        for k, feature in enumerate(order):
+            column = 1 + s * n_feat + k
+            present[column, order[: k + 1]] = 1
+            weights[feature, column] += 1 / n_perm
+            weights[feature, column - 1 if k else 0] -= 1 / n_perm
+    return present, weights
 
 
 @register
@@ -65,7 +72,7 @@ class ShapleyMethod(Method):
     def passes_per_image(self, n_bands: int, options: dict) -> int:
         if self.exact(n_bands, options):
             return 2**n_bands
-        return options["n_samples"] * (n_bands + 1)
+        return options["n_samples"] * n_bands + 1
 
     def note(self, n_bands: int, options: dict) -> str | None:
         if self.exact(n_bands, options):
@@ -79,30 +86,10 @@ class ShapleyMethod(Method):
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
         options = ctx.options(self)
         n_feat = n_features(batch.x, ctx.features)
-        baseline = baseline_like(batch.x, ctx.baseline)
-        if not self.exact(n_feat, options):
-            with torch.no_grad():
-                attr = ShapleyValueSampling(ctx.forward).attribute(
-                    batch.x,
-                    baselines=baseline,
-                    target=batch.target,
-                    feature_mask=band_mask(batch.x, ctx.features),
-                    n_samples=options["n_samples"],
-                    perturbations_per_eval=perturbations_per_eval(batch.x, n_feat, ctx),
-                )
-            return BandAttribution(group_scores(attr, ctx.features))
-        members = coalitions(n_feat)
-        if ctx.features is not None:  # a band is present when its group is
-            members = members[:, ctx.features.cpu()]
-        members = members.to(batch.x).view(len(members), -1, 1, 1)
-        weights = shapley_weights(n_feat)
-        chunk = max(ctx.batch_size, 256)
-        scores = np.empty((len(batch.x), n_feat))
-        with torch.inference_mode():
-            for i, (image, target) in enumerate(zip(batch.x, batch.target, strict=True)):
-                values = torch.cat([
-                    ctx.forward(baseline + part * (image - baseline))[:, target]
-                    for part in members.split(chunk)
-                ])
-                scores[i] = (weights @ values.double().cpu()).numpy()
-        return BandAttribution(scores)
+        if self.exact(n_feat, options):
+            present, weights = coalitions(n_feat), shapley_weights(n_feat)
+        else:  # the permutations Captum's ShapleyValueSampling would draw, in its order
+            present, weights = sampled_shapley_weights(
+                [torch.randperm(n_feat).tolist() for _ in range(options["n_samples"])])
+        values = target_values(masked_outputs(batch, ctx, present, ctx.baseline), batch.target)
+        return BandAttribution((values.cpu() @ weights.T).numpy())

@@ -1,0 +1,182 @@
+"""The speed-ups keep the numbers: tuned vs plain forward, batched band perturbations vs Captum."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import FeatureAblation, KernelShap, Lime, ShapleyValueSampling
+from torch import nn
+
+from tests.test_explain import as_loaded
+from xband.data import image_set
+from xband.errors import XbandError
+from xband.explain import explain
+from xband.forward import check_device, forward_module, tune
+from xband.methods import METHODS, Batch, Context, get_method
+
+N_BANDS, N_CLASSES = 5, 3
+
+
+def bn_cnn(flatten_with_view: bool = False) -> nn.Module:
+    """A random CNN with BatchNorm layers whose running statistics are not the identity."""
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(N_BANDS, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                nn.Conv2d(8, 8, 3, padding=1, stride=2), nn.BatchNorm2d(8), nn.ReLU(),
+            )
+            self.head = nn.Linear(8 * 4 * 4, N_CLASSES)
+
+        def forward(self, x):
+            h = self.features(x)
+            return self.head(h.view(h.shape[0], -1) if flatten_with_view else h.flatten(1))
+
+    net = Net()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def images(n: int = 24, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, N_BANDS, 8, 8)).astype(np.float32),
+            np.arange(n) % N_CLASSES)
+
+
+def as_data(x: np.ndarray, y: np.ndarray):
+    return image_set(x, y, n_bands=N_BANDS, n_classes=N_CLASSES, model_layout="channels_first",
+                     spatial_size=None)
+
+
+def test_tuned_forward_folds_batchnorm_and_goes_channels_last():
+    forward = forward_module(bn_cnn(), "channels_first", "cpu")
+    x = torch.from_numpy(images(4)[0])
+    fast, applied, notes = tune(forward, x[:2])
+    assert applied == ["batchnorm folded into convolutions", "channels-last memory"]
+    assert notes == []
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert all(not p.requires_grad for p in fast.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), forward(x), rtol=1e-5, atol=1e-5)
+
+
+def test_channels_last_is_dropped_with_a_note_when_the_model_cannot_run_it():
+    forward = forward_module(bn_cnn(flatten_with_view=True), "channels_first", "cpu")
+    fast, applied, notes = tune(forward, torch.from_numpy(images(2)[0]))
+    assert applied == ["batchnorm folded into convolutions"]
+    assert len(notes) == 1 and "channels-last memory not used" in notes[0]
+    assert "view" in notes[0]
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_tuned_run_gives_the_plain_run_scores(method):
+    model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
+    data = as_data(*images())
+    runs = {tuned: explain(model, data, methods=[method], progress=False, n_boot=10, seed=5,
+                           batch_size=8, tuned=tuned) for tuned in (True, False)}
+    assert runs[True].summary["settings"]["speed_ups"] == [
+        "batchnorm folded into convolutions", "channels-last memory"]
+    assert runs[False].summary["settings"]["speed_ups"] == []
+    tuned, plain = runs[True].scores[method], runs[False].scores[method]
+    scale = np.abs(plain).max()
+    assert scale > 0
+    np.testing.assert_allclose(tuned, plain, rtol=1e-3, atol=1e-4 * scale)
+
+
+def context(forward: nn.Module, baseline: torch.Tensor, features: torch.Tensor | None = None,
+            settings: dict | None = None) -> Context:
+    return Context(forward=forward, baseline=baseline, band_std=torch.ones(N_BANDS),
+                   donors=None, batch_size=4, settings=settings or {}, features=features)
+
+
+@pytest.mark.parametrize("features", [None, torch.tensor([0, 1, 1, 2, 0])])
+def test_band_ablation_equals_captum_feature_ablation(features):
+    forward = forward_module(bn_cnn(), "channels_first", "cpu")
+    x = torch.from_numpy(images(10)[0])
+    target = torch.arange(10) % N_CLASSES
+    baseline = torch.linspace(-1, 1, N_BANDS).view(1, -1, 1, 1)
+    ids = torch.arange(N_BANDS) if features is None else features
+    mask = ids.view(1, -1, 1, 1).expand(1, N_BANDS, 8, 8).contiguous()
+    want = FeatureAblation(forward).attribute(x, baselines=baseline.expand(1, -1, 8, 8),
+                                              target=target, feature_mask=mask)
+    first = [int(torch.nonzero(ids == f)[0]) for f in range(int(ids.max()) + 1)]
+    got = get_method("feature_ablation").attribute(
+        Batch(x=x, target=target, label=target, index=np.arange(10)),
+        context(forward, baseline, features))
+    np.testing.assert_allclose(got.scores, want[:, first, 0, 0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_sampled_shapley_equals_captum_shapley_value_sampling_under_one_seed():
+    forward = forward_module(bn_cnn(), "channels_first", "cpu")
+    x = torch.from_numpy(images(6)[0])
+    target = torch.arange(6) % N_CLASSES
+    baseline = torch.zeros(1, N_BANDS, 1, 1)
+    mask = torch.arange(N_BANDS).view(1, -1, 1, 1).expand(1, N_BANDS, 8, 8).contiguous()
+    torch.manual_seed(11)
+    want = ShapleyValueSampling(forward).attribute(x, baselines=0.0, target=target,
+                                                   feature_mask=mask, n_samples=7)
+    torch.manual_seed(11)
+    got = get_method("shapley").attribute(
+        Batch(x=x, target=target, label=target, index=np.arange(6)),
+        context(forward, baseline, settings={"shapley": {"max_exact_bands": 2, "n_samples": 7}}))
+    np.testing.assert_allclose(got.scores, want[:, :, 0, 0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("features", [None, torch.tensor([0, 1, 1, 2, 0])])
+@pytest.mark.parametrize(("method", "captum"), [("lime", Lime), ("kernel_shap", KernelShap)])
+def test_batched_surrogates_equal_captum_one_image_at_a_time(method, captum, features):
+    """Given the same band subsets, the batched surrogates are Captum's, image by image."""
+    forward = forward_module(bn_cnn(), "channels_first", "cpu")
+    n = 5
+    x = torch.from_numpy(images(n)[0])
+    target = torch.arange(n) % N_CLASSES
+    baseline = torch.linspace(-1, 1, N_BANDS).view(1, -1, 1, 1)
+    ids = torch.arange(N_BANDS) if features is None else features
+    n_feat = int(ids.max()) + 1
+    mask = ids.view(1, -1, 1, 1).expand(1, N_BANDS, 8, 8).contiguous()
+    first = [int(torch.nonzero(ids == f)[0]) for f in range(n_feat)]
+    chosen = get_method(method)
+    torch.manual_seed(3)
+    got = chosen.attribute(Batch(x=x, target=target, label=target, index=np.arange(n)),
+                           context(forward, baseline, features,
+                                   settings={method: {"n_samples": 40}}))
+    torch.manual_seed(3)  # the subsets the batched run drew: they come first
+    subsets = [chosen.subsets(captum(forward), n_feat, 40) for _ in range(n)]
+    want = []
+    for i in range(n):
+        explainer = captum(forward)
+        explainer.perturb_func = lambda *args, _rows=subsets[i], **kwargs: (
+            (yield from _rows.split(1)))
+        want.append(explainer.attribute(x[i:i + 1], baselines=baseline.expand(1, -1, 8, 8),
+                                        target=int(target[i]), feature_mask=mask, n_samples=40))
+    want = torch.cat(want)[:, first, 0, 0].numpy()
+    assert np.abs(want).max() > 0
+    np.testing.assert_allclose(got.scores, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_a_gpu_says_what_to_do():
+    with pytest.raises(XbandError, match="no CUDA GPU.*--device cpu"):
+        check_device("cuda")
+    model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
+    with pytest.raises(XbandError, match="no CUDA GPU"):
+        explain(model, as_data(*images()), methods="saliency", progress=False, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("method", list(METHODS))
+def test_cuda_run_gives_the_cpu_scores(method):
+    model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
+    data = as_data(*images())
+    cpu, gpu = (explain(model, data, methods=[method], progress=False, n_boot=10, seed=5,
+                        batch_size=8, device=device).scores[method] for device in ("cpu", "cuda"))
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-4 * np.abs(cpu).max())

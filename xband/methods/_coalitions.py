@@ -1,0 +1,51 @@
+"""The model's outputs with some bands removed, batched across images and band subsets.
+
+Band ablation, band Shapley values and permutation importance all evaluate the network on copies
+of each image in which the bands of some features are replaced (by the baseline, or by another
+image's). Captum builds these copies one feature at a time through pixel masks; here every
+(subset, image) pair of a batch goes through the network in passes of about two batches, built
+pass by pass so memory stays flat. Measured on 2 CPU cores: band ablation 1.5-2× faster than
+Captum's FeatureAblation with the same numbers (tests/test_speed.py checks them against Captum).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from xband.methods._base import Batch, Context, pass_size
+
+
+def feature_of_band(n_bands: int, ctx: Context) -> torch.Tensor:
+    """(B,) feature each band belongs to: itself, or its band group."""
+    return torch.arange(n_bands) if ctx.features is None else ctx.features.cpu()
+
+
+def masked_outputs(batch: Batch, ctx: Context, present: torch.Tensor,
+                   absent: torch.Tensor) -> torch.Tensor:
+    """(N, K, C) outputs for every image with only the features in subset k present.
+
+    present: (K, F) 0/1 over features, the same subsets for every image, or (N, K, F) per image.
+    absent: what a removed band becomes, broadcastable to the batch: the (1, B, 1, 1) baseline
+    or (N, B, H, W) other images.
+    """
+    x = batch.x
+    n, n_bands = x.shape[:2]
+    keep = present.to(torch.bool)[..., feature_of_band(n_bands, ctx)].to(x.device)
+    if keep.dim() == 2:
+        keep = keep.expand(n, -1, -1)
+    n_subsets = keep.shape[1]
+    absent = absent.expand_as(x)
+    outputs = []
+    with torch.inference_mode():
+        # subset-major order: one pass covers a few subsets of every image
+        for flat in torch.arange(n * n_subsets, device=x.device).split(pass_size(ctx)):
+            subset, image = flat // n, flat % n
+            mask = keep[image, subset].view(len(flat), n_bands, 1, 1)
+            outputs.append(ctx.forward(torch.where(mask, x[image], absent[image])))
+    return torch.cat(outputs).view(n_subsets, n, -1).transpose(0, 1)
+
+
+def target_values(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(N, K) output of each image's target class from (N, K, C) outputs, in float64."""
+    index = target.view(-1, 1, 1).expand(-1, outputs.shape[1], 1)
+    return outputs.gather(2, index).squeeze(2).double()
