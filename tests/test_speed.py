@@ -5,14 +5,32 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from captum.attr import FeatureAblation, KernelShap, Lime, ShapleyValueSampling
+from captum.attr import (
+    FeatureAblation,
+    GradientShap,
+    InputXGradient,
+    IntegratedGradients,
+    KernelShap,
+    Lime,
+    Saliency,
+    ShapleyValueSampling,
+)
 from torch import nn
 
 from tests.test_explain import as_loaded
 from xband.data import image_set
 from xband.errors import XbandError
 from xband.explain import explain
-from xband.forward import check_device, forward_module, tune
+from xband.forward import (
+    CANDIDATE_SIZES,
+    INFERENCE,
+    PassSizes,
+    best_pass_sizes,
+    check_device,
+    forward_module,
+    inference_module,
+    tune,
+)
 from xband.methods import METHODS, Batch, Context, get_method
 
 N_BANDS, N_CLASSES = 5, 3
@@ -69,6 +87,25 @@ def test_tuned_forward_folds_batchnorm_and_goes_channels_last():
         torch.testing.assert_close(fast(x), forward(x), rtol=1e-5, atol=1e-5)
 
 
+def test_frozen_inference_copy_gives_the_same_outputs_for_any_batch_size():
+    forward = forward_module(bn_cnn(), "channels_first", "cpu")
+    x = torch.from_numpy(images(5)[0])
+    fast, note = inference_module(forward, x[:2])
+    assert note is None and isinstance(fast, torch.jit.ScriptModule)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), forward(x), rtol=1e-4, atol=1e-5)
+
+
+def test_inference_copy_is_refused_when_tracing_fixed_the_batch_size():
+    class FixedBatch(nn.Module):  # traced, `len(x)` becomes the constant 1
+        def forward(self, x):
+            return x.mean(dim=(2, 3)) * torch.arange(len(x), dtype=x.dtype).view(-1, 1)
+
+    forward = forward_module(FixedBatch(), "channels_first", "cpu")
+    fast, note = inference_module(forward, torch.ones(2, N_BANDS, 4, 4))
+    assert fast is forward and "frozen TorchScript" in note
+
+
 def test_channels_last_is_dropped_with_a_note_when_the_model_cannot_run_it():
     forward = forward_module(bn_cnn(flatten_with_view=True), "channels_first", "cpu")
     fast, applied, notes = tune(forward, torch.from_numpy(images(2)[0]))
@@ -84,7 +121,7 @@ def test_tuned_run_gives_the_plain_run_scores(method):
     runs = {tuned: explain(model, data, methods=[method], progress=False, n_boot=10, seed=5,
                            batch_size=8, tuned=tuned) for tuned in (True, False)}
     assert runs[True].summary["settings"]["speed_ups"] == [
-        "batchnorm folded into convolutions", "channels-last memory"]
+        "batchnorm folded into convolutions", "channels-last memory", INFERENCE]
     assert runs[False].summary["settings"]["speed_ups"] == []
     tuned, plain = runs[True].scores[method], runs[False].scores[method]
     scale = np.abs(plain).max()
@@ -93,9 +130,61 @@ def test_tuned_run_gives_the_plain_run_scores(method):
 
 
 def context(forward: nn.Module, baseline: torch.Tensor, features: torch.Tensor | None = None,
-            settings: dict | None = None) -> Context:
+            settings: dict | None = None, donors=None) -> Context:
     return Context(forward=forward, baseline=baseline, band_std=torch.ones(N_BANDS),
-                   donors=None, batch_size=4, settings=settings or {}, features=features)
+                   donors=donors, batch_size=4, settings=settings or {}, features=features,
+                   passes=PassSizes(forward=3, gradient=3))
+
+
+def test_pass_sizes_are_measured_among_the_candidates():
+    forward = forward_module(bn_cnn(), "channels_first", "cpu")
+    sizes = best_pass_sizes(forward, forward, torch.from_numpy(images(2)[0]))
+    assert sizes.forward in CANDIDATE_SIZES and sizes.gradient in CANDIDATE_SIZES
+
+
+@pytest.mark.parametrize(("method", "captum"), [("saliency", Saliency),
+                                                ("input_x_gradient", InputXGradient)])
+def test_gradients_in_passes_equal_captum(method, captum):
+    forward = forward_module(bn_cnn(), "channels_first", "cpu")
+    x = torch.from_numpy(images(7)[0])
+    target = torch.arange(7) % N_CLASSES
+    options = {"abs": True} if method == "saliency" else {}
+    want = captum(forward).attribute(x, target=target, **options)
+    got = get_method(method).attribute(Batch(x=x, target=target, label=target,
+                                             index=np.arange(7)),
+                                       context(forward, torch.zeros(1, N_BANDS, 1, 1)))
+    torch.testing.assert_close(got.maps, want, rtol=1e-5, atol=1e-6)
+
+
+def test_integrated_gradients_in_blocks_equal_captum():
+    forward = forward_module(bn_cnn(), "channels_first", "cpu")
+    x = torch.from_numpy(images(7)[0])
+    target = torch.arange(7) % N_CLASSES
+    baseline = torch.linspace(-1, 1, N_BANDS).view(1, -1, 1, 1)
+    want = IntegratedGradients(forward).attribute(x, baselines=baseline.expand(1, -1, 8, 8),
+                                                  target=target, n_steps=10)
+    got = get_method("integrated_gradients").attribute(
+        Batch(x=x, target=target, label=target, index=np.arange(7)),
+        context(forward, baseline, settings={"integrated_gradients": {"n_steps": 10}}))
+    torch.testing.assert_close(got.maps, want, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_shap_equals_captum_on_a_linear_model_with_one_donor():
+    """With one donor image b and a linear model every draw gives w·(x − b): no sampling noise."""
+    torch.manual_seed(0)
+    forward = forward_module(nn.Sequential(nn.Conv2d(N_BANDS, N_CLASSES, 1), nn.AdaptiveAvgPool2d(1),
+                                           nn.Flatten()), "channels_first", "cpu")
+    x = torch.from_numpy(images(5)[0])
+    donor = torch.from_numpy(images(1, seed=9)[0])
+    target = torch.arange(5) % N_CLASSES
+    want = GradientShap(forward).attribute(x, baselines=donor.expand(4, -1, -1, -1),
+                                           target=target, n_samples=6)
+    got = get_method("gradient_shap").attribute(
+        Batch(x=x, target=target, label=target, index=np.arange(5)),
+        context(forward, torch.zeros(1, N_BANDS, 1, 1), settings={"gradient_shap": {"n_samples": 6}},
+                donors=lambda index, repeat: donor.expand(len(index), -1, -1, -1)))
+    assert want.abs().max() > 0
+    torch.testing.assert_close(got.maps, want, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("features", [None, torch.tensor([0, 1, 1, 2, 0])])
@@ -150,7 +239,7 @@ def test_batched_surrogates_equal_captum_one_image_at_a_time(method, captum, fea
                            context(forward, baseline, features,
                                    settings={method: {"n_samples": 40}}))
     torch.manual_seed(3)  # the subsets the batched run drew: they come first
-    subsets = [chosen.subsets(captum(forward), n_feat, 40) for _ in range(n)]
+    subsets = chosen.subsets(n, n_feat, 40)
     want = []
     for i in range(n):
         explainer = captum(forward)
@@ -161,6 +250,22 @@ def test_batched_surrogates_equal_captum_one_image_at_a_time(method, captum, fea
     want = torch.cat(want)[:, first, 0, 0].numpy()
     assert np.abs(want).max() > 0
     np.testing.assert_allclose(got.scores, want, rtol=1e-4, atol=1e-5)
+
+
+def test_kernel_shap_subsets_follow_captums_shapley_kernel():
+    n_feat = 6
+    draws = get_method("kernel_shap").subsets(400, n_feat, 52)
+    assert torch.equal(draws[:, 0], torch.ones(400, n_feat))
+    assert torch.equal(draws[:, 1], torch.zeros(400, n_feat))
+    sizes = draws[:, 2:].sum(dim=2).flatten().long()
+    k = torch.arange(1, n_feat, dtype=torch.float)
+    expected = (n_feat - 1) / (k * (n_feat - k))
+    observed = torch.bincount(sizes, minlength=n_feat)[1:].float() / len(sizes)
+    torch.testing.assert_close(observed, expected / expected.sum(), rtol=0, atol=0.01)
+    # every feature equally likely within a size
+    torch.testing.assert_close(draws[:, 2:].mean(dim=(0, 1)), torch.full((n_feat,), 0.5),
+                               rtol=0, atol=0.01)
+    assert KernelShap(nn.Identity()).inf_weight == get_method("kernel_shap").ENDS_WEIGHT
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")

@@ -22,7 +22,15 @@ from tqdm.auto import tqdm
 from xband import aggregate
 from xband.data import BandStats, ImageSet, scan, skip_notes, stratified_subset
 from xband.errors import XbandError
-from xband.forward import check_device, forward_module, tune
+from xband.forward import (
+    INFERENCE,
+    PassSizes,
+    best_pass_sizes,
+    check_device,
+    forward_module,
+    inference_module,
+    tune,
+)
 from xband.methods import METHODS, BandAttribution, Batch, Context, Method, get_method
 from xband.models import LoadedModel
 from xband.result import Examples, Explanation
@@ -236,12 +244,24 @@ def explain(
     forward = forward_module(model.network(output), model.layout, device)
     indices = plan.indices
     speed_ups: list[str] = []
+    passes = PassSizes(batch_size, batch_size)
+    tuning_started = time.perf_counter()
+    inference = forward
     if tuned:
         example = torch.from_numpy(data.take(indices[:2])).to(device)
         forward, speed_ups, speed_notes = tune(forward, example)
-        plan.notes.extend(speed_notes)
+        inference, note = inference_module(forward, example)
+        speed_ups += [INFERENCE] if note is None else []
+        passes = best_pass_sizes(forward, inference, example)
+        plan.notes.extend(speed_notes + ([note] if note else []))
+    timings = {"tuning": time.perf_counter() - tuning_started}
 
-    predictions = _predict(forward, data, indices, batch_size, device)
+    def as_input(images: np.ndarray) -> torch.Tensor:
+        """Images on the device, in the memory format the network runs in: copied once per
+        batch instead of once per pass."""
+        return forward.prepare(torch.from_numpy(images).to(device))
+
+    predictions = _predict(inference, data, indices, batch_size, device)
     labels = data.labels[indices] if data.labels is not None else None
     known = labels if labels is not None else predictions
     example_pos = _pick_examples(known, predictions, model.n_classes, examples_per_class, seed)
@@ -251,7 +271,7 @@ def explain(
     def donors(positions: np.ndarray, repeat: int) -> torch.Tensor:
         if repeat not in donor_of:
             donor_of[repeat] = np.random.default_rng([seed, 7, repeat]).permutation(len(indices))
-        return torch.from_numpy(data.take(indices[donor_of[repeat][positions]])).to(device)
+        return as_input(data.take(indices[donor_of[repeat][positions]]))
 
     ctx = Context(
         forward=forward,
@@ -260,13 +280,14 @@ def explain(
         donors=donors,
         batch_size=batch_size,
         settings=settings,
+        passes=passes,
+        inference=inference,
     )
     n, n_bands, n_classes = len(indices), data.n_bands, model.n_classes
     grouping = _group_context(ctx, data)
     group_scores: dict[str, np.ndarray] = {}
     scores: dict[str, np.ndarray] = {}
     maps: dict[str, np.ndarray] = {}
-    timings: dict[str, float] = {}
     for method in plan.methods:
         shape = (n, n_classes, n_bands) if target == "all" else (n, n_bands)
         scores[method.name] = np.zeros(shape)
@@ -279,7 +300,7 @@ def explain(
                    leave=True, dynamic_ncols=True)
         for batch_no, start in enumerate(range(0, n, batch_size)):
             pos = np.arange(start, min(start + batch_size, n))
-            x = torch.from_numpy(data.take(indices[pos])).to(device)
+            x = as_input(data.take(indices[pos]))
             label = torch.from_numpy(known[pos]).to(device)
             goals = range(n_classes) if target == "all" else [None]
             for goal in goals:
@@ -332,7 +353,8 @@ def explain(
                        output=output, baseline=baseline, batch_size=batch_size, seed=seed,
                        settings=settings, device=device, timings=timings,
                        run_time=time.perf_counter() - started, n_boot=n_boot,
-                       max_per_class=max_per_class, speed_ups=speed_ups if tuned else None)
+                       max_per_class=max_per_class, speed_ups=speed_ups if tuned else None,
+                       passes=passes)
     return Explanation(
         band_names=data.band_names,
         class_names=data.class_names,
@@ -357,7 +379,7 @@ def explain(
 
 def _summary(model: LoadedModel, data: ImageSet, plan: _Plan, *, labels, predictions, target,
              output, baseline, batch_size, seed, settings, device, timings, run_time,
-             n_boot, max_per_class, speed_ups) -> dict:
+             n_boot, max_per_class, speed_ups, passes) -> dict:
     """What a reader needs to trust and reproduce the run."""
     names = data.class_names
     accuracy: dict = {"overall": None, "per_class": {}}
@@ -428,6 +450,8 @@ def _summary(model: LoadedModel, data: ImageSet, plan: _Plan, *, labels, predict
             "device": device,
             "tuned": speed_ups is not None,
             "speed_ups": speed_ups or [],
+            "images_per_pass": passes.as_dict(),
+            "tuning_s": round(timings["tuning"], 2),
             "bootstrap_resamples": n_boot,
         },
         "versions": versions(),

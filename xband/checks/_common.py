@@ -15,7 +15,7 @@ from xband import aggregate
 from xband.data import ImageSet, stratified_subset
 from xband.errors import XbandError
 from xband.explain import run_method, seed_for
-from xband.forward import check_device, forward_module, tune
+from xband.forward import PassSizes, best_pass_sizes, check_device, forward_module, tune
 from xband.methods import BandAttribution, Batch, Context, Method, get_method
 from xband.models import LoadedModel
 from xband.result import Explanation
@@ -60,6 +60,13 @@ class Setup:
         """The explained network, channels-first, as the explanation ran it."""
         return self.fast(self.plain_forward)
 
+    @cached_property
+    def passes(self) -> PassSizes:
+        """Images per network pass: measured for the tuned network, the batch size otherwise."""
+        if self.tuned:
+            return best_pass_sizes(self.forward, self.forward, self.x[:2])
+        return PassSizes(self.batch_size, self.batch_size)
+
     def context(self, forward: nn.Module, baseline: torch.Tensor | None = None,
                 settings: dict | None = None) -> Context:
         """A method context over this subset; donor images are seeded permutations of it."""
@@ -77,6 +84,7 @@ class Setup:
             donors=donors,
             batch_size=self.batch_size,
             settings=self.settings if settings is None else settings,
+            passes=self.passes,
         )
 
     def attribute(self, method: Method, ctx: Context, *, keep_maps: bool = False

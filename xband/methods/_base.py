@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from xband.errors import XbandError
+from xband.forward import PassSizes
 
 
 @dataclass
@@ -34,6 +35,13 @@ class Context:
     batch_size: int = 64
     settings: dict = field(default_factory=dict)  # per-method options by method name
     features: torch.Tensor | None = None  # (B,) feature (band group) of each band; None: the bands
+    passes: PassSizes = field(default_factory=PassSizes)  # images per network pass
+    inference: nn.Module | None = None  # the same network, faster for forward-only passes
+
+    @property
+    def forward_only(self) -> nn.Module:
+        """The network for passes without gradients."""
+        return self.forward if self.inference is None else self.inference
 
     def options(self, method: Method) -> dict:
         """The method's defaults updated with what the user set for it."""
@@ -99,39 +107,34 @@ def get_method(name: str) -> Method:
         ) from None
 
 
-def band_mask(x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-    """Captum feature mask over all pixels: one feature per band, or `features[b]` for band b
-    (contiguous, see findings)."""
-    n, b, h, w = x.shape
-    ids = torch.arange(b, device=x.device) if features is None else features.to(x.device)
-    return ids.view(1, b, 1, 1).expand(1, b, h, w).contiguous()
-
-
 def n_features(x: torch.Tensor, features: torch.Tensor | None) -> int:
     return x.shape[1] if features is None else int(features.max()) + 1
 
 
-def pass_size(ctx: Context) -> int:
-    """Images per forward pass for methods that evaluate many variants of each image: two batches
-    (13 bands × 64 images in one pass ran 1.3-2× slower than passes of 128 images on a small CNN
-    and MobileNetV2; 128 is at or near the best batch size of the three benchmark models)."""
-    return 2 * ctx.batch_size
+def blocks(n_images: int, n_variants: int, pass_size: int) -> Iterator[tuple[slice, slice]]:
+    """(variants, images) slices covering every (variant, image) pair in blocks of at most about
+    `pass_size` pairs: a few variants of all images, or one variant of a run of images.
+
+    A block is built with one broadcast write, (variants, 1, ...) against (1, images, ...),
+    instead of gathering each pair's image."""
+    images = min(n_images, pass_size)
+    variants = max(1, pass_size // images)
+    for first in range(0, n_variants, variants):
+        for start in range(0, n_images, images):
+            yield slice(first, first + variants), slice(start, start + images)
 
 
-def baseline_like(x: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
-    """The per-band baseline expanded to images of `x`'s size."""
-    return baseline.expand(1, -1, x.shape[2], x.shape[3]).contiguous()
-
-
-def group_scores(attr: torch.Tensor, features: torch.Tensor | None = None) -> np.ndarray:
-    """Per-feature value of a group method: every pixel of a feature holds the feature's score.
-
-    Read one pixel of one band per feature; summing over pixels would multiply the score by H·W.
-    """
-    if features is not None:
-        first = [int(torch.nonzero(features == f)[0]) for f in range(int(features.max()) + 1)]
-        attr = attr[:, first]
-    return attr[:, :, 0, 0].detach().cpu().numpy().astype(np.float64)
+def input_gradients(points: torch.Tensor, target: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """∂f_t/∂x at every image of `points` for its target class, in passes of the measured best
+    size (`ctx.passes.gradient`); the same numbers as Captum's Saliency without abs."""
+    grads = []
+    with torch.enable_grad():
+        for part, goal in zip(points.split(ctx.passes.gradient),
+                              target.split(ctx.passes.gradient), strict=True):
+            part = part.detach().requires_grad_(True)
+            output = ctx.forward(part).gather(1, goal.view(-1, 1)).sum()
+            grads.append(torch.autograd.grad(output, part)[0])
+    return torch.cat(grads)
 
 
 def pixel_mean(attr: torch.Tensor) -> np.ndarray:

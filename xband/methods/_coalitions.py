@@ -3,16 +3,16 @@
 Band ablation, band Shapley values and permutation importance all evaluate the network on copies
 of each image in which the bands of some features are replaced (by the baseline, or by another
 image's). Captum builds these copies one feature at a time through pixel masks; here every
-(subset, image) pair of a batch goes through the network in passes of about two batches, built
-pass by pass so memory stays flat. Measured on 2 CPU cores: band ablation 1.5-2× faster than
-Captum's FeatureAblation with the same numbers (tests/test_speed.py checks them against Captum).
+(subset, image) pair of a batch goes through the network in passes of the measured best size
+(`ctx.passes.forward`), built pass by pass so memory stays flat. The numbers are Captum's
+(tests/test_speed.py); the speed is in scripts/benchmark.py.
 """
 
 from __future__ import annotations
 
 import torch
 
-from xband.methods._base import Batch, Context, pass_size
+from xband.methods._base import Batch, Context, blocks
 
 
 def feature_of_band(n_bands: int, ctx: Context) -> torch.Tensor:
@@ -35,14 +35,16 @@ def masked_outputs(batch: Batch, ctx: Context, present: torch.Tensor,
         keep = keep.expand(n, -1, -1)
     n_subsets = keep.shape[1]
     absent = absent.expand_as(x)
-    outputs = []
+    outputs = None
     with torch.inference_mode():
-        # subset-major order: one pass covers a few subsets of every image
-        for flat in torch.arange(n * n_subsets, device=x.device).split(pass_size(ctx)):
-            subset, image = flat // n, flat % n
-            mask = keep[image, subset].view(len(flat), n_bands, 1, 1)
-            outputs.append(ctx.forward(torch.where(mask, x[image], absent[image])))
-    return torch.cat(outputs).view(n_subsets, n, -1).transpose(0, 1)
+        for subsets, images in blocks(n, n_subsets, ctx.passes.forward):
+            mask = keep[images, subsets].transpose(0, 1)[..., None, None]  # (k, n, B, 1, 1)
+            variants = torch.where(mask, x[images].unsqueeze(0), absent[images].unsqueeze(0))
+            out = ctx.forward_only(variants.flatten(0, 1)).view(*mask.shape[:2], -1)
+            if outputs is None:
+                outputs = out.new_empty(n, n_subsets, out.shape[-1])
+            outputs[images, subsets] = out.transpose(0, 1)
+    return outputs
 
 
 def target_values(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

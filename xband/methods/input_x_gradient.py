@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from captum.attr import InputXGradient
-
-from xband.methods._base import BandAttribution, Batch, Context, Method, pixel_sum, register
+from xband.methods._base import (
+    BandAttribution,
+    Batch,
+    Context,
+    Method,
+    input_gradients,
+    pixel_sum,
+    register,
+)
 
 
 @register
@@ -18,5 +24,5 @@ class InputXGradientMethod(Method):
     units = "sum over pixels of x·∂f/∂x, in output units"
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
-        maps = InputXGradient(ctx.forward).attribute(batch.x, target=batch.target).detach()
+        maps = batch.x * input_gradients(batch.x, batch.target, ctx)
         return BandAttribution(pixel_sum(maps), maps)

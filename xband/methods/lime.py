@@ -1,19 +1,18 @@
 """LIME and KernelSHAP over bands: a linear surrogate of which bands are present.
 
 Captum's Lime and KernelShap explain a batch one image at a time, one small forward pass per
-image. Here the band subsets are drawn with Captum's own samplers, every (image, subset) pair goes
-through the network in passes of about two batches, and Captum's surrogate models are fitted per
-image with Captum's weights: given the same subsets, the numbers are Captum's
+image, drawing one band subset per Python call. Here the subsets of the whole batch are drawn at
+once from the same distributions, every (image, subset) pair goes through the network in passes
+of the measured best size, and Captum's surrogate (scikit-learn's Lasso, or least squares, with
+Captum's sample weights) is fitted per image: given the same subsets, the numbers are Captum's
 (tests/test_speed.py).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-from captum.attr import KernelShap, Lime
-from captum.attr._core.lime import default_perturb_func
-from torch.distributions.categorical import Categorical
-from torch.utils.data import DataLoader, TensorDataset
+from sklearn.linear_model import Lasso, LinearRegression
 
 from xband.methods._base import BandAttribution, Batch, Context, Method, n_features, register
 from xband.methods._coalitions import feature_of_band, masked_outputs, target_values
@@ -26,33 +25,33 @@ class _SurrogateMethod(Method):
     signed = True
     grouped = True
     defaults = {"n_samples": 64}
-    explainer: type
 
     def passes_per_image(self, n_bands: int, options: dict) -> int:
         return options["n_samples"]
 
-    def subsets(self, explainer, n_feat: int, n_samples: int) -> torch.Tensor:
-        """(n_samples, F) 0/1 band-feature subsets for one image, from Captum's sampler."""
+    def subsets(self, n_images: int, n_feat: int, n_samples: int) -> torch.Tensor:
+        """(N, n_samples, F) 0/1 band-feature subsets, drawn as Captum's sampler draws them."""
         raise NotImplementedError
 
-    def weights(self, explainer, batch: Batch, ctx: Context, present: torch.Tensor) -> torch.Tensor:
+    def weights(self, batch: Batch, ctx: Context, present: torch.Tensor) -> torch.Tensor:
         """(N, K) sample weights of the surrogate fit, as Captum's similarity function gives them."""
+        raise NotImplementedError
+
+    def surrogate(self):
+        """A scikit-learn linear model, as Captum's default for the method."""
         raise NotImplementedError
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
         n_samples = ctx.options(self)["n_samples"]
         n_feat = n_features(batch.x, ctx.features)
-        explainer = self.explainer(ctx.forward)
-        present = torch.stack([self.subsets(explainer, n_feat, n_samples) for _ in batch.x])
+        present = self.subsets(len(batch.x), n_feat, n_samples)
         values = target_values(masked_outputs(batch, ctx, present, ctx.baseline), batch.target)
-        weights = self.weights(explainer, batch, ctx, present)
-        surrogate = explainer.interpretable_model
-        coefficients = []
-        for subsets, value, weight in zip(present.float(), values.float().cpu(), weights.float(),
-                                          strict=True):
-            surrogate.fit(DataLoader(TensorDataset(subsets, value, weight), batch_size=n_samples))
-            coefficients.append(surrogate.representation().detach().reshape(-1))
-        return BandAttribution(torch.stack(coefficients).double().numpy())
+        # float32, as Captum hands them to scikit-learn
+        fits = zip(present.float().numpy(), values.float().cpu().numpy(),
+                   self.weights(batch, ctx, present).float().numpy(), strict=True)
+        return BandAttribution(np.stack([
+            self.surrogate().fit(x, y, sample_weight=w).coef_.astype(np.float64)
+            for x, y, w in fits]))
 
 
 @register
@@ -62,13 +61,14 @@ class LimeMethod(_SurrogateMethod):
     name = "lime"
     label = "LIME (bands)"
     units = "surrogate coefficient: output change when the band is present, output units"
-    explainer = Lime
 
-    def subsets(self, explainer, n_feat: int, n_samples: int) -> torch.Tensor:
-        return torch.cat([default_perturb_func(torch.empty(0), num_interp_features=n_feat)
-                          for _ in range(n_samples)])
+    def subsets(self, n_images: int, n_feat: int, n_samples: int) -> torch.Tensor:
+        return torch.bernoulli(torch.full((n_images, n_samples, n_feat), 0.5))
 
-    def weights(self, explainer, batch: Batch, ctx: Context, present: torch.Tensor) -> torch.Tensor:
+    def surrogate(self):
+        return Lasso(alpha=0.01)
+
+    def weights(self, batch: Batch, ctx: Context, present: torch.Tensor) -> torch.Tensor:
         """Captum's default kernel, exp(−d²/2) with d the cosine distance between the image and
         the image with absent bands at the baseline, from per-band sums instead of every pixel."""
         x = batch.x.double()
@@ -94,18 +94,26 @@ class KernelShapMethod(_SurrogateMethod):
     label = "KernelSHAP (bands)"
     units = "approximate Shapley value, output units"
     defaults = {"n_samples": 128}
-    explainer = KernelShap
+    ENDS_WEIGHT = 1e6  # Captum's weight of the full and the empty subset
 
-    def subsets(self, explainer, n_feat: int, n_samples: int) -> torch.Tensor:
+    def subsets(self, n_images: int, n_feat: int, n_samples: int) -> torch.Tensor:
+        """All bands, none, then subsets whose size k has probability ∝ (F−1)/(k(F−k)), uniform
+        among subsets of that size (Captum's kernel_shap_perturb_generator)."""
         sizes = torch.arange(n_feat, dtype=torch.float)
-        probs = torch.tensor(n_feat - 1) / (sizes * (n_feat - sizes))  # as KernelShap.attribute
+        probs = torch.tensor(n_feat - 1) / (sizes * (n_feat - sizes))
         probs[0] = 0.0
-        draws = explainer.kernel_shap_perturb_generator(
-            torch.empty(0), num_select_distribution=Categorical(probs), num_interp_features=n_feat)
-        return torch.cat([next(draws) for _ in range(n_samples)])
+        drawn = n_samples - 2
+        size = torch.multinomial(probs, n_images * drawn, replacement=True).view(n_images, drawn, 1)
+        rank = torch.randn(n_images, drawn, n_feat).argsort(dim=2).argsort(dim=2)
+        random = (rank >= n_feat - size).float()  # the `size` features with the largest draws
+        ends = torch.stack([torch.ones(n_feat), torch.zeros(n_feat)]).expand(n_images, 2, n_feat)
+        return torch.cat([ends, random], dim=1)[:, :n_samples]
 
-    def weights(self, explainer, batch: Batch, ctx: Context, present: torch.Tensor) -> torch.Tensor:
+    def surrogate(self):
+        return LinearRegression()
+
+    def weights(self, batch: Batch, ctx: Context, present: torch.Tensor) -> torch.Tensor:
         """1, and a large weight for the empty and the full subset (Captum's kernel)."""
         size = present.sum(dim=2)
         ends = (size == 0) | (size == present.shape[2])
-        return torch.where(ends, float(explainer.inf_weight), 1.0)
+        return torch.where(ends, self.ENDS_WEIGHT, 1.0)

@@ -28,7 +28,7 @@ class PermutationMethod(Method):
         repeats = ctx.options(self)["n_repeats"]
         shuffled = 1 - torch.eye(n_features(batch.x, ctx.features))  # subset f: all but f
         with torch.inference_mode():
-            correct = (ctx.forward(batch.x).argmax(dim=1) == batch.label).double().cpu()
+            correct = (ctx.forward_only(batch.x).argmax(dim=1) == batch.label).double().cpu()
         drop = torch.zeros(len(batch.x), len(shuffled), dtype=torch.float64)
         for repeat in range(repeats):
             donors = ctx.donors(batch.index, repeat)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from captum.attr import Saliency
-
-from xband.methods._base import BandAttribution, Batch, Context, Method, pixel_mean, register
+from xband.methods._base import (
+    BandAttribution,
+    Batch,
+    Context,
+    Method,
+    input_gradients,
+    pixel_mean,
+    register,
+)
 
 
 @register
@@ -21,8 +27,7 @@ class SaliencyMethod(Method):
         return 1.0
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
-        grad = Saliency(ctx.forward).attribute(batch.x, target=batch.target, abs=True).detach()
-        maps = grad * self._scale(ctx)
+        maps = input_gradients(batch.x, batch.target, ctx).abs() * self._scale(ctx)
         return BandAttribution(pixel_mean(maps), maps)
 
 
