@@ -155,12 +155,14 @@ class ImageSet:
         return f"{self.source}: image {index}"
 
     def read(self, indices: np.ndarray) -> np.ndarray:
-        """Images at `indices` as stored on disk but channels-first float32 (K, B, H, W)."""
+        """Images at `indices` as stored on disk but channels-first float32 (K, B, H, W).
+
+        Images stored bands-last stay bands-last in memory (a (K, B, H, W) view), which is the
+        channels-last memory the tuned network runs in: no copy there and back.
+        """
         unique, inverse = np.unique(np.asarray(indices, dtype=np.int64), return_inverse=True)
-        block = np.asarray(self.images[unique], dtype=np.float32)
-        if self._band_axis == 3:
-            block = np.moveaxis(block, 3, 1)
-        return np.ascontiguousarray(block[inverse])
+        block = np.asarray(self.images[unique], dtype=np.float32)[inverse]
+        return np.moveaxis(block, 3, 1) if self._band_axis == 3 else block
 
     def take(self, indices: np.ndarray) -> np.ndarray:
         """Images at `indices` as float32 (K, B, H, W), preprocessed for the model."""
