@@ -160,7 +160,8 @@ def summary_markdown(result, info: dict, seconds: float) -> str:
         n = counts.get(cls, len(result.indices))
         a = acc["per_class"].get(cls, acc["overall"])
         s = " / ".join(f"{100 * v:.0f}" for v in shares.loc[cls]) if cls in shares.index else ""
-        rest = [b for b in top.loc[cls, "consensus"].split(", ") if b not in leaders[cls]]
+        rest = [tier for tier in top.loc[cls, "consensus"].split(", ")  # tiers: "a = b" ties
+                if not set(tier.split(" = ")) <= set(leaders[cls])]
         bands = ", ".join([" = ".join(leaders[cls]), *rest])
         out.append(f"| {cls} | {n} | {a:.2f} | {bands} | {s} |")
     out += ["", "Methods whose top band is not the consensus top band:", ""]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 from collections.abc import Mapping, Sequence
 
@@ -74,13 +73,16 @@ def _e(value: object) -> str:
 
 
 def _fmt(value: object) -> str:
-    """Short, escaped text of a summary value (floats to 4 significant digits, dicts as JSON)."""
+    """Short, escaped text of a summary value: floats to 4 significant digits, lists as
+    comma-separated items, dicts as "key: value" pairs."""
     if isinstance(value, bool) or value is None:
         return _e(value)
     if isinstance(value, float):
         return _e(f"{value:.4g}")
-    if isinstance(value, Mapping | list | tuple):
-        return _e(json.dumps(value, default=str)) if value else "–"
+    if isinstance(value, Mapping):
+        return "; ".join(f"{_e(k)}: {_fmt(v)}" for k, v in value.items()) or "–"
+    if isinstance(value, list | tuple):
+        return ", ".join(_fmt(v) for v in value) or "–"
     return _e(value)
 
 
