@@ -108,7 +108,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_out: str | None = No
                    help="where to compute (default cpu; cuda: an NVIDIA GPU)")
     p.add_argument("--untuned", action="store_true",
                    help="run the network exactly as given, without the speed-ups that keep its "
-                   "numbers (BatchNorm folding, channels-last memory)")
+                   "numbers (BatchNorm folding, channels-last memory, a TorchScript copy for "
+                   "forward passes, measured pass sizes)")
     p.add_argument("--seed", type=int, default=0, help="seed for every random draw (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=default_out is None, default=default_out, metavar="DIR",
