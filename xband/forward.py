@@ -204,8 +204,8 @@ def _images_per_second(forward: nn.Module, x: torch.Tensor, gradient: bool) -> f
 def best_pass_sizes(forward: nn.Module, inference: nn.Module, example: torch.Tensor) -> PassSizes:
     """The fastest pass sizes on this machine, measured on copies of one example image.
 
-    On 2 CPU cores the small benchmark CNN runs forward 2.5× faster in passes of 16-32 images
-    than of 128 (its activations stay in cache), while MobileNetV2 is fastest at 64-128: no fixed
+    On 2 CPU cores the small benchmark CNN runs forward 2.3× faster in passes of 16 images
+    than of 128 (its activations stay in cache), while MobileNetV2 is fastest at 32-128: no fixed
     size suits both. Sizes are tried from small to large until one gains less than 5% (or memory
     runs out); the largest size within 10% of the best rate wins, since bigger passes also share
     the per-pass work that this bare measurement leaves out.
