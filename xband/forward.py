@@ -1,5 +1,6 @@
 """The forward pass every method calls: channels-first images in, eval mode, weights frozen, and
-made faster with the same numbers (BatchNorm folded into convolutions, channels-last memory).
+made faster with the same numbers (BatchNorm folded into convolutions, channels-last memory, a
+frozen TorchScript copy for forward-only passes), plus the pass sizes measured on the model.
 
 Each speed-up is kept only when its outputs and input gradients match the plain forward on
 an example batch; otherwise it is dropped with a note (a model that calls `.view` on its
