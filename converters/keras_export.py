@@ -41,12 +41,17 @@ def default_probe(shape: tuple[int, ...], n: int = PROBE_N, seed: int = PROBE_SE
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` on a temporary file beside `path`, then rename it to `path`."""
+    """Call `write(tmp_path)` on a temporary file beside `path`, then rename it to `path`.
+
+    The file gets the permissions of an ordinary new file (mkstemp makes it private)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -16,11 +16,14 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from converters.keras_export import atomic_write  # noqa: E402 (no torch, no TensorFlow)
 
 BAND_NAMES = ["green", "red", "NIR1", "NIR2"]
 LABELS = [1, 2, 3, 4, 5, 7]  # UCI class codes; class 6 ("mixture") is absent
@@ -67,21 +70,6 @@ def load_split(folder: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _write_atomic(path: Path, write) -> None:
-    """Call write(tmp_path) on a temporary file beside `path`, then move it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; these are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def train(data: Path, model_path: Path, epochs: int) -> None:
     """Train the CNN on sat.trn (child process only: imports TensorFlow), save it, report accuracy."""
     import keras
@@ -111,29 +99,23 @@ def train(data: Path, model_path: Path, epochs: int) -> None:
     model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0, shuffle=True)
     train_acc = float(np.mean(model.predict(x_train, verbose=0).argmax(1) == y_train))
     test_acc = float(np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test))
-    _write_atomic(model_path, lambda tmp: model.save(tmp))
+    atomic_write(model_path, lambda tmp: model.save(tmp))
     info = {"epochs": epochs, "train_accuracy": train_acc, "test_accuracy": test_acc,
             "n_train": len(y_train), "n_test": len(y_test)}
-    _write_atomic(model_path.with_suffix(".json"),
+    atomic_write(model_path.with_suffix(".json"),
                   lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
     print(f"trained {epochs} epochs: train accuracy {train_acc:.3f}, held-out (sat.tst) "
           f"accuracy {test_acc:.3f}")
 
 
-def _leaders(result) -> dict[str, list[str]]:
-    """Per class, the bands tied at consensus rank 1 (xband's top_bands() lists ties unmarked)."""
-    top = result.consensus[result.consensus["consensus_rank"] == 1]
-    return {cls: list(group["band"]) for cls, group in top.groupby("class", sort=False)}
-
-
 def _disagreements(result) -> list[str]:
     """Per class, the methods whose top band is not among the consensus top band(s)."""
-    top, leaders = result.top_bands(), _leaders(result)
     lines = []
-    for cls, row in top.iterrows():
-        odd = {m: row[m] for m in result.methods if row[m] not in leaders[cls]}
+    for cls, row in result.top_bands().iterrows():
+        leaders = row["consensus"].split(", ")[0]  # the first tier: tied bands joined by " = "
+        odd = {m: row[m] for m in result.methods if row[m] not in leaders.split(" = ")}
         if odd:
-            lines.append(f"- {cls}: consensus {' = '.join(leaders[cls])}; " + ", ".join(
+            lines.append(f"- {cls}: consensus {leaders}; " + ", ".join(
                 f"{m} → {b}" for m, b in odd.items()))
     return lines
 
@@ -155,15 +137,12 @@ def summary_markdown(result, info: dict, seconds: float) -> str:
         + " / ".join(BAND_NAMES) + " |",
         "|---|---|---|---|---|",
     ]
-    counts, leaders = result.summary["data"]["class_counts"], _leaders(result)
+    counts = result.summary["data"]["class_counts"]
     for cls in top.index:
         n = counts.get(cls, len(result.indices))
         a = acc["per_class"].get(cls, acc["overall"])
         s = " / ".join(f"{100 * v:.0f}" for v in shares.loc[cls]) if cls in shares.index else ""
-        rest = [tier for tier in top.loc[cls, "consensus"].split(", ")  # tiers: "a = b" ties
-                if not set(tier.split(" = ")) <= set(leaders[cls])]
-        bands = ", ".join([" = ".join(leaders[cls]), *rest])
-        out.append(f"| {cls} | {n} | {a:.2f} | {bands} | {s} |")
+        out.append(f"| {cls} | {n} | {a:.2f} | {top.loc[cls, 'consensus']} | {s} |")
     out += ["", "Methods whose top band is not the consensus top band:", ""]
     out += _disagreements(result) or ["- none"]
     agree = result.agreement.copy()
@@ -196,10 +175,9 @@ def run(args: argparse.Namespace) -> None:
     info = json.loads(model_path.with_suffix(".json").read_text())
 
     npz = out / "sat_tst.npz"
-    _write_atomic(npz, lambda tmp: np.savez(tmp, x=x_test, y=y_test, band_names=np.array(BAND_NAMES),
+    atomic_write(npz, lambda tmp: np.savez(tmp, x=x_test, y=y_test, band_names=np.array(BAND_NAMES),
                                             class_names=np.array(CLASS_NAMES)))
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from xband.data import image_set, load_images
     from xband.explain import explain
     from xband.models import load_model
@@ -215,10 +193,10 @@ def run(args: argparse.Namespace) -> None:
     report = result.save(out / "report")
     for src, dst in KEEP.items():
         if (report / src).is_file():
-            _write_atomic(out / dst, lambda tmp, s=report / src: shutil.copyfile(s, tmp))
+            atomic_write(out / dst, lambda tmp, s=report / src: shutil.copyfile(s, tmp))
     text = summary_markdown(result, info, time.perf_counter() - started)
-    _write_atomic(out / "summary.md", lambda tmp: Path(tmp).write_text(text))
-    _write_atomic(out / ".gitignore", lambda tmp: Path(tmp).write_text(GITIGNORE))
+    atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(text))
+    atomic_write(out / ".gitignore", lambda tmp: Path(tmp).write_text(GITIGNORE))
     print(text)
     print(f"report: {report / 'report.html'}")
 

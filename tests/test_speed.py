@@ -132,7 +132,7 @@ def test_tuned_run_gives_the_plain_run_scores(method):
 def context(forward: nn.Module, baseline: torch.Tensor, features: torch.Tensor | None = None,
             settings: dict | None = None, donors=None) -> Context:
     return Context(forward=forward, baseline=baseline, band_std=torch.ones(N_BANDS),
-                   donors=donors, batch_size=4, settings=settings or {}, features=features,
+                   donors=donors, settings=settings or {}, features=features,
                    passes=PassSizes(forward=3, gradient=3))
 
 

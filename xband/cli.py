@@ -177,10 +177,17 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     _add_run_options(p)
 
 
-def _run_explain(args: argparse.Namespace) -> None:
+def _check_run(args: argparse.Namespace) -> None:
+    """Fail before a model is loaded or converted: the output folder and the device."""
+    from xband.forward import check_device
     from xband.result import check_writable
 
     check_writable(args.out)
+    check_device(args.device)
+
+
+def _run_explain(args: argparse.Namespace) -> None:
+    _check_run(args)
     model, data = open_model_and_data(args)
     _explain_and_save(model, data, args, max_per_class=args.max_per_class,
                       skip_bad=args.skip_bad)
@@ -239,9 +246,8 @@ def _run_demo(args: argparse.Namespace) -> None:
     from xband import demo
     from xband.data import image_set
     from xband.models import load_model
-    from xband.result import check_writable
 
-    check_writable(args.out)
+    _check_run(args)
     images, labels = demo.demo_data(n_per_class=args.images_per_class, seed=1)
     print("planted bands: " + "; ".join(f"{c} {'+'.join(b)}" for c, b in demo.PLANTED.items()))
     model = load_model(demo.MODEL_PATH, probe=images[:_PROBE_MAX])

@@ -371,10 +371,9 @@ def _check_stats(preprocess: Preprocess, band_names: list[str]) -> None:
 
 
 def default_band_names(n_bands: int) -> list[str]:
-    """Sentinel-2 L1C names for 13 bands, else B1…Bn."""
+    """Sentinel-2 L1C names for 13 bands (the sentinel2 preset), else B1…Bn."""
     if n_bands == 13:
-        return ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
-                "B12"]
+        return SENSORS["sentinel2"].band_names
     return [f"B{i + 1}" for i in range(n_bands)]
 
 

@@ -22,15 +22,7 @@ from tqdm.auto import tqdm
 from xband import aggregate
 from xband.data import BandStats, ImageSet, scan, skip_notes, stratified_subset
 from xband.errors import XbandError
-from xband.forward import (
-    INFERENCE,
-    PassSizes,
-    best_pass_sizes,
-    check_device,
-    forward_module,
-    inference_module,
-    tune,
-)
+from xband.forward import PassSizes, best_pass_sizes, check_device, fast_networks, forward_module
 from xband.methods import METHODS, BandAttribution, Batch, Context, Method, get_method
 from xband.models import LoadedModel
 from xband.result import Examples, Explanation
@@ -249,11 +241,9 @@ def explain(
     inference = forward
     if tuned:
         example = torch.from_numpy(data.take(indices[:2])).to(device)
-        forward, speed_ups, speed_notes = tune(forward, example)
-        inference, note = inference_module(forward, example)
-        speed_ups += [INFERENCE] if note is None else []
+        forward, inference, speed_ups, speed_notes = fast_networks(forward, example)
         passes = best_pass_sizes(forward, inference, example)
-        plan.notes.extend(speed_notes + ([note] if note else []))
+        plan.notes.extend(speed_notes)
     timings = {"tuning": time.perf_counter() - tuning_started}
 
     def as_input(images: np.ndarray) -> torch.Tensor:
@@ -278,7 +268,6 @@ def explain(
         baseline=torch.from_numpy(plan.baseline).view(1, -1, 1, 1).to(device),
         band_std=torch.from_numpy(plan.stats.std).to(device),
         donors=donors,
-        batch_size=batch_size,
         settings=settings,
         passes=passes,
         inference=inference,
@@ -353,7 +342,7 @@ def explain(
                        output=output, baseline=baseline, batch_size=batch_size, seed=seed,
                        settings=settings, device=device, timings=timings,
                        run_time=time.perf_counter() - started, n_boot=n_boot,
-                       max_per_class=max_per_class, speed_ups=speed_ups if tuned else None,
+                       max_per_class=max_per_class, tuned=tuned, speed_ups=speed_ups,
                        passes=passes)
     return Explanation(
         band_names=data.band_names,
@@ -379,7 +368,7 @@ def explain(
 
 def _summary(model: LoadedModel, data: ImageSet, plan: _Plan, *, labels, predictions, target,
              output, baseline, batch_size, seed, settings, device, timings, run_time,
-             n_boot, max_per_class, speed_ups, passes) -> dict:
+             n_boot, max_per_class, tuned, speed_ups, passes) -> dict:
     """What a reader needs to trust and reproduce the run."""
     names = data.class_names
     accuracy: dict = {"overall": None, "per_class": {}}
@@ -448,8 +437,8 @@ def _summary(model: LoadedModel, data: ImageSet, plan: _Plan, *, labels, predict
             "batch_size": batch_size,
             "max_per_class": max_per_class,
             "device": device,
-            "tuned": speed_ups is not None,
-            "speed_ups": speed_ups or [],
+            "tuned": tuned,
+            "speed_ups": speed_ups,
             "images_per_pass": passes.as_dict(),
             "tuning_s": round(timings["tuning"], 2),
             "bootstrap_resamples": n_boot,

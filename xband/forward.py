@@ -167,6 +167,16 @@ def inference_module(forward: ChannelsFirst, example: torch.Tensor) -> tuple[nn.
     return (frozen, None) if same else (forward, _dropped(INFERENCE))
 
 
+def fast_networks(forward: ChannelsFirst, example: torch.Tensor
+                  ) -> tuple[ChannelsFirst, nn.Module, list[str], list[str]]:
+    """The tuned network (for gradients), its inference copy (for forward-only passes), the
+    speed-ups applied and a note for each one dropped."""
+    forward, applied, notes = tune(forward, example)
+    inference, note = inference_module(forward, example)
+    return forward, inference, applied + ([INFERENCE] if note is None else []), notes + (
+        [note] if note else [])
+
+
 @dataclass(frozen=True)
 class PassSizes:
     """Images per network pass, forward-only and forward+backward. They change the speed, never

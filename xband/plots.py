@@ -436,10 +436,10 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> None:
         pyplot.close(fig)
 
 
-def _method_colours(methods: Sequence[str]) -> dict[str, tuple]:
-    """One distinct colour per method, stable across figures."""
-    palette = colormaps["tab10" if len(methods) <= 10 else "tab20"]
-    return {m: palette(i % palette.N) for i, m in enumerate(methods)}
+def _distinct_colours(names: Sequence[str]) -> dict[str, tuple]:
+    """One distinct colour per name (method or class), stable across figures."""
+    palette = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: palette(i % palette.N) for i, name in enumerate(names)}
 
 
 def randomisation_bars(table: pd.DataFrame, *, threshold: float = 0.5, stage: str = "all layers",
@@ -484,7 +484,7 @@ def randomisation_cascade(table: pd.DataFrame, *,
     """Trained-vs-randomised Spearman's ρ as layers are re-drawn from the output down: band
     rankings (left) and per-band maps (right), one line per method."""
     methods = list(pd.unique(table["method"]))
-    colours = _method_colours(methods)
+    colours = _distinct_colours(methods)
     stages = table.drop_duplicates("layers_randomised").sort_values("layers_randomised")
     fig = Figure(figsize=(11.5, 4.4), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
@@ -685,11 +685,10 @@ def importance_spectrum(importance: pd.DataFrame, method: str, *, grouping: str 
                                  value)
     fig = Figure(figsize=(9.5, 4.6), layout="constrained")
     ax = fig.subplots()
-    palette = colormaps["tab10" if rows["class"].nunique() <= 10 else "tab20"]
-    for i, cls in enumerate(pd.unique(rows["class"])):
+    colours = _distinct_colours(list(pd.unique(rows["class"])))
+    for cls, colour in colours.items():
         mean, low, high = (_pivot(rows[rows["class"] == cls], col, "class", "band", bands)
                            .to_numpy(float)[0] * factor for col in (mean_col, low_col, high_col))
-        colour = palette(i % palette.N)
         ax.plot(wavelength, mean, marker="o", ms=4, lw=1.4, color=colour, label=str(cls))
         ax.fill_between(wavelength, low, high, color=colour, alpha=0.15, lw=0)
     ax.axhline(0, color="black", lw=0.7)

@@ -15,7 +15,7 @@ from xband import aggregate
 from xband.data import ImageSet, stratified_subset
 from xband.errors import XbandError
 from xband.explain import run_method, seed_for
-from xband.forward import PassSizes, best_pass_sizes, check_device, forward_module, tune
+from xband.forward import PassSizes, check_device, fast_networks, forward_module, tune
 from xband.methods import BandAttribution, Batch, Context, Method, get_method
 from xband.models import LoadedModel
 from xband.result import Explanation
@@ -40,6 +40,7 @@ class Setup:
     seed: int
     device: str
     tuned: bool = True
+    passes: PassSizes = field(default_factory=PassSizes)  # as the explanation measured them
     _reference: dict = field(default_factory=dict)
 
     @property
@@ -56,16 +57,19 @@ class Setup:
         return tune(forward, self.x[:2])[0] if self.tuned else forward
 
     @cached_property
-    def forward(self) -> nn.Module:
-        """The explained network, channels-first, as the explanation ran it."""
-        return self.fast(self.plain_forward)
+    def _networks(self) -> tuple[nn.Module, nn.Module]:
+        """The explained network as the explanation ran it: for gradients, and for forward-only
+        passes (its inference copy)."""
+        plain = self.plain_forward
+        return fast_networks(plain, self.x[:2])[:2] if self.tuned else (plain, plain)
 
-    @cached_property
-    def passes(self) -> PassSizes:
-        """Images per network pass: measured for the tuned network, the batch size otherwise."""
-        if self.tuned:
-            return best_pass_sizes(self.forward, self.forward, self.x[:2])
-        return PassSizes(self.batch_size, self.batch_size)
+    @property
+    def forward(self) -> nn.Module:
+        return self._networks[0]
+
+    @property
+    def inference(self) -> nn.Module:
+        return self._networks[1]
 
     def context(self, forward: nn.Module, baseline: torch.Tensor | None = None,
                 settings: dict | None = None) -> Context:
@@ -82,9 +86,10 @@ class Setup:
             baseline=self.baseline if baseline is None else baseline,
             band_std=std,
             donors=donors,
-            batch_size=self.batch_size,
             settings=self.settings if settings is None else settings,
             passes=self.passes,
+            # the inference copy belongs to the explained network, not to a randomised one
+            inference=self.inference if forward is self.forward else None,
         )
 
     def attribute(self, method: Method, ctx: Context, *, keep_maps: bool = False
@@ -135,6 +140,8 @@ def make_setup(model: LoadedModel, data: ImageSet, explanation: Explanation, *, 
         target=torch.from_numpy(target[positions]).to(device), positions=positions,
         baseline=baseline.to(device), settings=settings, output=run["output"],
         batch_size=batch_size, seed=seed, device=device, tuned=run.get("tuned", True),
+        passes=PassSizes(**run.get("images_per_pass", {"forward": batch_size,
+                                                        "gradient": batch_size})),
     )
 
 

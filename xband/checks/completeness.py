@@ -21,17 +21,21 @@ def completeness_check(setup: Setup) -> pd.DataFrame:
     and the delta relative to |gain|."""
     method = get_method(METHOD)
     steps = int(setup.settings[METHOD]["n_steps"])
-    forward = setup.forward
+    forward = setup.inference
     with torch.inference_mode():
-        out = torch.cat([forward(part) for part in setup.x.split(setup.batch_size * 4)])
+        out = torch.cat([forward(part) for part in setup.x.split(setup.passes.forward)])
         base = forward(setup.baseline.expand(1, -1, *setup.x.shape[2:]))
     index = torch.arange(len(setup.x), device=setup.x.device)
     gain = (out[index, setup.target] - base[0, setup.target]).double().cpu().numpy()
     images = setup.explanation.indices[setup.positions]
     frames = []
     for n_steps in sorted({max(2, steps // 4), steps, steps * 4}):
-        settings = {**setup.settings, METHOD: {**setup.settings[METHOD], "n_steps": n_steps}}
-        total = setup.attribute(method, setup.context(forward, settings=settings))[0].sum(axis=1)
+        if n_steps == steps:  # the explanation's own setting: the cached reference scores
+            total = setup.reference(method)[0].sum(axis=1)
+        else:
+            settings = {**setup.settings, METHOD: {**setup.settings[METHOD], "n_steps": n_steps}}
+            ctx = setup.context(setup.forward, settings=settings)
+            total = setup.attribute(method, ctx)[0].sum(axis=1)
         delta = total - gain
         frames.append(pd.DataFrame({
             "n_steps": n_steps, "image": images,

@@ -22,9 +22,6 @@ from xband.errors import XbandError
 
 BASELINES = ("mean", "zero", "shuffle", "noise")
 RANDOM = "random"
-CURVES = ("deletion", "insertion")
-
-
 def replacement(setup: Setup, baseline: str) -> torch.Tensor:
     """(n, B, H, W) values a removed band takes: the band's mean over the data, zero, the band
     of another image (seeded shuffle), or noise with the band's mean and spread (seeded)."""
@@ -71,7 +68,7 @@ def _evaluate_sets(setup: Setup, forward, sets: list[frozenset], x: torch.Tensor
     masks = torch.zeros(len(sets), setup.n_bands, dtype=torch.bool, device=x.device)
     for i, kept in enumerate(sets):
         masks[i, list(kept)] = True
-    per_chunk = max(1, setup.batch_size * 4 // len(x))
+    per_chunk = max(1, setup.passes.forward // len(x))
     results = []
     with torch.inference_mode():
         for chunk in masks.split(per_chunk):
@@ -88,7 +85,7 @@ def deletion_curves(setup: Setup, *, baselines: tuple[str, ...] = BASELINES,
                     n_random: int = 10) -> pd.DataFrame:
     """Long table: baseline, class, curve, order (method, reverse:method, random:r), step,
     fraction of bands removed (deletion) or restored (insertion), accuracy, score."""
-    forward = setup.forward
+    forward = setup.inference
     names = setup.explanation.class_names
     n_bands = setup.n_bands
     rows = []

@@ -32,7 +32,6 @@ class Context:
     baseline: torch.Tensor  # (1, B, 1, 1) value a band takes when it is "removed"
     band_std: torch.Tensor  # (B,) spread of each band over the data
     donors: Callable[[np.ndarray, int], torch.Tensor]  # (index, repeat) → other images, seeded
-    batch_size: int = 64
     settings: dict = field(default_factory=dict)  # per-method options by method name
     features: torch.Tensor | None = None  # (B,) feature (band group) of each band; None: the bands
     passes: PassSizes = field(default_factory=PassSizes)  # images per network pass
