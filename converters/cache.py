@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.keras_export import PROBE_N, PROBE_SEED, atomic_write
+from converters.keras_export import PROBE_N, PROBE_SEED
 from xband.errors import XbandError
+from xband.files import write_text
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,7 +79,7 @@ def export_keras(path: Path, fmt: str, sha256: str, *, opset: int = 17,
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         meta.update(source=str(path), format=fmt, opset=opset, input_shape=report["input_shape"])
         meta.setdefault("convert_seconds", report.get("convert_seconds"))
-        atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+        write_text(meta_path, json.dumps(meta, indent=1))
     meta = json.loads(meta_path.read_text())
     with np.load(ref_path) as ref:
         return KerasExport(onnx_path, ref["probe"], ref["outputs"], ref["grad"], int(ref["target"]),

@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
 from xband.errors import XbandError
-from xband.models import Fidelity
+
+
+@dataclass
+class Fidelity:
+    """Measured agreement between the original model and its PyTorch form on a probe batch."""
+
+    reference: str  # what computed the original outputs: "tensorflow", "onnxruntime" or "none"
+    probe: str  # "user data (N images)" or "random uniform [lo, hi] (N images)"
+    n_probe: int
+    max_abs_diff: float | None = None
+    mean_abs_diff: float | None = None
+    output_range: float | None = None
+    grad_rel_diff: float | None = None  # ||g_torch - g_ref|| / ||g_ref||, one target class
+    grad_target: int | None = None
+    tolerance_abs: float = 1e-4
+    tolerance_rel: float = 1e-3
+    passed: bool = True
+    accepted_mismatch: bool = False
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def summary(self) -> str:
+        """The figures in a few human-readable lines."""
+        if self.max_abs_diff is None:
+            return f"fidelity: no separate reference ({self.reference}); probe {self.probe}"
+        lines = [f"fidelity vs {self.reference} on {self.probe}:",
+                 (f"  outputs: max |diff| {self.max_abs_diff:.3g}, mean |diff| "
+                  f"{self.mean_abs_diff:.3g}, output range {self.output_range:.3g}")]
+        if self.grad_rel_diff is not None:
+            lines.append(f"  input gradient (class {self.grad_target}): relative diff "
+                         f"{self.grad_rel_diff:.3g}")
+        verdict = "PASS" if self.passed else (
+            "MISMATCH ACCEPTED" if self.accepted_mismatch else "FAIL")
+        lines.append(f"  verdict: {verdict} (tolerance {self.tolerance_abs:g} absolute or "
+                     f"{self.tolerance_rel:g} x output range)")
+        return "\n".join(lines)
 
 
 def torch_outputs(module: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -58,4 +96,3 @@ def enforce(fid: Fidelity, source: str, accept_mismatch: bool) -> None:
                      f"{fid.tolerance_abs:g} absolute or {fid.tolerance_rel:g} x output range "
                      f"{fid.output_range:.3g}) against {fid.reference} on {fid.probe}. Pass "
                      "--accept-mismatch (accept_mismatch=True) to use it anyway.")
-

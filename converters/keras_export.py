@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from xband.files import atomic_path, write_text
 
 PROBE_N = 8
 PROBE_SEED = 0
@@ -38,24 +38,6 @@ class ExportError(Exception):
 def default_probe(shape: tuple[int, ...], n: int = PROBE_N, seed: int = PROBE_SEED) -> np.ndarray:
     """Seeded uniform [0, 1) float32 images of `shape` (without batch axis), `n` of them."""
     return np.random.default_rng(seed).uniform(0, 1, size=(n, *shape)).astype(np.float32)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` on a temporary file beside `path`, then rename it to `path`.
-
-    The file gets the permissions of an ordinary new file (mkstemp makes it private)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ---------------------------------------------------------------- model config (no code run)
@@ -140,38 +122,45 @@ def _from_function(call, signature, opset):
 
 def _load(path: Path, fmt: str):
     """(callable x -> y, input shape with batch axis, converter) for the model at `path`."""
+    return _load_savedmodel(path) if fmt == "savedmodel" else _load_keras(path, fmt)
+
+
+def _load_savedmodel(path: Path):
+    """`_load` for a TensorFlow SavedModel folder: its serving signature."""
     import tensorflow as tf
-    import tf2onnx
 
-    if fmt == "savedmodel":
-        try:
-            loaded = tf.saved_model.load(str(path))
-        except Exception as err:
-            raise ExportError("corrupt", f"{path}: TensorFlow cannot load this SavedModel "
-                              f"folder ({type(err).__name__}: {err})") from err
-        if "serving_default" not in loaded.signatures:
-            raise ExportError("unsupported", f"{path}: the SavedModel has no 'serving_default' "
-                              f"signature (it has {sorted(loaded.signatures)}); re-export it "
-                              "with model.export(folder).")
-        sig = loaded.signatures["serving_default"]
-        inputs = sig.structured_input_signature[1]
-        outputs = sig.structured_outputs
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ExportError("unsupported", f"{path}: the serving signature has inputs "
-                              f"{sorted(inputs)} and outputs {sorted(outputs)}; xband needs one "
-                              "image input and one class-score output.")
-        (in_name, spec), = inputs.items()
-        out_name, = outputs
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as err:
+        raise ExportError("corrupt", f"{path}: TensorFlow cannot load this SavedModel "
+                          f"folder ({type(err).__name__}: {err})") from err
+    if "serving_default" not in loaded.signatures:
+        raise ExportError("unsupported", f"{path}: the SavedModel has no 'serving_default' "
+                          f"signature (it has {sorted(loaded.signatures)}); re-export it "
+                          "with model.export(folder).")
+    sig = loaded.signatures["serving_default"]
+    inputs = sig.structured_input_signature[1]
+    outputs = sig.structured_outputs
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ExportError("unsupported", f"{path}: the serving signature has inputs "
+                          f"{sorted(inputs)} and outputs {sorted(outputs)}; xband needs one "
+                          "image input and one class-score output.")
+    (in_name, spec), = inputs.items()
+    out_name, = outputs
 
-        def call(x):  # through `loaded`, which must stay alive: it owns the variables
-            return loaded.signatures["serving_default"](**{in_name: x})[out_name]
+    def call(x):  # through `loaded`, which must stay alive: it owns the variables
+        return loaded.signatures["serving_default"](**{in_name: x})[out_name]
 
-        def convert(signature, opset):
-            return _from_function(call, signature, opset)
+    def convert(signature, opset):
+        return _from_function(call, signature, opset)
 
-        return call, tuple(spec.shape), convert
+    return call, tuple(spec.shape), convert
 
+
+def _load_keras(path: Path, fmt: str):
+    """`_load` for a .keras or .h5 file, refusing layers that need code before loading."""
     import keras
+    import tf2onnx
 
     def known(cls: str) -> bool:
         return hasattr(keras.layers, cls) or cls in _MODEL_CLASSES
@@ -262,7 +251,8 @@ def run(args) -> dict:
                               f"{describe_foreign_ops(foreign)}. These layers cannot be run "
                               "outside TensorFlow; try another --opset, or replace the layers "
                               "(e.g. grouped/depthwise convolutions) and re-save.")
-        atomic_write(onnx_path, lambda tmp: onnx.save(proto, tmp))
+        with atomic_path(onnx_path) as tmp:
+            onnx.save(proto, str(tmp))
     if args.reference:
         start = time.perf_counter()
         probe = _probe(args, shape)
@@ -277,11 +267,8 @@ def run(args) -> dict:
             score = tf.reduce_sum(call(x)[:, target])
         grad = tape.gradient(score, x).numpy()
 
-        def save(tmp):
-            with open(tmp, "wb") as f:
-                np.savez(f, probe=probe, outputs=out, grad=grad, target=target)
-
-        atomic_write(Path(args.reference), save)
+        with atomic_path(args.reference) as tmp, open(tmp, "wb") as f:
+            np.savez(f, probe=probe, outputs=out, grad=grad, target=target)
         report["reference_seconds"] = time.perf_counter() - start
     return report
 
@@ -305,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - anything unforeseen still reaches the user
         report = {"ok": False, "kind": "conversion_failed",
                   "message": f"{args.source}: conversion failed ({type(err).__name__}: {err})"}
-    atomic_write(Path(args.result), lambda tmp: Path(tmp).write_text(json.dumps(report)))
+    write_text(args.result, json.dumps(report))
     return 0
 
 

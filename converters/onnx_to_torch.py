@@ -24,6 +24,7 @@ from converters.onnx_graph import (
     strip_final_softmax,
 )
 from xband.errors import XbandError
+from xband.layout import Layout
 
 
 @dataclass
@@ -32,7 +33,7 @@ class TorchFromOnnx:
 
     module: nn.Module  # same function as the ONNX graph
     logits_module: nn.Module | None  # without the final Softmax, when there is one
-    layout: str | None  # None when the graph does not tell
+    layout: Layout | None  # None when the graph does not tell
     input_shape: list[int | None]  # with batch axis; None for dynamic dimensions
 
 
@@ -86,7 +87,9 @@ def onnx_to_torch(model: onnx.ModelProto, path: Path) -> TorchFromOnnx:
     else:
         module, logits = nn.Sequential(net, nn.Softmax(dim=-1)).eval(), net
     shape = input_shape(model) or [None] * 4
-    return TorchFromOnnx(module, logits, detect_layout(model), [None, *shape[1:]])
+    layout = detect_layout(model)
+    return TorchFromOnnx(module, logits, None if layout is None else Layout(layout),
+                         [None, *shape[1:]])
 
 
 def torch_to_onnx(module: nn.Module, example: torch.Tensor, path: Path, opset: int,

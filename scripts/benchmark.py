@@ -9,8 +9,8 @@ For each model (64×64×13 inputs, 10 classes, weights=None, converted by xband)
   warm-up run of the method on one image per class (the first passes of a new shape are slow),
   best of 2 runs;
 - floor: passes per image × time per pass at the best batch size (forward, or forward+backward
-  for gradient methods) of the same tuned networks xband runs (the frozen TorchScript copy for
-  forward-only passes), after warm-up; efficiency = floor time / xband time;
+  for gradient methods) of the same tuned network xband runs, after warm-up; efficiency =
+  floor time / xband time;
 - naive: Captum called one image at a time with its default batching, same method settings, on
   the network as converted (no speed-ups);
 - TensorFlow (saliency, integrated gradients, band ablation): the same computations written with
@@ -202,12 +202,13 @@ def main() -> None:
     args = parser.parse_args()
 
     from xband import explain, image_set, load_model
-    from xband.forward import INFERENCE, forward_module, inference_module, tune
+    from xband.files import write_text
+    from xband.forward import forward_module, tune
     from xband.methods import get_method
 
     models = args.models.split(",")
     methods = args.methods.split(",")
-    n_steps = get_method("integrated_gradients").defaults["n_steps"]
+    n_steps = get_method("integrated_gradients").n_steps
     folder = Path(tempfile.mkdtemp(prefix="xband-bench-"))
     tf_rates = tensorflow_side(folder, models, args.images, n_steps)
     rng = np.random.default_rng(0)
@@ -217,14 +218,11 @@ def main() -> None:
     for name in models:
         model = load_model(folder / f"{name}.keras", probe=x[:8], verbose=False,
                            cache_dir=folder / "cache")
-        data = image_set(x, y, n_bands=B, n_classes=CLASSES, model_layout=model.layout,
-                         spatial_size=model.spatial_size)
+        data = image_set(x, y)
         plain = forward_module(model.network("logits"), model.layout, "cpu")
         x_cf = torch.from_numpy(np.moveaxis(x, 3, 1).copy())
         fast, speed_ups, _ = tune(plain, x_cf[:2])
-        inference, note = inference_module(fast, x_cf[:2])
-        speed_ups += [INFERENCE] if note is None else []
-        rates = {False: best_pass_rate(inference, False), True: best_pass_rate(fast, True)}
+        rates = {False: best_pass_rate(fast, False), True: best_pass_rate(fast, True)}
         baseline = x_cf.mean(dim=(0, 2, 3), keepdim=True)
         for method in methods:
             m = get_method(method)
@@ -241,7 +239,7 @@ def main() -> None:
                 "model": name, "method": method, "passes_per_image": passes,
                 "xband_img_s": args.images / seconds, "floor_img_s": args.images / floor,
                 "efficiency": floor / seconds, "best_batch": batch,
-                "naive_img_s": naive_rate(method, plain, x_cf, baseline, m.defaults),
+                "naive_img_s": naive_rate(method, plain, x_cf, baseline, m.options()),
                 "tf_img_s": tf_rates[name].get(method), "speed_ups": speed_ups,
             })
             print(json.dumps(rows[-1]), flush=True)
@@ -249,9 +247,7 @@ def main() -> None:
     report = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "images": args.images, "peak_rss_mb": peak, "rows": rows}
-    tmp = f"{args.out}.tmp"
-    Path(tmp).write_text(json.dumps(report, indent=2))
-    os.replace(tmp, args.out)
+    write_text(args.out, json.dumps(report, indent=2))
     print(markdown(report))
 
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from converters.keras_export import atomic_write  # noqa: E402 (no torch, no TensorFlow)
+from xband.files import atomic_path, write_text  # noqa: E402 (no torch, no TensorFlow)
 
 BAND_NAMES = ["green", "red", "NIR1", "NIR2"]
 LABELS = [1, 2, 3, 4, 5, 7]  # UCI class codes; class 6 ("mixture") is absent
@@ -99,11 +99,11 @@ def train(data: Path, model_path: Path, epochs: int) -> None:
     model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0, shuffle=True)
     train_acc = float(np.mean(model.predict(x_train, verbose=0).argmax(1) == y_train))
     test_acc = float(np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test))
-    atomic_write(model_path, lambda tmp: model.save(tmp))
+    with atomic_path(model_path) as tmp:
+        model.save(tmp)
     info = {"epochs": epochs, "train_accuracy": train_acc, "test_accuracy": test_acc,
             "n_train": len(y_train), "n_test": len(y_test)}
-    atomic_write(model_path.with_suffix(".json"),
-                  lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+    write_text(model_path.with_suffix(".json"), json.dumps(info, indent=2))
     print(f"trained {epochs} epochs: train accuracy {train_acc:.3f}, held-out (sat.tst) "
           f"accuracy {test_acc:.3f}")
 
@@ -175,28 +175,23 @@ def run(args: argparse.Namespace) -> None:
     info = json.loads(model_path.with_suffix(".json").read_text())
 
     npz = out / "sat_tst.npz"
-    atomic_write(npz, lambda tmp: np.savez(tmp, x=x_test, y=y_test, band_names=np.array(BAND_NAMES),
-                                            class_names=np.array(CLASS_NAMES)))
+    with atomic_path(npz) as tmp:
+        np.savez(tmp, x=x_test, y=y_test, band_names=np.array(BAND_NAMES),
+                 class_names=np.array(CLASS_NAMES))
 
-    from xband.data import image_set, load_images
-    from xband.explain import explain
-    from xband.models import load_model
+    import xband
 
-    images, labels, names = load_images(npz)
-    model = load_model(model_path, probe=images[:32])
-    image_data = image_set(images, labels, n_bands=model.n_bands, n_classes=model.n_classes,
-                           model_layout=model.layout, spatial_size=model.spatial_size,
-                           band_names=names["band_names"], class_names=names["class_names"],
-                           source=str(npz))
-    result = explain(model, image_data, methods="all", target="true", seed=0,
-                     max_images=args.max_images, progress=not args.quiet)
+    model = xband.load_model(model_path, probe=x_test[:32])
+    result = xband.explain(model, xband.read_data(npz), methods="all", target="true", seed=0,
+                           max_images=args.max_images, progress=not args.quiet)
     report = result.save(out / "report")
     for src, dst in KEEP.items():
         if (report / src).is_file():
-            atomic_write(out / dst, lambda tmp, s=report / src: shutil.copyfile(s, tmp))
+            with atomic_path(out / dst) as tmp:
+                shutil.copyfile(report / src, tmp)
     text = summary_markdown(result, info, time.perf_counter() - started)
-    atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(text))
-    atomic_write(out / ".gitignore", lambda tmp: Path(tmp).write_text(GITIGNORE))
+    write_text(out / "summary.md", text)
+    write_text(out / ".gitignore", GITIGNORE)
     print(text)
     print(f"report: {report / 'report.html'}")
 

@@ -155,9 +155,7 @@ def run_task(name: str, per_class_images: int, folder: Path, quick: bool) -> pd.
     is_keras = name == KERAS_TASK
     model = keras_model(x, y, folder) if is_keras else torch_model(x, y)
     images = np.moveaxis(test_x, 1, 3) if is_keras else test_x
-    data = xband.image_set(images, test_y, n_bands=N_BANDS, n_classes=N_CLASSES,
-                           model_layout=model.layout, spatial_size=model.spatial_size,
-                           band_names=[f"b{i}" for i in range(N_BANDS)])
+    data = xband.image_set(images, test_y, bands=[f"b{i}" for i in range(N_BANDS)])
     result = xband.explain(model, data, methods="all", progress=False, n_boot=200, seed=0)
     ev = xband.evaluate(model, data, result, checks="randomisation,faithfulness",
                         max_images=24 if quick else 48, baselines="mean,shuffle",

@@ -14,6 +14,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from xband.demo import CLASS_NAMES, IMAGE_SIZE, MODEL_PATH, demo_data  # noqa: E402
+from xband.files import atomic_path  # noqa: E402
 
 
 def main() -> None:
@@ -45,9 +46,8 @@ def main() -> None:
               validation_data=(x_test, y_test))
     accuracy = float(np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test))
     print(f"held-out accuracy: {accuracy:.3f}")
-    tmp = args.out + ".tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, args.out)
+    with atomic_path(args.out) as tmp:
+        model.save(tmp)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1024:.0f} kB)")
 
 

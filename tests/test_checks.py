@@ -30,8 +30,7 @@ def trained():
     x, y = planted_images(n_per_class=80, seed=0)
     model = as_loaded(train_torch(x, y), N_BANDS, N_CLASSES)
     test_x, test_y = planted_images(n_per_class=12, seed=1)
-    data = image_set(test_x, test_y, n_bands=N_BANDS, n_classes=N_CLASSES,
-                     model_layout="channels_first", spatial_size=None)
+    data = image_set(test_x, test_y)
     return model, data
 
 

@@ -273,8 +273,7 @@ def test_sensor_presets_and_groups(capsys):
     with pytest.raises(XbandError, match="not NAME=BAND"):
         parse_groups("VIS")
     with pytest.raises(XbandError, match="Presets with 12 bands: sentinel2-l2a"):
-        image_set(np.zeros((2, 12, 4, 4)), None, n_bands=12, n_classes=2,
-                  model_layout="channels_first", spatial_size=None, sensor="eurosat")
+        image_set(np.zeros((2, 12, 4, 4)), sensor="eurosat")
 
 
 def test_torch_dataloader_from_python(data):
@@ -286,10 +285,7 @@ def test_torch_dataloader_from_python(data):
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(torch.from_numpy(x * 10), torch.from_numpy(y)),
         batch_size=8)
-    images, labels = from_torch(loader)
-    data_set = image_set(images, labels, n_bands=N_BANDS, n_classes=N_CLASSES,
-                         model_layout="channels_first", spatial_size=None,
-                         preprocess=Preprocess(scale=0.1))
+    data_set = from_torch(loader, preprocess=Preprocess(scale=0.1))
     result = explain(model, data_set, methods="saliency", progress=False, n_boot=10)
     assert result.summary["accuracy"]["overall"] > 0.8
     assert result.summary["data"]["preprocessing"] == "× 0.1"

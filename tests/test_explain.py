@@ -14,11 +14,11 @@ from torch import nn
 from tests.planted import N_CLASSES, PLANTED, planted_images, train_torch
 from xband.data import image_set
 from xband.errors import XbandError
-from xband.explain import explain
 from xband.forward import ChannelsFirst
 from xband.methods import METHODS
 from xband.methods.shapley import shapley_weights
 from xband.models import LoadedModel
+from xband.pipeline import explain
 
 
 def as_loaded(net: nn.Module, n_bands: int, n_classes: int) -> LoadedModel:
@@ -35,8 +35,7 @@ def trained():
     net = train_torch(x, y)
     test_x, test_y = planted_images(n_per_class=20, seed=1)
     model = as_loaded(net, x.shape[1], N_CLASSES)
-    data = image_set(test_x, test_y, n_bands=x.shape[1], n_classes=N_CLASSES,
-                     model_layout="channels_first", spatial_size=None)
+    data = image_set(test_x, test_y)
     return model, data
 
 
@@ -62,7 +61,7 @@ def test_planted_band_ranks_first_for_its_class(explained, method):
 def test_integrated_gradients_bands_add_up_to_output_difference(trained):
     model, data = trained
     result = explain(model, data, methods="integrated_gradients", progress=False, n_boot=10,
-                     settings={"integrated_gradients": {"n_steps": 64}})
+                     method_options={"integrated_gradients": {"n_steps": 64}})
     forward = ChannelsFirst(model.logits_module, model.layout)
     x = torch.from_numpy(data.images[result.indices])
     baseline = torch.from_numpy(data.images.mean(axis=(0, 2, 3), dtype=np.float64)
@@ -80,7 +79,7 @@ def test_integrated_gradients_bands_add_up_to_output_difference(trained):
 def test_group_scores_are_not_multiplied_by_pixel_count(trained):
     model, data = trained
     result = explain(model, data, methods=["feature_ablation", "shapley"], progress=False,
-                     n_boot=10, settings={"shapley": {"max_exact_bands": 6}})
+                     n_boot=10, method_options={"shapley": {"max_exact_bands": 6}})
     forward = ChannelsFirst(model.logits_module, model.layout)
     x = torch.from_numpy(data.images[result.indices[:5]])
     target = torch.from_numpy(result.labels[:5])
@@ -143,12 +142,11 @@ def test_every_class_as_target_gives_class_by_class_scores(trained):
 
 def test_predicted_target_without_labels(trained):
     model, data = trained
-    unlabelled = image_set(data.images, None, n_bands=data.n_bands, n_classes=N_CLASSES,
-                           model_layout="channels_first", spatial_size=None)
+    unlabelled = image_set(data.images)
     with pytest.raises(XbandError, match="needs labels"):
-        explain(model, unlabelled, methods="saliency", progress=False)
-    result = explain(model, unlabelled, methods="saliency", target="predicted", progress=False,
-                     n_boot=10)
+        explain(model, unlabelled, methods="saliency", target="true", progress=False)
+    result = explain(model, unlabelled, methods="saliency", progress=False, n_boot=10)
+    assert result.target_mode == "predicted"
     assert set(result.importance["grouping"]) == {"predicted_class"}
     assert result.summary["accuracy"]["overall"] is None
 

@@ -63,8 +63,7 @@ def test_every_method_finds_the_planted_bands_through_onnx(keras_planted, monkey
     assert model.source_format == "keras" and model.layout == "channels_last"
     assert model.fidelity.passed and model.fidelity.max_abs_diff <= 1e-4
     assert model.logits_module is not None
-    data = image_set(images, y, n_bands=model.n_bands, n_classes=model.n_classes,
-                     model_layout=model.layout, spatial_size=model.spatial_size)
+    data = image_set(images, y)
     result = explain(model, data, methods="all", progress=False, n_boot=100)
     assert result.summary["accuracy"]["overall"] >= 0.9
     for method in METHODS:

@@ -436,6 +436,6 @@ def test_help_describes_every_option(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["convert", "--help"])
     text = capsys.readouterr().out
-    for option in ["MODEL", "--output", "--data", "--opset", "--layout", "--input-size",
+    for option in ["MODEL", "--onnx", "--data", "--opset", "--model-layout", "--input-size",
                    "--accept-mismatch", "--trust-pickle"]:
         assert option in text or option.lower() in text

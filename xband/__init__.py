@@ -1,15 +1,57 @@
-"""xband: which input bands of a multispectral image does a CNN classifier rely on, per class?"""
+"""xband: which input bands of a multispectral image does a CNN classifier rely on, per class?
 
-from xband.bands import SENSORS
-from xband.checks import Evaluation, evaluate
-from xband.data import ImageSet, Preprocess, image_set, load_images
-from xband.errors import XbandError
-from xband.explain import explain
-from xband.methods import METHODS
-from xband.models import Fidelity, LoadedModel, load_model
-from xband.readers import from_torch, read_data
-from xband.result import Explanation
+    model = xband.load_model("model.keras")
+    result = xband.explain(model, (x, y), bands=["B02", "B03", …])
 
-__all__ = ["METHODS", "SENSORS", "Evaluation", "Explanation", "Fidelity", "ImageSet", "LoadedModel",
-           "Preprocess", "XbandError", "evaluate", "explain", "from_torch", "image_set",
-           "load_images", "load_model", "read_data"]
+Names are imported on first use, so that `import xband` is quick and loads neither torch nor
+the converters until a model or an explanation is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "SENSORS": "xband.bands",
+    "Evaluation": "xband.checks",
+    "evaluate": "xband.checks",
+    "RunConfig": "xband.config",
+    "ImageSet": "xband.data",
+    "Preprocess": "xband.data",
+    "image_set": "xband.data",
+    "XbandError": "xband.errors",
+    "explain": "xband.pipeline",
+    "Layout": "xband.layout",
+    "METHODS": "xband.methods",
+    "FeatureAblation": "xband.methods",
+    "GradientShap": "xband.methods",
+    "InputXGradient": "xband.methods",
+    "IntegratedGradients": "xband.methods",
+    "KernelShap": "xband.methods",
+    "Lime": "xband.methods",
+    "Permutation": "xband.methods",
+    "Saliency": "xband.methods",
+    "ScaledSaliency": "xband.methods",
+    "Shapley": "xband.methods",
+    "LoadedModel": "xband.models",
+    "load_model": "xband.models",
+    "Fidelity": "converters.fidelity",
+    "from_torch": "xband.readers",
+    "load_images": "xband.readers",
+    "read_data": "xband.readers",
+    "Explanation": "xband.result",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'xband' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -18,7 +18,7 @@ def shares(scores: np.ndarray) -> np.ndarray:
     return np.divide(scores, total, out=np.zeros_like(scores, dtype=np.float64), where=total > 0)
 
 
-def _groups(
+def _groupings(
     labels: np.ndarray | None, predictions: np.ndarray, class_names: list[str]
 ) -> Iterator[tuple[str, str, np.ndarray]]:
     """(grouping, class name, mask) for every grouping of images the table reports."""
@@ -70,42 +70,21 @@ def importance_table(
     `scores[m]` is (N, B), or (N, C, B) when every class is a target (`target_mode == "all"`);
     `wavelengths` (nm, per band) fill the column wavelength_nm (NaN when unknown).
     """
-    wavelength = np.full(len(band_names), np.nan) if wavelengths is None else np.asarray(wavelengths)
     rng = np.random.default_rng(seed)
     methods = list(scores)
-    n_bands = len(band_names)
     # one matrix with every method's scores and shares, so one bootstrap serves them all
     flat = np.concatenate(
         [scores[m].reshape(len(predictions), -1) for m in methods]
         + [shares(scores[m]).reshape(len(predictions), -1) for m in methods],
         axis=1,
     )
-    targets = class_names if target_mode == "all" else [f"{target_mode} class"]
-    half = len(methods) * len(targets) * n_bands  # scores first, then shares
-    frames = []
-    for grouping, cls, mask in _groups(labels, predictions, class_names):
-        values = flat[mask]
-        mean = values.mean(axis=0)
-        std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(values.shape[1])
-        low, high = _bootstrap_interval(values, rng, n_boot)
-        index = pd.MultiIndex.from_product(
-            [methods, targets, band_names], names=["method", "target", "band"]
-        )
-        frame = pd.DataFrame(
-            {
-                "score": mean[:half], "score_std": std[:half],
-                "ci_low": low[:half], "ci_high": high[:half],
-                "share": mean[half:], "share_std": std[half:],
-                "share_ci_low": low[half:], "share_ci_high": high[half:],
-            },
-            index=index,
-        ).reset_index()
-        frame.insert(1, "grouping", grouping)
-        frame.insert(2, "class", cls)
-        frame["band_index"] = np.tile(np.arange(n_bands), len(methods) * len(targets))
-        frame["wavelength_nm"] = np.tile(wavelength, len(methods) * len(targets))
-        frame["n"] = int(mask.sum())
-        frames.append(frame)
+    index = pd.MultiIndex.from_product(
+        [methods, class_names if target_mode == "all" else [f"{target_mode} class"], band_names],
+        names=["method", "target", "band"])
+    wavelength = np.full(len(band_names), np.nan) if wavelengths is None else np.asarray(wavelengths)
+    frames = [_summarise(flat[mask], rng, n_boot, index, wavelength).assign(n=int(mask.sum()))
+              .pipe(_label, grouping, cls)
+              for grouping, cls, mask in _groupings(labels, predictions, class_names)]
     table = pd.concat(frames, ignore_index=True)
     keys = ["method", "grouping", "class", "target"]
     table["rank"] = (
@@ -115,6 +94,35 @@ def importance_table(
                "score", "score_std",
                "ci_low", "ci_high", "share", "share_std", "share_ci_low", "share_ci_high", "n", "rank"]
     return table[columns]
+
+
+def _summarise(values: np.ndarray, rng: np.random.Generator, n_boot: int, index: pd.MultiIndex,
+               wavelength: np.ndarray) -> pd.DataFrame:
+    """Mean, std and bootstrap interval of every column of `values` (scores, then shares), one
+    row per (method, target, band) of `index`."""
+    half = len(index)
+    mean = values.mean(axis=0)
+    std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(values.shape[1])
+    low, high = _bootstrap_interval(values, rng, n_boot)
+    frame = pd.DataFrame(
+        {
+            "score": mean[:half], "score_std": std[:half],
+            "ci_low": low[:half], "ci_high": high[:half],
+            "share": mean[half:], "share_std": std[half:],
+            "share_ci_low": low[half:], "share_ci_high": high[half:],
+        },
+        index=index,
+    ).reset_index()
+    n_bands = len(wavelength)
+    frame["band_index"] = np.tile(np.arange(n_bands), half // n_bands)
+    frame["wavelength_nm"] = np.tile(wavelength, half // n_bands)
+    return frame
+
+
+def _label(frame: pd.DataFrame, grouping: str, cls: str) -> pd.DataFrame:
+    frame.insert(1, "grouping", grouping)
+    frame.insert(2, "class", cls)
+    return frame
 
 
 def class_rows(importance: pd.DataFrame, *, per_class_only: bool = True) -> pd.DataFrame:

@@ -1,16 +1,16 @@
-"""The `xband` command line: convert, explain, demo, sensors."""
+"""The `xband` command line: convert, explain, evaluate, demo, sensors."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from xband import cli_options as options
 from xband.bands import sensor_table
-from xband.cli_data import PROBE_MAX as _PROBE_MAX
-from xband.cli_data import add_data_options, open_model_and_data
 from xband.errors import XbandError
 
 
@@ -24,31 +24,24 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
         "original, print the figures and write the ONNX file. Keras conversions are cached by "
         "file hash in $XBAND_CACHE_DIR (default ~/.cache/xband).",
     )
-    p.add_argument("model", help="path to the model file or SavedModel folder")
-    p.add_argument("-o", "--output", metavar="OUT.onnx",
-                   help="ONNX file to write (default: MODEL with suffix .onnx; for an .onnx "
-                   "MODEL nothing is written unless -o is given)")
-    p.add_argument("--data", metavar="SAMPLE",
-                   help=f".npy or .npz file of images in the model's layout for the fidelity "
-                   f"check (first {_PROBE_MAX} used; default: 8 random uniform [0, 1] images)")
-    p.add_argument("--opset", type=int, default=17, metavar="N",
-                   help="ONNX opset for Keras conversion and ONNX export (default 17)")
-    p.add_argument("--layout", choices=["channels_last", "channels_first"],
-                   help="band axis of the model input (default: read from the graph; "
-                   "channels_first for PyTorch files)")
-    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
-                   help="image size for the check when the model accepts any size (default 32 32)")
-    _add_trust_options(p)
+    options.add_model_options(p, positional=True)
+    group = p.add_argument_group("conversion")
+    group.add_argument("-o", "--onnx", metavar="OUT.onnx",
+                       help="ONNX file to write (default: MODEL with suffix .onnx; for an .onnx "
+                       "MODEL nothing is written unless -o is given)")
+    group.add_argument("--output", dest="onnx", action=options.Deprecated, new="-o/--onnx")
+    group.add_argument("--layout", dest="model_layout", action=options.Deprecated,
+                       new="--model-layout")
+    group.add_argument("--data", metavar="SAMPLE",
+                       help=f".npy or .npz file of images in the model's layout for the fidelity "
+                       f"check (first {options.PROBE_MAX} used; default: 8 random uniform "
+                       "[0, 1] images)")
+    group.add_argument("--opset", type=int, default=17, metavar="N",
+                       help="ONNX opset for Keras conversion and ONNX export (default 17)")
+    group.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                       help="image size for the check when the model accepts any size (default "
+                       "32 32)")
     p.set_defaults(run=_run_convert)
-
-
-def _add_trust_options(p: argparse.ArgumentParser) -> None:
-    """What a user may accept about a model: a fidelity mismatch, an unpickled file."""
-    p.add_argument("--accept-mismatch", action="store_true",
-                   help="go on even if the converted model's outputs differ from the original "
-                   "beyond tolerance (1e-4 absolute or 1e-3 x output range)")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow a full-pickle .pt file (unpickling can run code stored in it)")
 
 
 def _read_sample(path: str) -> np.ndarray:
@@ -65,7 +58,7 @@ def _read_sample(path: str) -> np.ndarray:
                 raise XbandError(f"{path}: the .npz holds arrays {data.files}; name the images "
                                  "'x' or keep one array.")
             data = data[keys[0]]
-    return data[:_PROBE_MAX]
+    return data[:options.PROBE_MAX]
 
 
 def _run_convert(args: argparse.Namespace) -> None:
@@ -73,87 +66,35 @@ def _run_convert(args: argparse.Namespace) -> None:
 
     model_path = Path(args.model)
     probe = _read_sample(args.data) if args.data else None
-    loaded = load_model(model_path, layout=args.layout, input_size=args.input_size, probe=probe,
-                        opset=args.opset, accept_mismatch=args.accept_mismatch,
+    loaded = load_model(model_path, layout=args.model_layout, input_size=args.input_size,
+                        probe=probe, opset=args.opset, accept_mismatch=args.accept_mismatch,
                         trust_pickle=args.trust_pickle)
-    out = args.output or (None if loaded.source_format == "onnx"
-                          else model_path.with_suffix(".onnx"))
+    out = args.onnx or (None if loaded.source_format == "onnx"
+                        else model_path.with_suffix(".onnx"))
     if out is not None:
         print(f"wrote {write_onnx(loaded, out, opset=args.opset)}")
 
 
-def _add_run_options(p: argparse.ArgumentParser, *, default_out: str | None = None) -> None:
-    """Options shared by `explain` and `demo`: what to compute and where to write it."""
-    from xband.explain import BASELINES, OUTPUTS, TARGETS
-    from xband.methods import METHODS
-
-    p.add_argument("--methods", default="all", metavar="M1,M2,…",
-                   help=f"attribution methods, comma-separated, or 'all' (default). Known: "
-                   f"{', '.join(METHODS)}. A method too costly for the data (exact Shapley for "
-                   "many bands) runs in its sampled form and the report says so")
-    p.add_argument("--target", choices=TARGETS, default=None,
-                   help="class whose output is explained: the true label (default with labels), "
-                   "the predicted class (default without), or every class (class × class view)")
-    p.add_argument("--output", choices=OUTPUTS, default="logits",
-                   help="explain logits (default; a final softmax is stripped) or probabilities")
-    p.add_argument("--baseline", choices=BASELINES, default="mean",
-                   help="value of a removed band: its mean over the data (default) or zero")
-    p.add_argument("--batch-size", type=int, default=64, metavar="N",
-                   help="images per batch (default 64)")
-    p.add_argument("--max-images", type=int, metavar="N",
-                   help="explain at most N images, sampled per class in proportion (seeded)")
-    p.add_argument("--examples-per-class", type=int, default=2, metavar="K",
-                   help="images per class kept whole for per-band maps (default 2)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                   help="where to compute (default cpu; cuda: an NVIDIA GPU)")
-    p.add_argument("--untuned", action="store_true",
-                   help="run the network exactly as given, without the speed-ups that keep its "
-                   "numbers (BatchNorm folding, channels-last memory, a TorchScript copy for "
-                   "forward passes, measured pass sizes)")
-    p.add_argument("--seed", type=int, default=0, help="seed for every random draw (default 0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--out", required=default_out is None, default=default_out, metavar="DIR",
-                   help="folder for the report, replaced as a whole when the run finishes"
-                   + (f" (default {default_out})" if default_out else ""))
-
-
-def _add_evaluate_options(p: argparse.ArgumentParser, *, flag: bool) -> None:
-    """Options of the trust checks; `flag` adds --evaluate (for explain and demo)."""
-    from xband.checks import BASELINES, CHECKS
-
-    if flag:
-        p.add_argument("--evaluate", action="store_true",
-                       help="also check the answer: model randomisation, band deletion and "
-                       "insertion, agreement between methods, IG completeness (as `xband "
-                       "evaluate`), added to the report")
-    p.add_argument("--checks", default="all", metavar="C1,C2,…",
-                   help=f"checks to run with --evaluate / evaluate: {', '.join(CHECKS)} or 'all' "
-                   "(default)")
-    p.add_argument("--eval-images", type=int, default=128, metavar="N",
-                   help="images (stratified, seeded) the model-running checks use (default 128)")
-    p.add_argument("--deletion-baselines", default=",".join(BASELINES), metavar="B1,B2,…",
-                   help=f"what a deleted band becomes: {', '.join(BASELINES)} (default all)")
-    p.add_argument("--random-orders", type=int, default=10, metavar="N",
-                   help="random band orders the deletion curves are compared with (default 10)")
-    p.add_argument("--cascade-stages", type=int, default=4, metavar="N",
-                   help="model randomisation stages, from the top layer to all (default 4)")
+def _explain_parser(sub: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
+    return sub.add_parser(name, epilog=options.method_options_epilog(),
+                          formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
 def _add_explain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "explain",
+    p = _explain_parser(
+        sub, "explain",
         help="per-band, per-class importance of a model on labelled images",
         description="Explain MODEL on the images of --data by every method asked for: per-band "
         "scores per image, aggregated per class, with plots and one HTML report in --out.",
     )
-    _add_model_options(p)
-    _add_evaluate_options(p, flag=True)
+    _add_model_data_and_run(p)
+    options.add_check_options(p, flag=True)
     p.set_defaults(run=_run_explain)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "evaluate",
+    p = _explain_parser(
+        sub, "evaluate",
         help="can the answer be trusted? sanity, faithfulness, agreement and completeness checks",
         description="Explain MODEL on --data (same options as explain), then check the answer: "
         "model randomisation, band deletion and insertion curves against random orders under "
@@ -161,54 +102,63 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "Integrated Gradients' completeness. Writes the checks' tables, figures and report to "
         "--out.",
     )
-    _add_model_options(p)
-    _add_evaluate_options(p, flag=False)
+    _add_model_data_and_run(p)
+    options.add_check_options(p, flag=False)
     p.set_defaults(run=_run_explain, evaluate=True)
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    """Model, data and run options of explain and evaluate."""
-    p.add_argument("--model", required=True,
-                   help="model file (.keras, .h5, SavedModel folder, .onnx, TorchScript, .pt2)")
-    add_data_options(p)
-    p.add_argument("--model-layout", choices=["channels_last", "channels_first"],
-                   help="band axis of the model input (default: read from the model)")
-    _add_trust_options(p)
-    _add_run_options(p)
+def _add_model_data_and_run(p: argparse.ArgumentParser) -> None:
+    options.add_model_options(p)
+    options.add_data_options(p)
+    options.add_explain_options(p)
+    options.add_run_options(p)
 
 
-def _check_run(args: argparse.Namespace) -> None:
-    """Fail before a model is loaded or converted: the output folder and the device."""
+def _check_run(args: argparse.Namespace):
+    """Everything that can fail before a model is loaded or converted: the output folder, the
+    device, the run's and the checks' options. Returns the run configuration."""
+    from xband.files import check_writable
     from xband.forward import check_device
-    from xband.result import check_writable
 
     check_writable(args.out)
     check_device(args.device)
+    config = options.run_config(args)
+    args.check_arguments = options.check_arguments(args) if args.evaluate else None
+    return config
 
 
 def _run_explain(args: argparse.Namespace) -> None:
-    _check_run(args)
-    model, data = open_model_and_data(args)
-    _explain_and_save(model, data, args, max_per_class=args.max_per_class,
-                      skip_bad=args.skip_bad)
+    from xband.data import scan, stratified_subset, write_band_stats
+    from xband.models import load_model
+
+    config = _check_run(args)
+    data = options.read_images(args)
+    model = load_model(args.model, layout=args.model_layout, probe=options.probe_images(data),
+                       accept_mismatch=args.accept_mismatch, trust_pickle=args.trust_pickle)
+    data = data.for_model(model)
+    if args.norm_stats and data.preprocess.mean is None:
+        indices = stratified_subset(data.labels, len(data), config.max_images, config.seed,
+                                    config.max_per_class)
+        stats = scan(data, indices, skip_bad=config.skip_bad).stats
+        write_band_stats(args.norm_stats, data.band_names, stats)
+        data = _with_stats(data, stats, f"{args.norm_stats}, computed from these images")
+        print(f"wrote per-band mean and std of {len(indices)} images to {args.norm_stats}")
+    _explain_and_save(model, data, config, args)
 
 
-def _explain_and_save(model, data, args: argparse.Namespace, **data_options) -> None:
-    from xband.explain import explain
+def _with_stats(data, stats, origin: str):
+    prep = dataclasses.replace(data.preprocess, mean=stats.mean, std=stats.std, stats_file=origin)
+    return dataclasses.replace(data, preprocess=prep)
 
-    target = args.target or ("true" if data.labels is not None else "predicted")
-    result = explain(model, data, methods=args.methods, target=target, output=args.output,
-                     baseline=args.baseline, batch_size=args.batch_size,
-                     max_images=args.max_images, examples_per_class=args.examples_per_class,
-                     seed=args.seed, device=args.device, progress=not args.quiet,
-                     tuned=not args.untuned, **data_options)
+
+def _explain_and_save(model, data, config, args: argparse.Namespace) -> None:
+    from xband.pipeline import run_explanation
+
+    result = run_explanation(model, data, config, progress=not args.quiet)
     if args.evaluate:
         from xband.checks import evaluate
 
-        result.evaluation = evaluate(
-            model, data, result, checks=args.checks, max_images=args.eval_images,
-            baselines=args.deletion_baselines, random_orders=args.random_orders,
-            cascade_stages=args.cascade_stages)
+        result.evaluation = evaluate(model, data, result, **args.check_arguments)
     if args.command == "evaluate":
         out = result.evaluation.save(args.out, result.summary)
     else:
@@ -227,16 +177,17 @@ def _explain_and_save(model, data, args: argparse.Namespace, **data_options) -> 
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
+    p = _explain_parser(
+        sub, "demo",
         help="explain the built-in demo: synthetic Sentinel-2 patches with planted bands",
         description="Convert the shipped Keras demo model (Keras → ONNX → PyTorch, with its "
         "fidelity measured) and explain it on synthetic 13-band Sentinel-2 patches in which each "
         "class's signal sits in known bands: Water B02, Crop B05, Forest B08, Bare soil B11, "
         "Urban B04+B12.",
     )
-    _add_run_options(p, default_out="xband-demo")
-    _add_evaluate_options(p, flag=True)
+    options.add_explain_options(p)
+    options.add_run_options(p, default_out="xband-demo")
+    options.add_check_options(p, flag=True)
     p.add_argument("--images-per-class", type=int, default=20, metavar="N",
                    help="synthetic images per class (default 20)")
     p.set_defaults(run=_run_demo)
@@ -245,17 +196,17 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _run_demo(args: argparse.Namespace) -> None:
     from xband import demo
     from xband.data import image_set
+    from xband.methods._base import whole_number
     from xband.models import load_model
 
-    _check_run(args)
-    images, labels = demo.demo_data(n_per_class=args.images_per_class, seed=1)
+    config = _check_run(args)
+    per_class = whole_number(args.images_per_class, "--images-per-class")
+    images, labels = demo.demo_data(n_per_class=per_class, seed=1)
     print("planted bands: " + "; ".join(f"{c} {'+'.join(b)}" for c, b in demo.PLANTED.items()))
-    model = load_model(demo.MODEL_PATH, probe=images[:_PROBE_MAX])
-    data = image_set(images, labels, n_bands=model.n_bands, n_classes=model.n_classes,
-                     model_layout=model.layout, spatial_size=model.spatial_size,
-                     band_names=demo.BAND_NAMES, class_names=demo.CLASS_NAMES,
+    data = image_set(images, labels, bands=demo.BAND_NAMES, classes=demo.CLASS_NAMES,
                      source="xband demo (synthetic Sentinel-2 patches, seed 1)")
-    _explain_and_save(model, data, args)
+    model = load_model(demo.MODEL_PATH, probe=images[:options.PROBE_MAX])
+    _explain_and_save(model, data, config, args)
 
 
 def _add_sensors(sub: argparse._SubParsersAction) -> None:

@@ -1,15 +1,18 @@
-"""Reading labelled multispectral images and checking them against the model.
+"""Labelled multispectral images: one immutable `ImageSet`, whatever the source, checked once.
 
-An `ImageSet` gives random access to images in channels-first order (N, B, H, W), whatever the
+An `ImageSet` gives random access to images in channels-first order (K, B, H, W), whatever the
 layout on disk and wherever they lie (an array, a memory map, an HDF5 dataset, a folder of
-GeoTIFFs), so that the attribution engine can stream batches and draw donor images (for
-permutation importance and GradientShap baselines) from anywhere in the data set. Only the
-batches asked for are read; the preprocessing the model expects is applied to each batch.
+GeoTIFFs), so that the attribution engine can stream batches and draw donor images from anywhere
+in the data set. Only the batches asked for are read; the preprocessing the model expects is
+applied to each batch. It is built without the model (`image_set`, or any reader in
+`xband.readers`) and checked against the model by `ImageSet.for_model`, inside `explain`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,17 @@ import numpy as np
 
 from xband.bands import SENSORS, get_sensor, partition
 from xband.errors import XbandError
+from xband.files import write_text
+from xband.layout import Layout
+
+
+class ModelInput(Protocol):
+    """What the data must fit in a model (`xband.models.LoadedModel` has it)."""
+
+    n_bands: int
+    n_classes: int
+    layout: Layout
+    spatial_size: tuple[int, int] | None
 
 
 class ImageSource(Protocol):
@@ -97,56 +111,63 @@ def read_band_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]
 
 def write_band_stats(path: str | Path, band_names: Sequence[str], stats: BandStats) -> None:
     """Save per-band mean and std as JSON (atomically), for `read_band_stats`."""
-    from xband.report import write_text_atomic
-
     if (stats.std <= 0).any():
         flat = [b for b, s in zip(band_names, stats.std, strict=True) if s <= 0]
         raise XbandError(
             f"bands {', '.join(flat)} are constant over the data: they cannot be standardised. "
             "Give statistics from the training data instead."
         )
-    text = json.dumps({"bands": list(band_names), "mean": stats.mean.tolist(),
-                       "std": stats.std.tolist()}, indent=2)
-    write_text_atomic(path, text)
+    write_text(path, json.dumps({"bands": list(band_names), "mean": stats.mean.tolist(),
+                                 "std": stats.std.tolist()}, indent=2))
 
 
-@dataclass
+@dataclass(frozen=True)
 class ImageSet:
     """Labelled images read batch by batch as float32 (K, B, H, W) in the model's input space.
 
-    `images` holds them as stored (`layout_on_disk`); `take` converts and preprocesses.
+    `images` holds them as stored; `take` converts and preprocesses. Built by `image_set` (or a
+    reader); what only the model can decide (the band axis when the shape leaves it open, default
+    band and class names) is settled by `for_model`, which every run calls first.
     `item_names` (file paths, say) name the images in messages.
     """
 
     images: ImageSource
-    labels: np.ndarray | None
-    band_names: list[str]
-    class_names: list[str] | None
+    labels: np.ndarray | None  # (N,) class positions, in `class_names` order
+    band_names: tuple[str, ...] | None  # None: not given; defaults once the band count is known
+    class_names: tuple[str, ...] | None  # None: not given; "class i" for each model output
+    layout: Layout | None  # band axis of `images`; None: decided with the model
     source: str = "arrays"
-    layout_on_disk: str = "channels_first"
-    notes: list[str] = field(default_factory=list)
-    wavelengths: list[float] | None = None  # centre wavelength of each band, nm
-    groups: dict[str, list[int]] | None = None  # band positions per group
+    sensor: str | None = None  # a preset in xband.bands.SENSORS: names, wavelengths, groups
+    band_groups_by_name: Mapping[str, tuple[str, ...]] | None = None  # user-defined band groups
     preprocess: Preprocess = field(default_factory=Preprocess)
     nodata: float | None = None
     item_names: Sequence[str] | None = None
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) left out on reading
+    skipped: tuple[tuple[str, str], ...] = ()  # (file, reason) left out on reading
+    notes: tuple[str, ...] = ()
+    class_origin: str = "given"  # where the class names came from, for messages
+    wavelengths: tuple[float, ...] | None = None  # centre wavelength of each band, nm
+    band_groups: Mapping[str, tuple[int, ...]] | None = None  # band positions per group
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     @property
-    def _band_axis(self) -> int:
-        return 3 if self.layout_on_disk == "channels_last" else 1
-
-    @property
     def n_bands(self) -> int:
-        return int(self.images.shape[self._band_axis])
+        return int(self._layout.n_bands(self.images.shape))
 
     @property
     def image_size(self) -> tuple[int, int]:
-        h, w = (self.images.shape[1:3] if self._band_axis == 3 else self.images.shape[2:4])
+        h, w = self._layout.image_size(self.images.shape)
         return int(h), int(w)
+
+    @property
+    def _layout(self) -> Layout:
+        layout = self.layout or likely_layout(self.images.shape)
+        if layout is None:
+            raise XbandError(f"{self.source}: images of shape {tuple(self.images.shape)} could hold "
+                             "their bands on axis 1 or 3; give the layout (layout=, "
+                             "--data-layout).")
+        return layout
 
     def describe(self, index: int) -> str:
         """How messages name image `index`: its file, or its position."""
@@ -162,20 +183,78 @@ class ImageSet:
         """
         unique, inverse = np.unique(np.asarray(indices, dtype=np.int64), return_inverse=True)
         block = np.asarray(self.images[unique], dtype=np.float32)[inverse]
-        return np.moveaxis(block, 3, 1) if self._band_axis == 3 else block
+        return np.moveaxis(block, 3, 1) if self._layout is Layout.CHANNELS_LAST else block
 
     def take(self, indices: np.ndarray) -> np.ndarray:
         """Images at `indices` as float32 (K, B, H, W), preprocessed for the model."""
         return self.preprocess(self.read(indices))
 
-    def batches(self, indices: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
-        """Consecutive chunks of `indices` of at most `batch_size`."""
-        for start in range(0, len(indices), batch_size):
-            yield indices[start : start + batch_size]
-
     def group_bands(self) -> dict[str, list[str]]:
         """Band names per group ({} without groups)."""
-        return {g: [self.band_names[b] for b in members] for g, members in (self.groups or {}).items()}
+        return {g: [self.band_names[b] for b in members]
+                for g, members in (self.band_groups or {}).items()}
+
+    def fitted(self, n_bands: int, spatial_size: tuple[int, int] | None,
+               preferred: Layout) -> ImageSet:
+        """This set with its band axis settled for a model taking `n_bands` bands (`preferred`
+        when both axes fit) and its size checked."""
+        shape = tuple(self.images.shape)
+        layout = self.layout or guess_layout(shape, n_bands, Layout(preferred))
+        if shape[layout.band_axis] != n_bands:
+            raise XbandError(
+                f"{self.source}: images of shape {shape} have {shape[layout.band_axis]} bands on "
+                f"axis {layout.band_axis} ({layout}) but the model expects {n_bands}. Check that "
+                "the file holds the bands the model was trained on, or set the layout "
+                "(layout=, --data-layout)."
+            )
+        size = layout.image_size(shape)
+        if spatial_size is not None and tuple(size) != tuple(spatial_size):
+            raise XbandError(
+                f"{self.source}: images are {size[0]}×{size[1]} pixels but the model takes "
+                f"{spatial_size[0]}×{spatial_size[1]}. Crop or resample the patches to the "
+                "model's size."
+            )
+        return _described(dataclasses.replace(self, layout=layout), n_bands)
+
+    def for_model(self, model: ModelInput) -> ImageSet:
+        """This set checked against `model`: band axis, band count and size, class names and
+        labels; defaults filled in (band names, "class i" names)."""
+        data = self.fitted(model.n_bands, model.spatial_size, model.layout)
+        names = data.class_names
+        if names is None:
+            names = tuple(f"class {i}" for i in range(model.n_classes))
+        elif len(names) != model.n_classes:
+            raise XbandError(
+                f"{len(names)} class names {data.class_origin} ({', '.join(names)}) but the model "
+                f"has {model.n_classes} outputs. Give one name per model output, in output order "
+                "(classes= in Python, --classes on the command line)."
+            )
+        if data.labels is not None:
+            bad = np.flatnonzero(data.labels >= model.n_classes)
+            if len(bad):
+                raise XbandError(
+                    f"{data.source}: label {data.labels[bad[0]]} (image {bad[0]}; {len(bad)} such "
+                    f"images) is outside the model's {model.n_classes} classes "
+                    f"(0–{model.n_classes - 1}). Map labels to the model's output order (0-based)."
+                )
+        return dataclasses.replace(data, class_names=names)
+
+
+def likely_layout(shape: Sequence[int]) -> Layout | None:
+    """The band axis a 4-axis shape suggests: the odd one out of square images, else None."""
+    _, a, b, c = shape
+    if a == b != c:
+        return Layout.CHANNELS_LAST
+    if b == c != a:
+        return Layout.CHANNELS_FIRST
+    return None
+
+
+def guess_layout(shape: Sequence[int], n_bands: int, preferred: Layout) -> Layout:
+    """Layout of an (N, ?, ?, ?) array holding `n_bands` bands; `preferred` wins when both fit."""
+    if shape[preferred.band_axis] == n_bands:
+        return preferred
+    return preferred.other if shape[preferred.other.band_axis] == n_bands else preferred
 
 
 def skip_notes(skipped: Sequence[tuple[str, str]], shown: int = 20) -> list[str]:
@@ -187,144 +266,114 @@ def skip_notes(skipped: Sequence[tuple[str, str]], shown: int = 20) -> list[str]
     return notes
 
 
-def guess_layout(shape: Sequence[int], n_bands: int, preferred: str) -> str:
-    """Layout of an (N, ?, ?, ?) array holding `n_bands` bands; `preferred` wins when both fit."""
-    fits = {
-        "channels_last": shape[3] == n_bands,
-        "channels_first": shape[1] == n_bands,
-    }
-    if fits[preferred]:
-        return preferred
-    other = "channels_first" if preferred == "channels_last" else "channels_last"
-    return other if fits[other] else preferred
-
-
-def load_images(
-    path: str | Path,
-    *,
-    labels: str | Path | np.ndarray | None = None,
-    x_key: str = "x",
-    y_key: str = "y",
-) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """Read images (as stored) and labels from `.npz` (x, y, optional band/class names) or `.npy`
-    (memory-mapped: read batch by batch).
-
-    Returns the raw image array, the labels and a dict of names found in the file.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise XbandError(f"{path}: no such file. Give a .npz (with '{x_key}' and '{y_key}') or .npy.")
-    names: dict = {}
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as f:
-                if x_key not in f.files:
-                    raise XbandError(
-                        f"{path}: no array named '{x_key}' (found: {', '.join(f.files)}). "
-                        f"Store the images as '{x_key}'."
-                    )
-                images = f[x_key]
-                y = f[y_key] if y_key in f.files else None
-                for key in ("band_names", "class_names"):
-                    if key in f.files:
-                        names[key] = [str(v) for v in f[key]]
-        elif path.suffix == ".npy":
-            images = np.load(path, mmap_mode="r", allow_pickle=False)
-            y = None
-        else:
-            raise XbandError(f"{path}: unknown data format '{path.suffix}'. Use .npz or .npy.")
-    except (ValueError, OSError) as err:
-        raise XbandError(f"{path}: cannot read ({err}). Is it a valid NumPy file?") from None
-    if labels is not None:
-        y = read_labels(labels)
-    return images, y, names
-
-
-def read_labels(labels: str | Path | np.ndarray) -> np.ndarray:
-    """Labels from an array, a .npy file, or a text file with one label a line."""
-    if isinstance(labels, np.ndarray):
-        return labels
-    path = Path(labels)
-    if not path.exists():
-        raise XbandError(f"{path}: no such labels file. Give a .npy or a text file, one label a line.")
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    return np.array([line.strip() for line in path.read_text().splitlines() if line.strip()])
+_LEGACY = ("n_bands", "n_classes", "model_layout", "spatial_size")
 
 
 def image_set(
     images: np.ndarray | ImageSource,
-    labels: np.ndarray | None,
+    labels: np.ndarray | Sequence | None = None,
     *,
-    n_bands: int,
-    n_classes: int,
-    model_layout: str,
-    spatial_size: tuple[int, int] | None,
-    band_names: Sequence[str] | None = None,
-    class_names: Sequence[str] | None = None,
-    layout: str | None = None,
-    source: str = "arrays",
+    bands: Sequence[str] | None = None,
+    classes: Sequence[str] | None = None,
+    layout: str | Layout | None = None,
     sensor: str | None = None,
     band_groups: Mapping[str, Sequence[str]] | None = None,
     preprocess: Preprocess | None = None,
     nodata: float | None = None,
+    source: str = "arrays",
     item_names: Sequence[str] | None = None,
     skipped: Sequence[tuple[str, str]] = (),
+    notes: Sequence[str] = (),
+    class_origin: str = "given",
+    **legacy,
 ) -> ImageSet:
-    """Check images and labels against the model and wrap them for channels-first reading.
+    """Images and labels as one checked `ImageSet`; no model needed.
 
-    `images`: an array or any `ImageSource` (read lazily). `sensor`: a preset name (band names,
-    wavelengths and spectral groups); `band_groups`: {group: [band names]}, the bands no group
-    names forming 'other'. `preprocess`: applied to every batch read; `nodata`: a value that
-    marks an image as unusable; `item_names`: what messages call each image (file paths);
-    `skipped`: (file, reason) left out by the reader. Every problem is an `XbandError` naming
-    the data and what to do.
+    images: (N, H, W, B) or (N, B, H, W), an array or any `ImageSource` (read lazily); one image
+    of 3 axes is a set of one. labels: class positions (whole numbers from 0) or class names.
+    bands: band names in file order; sensor: a preset name (band names, wavelengths, spectral
+    groups; `xband sensors` lists them); band_groups: {group: [band names]}, the bands no group
+    names forming 'other'. classes: class names in the model's output order (default: sorted
+    label names for text labels, else "class i"). layout: "channels_last" or "channels_first"
+    (default: from the shape, else from the model). preprocess: applied to every batch read;
+    nodata: a value that marks an image as unusable; item_names: what messages call each image.
+    Every problem is an `XbandError` naming the data and what to do.
     """
+    bands, classes = _legacy_arguments(legacy, bands, classes)
     if isinstance(images, np.ndarray) and images.ndim == 3:
         images = images[None]
     shape = tuple(images.shape)
     if len(shape) != 4:
-        raise XbandError(
-            f"{source}: images have shape {shape}; expected 4 axes "
-            "(images, height, width, bands) or (images, bands, height, width)."
-        )
+        raise XbandError(f"{source}: images have shape {shape}; expected 4 axes "
+                         "(images, height, width, bands) or (images, bands, height, width).")
     if shape[0] == 0:
         raise XbandError(f"{source}: holds no images.")
-    layout = layout or guess_layout(shape, n_bands, model_layout)
-    band_axis = 3 if layout == "channels_last" else 1
-    if shape[band_axis] != n_bands:
-        raise XbandError(
-            f"{source}: images of shape {shape} have {shape[band_axis]} bands on "
-            f"axis {band_axis} ({layout}) but the model expects {n_bands}. Check that the file holds "
-            "the bands the model was trained on, or set the layout (--data-layout)."
-        )
-    size = shape[1:3] if band_axis == 3 else shape[2:4]
-    if spatial_size is not None and tuple(size) != tuple(spatial_size):
-        raise XbandError(
-            f"{source}: images are {size[0]}×{size[1]} pixels but the model takes "
-            f"{spatial_size[0]}×{spatial_size[1]}. Crop or resample the patches to the model's size."
-        )
-    names, wavelengths, groups = _bands(band_names, sensor, band_groups, n_bands, source)
-    preprocess = preprocess or Preprocess()
-    _check_stats(preprocess, names)
-    classes = _class_names(class_names, n_classes)
-    y = None if labels is None else _labels(labels, shape[0], n_classes, classes, source)
     if item_names is not None and len(item_names) != shape[0]:
         raise ValueError("item_names must name every image")
-    return ImageSet(
-        images=images,
-        labels=y,
-        band_names=names,
-        class_names=classes,
-        source=source,
-        layout_on_disk=layout,
-        wavelengths=wavelengths,
-        groups=groups,
-        preprocess=preprocess,
-        nodata=nodata,
-        item_names=item_names,
-        skipped=list(skipped),
+    class_names = None if classes is None else _class_names(classes)
+    y, class_names, class_origin, label_notes = _labels(labels, shape[0], class_names, source,
+                                                       class_origin)
+    data = ImageSet(
+        images=images, labels=y,
+        band_names=None if bands is None else tuple(str(b) for b in bands),
+        class_names=class_names, layout=None if layout is None else Layout.parse(layout),
+        source=source, sensor=sensor,
+        band_groups_by_name=None if not band_groups else {
+            str(g): tuple(str(b) for b in m) for g, m in band_groups.items()},
+        preprocess=preprocess or Preprocess(), nodata=nodata, item_names=item_names,
+        skipped=tuple(skipped), notes=tuple(notes) + tuple(label_notes), class_origin=class_origin,
     )
+    if sensor is not None:
+        get_sensor(sensor)  # an unknown name fails now
+    n_bands = _band_count(data)
+    return data if n_bands is None else _described(data, n_bands)
+
+
+def _legacy_arguments(legacy: dict, bands, classes):
+    """The spellings of xband 0.1 (band_names=, class_names=, and the model's n_bands, n_classes,
+    model_layout, spatial_size, now read from the model inside explain): accepted with a warning."""
+    names = {"band_names": "bands", "class_names": "classes"}
+    unknown = sorted(set(legacy) - set(names) - set(_LEGACY))
+    if unknown:
+        raise TypeError(f"image_set() got unexpected keyword argument(s) {', '.join(unknown)}")
+    for old, new in names.items():
+        if old in legacy:
+            warnings.warn(f"image_set({old}=...) is deprecated; use {new}=", DeprecationWarning,
+                          stacklevel=3)
+    ignored = [k for k in _LEGACY if k in legacy]
+    if ignored:
+        warnings.warn(f"image_set({', '.join(ignored)}) is no longer needed and is ignored: the "
+                      "model checks the images inside explain", DeprecationWarning, stacklevel=3)
+    return (bands if bands is not None else legacy.get("band_names"),
+            classes if classes is not None else legacy.get("class_names"))
+
+
+def _band_count(data: ImageSet) -> int | None:
+    """The band count when the layout is stated or evident, or when the given band names (or
+    the sensor, or the statistics) fit exactly one of the two possible axes; else None."""
+    shape = data.images.shape
+    layout = data.layout or likely_layout(shape)
+    if layout is not None:
+        return int(shape[layout.band_axis])
+    hints = [len(data.band_names)] if data.band_names is not None else []
+    if data.sensor is not None:
+        hints.append(len(get_sensor(data.sensor).bands))
+    if data.preprocess.mean is not None:
+        hints.append(len(data.preprocess.mean))
+    for hint in hints:
+        fits = [shape[axis] for axis in (1, 3) if shape[axis] == hint]
+        if len(fits) == 1:
+            return fits[0]
+    return None
+
+
+def _described(data: ImageSet, n_bands: int) -> ImageSet:
+    """`data` with band names, wavelengths and groups for `n_bands` bands, checked."""
+    names, wavelengths, groups = _bands(data.band_names, data.sensor, data.band_groups_by_name,
+                                        n_bands, data.source)
+    _check_stats(data.preprocess, names)
+    return dataclasses.replace(data, band_names=tuple(names), wavelengths=wavelengths,
+                               band_groups=groups)
 
 
 def _bands(
@@ -333,18 +382,18 @@ def _bands(
     band_groups: Mapping[str, Sequence[str]] | None,
     n_bands: int,
     source: str,
-) -> tuple[list[str], list[float] | None, dict[str, list[int]] | None]:
+) -> tuple[list[str], tuple[float, ...] | None, dict[str, tuple[int, ...]] | None]:
     """Band names, centre wavelengths and groups from the names given and the sensor preset."""
     if sensor is None:
         names = _band_names(band_names, n_bands, source)
-        return names, None, partition(band_groups, names) if band_groups else None
+        return names, None, _positions(partition(band_groups, names)) if band_groups else None
     preset = get_sensor(sensor)
     if len(preset.bands) != n_bands:
         fitting = [name for name, s in SENSORS.items() if len(s.bands) == n_bands]
         raise XbandError(
             f"sensor '{preset.name}' has {len(preset.bands)} bands but the images have {n_bands}. "
             + (f"Presets with {n_bands} bands: {', '.join(fitting)}." if fitting
-               else "Name the bands with --bands instead.")
+               else "Name the bands with bands= (--bands) instead.")
         )
     if band_names is not None and [str(b) for b in band_names] != preset.band_names:
         raise XbandError(
@@ -352,9 +401,13 @@ def _bands(
             f"'{preset.name}' has {', '.join(preset.band_names)}. Check which order the file "
             "holds and choose the matching preset (eurosat puts B8A last)."
         )
-    groups = band_groups or preset.groups()
-    positions = partition(groups, preset.band_names)
-    return preset.band_names, preset.wavelengths, positions if len(positions) > 1 else None
+    positions = partition(band_groups or preset.groups(), preset.band_names)
+    return (preset.band_names, tuple(preset.wavelengths),
+            _positions(positions) if len(positions) > 1 else None)
+
+
+def _positions(groups: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
+    return {g: tuple(members) for g, members in groups.items()}
 
 
 def _check_stats(preprocess: Preprocess, band_names: list[str]) -> None:
@@ -386,51 +439,65 @@ def _band_names(names: Sequence[str] | None, n_bands: int, source: str) -> list[
             f"{len(names)} band names given ({', '.join(names)}) but the images of {source} have "
             f"{n_bands} bands. Give one name per band, in the order of the bands in the file."
         )
+    if not all(n.strip() for n in names):
+        raise XbandError(f"band names {','.join(names)}: one is empty. Give every band a name.")
     if len(set(names)) != len(names):
         raise XbandError(f"band names repeat: {', '.join(names)}. Give each band its own name.")
     return names
 
 
-def _class_names(names: Sequence[str] | None, n_classes: int) -> list[str]:
-    if names is None:
-        return [f"class {i}" for i in range(n_classes)]
-    names = [str(n) for n in names]
-    if len(names) != n_classes:
-        raise XbandError(
-            f"{len(names)} class names given ({', '.join(names)}) but the model has {n_classes} "
-            "outputs. Give one name per model output, in output order (--classes)."
-        )
+def _class_names(names: Sequence[str]) -> tuple[str, ...]:
+    names = tuple(str(n) for n in names)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated or not all(n.strip() for n in names):
+        raise XbandError(f"class names {', '.join(names)}: "
+                         + (f"{', '.join(repeated)} repeated" if repeated else "one is empty")
+                         + ". Give each model output its own name, in output order.")
     return names
 
 
-def _labels(
-    labels: np.ndarray, n_images: int, n_classes: int, class_names: list[str], source: str
-) -> np.ndarray:
+def _labels(labels, n_images: int, class_names: tuple[str, ...] | None, source: str,
+            origin: str) -> tuple[np.ndarray | None, tuple[str, ...] | None, str, list[str]]:
+    """Labels as class positions, the class names (from text labels when not given), where the
+    names came from, and a note when xband chose the class order."""
+    if labels is None:
+        return None, class_names, origin, []
     labels = np.asarray(labels).reshape(-1)
     if len(labels) != n_images:
-        raise XbandError(
-            f"{source}: {n_images} images but {len(labels)} labels. Give one label per image."
-        )
-    if labels.dtype.kind in "US":
+        raise XbandError(f"{source}: {n_images} images but {len(labels)} labels. Give one label "
+                         "per image.")
+    if labels.dtype.kind in "USO":
+        labels = labels.astype(str)
+        notes = []
+        if class_names is None:
+            class_names = tuple(sorted(set(labels.tolist())))
+            origin = "from the labels, sorted" if origin == "given" else origin
+            if origin == "from the labels, sorted":
+                notes.append(f"classes from the labels, sorted: {', '.join(class_names)} (give "
+                             "classes= / --classes if the model's outputs are in another order)")
         lookup = {name: i for i, name in enumerate(class_names)}
-        unknown = sorted({str(v) for v in labels} - set(lookup))
+        unknown = sorted(set(labels.tolist()) - set(lookup))
         if unknown:
             raise XbandError(
                 f"{source}: labels {', '.join(unknown[:5])} are not among the class names "
                 f"({', '.join(class_names)}). Pass --classes in the model's output order."
             )
-        return np.array([lookup[str(v)] for v in labels], dtype=np.int64)
-    if labels.dtype.kind == "f" and not np.all(np.mod(labels, 1) == 0):
-        raise XbandError(f"{source}: labels must be whole class numbers, found {labels[:5]}.")
+        return np.array([lookup[v] for v in labels.tolist()], dtype=np.int64), class_names, \
+            origin, notes
+    if labels.dtype.kind not in "biuf":
+        raise XbandError(f"{source}: labels of type {labels.dtype} are neither class numbers nor "
+                         "class names.")
+    if labels.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(labels) | (np.mod(labels, 1) != 0))
+        if len(bad):
+            raise XbandError(f"{source}: labels must be whole class numbers; image {bad[0]} has "
+                             f"label {labels[bad[0]]} ({len(bad)} such images).")
     labels = labels.astype(np.int64)
-    bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
+    bad = np.flatnonzero(labels < 0)
     if len(bad):
-        raise XbandError(
-            f"{source}: label {labels[bad[0]]} (image {bad[0]}; {len(bad)} such images) is outside "
-            f"the model's {n_classes} classes (0–{n_classes - 1}). Map labels to the model's output "
-            "order (0-based)."
-        )
-    return labels
+        raise XbandError(f"{source}: label {labels[bad[0]]} (image {bad[0]}) is negative. Map "
+                         "labels to the model's output order (0-based).")
+    return labels, class_names, origin, []
 
 
 @dataclass
@@ -451,6 +518,12 @@ class Scan:
     skipped: list[tuple[str, str]]  # (image, reason)
 
 
+def batches(indices: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """Consecutive chunks of `indices` of at most `batch_size`."""
+    for start in range(0, len(indices), batch_size):
+        yield indices[start : start + batch_size]
+
+
 def scan(data: ImageSet, indices: np.ndarray, batch_size: int = 256, *,
          skip_bad: bool = False) -> Scan:
     """One streaming pass: check every image and compute per-band mean and std.
@@ -463,7 +536,7 @@ def scan(data: ImageSet, indices: np.ndarray, batch_size: int = 256, *,
     total = np.zeros(data.n_bands)
     total_sq = np.zeros(data.n_bands)
     kept, skipped = [], []
-    for chunk in data.batches(indices, batch_size):
+    for chunk in batches(indices, batch_size):
         good, raw, bad = _read_checked(data, chunk, skip_bad)
         kept.append(good)
         skipped += bad
@@ -531,7 +604,7 @@ def stratified_subset(labels: np.ndarray | None, n_images: int, max_images: int 
     pool = np.arange(n_images)
     if max_per_class is not None:
         if labels is None:
-            raise XbandError("--max-per-class needs labels; use --max-images for unlabelled images.")
+            raise XbandError("max_per_class needs labels; use max_images for unlabelled images.")
         pool = np.sort(np.concatenate([
             rng.choice(members, min(max_per_class, len(members)), replace=False)
             for members in (np.flatnonzero(labels == c) for c in np.unique(labels))

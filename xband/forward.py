@@ -1,22 +1,17 @@
 """The forward pass every method calls: channels-first images in, eval mode, weights frozen, and
-made faster with the same numbers (BatchNorm folded into convolutions, channels-last memory, a
-frozen TorchScript copy for forward-only passes), plus the pass sizes measured on the model.
+made faster with the same numbers (BatchNorm folded into convolutions, channels-last memory),
+plus the pass sizes measured on the model.
 
 Each speed-up is kept only when its outputs and input gradients match the plain forward on
 an example batch; otherwise it is dropped with a note (a model that calls `.view` on its
-activations, say, cannot run channels-last).
-
-Measured on 2 CPU cores (scripts/benchmark.py): channels-last runs the converted small CNN 2.5×
-faster forward and 1.8× forward+backward, MobileNetV2 1.5× / 1.3×, ResNet50 about the same.
-`torch.compile` was measured and left out: 40-100 s to compile per model and input size, then no
-faster than channels-last eager on CPU (slower backward).
+activations, say, cannot run channels-last). What each one gains, and what was measured and
+left out (torch.compile, TorchScript, ONNX Runtime), is in the README's Speed section.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +19,7 @@ import torch
 from torch import nn
 
 from xband.errors import XbandError
+from xband.layout import Layout
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -31,11 +27,11 @@ RTOL, ATOL = 1e-4, 1e-5
 class ChannelsFirst(nn.Module):
     """Feeds (N, B, H, W) images to a network that takes its own layout, in `memory_format`."""
 
-    def __init__(self, network: nn.Module, layout: str,
+    def __init__(self, network: nn.Module, layout: Layout | str,
                  memory_format: torch.memory_format = torch.contiguous_format):
         super().__init__()
         self.network = network
-        self.layout = layout
+        self.layout = Layout(layout)
         self.memory_format = memory_format
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,10 +40,10 @@ class ChannelsFirst(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.prepare(x)
-        return self.network(x.permute(0, 2, 3, 1) if self.layout == "channels_last" else x)
+        return self.network(x.permute(0, 2, 3, 1) if self.layout == Layout.CHANNELS_LAST else x)
 
 
-def forward_module(network: nn.Module, layout: str, device: str) -> ChannelsFirst:
+def forward_module(network: nn.Module, layout: Layout | str, device: str) -> ChannelsFirst:
     """`network` taking channels-first images, in eval mode on `device`, weights frozen."""
     return _frozen(ChannelsFirst(network, layout).to(device).eval())
 
@@ -146,37 +142,6 @@ def tune(forward: ChannelsFirst, example: torch.Tensor
     return forward, applied, notes
 
 
-INFERENCE = "frozen TorchScript for forward-only passes"
-
-
-def inference_module(forward: ChannelsFirst, example: torch.Tensor) -> tuple[nn.Module, str | None]:
-    """A TorchScript copy of `forward` frozen and optimised for forward-only passes (convolutions
-    fused with their activations) and no note; or `forward` itself and a note saying why not.
-
-    Measured: the converted small benchmark CNN runs 1.4-2× faster forward on 2 CPU cores. The
-    copy is traced on one image and checked on two, so a trace that fixed the batch size is caught.
-    """
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings about shapes: the check below decides
-            traced = torch.jit.trace(forward, example[:1], check_trace=False)
-            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-            same = _same((frozen(example),), (forward(example),))
-    except Exception as error:  # any failure of an optional speed-up means: go without it
-        return forward, _dropped(INFERENCE, error)
-    return (frozen, None) if same else (forward, _dropped(INFERENCE))
-
-
-def fast_networks(forward: ChannelsFirst, example: torch.Tensor
-                  ) -> tuple[ChannelsFirst, nn.Module, list[str], list[str]]:
-    """The tuned network (for gradients), its inference copy (for forward-only passes), the
-    speed-ups applied and a note for each one dropped."""
-    forward, applied, notes = tune(forward, example)
-    inference, note = inference_module(forward, example)
-    return forward, inference, applied + ([INFERENCE] if note is None else []), notes + (
-        [note] if note else [])
-
-
 @dataclass(frozen=True)
 class PassSizes:
     """Images per network pass, forward-only and forward+backward. They change the speed, never
@@ -212,23 +177,21 @@ def _images_per_second(forward: nn.Module, x: torch.Tensor, gradient: bool) -> f
     return len(x) / min(times)
 
 
-def best_pass_sizes(forward: nn.Module, inference: nn.Module, example: torch.Tensor) -> PassSizes:
+def best_pass_sizes(forward: nn.Module, example: torch.Tensor) -> PassSizes:
     """The fastest pass sizes on this machine, measured on copies of one example image.
 
-    On 2 CPU cores the small benchmark CNN runs forward 2.3× faster in passes of 16 images
-    than of 128 (its activations stay in cache), while MobileNetV2 is fastest at 32-128: no fixed
-    size suits both. Sizes are tried from small to large until one gains less than 5% (or memory
-    runs out); the largest size within 10% of the best rate wins, since bigger passes also share
-    the per-pass work that this bare measurement leaves out.
+    No fixed size suits every model (small networks keep their activations in cache in small
+    passes; large ones want larger passes: README, Speed). Sizes are tried from small to large
+    until one gains less than 5% (or memory runs out); the largest size within 10% of the best
+    rate wins, since bigger passes also share the per-pass work this bare measurement leaves out.
     """
     best = {}
     for gradient in (False, True):
-        network = forward if gradient else inference
         rates: dict[int, float] = {}
         for size in CANDIDATE_SIZES:
             x = example[:1].expand(size, -1, -1, -1).contiguous()
             try:
-                rate = _images_per_second(network, x, gradient)
+                rate = _images_per_second(forward, x, gradient)
             except torch.OutOfMemoryError:
                 break
             plateau = bool(rates) and rate < 1.05 * max(rates.values())
@@ -238,3 +201,34 @@ def best_pass_sizes(forward: nn.Module, inference: nn.Module, example: torch.Ten
         best[gradient] = max(size for size, rate in rates.items()
                              if rate >= 0.9 * max(rates.values()))
     return PassSizes(forward=best[False], gradient=best[True])
+
+
+@dataclass(frozen=True)
+class Networks:
+    """The explained network as the methods run it, and how it was made fast."""
+
+    forward: ChannelsFirst  # channels-first, tuned
+    passes: PassSizes
+    speed_ups: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # speed-ups dropped, and why
+    tuning_s: float = 0.0
+
+
+def prepare_networks(network: nn.Module, layout: Layout | str, device: str,
+                     example: torch.Tensor, *, tuned: bool, batch_size: int,
+                     passes: PassSizes | None = None) -> Networks:
+    """`network` ready for the methods on `device`: channels-first, eval mode, weights frozen,
+    and with `tuned` the speed-ups that keep its numbers. Pass sizes are measured unless given
+    (`passes`, from an earlier run); untuned, every pass is `batch_size` images.
+
+    example: two or so channels-first images (N, B, H, W) on `device`, for the checks.
+    """
+    started = time.perf_counter()
+    forward = forward_module(network, layout, device)
+    if not tuned:
+        sizes = passes or PassSizes(batch_size, batch_size)
+        return Networks(forward, sizes, tuning_s=time.perf_counter() - started)
+    forward, speed_ups, notes = tune(forward, example)
+    sizes = passes or best_pass_sizes(forward, example)
+    return Networks(forward, sizes, tuple(speed_ups), tuple(notes),
+                    time.perf_counter() - started)

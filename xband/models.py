@@ -13,50 +13,20 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 
+from converters.cache import content_hash, export_keras
+from converters.fidelity import Fidelity, compare, enforce, input_gradient, torch_outputs
+from converters.keras_export import DEFAULT_SPATIAL, PROBE_N, default_probe
+from converters.onnx_to_torch import onnx_to_torch, read_onnx, torch_to_onnx
+from xband.data import image_set
 from xband.errors import XbandError
+from xband.files import atomic_path
+from xband.layout import Layout
 
-Layout = Literal["channels_last", "channels_first"]
 Output = Literal["logits", "probabilities"]
-
-
-@dataclass
-class Fidelity:
-    """Measured agreement between the original model and its PyTorch form on a probe batch."""
-
-    reference: str  # what computed the original outputs: "tensorflow", "onnxruntime" or "none"
-    probe: str  # "user data (N images)" or "random uniform [lo, hi] (N images)"
-    n_probe: int
-    max_abs_diff: float | None = None
-    mean_abs_diff: float | None = None
-    output_range: float | None = None
-    grad_rel_diff: float | None = None  # ||g_torch - g_ref|| / ||g_ref||, one target class
-    grad_target: int | None = None
-    tolerance_abs: float = 1e-4
-    tolerance_rel: float = 1e-3
-    passed: bool = True
-    accepted_mismatch: bool = False
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    def summary(self) -> str:
-        """The figures in a few human-readable lines."""
-        if self.max_abs_diff is None:
-            return f"fidelity: no separate reference ({self.reference}); probe {self.probe}"
-        lines = [f"fidelity vs {self.reference} on {self.probe}:",
-                 (f"  outputs: max |diff| {self.max_abs_diff:.3g}, mean |diff| "
-                  f"{self.mean_abs_diff:.3g}, output range {self.output_range:.3g}")]
-        if self.grad_rel_diff is not None:
-            lines.append(f"  input gradient (class {self.grad_target}): relative diff "
-                         f"{self.grad_rel_diff:.3g}")
-        verdict = "PASS" if self.passed else (
-            "MISMATCH ACCEPTED" if self.accepted_mismatch else "FAIL")
-        lines.append(f"  verdict: {verdict} (tolerance {self.tolerance_abs:g} absolute or "
-                     f"{self.tolerance_rel:g} x output range)")
-        return "\n".join(lines)
 
 
 @dataclass
@@ -81,6 +51,9 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds: keras_to_onnx, to_torch
 
+    def __post_init__(self) -> None:
+        self.layout = Layout.parse(self.layout, "layout")
+
     def summary(self) -> str:
         """What was loaded, notes, and the fidelity figures."""
         size = "any size" if self.spatial_size is None else "x".join(map(str, self.spatial_size))
@@ -93,7 +66,7 @@ class LoadedModel:
     @property
     def band_axis(self) -> int:
         """Axis of the bands in a batch laid out as the model expects."""
-        return 3 if self.layout == "channels_last" else 1
+        return self.layout.band_axis
 
     def network(self, output: Output = "logits") -> nn.Module:
         """The module giving `output`; logits fall back to probabilities if no softmax can be
@@ -184,7 +157,8 @@ def load_model(source: str | os.PathLike | nn.Module, *, layout: Layout | None =
     source cannot be read or converted, or when the outputs differ beyond tolerance and
     `accept_mismatch` is False.
     """
-    req = _Request(layout, n_bands, tuple(input_size) if input_size else None,
+    req = _Request(None if layout is None else Layout.parse(layout, "layout"), n_bands,
+                   tuple(input_size) if input_size else None,
                    None if probe is None else _as_batch(probe), opset, accept_mismatch,
                    cache_dir)
     if isinstance(source, nn.Module):
@@ -231,24 +205,21 @@ def _make_probe(req: _Request, layout: Layout, n_bands: int,
                 spatial: tuple[int, int] | None, source: str) -> tuple[np.ndarray, str]:
     """The user's (finite) images checked against the model and put in its layout, or the
     default probe."""
-    from converters.keras_export import DEFAULT_SPATIAL, PROBE_N, default_probe
-    from xband.data import image_set
 
     if req.probe is not None:
-        sample = image_set(req.probe, None, n_bands=n_bands, n_classes=1, model_layout=layout,
-                           spatial_size=spatial, source=f"{source}: the images given with --data")
+        sample = image_set(req.probe, source=f"{source}: the images given with --data").fitted(
+            n_bands, spatial, layout)
         probe = sample.take(np.arange(len(sample)))
-        if layout == "channels_last":
+        if layout is Layout.CHANNELS_LAST:
             probe = np.moveaxis(probe, 1, 3)
         return np.ascontiguousarray(probe), f"user data ({len(probe)} images)"
     h, w = spatial or req.input_size or (DEFAULT_SPATIAL, DEFAULT_SPATIAL)
-    shape = (h, w, n_bands) if layout == "channels_last" else (n_bands, h, w)
+    shape = (h, w, n_bands) if layout is Layout.CHANNELS_LAST else (n_bands, h, w)
     return default_probe(shape), f"random uniform [0, 1] ({PROBE_N} images)"
 
 
 def _check_batch_sizes(module: nn.Module, probe: np.ndarray, source: str) -> np.ndarray:
     """Outputs on the probe, after checking that another batch size gives the same rows."""
-    from converters.fidelity import torch_outputs
 
     try:
         out = torch_outputs(module, probe)
@@ -274,9 +245,6 @@ def _is_probabilities(out: np.ndarray) -> bool:
 
 
 def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
-    from converters.cache import content_hash, export_keras
-    from converters.fidelity import compare, enforce, input_gradient
-    from converters.onnx_to_torch import onnx_to_torch, read_onnx
 
     sha = content_hash(path)
     exp = export_keras(path, fmt, sha, opset=req.opset, probe=req.probe,
@@ -284,9 +252,8 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
     start = time.perf_counter()
     conv = onnx_to_torch(read_onnx(exp.onnx_path), path)
     timings = {"to_torch": time.perf_counter() - start}
-    layout = req.layout or conv.layout or "channels_last"
-    axis = 3 if layout == "channels_last" else 1
-    n_bands = exp.probe.shape[axis]
+    layout = req.layout or conv.layout or Layout.CHANNELS_LAST
+    n_bands = exp.probe.shape[layout.band_axis]
     out = _check_batch_sizes(conv.module, exp.probe, str(path))
     grad = input_gradient(conv.module, exp.probe, exp.target)
     probe_desc = (f"user data ({len(exp.probe)} images)" if req.probe is not None
@@ -307,14 +274,11 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
 
 
 def _spatial(shape: list[int | None], layout: Layout) -> tuple[int, int] | None:
-    hw = shape[1:3] if layout == "channels_last" else shape[2:4]
+    hw = layout.image_size(shape)
     return None if None in hw else (hw[0], hw[1])
 
 
 def _from_onnx(path: Path, req: _Request) -> LoadedModel:
-    from converters.cache import content_hash
-    from converters.fidelity import compare, enforce
-    from converters.onnx_to_torch import onnx_to_torch, read_onnx
 
     sha = content_hash(path)
     start = time.perf_counter()
@@ -327,7 +291,7 @@ def _from_onnx(path: Path, req: _Request) -> LoadedModel:
     if len(conv.input_shape) != 4:
         raise XbandError(f"{path}: the input has rank {len(conv.input_shape)}; xband needs "
                          "images (batch, height, width, bands) or (batch, bands, height, width).")
-    n_bands = conv.input_shape[3 if layout == "channels_last" else 1] or req.n_bands
+    n_bands = layout.n_bands(conv.input_shape) or req.n_bands
     if n_bands is None:
         raise XbandError(f"{path}: the number of bands is not fixed in the graph; pass n_bands.")
     spatial = _spatial(conv.input_shape, layout)
@@ -343,7 +307,6 @@ def _from_onnx(path: Path, req: _Request) -> LoadedModel:
 
 def _onnxruntime_outputs(path: Path, x: np.ndarray) -> np.ndarray:
     """The ONNX file run by onnxruntime (in chunks, padded, if its batch size is fixed)."""
-    import onnxruntime as ort
 
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -361,7 +324,6 @@ def _onnxruntime_outputs(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def _from_torch_file(path: Path, fmt: str, trust_pickle: bool, req: _Request) -> LoadedModel:
-    from converters.cache import content_hash
 
     sha = content_hash(path)
     if fmt == "torchscript":
@@ -416,8 +378,8 @@ def _from_export(path: Path, sha: str, req: _Request) -> LoadedModel:
     if dims[0] is not None:
         module = FixedBatch(module, dims[0])
         notes.append(f"exported for batch size {dims[0]}: other batch sizes run in padded chunks")
-    layout = req.layout or "channels_first"
-    n_bands = dims[3 if layout == "channels_last" else 1]
+    layout = req.layout or Layout.CHANNELS_FIRST
+    n_bands = layout.n_bands(dims)
     spatial = _spatial(dims, layout)
     req = replace(req, layout=layout, n_bands=req.n_bands or n_bands,
                   input_size=spatial or req.input_size)
@@ -439,7 +401,7 @@ def _from_module(module: nn.Module, fmt: str, path: Path | None, sha: str | None
     source = str(path) if path else f"{type(module).__name__} module"
     if set_eval:
         module.eval()
-    layout = req.layout or "channels_first"
+    layout = req.layout or Layout.CHANNELS_FIRST
     n_bands = req.n_bands or _first_conv_bands(module)
     if n_bands is None:
         raise XbandError(f"{source}: cannot tell the number of bands (no Conv2d layer found); "
@@ -459,25 +421,20 @@ def _from_module(module: nn.Module, fmt: str, path: Path | None, sha: str | None
 def write_onnx(model: LoadedModel, out: str | os.PathLike, opset: int = 17) -> Path:
     """Write the model as an ONNX file at `out` (atomically); torch sources are exported and
     checked against onnxruntime."""
-    from converters.fidelity import compare, enforce, torch_outputs
-    from converters.keras_export import atomic_write
-    from converters.onnx_to_torch import torch_to_onnx
-
     out = Path(out)
     if model.onnx_path is not None:
-        atomic_write(out, lambda tmp: shutil.copyfile(model.onnx_path, tmp))
+        with atomic_path(out) as tmp:
+            shutil.copyfile(model.onnx_path, tmp)
         return out
     req = _Request(model.layout, model.n_bands, model.spatial_size, None, opset, False, None)
     probe, probe_desc = _make_probe(req, model.layout, model.n_bands, model.spatial_size, str(out))
     example = torch.from_numpy(probe)
 
-    def export(tmp: str) -> None:
-        spatial_axes = None if model.spatial_size else (
-            (1, 2) if model.layout == "channels_last" else (2, 3))
-        torch_to_onnx(model.module, example, Path(tmp), opset, spatial_axes)
-        fid = compare(_onnxruntime_outputs(Path(tmp), probe), torch_outputs(model.module, probe),
+    spatial_axes = None if model.spatial_size else (
+        (1, 2) if model.layout is Layout.CHANNELS_LAST else (2, 3))
+    with atomic_path(out) as tmp:
+        torch_to_onnx(model.module, example, tmp, opset, spatial_axes)
+        fid = compare(_onnxruntime_outputs(tmp, probe), torch_outputs(model.module, probe),
                       reference="onnxruntime (written ONNX file)", probe=probe_desc)
         enforce(fid, str(out), False)
-
-    atomic_write(out, export)
     return out

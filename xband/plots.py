@@ -13,9 +13,9 @@ import io
 import math
 import os
 import sys
-import tempfile
 import textwrap
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
+
+from xband.files import write_bytes
 
 _SELF_TARGETS = ("true class", "predicted class")
 DPI = 130
@@ -37,7 +39,7 @@ _GROUPING_TEXT = {
 _SCORE_TEXT = {
     "gradient": "sensitivity: mean |∂f/∂x| over the band's pixels",
     "attribution": "contribution: attribution summed over the band's pixels",
-    "group": "effect of replacing the band by its baseline",
+    "perturbation": "effect of replacing the band by its baseline",
     "dataset": "accuracy drop when the band is shuffled across images",
 }
 _SHARE_TEXT = "share of |score|: s_b / Σ|s| per image, in %"
@@ -412,28 +414,23 @@ def figure_png(fig: Figure, dpi: int = DPI) -> bytes:
     return buffer.getvalue()
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> None:
     """Write the figure as PNG atomically, then release it (also from pyplot, if it made it)."""
-    write_bytes_atomic(path, figure_png(fig, dpi))
+    write_bytes(path, figure_png(fig, dpi))
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:
         pyplot.close(fig)
+
+
+def write_figures(items: list[tuple[str, str, Figure]],
+                  folder: os.PathLike) -> list[tuple[str, bytes]]:
+    """Write each (file stem, caption, figure) as folder/stem.png; (caption, PNG bytes) pairs."""
+    rendered = []
+    for stem, caption, fig in items:
+        path = Path(folder) / f"{stem}.png"
+        save_figure(fig, path)  # also releases the figure
+        rendered.append((caption, path.read_bytes()))
+    return rendered
 
 
 def _distinct_colours(names: Sequence[str]) -> dict[str, tuple]:

@@ -1,63 +1,127 @@
 """Images as users keep them: GeoTIFF class folders, CSV lists, HDF5, NumPy files, torch datasets.
 
-Every reader returns an `ImageSource` (read lazily, batch by batch) with labels and what the data
-says about its bands and classes; `xband.image_set` then checks it against the model.
+Every reader returns an `ImageSet` (images read lazily, batch by batch) with the labels and what
+the data says about its bands and classes; `explain` checks it against the model.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import warnings
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from xband.data import BadImage, ImageSource, load_images, read_labels
+from xband.data import BadImage, ImageSet, image_set
 from xband.errors import XbandError
+from xband.layout import Layout
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 _SKIP_HINT = "pass --skip-bad to leave it out"
 
 
-@dataclass
-class DataOnDisk:
-    """What a reader found: images as stored, labels, and names the data carries."""
-
-    images: ImageSource
-    labels: np.ndarray | None
-    band_names: list[str] | None = None
-    class_names: list[str] | None = None
-    layout: str | None = None  # layout of `images` when the files say; None: decide by the model
-    item_names: list[str] | None = None
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
-    notes: list[str] = field(default_factory=list)
+_DESCRIPTION = ("bands", "classes", "layout", "sensor", "band_groups", "preprocess", "nodata")
 
 
-def read_data(path: str | os.PathLike, *, labels: str | os.PathLike | None = None,
-              x_key: str | None = None, y_key: str | None = None,
-              skip_bad: bool = False) -> DataOnDisk:
+def read_data(path: str | os.PathLike, *, labels: str | os.PathLike | np.ndarray | None = None,
+              x_key: str | None = None, y_key: str | None = None, skip_bad: bool = False,
+              **description) -> ImageSet:
     """Open `path` by what it is: a folder of class folders of GeoTIFFs, a .csv of (path, label)
-    rows, an .h5/.hdf5 file (`x_key`, `y_key`), or .npz/.npy (with `labels`)."""
+    rows, an .h5/.hdf5 file (`x_key`, `y_key`), or .npz/.npy (with `labels`).
+
+    `description`: what `xband.image_set` takes to describe the images (bands, classes, layout,
+    sensor, band_groups, preprocess, nodata); given values win over what the files say.
+    """
+    unknown = sorted(set(description) - set(_DESCRIPTION))
+    if unknown:
+        raise TypeError(f"read_data() got unexpected keyword argument(s) {', '.join(unknown)}")
     path = Path(path)
     if not path.exists():
         raise XbandError(f"{path}: no such file or folder.")
     if path.is_dir():
-        return read_class_folders(path, skip_bad=skip_bad)
+        return read_class_folders(path, skip_bad=skip_bad, **description)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return read_csv_list(path, skip_bad=skip_bad)
+        return read_csv_list(path, skip_bad=skip_bad, **description)
     if suffix in (".h5", ".hdf5", ".he5"):
-        return read_hdf5(path, x_key=x_key or "x", y_key=y_key, labels=labels)
+        return read_hdf5(path, x_key=x_key or "x", y_key=y_key, labels=labels, **description)
     if suffix in (".npz", ".npy"):
-        images, y, names = load_images(path, labels=labels, x_key=x_key or "x", y_key=y_key or "y")
-        return DataOnDisk(images, y, band_names=names.get("band_names"),
-                          class_names=names.get("class_names"))
+        return read_numpy(path, x_key=x_key or "x", y_key=y_key or "y", labels=labels,
+                          **description)
     raise XbandError(
         f"{path}: unknown data format '{path.suffix}'. Give a folder of class folders of GeoTIFFs, "
         "a .csv of (path, label) rows, an .h5 file, or a .npz/.npy file."
     )
+
+
+def _with_found(images, labels, *, source: str, found: dict, description: dict) -> ImageSet:
+    """`image_set` with what the files say (`found`) under what the caller gave (`description`)."""
+    merged = {k: v for k, v in found.items() if v is not None}
+    merged.update({k: v for k, v in description.items() if v is not None})
+    return image_set(images, labels, source=source, **merged)
+
+
+def read_numpy(path: str | Path, *, x_key: str = "x", y_key: str = "y",
+               labels: str | Path | np.ndarray | None = None, **description) -> ImageSet:
+    """Images (as stored) and labels from `.npz` (x, y, optional band_names, class_names) or
+    `.npy` (memory-mapped: read batch by batch; labels from `labels`)."""
+    images, y, names = _numpy_arrays(path, x_key, y_key)
+    if labels is not None:
+        y = read_labels(labels)
+    found = {"bands": names.get("band_names"), "classes": names.get("class_names")}
+    return _with_found(images, y, source=str(path), found=found, description=description)
+
+
+def _numpy_arrays(path: str | Path, x_key: str, y_key: str
+                  ) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    path = Path(path)
+    if not path.exists():
+        raise XbandError(f"{path}: no such file. Give a .npz (with '{x_key}' and '{y_key}') or .npy.")
+    names: dict = {}
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                if x_key not in f.files:
+                    raise XbandError(
+                        f"{path}: no array named '{x_key}' (found: {', '.join(f.files)}). "
+                        f"Store the images as '{x_key}'."
+                    )
+                images = f[x_key]
+                y = f[y_key] if y_key in f.files else None
+                for key in ("band_names", "class_names"):
+                    if key in f.files:
+                        names[key] = [str(v) for v in f[key]]
+        elif path.suffix == ".npy":
+            images = np.load(path, mmap_mode="r", allow_pickle=False)
+            y = None
+        else:
+            raise XbandError(f"{path}: unknown data format '{path.suffix}'. Use .npz or .npy.")
+    except (ValueError, OSError) as err:
+        raise XbandError(f"{path}: cannot read ({err}). Is it a valid NumPy file?") from None
+    return images, y, names
+
+
+def load_images(path: str | Path, *, labels=None, x_key: str = "x", y_key: str = "y"):
+    """Deprecated: (images, labels, names) from .npz/.npy; use `read_data`, which returns an
+    ImageSet."""
+    warnings.warn("xband.load_images is deprecated; use xband.read_data(path), which returns an "
+                  "ImageSet", DeprecationWarning, stacklevel=2)
+    images, y, names = _numpy_arrays(path, x_key, y_key)
+    return images, (read_labels(labels) if labels is not None else y), names
+
+
+def read_labels(labels: str | Path | np.ndarray) -> np.ndarray:
+    """Labels from an array, a .npy file, or a text file with one label a line."""
+    if isinstance(labels, np.ndarray):
+        return labels
+    path = Path(labels)
+    if not path.exists():
+        raise XbandError(f"{path}: no such labels file. Give a .npy or a text file, one label a line.")
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    return np.array([line.strip() for line in path.read_text().splitlines() if line.strip()])
 
 
 def _read_tiff(path: Path) -> tuple[np.ndarray, bool, list[str] | None]:
@@ -113,8 +177,8 @@ class TiffFiles:
         self.shape = (len(paths), h, w, b) if self.bands_last else (len(paths), b, h, w)
 
     @property
-    def layout(self) -> str:
-        return "channels_last" if self.bands_last else "channels_first"
+    def layout(self) -> Layout:
+        return Layout.CHANNELS_LAST if self.bands_last else Layout.CHANNELS_FIRST
 
     def __getitem__(self, indices: np.ndarray) -> np.ndarray:
         out = np.empty((len(indices), *self.bands_hw), dtype=np.float32)
@@ -138,15 +202,16 @@ class TiffFiles:
         return image
 
 
-def _tiff_data(paths: list[Path], labels: list[str],
-               skipped: list[tuple[str, str]]) -> DataOnDisk:
+def _tiff_set(paths: list[Path], labels: list[str], skipped: list[tuple[str, str]], *,
+              source: str, classes: dict, description: dict) -> ImageSet:
     files = TiffFiles(paths)
-    return DataOnDisk(files, np.array(labels), band_names=files.band_names,
-                      class_names=sorted(set(labels)), layout=files.layout,
-                      item_names=[str(p) for p in paths], skipped=skipped)
+    found = {"bands": files.band_names, "layout": files.layout, **classes}
+    return _with_found(files, np.array(labels), source=source, found=found,
+                      description={**description, "item_names": [str(p) for p in paths],
+                                   "skipped": skipped})
 
 
-def read_class_folders(root: Path, *, skip_bad: bool = False) -> DataOnDisk:
+def read_class_folders(root: Path, *, skip_bad: bool = False, **description) -> ImageSet:
     """A folder with one sub-folder of GeoTIFF patches per class (the EuroSAT-MS layout).
 
     Class names are the folder names, sorted (the order Keras' `image_dataset_from_directory`
@@ -183,15 +248,18 @@ def read_class_folders(root: Path, *, skip_bad: bool = False) -> DataOnDisk:
             )
         paths += images
         labels += [folder.name] * len(images)
-    data = _tiff_data(paths, labels, skipped)
-    data.notes.append(
-        f"classes from the folder names, sorted: {', '.join(data.class_names)} (give --classes "
-        "if the model's outputs are in another order)"
-    )
-    return data
+    names = sorted(set(labels))
+    note = (f"classes from the folder names, sorted: {', '.join(names)} (give --classes if the "
+            "model's outputs are in another order)")
+    classes = {"classes": names, "class_origin": "from the folder names, sorted",
+               "notes": [note]}
+    if description.get("classes") is not None:
+        classes = {}
+    return _tiff_set(paths, labels, skipped, source=str(root), classes=classes,
+                     description=description)
 
 
-def read_csv_list(path: Path, *, skip_bad: bool = False) -> DataOnDisk:
+def read_csv_list(path: Path, *, skip_bad: bool = False, **description) -> ImageSet:
     """A CSV of (path, label) rows, an optional 'path,label' header; relative paths are relative
     to the CSV's folder. Labels are class names, or class numbers when all are whole numbers."""
     try:
@@ -222,14 +290,13 @@ def read_csv_list(path: Path, *, skip_bad: bool = False) -> DataOnDisk:
         labels.append(cells[1])
     if not paths:
         raise XbandError(f"{path}: lists no usable images. Give rows of 'path,label'.")
-    data = _tiff_data(paths, labels, skipped)
-    if all(label.lstrip("-").isdigit() for label in labels):
-        data.labels, data.class_names = data.labels.astype(np.int64), None
-    return data
+    numbers = all(label.lstrip("-").isdigit() for label in labels)
+    return _tiff_set(paths, [int(v) for v in labels] if numbers else labels, skipped,
+                     source=str(path), classes={}, description=description)
 
 
 def read_hdf5(path: Path, *, x_key: str = "x", y_key: str | None = None,
-              labels: str | os.PathLike | None = None) -> DataOnDisk:
+              labels: str | os.PathLike | np.ndarray | None = None, **description) -> ImageSet:
     """Images from dataset `x_key` (read batch by batch), labels from `y_key` (default 'y' when it
     exists) or a labels file."""
     import h5py
@@ -255,7 +322,7 @@ def read_hdf5(path: Path, *, x_key: str = "x", y_key: str | None = None,
         y = y.astype(str) if y.dtype.kind in "OS" else y
     else:
         y = None
-    return DataOnDisk(images, y)
+    return _with_found(images, y, source=str(path), found={}, description=description)
 
 
 class TorchImages:
@@ -269,9 +336,10 @@ class TorchImages:
         return np.stack([np.asarray(self.dataset[int(i)][0], dtype=np.float32) for i in indices])
 
 
-def from_torch(data) -> tuple[TorchImages, np.ndarray]:
-    """Images and labels of a torch `Dataset` or `DataLoader` (its dataset: read by index, so the
-    engine can stream and draw donors). Labels from `dataset.targets`, else from every item."""
+def from_torch(data, **description) -> ImageSet:
+    """The images and labels of a torch `Dataset` or `DataLoader` (its dataset: read by index, so
+    the engine can stream and draw donors). Labels from `dataset.targets`, else from every item.
+    `description`: what `xband.image_set` takes (bands, classes, preprocess, …)."""
     from torch.utils.data import DataLoader, Dataset, IterableDataset
 
     dataset = data.dataset if isinstance(data, DataLoader) else data
@@ -281,4 +349,5 @@ def from_torch(data) -> tuple[TorchImages, np.ndarray]:
     targets = getattr(dataset, "targets", None)
     if targets is None:
         targets = [int(dataset[i][1]) for i in range(len(dataset))]
-    return TorchImages(dataset), np.asarray(targets)
+    return image_set(TorchImages(dataset), np.asarray(targets),
+                     source=f"torch {type(dataset).__name__}", **description)

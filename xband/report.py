@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from xband.plots import figure_png, write_bytes_atomic
+from xband.plots import figure_png
 
 FigureLike = bytes | Figure
 
@@ -51,7 +50,7 @@ _HOWTO = {
         "contribution in the units of the output, summed over the band's pixels; signed "
         "(negative = pushes away from the target). Integrated Gradients' bands add up to "
         "f(x) − f(baseline)."),
-    "group (band ablation, Shapley, LIME, KernelSHAP)": (
+    "perturbation (band ablation, Shapley, LIME, KernelSHAP)": (
         "effect of replacing the whole band by its baseline: one value per band, not summed over "
         "pixels; signed."),
     "permutation": "drop in accuracy when the band is shuffled across images (dataset level).",
@@ -120,7 +119,7 @@ def output_space_statement(model: Mapping) -> str:
     space = model.get("output_space", "logits")
     if space == "logits" and model.get("ends_with_softmax"):
         return ("Scores are for logits: the model's final softmax was stripped, so 'attribution' "
-                "and 'group' scores are in logit units.")
+                "and 'perturbation' scores are in logit units.")
     if space == "logits":
         return "Scores are for the model's raw outputs (logits); the model has no final softmax."
     return f"Scores are for the model's {space} output (class probabilities, between 0 and 1)."
@@ -207,8 +206,3 @@ def render_report(summary: Mapping, *, figures: Mapping[str, Sequence[tuple[str,
             f"<h1>xband report</h1><p class=\"lead\">Which input bands the classifier relies on, "
             f"per class, by several attribution methods.</p>{_header(summary)}<nav>{nav}</nav>"
             f"{body}</main></body></html>")
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write UTF-8 text to `path` atomically (temporary file, then os.replace)."""
-    write_bytes_atomic(path, text.encode("utf-8"))

@@ -4,22 +4,51 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from xband import aggregate, plots, report
-from xband.errors import XbandError
+from xband.config import RunConfig
+from xband.data import ImageSet
+from xband.files import atomic_folder
+from xband.forward import PassSizes
+from xband.versions import versions
 
 if TYPE_CHECKING:
-    from xband.checks import Evaluation
+    from xband.models import LoadedModel
+
+
+class CheckResults(Protocol):
+    """What the report needs of the trust checks (`xband.checks.Evaluation`)."""
+
+    flagged: list[str]
+
+    def sections(self) -> dict: ...
+
+    def write_tables(self, folder: Path) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run found and did beside its configuration: the images it explained, the baseline
+    and band statistics it used, how the network ran, how long each step took."""
+
+    indices: np.ndarray  # (N,) positions in the data source of the explained images
+    baseline: np.ndarray  # (B,) what a removed band became
+    band_mean: np.ndarray  # (B,) over the explained images, preprocessed
+    band_std: np.ndarray  # (B,)
+    passes: PassSizes  # images per network pass, as measured (or the batch size)
+    speed_ups: tuple[str, ...]
+    timings: dict[str, float]  # seconds: "tuning" and one per method
+    notes: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]  # (image, reason) left out
+    run_time_s: float
 
 
 @dataclass
@@ -32,6 +61,94 @@ class Examples:
     prediction: np.ndarray
     maps: dict[str, np.ndarray]
 
+    @classmethod
+    def of(cls, data: ImageSet, indices: np.ndarray, positions: np.ndarray, known: np.ndarray,
+           predictions: np.ndarray, runs: dict) -> Examples:
+        """The images at `positions` among the explained `indices`, and the maps the runs kept."""
+        return cls(index=indices[positions], image=data.take(indices[positions]),
+                   label=known[positions], prediction=predictions[positions],
+                   maps={m: r.maps for m, r in runs.items()
+                         if r.maps is not None and len(positions)})
+
+
+def build_summary(model: LoadedModel, data: ImageSet, config: RunConfig, record: RunRecord,
+                  labels: np.ndarray | None, predictions: np.ndarray) -> dict:
+    """What a reader needs to trust and reproduce the run (summary.json)."""
+    space = ("logits" if config.output == "logits" and model.logits_module is not None
+             else "probabilities")
+    return {
+        "model": {
+            "path": model.source_path,
+            "format": model.source_format,
+            "sha256": model.sha256,
+            "layout": str(model.layout),
+            "n_bands": model.n_bands,
+            "n_classes": model.n_classes,
+            "ends_with_softmax": model.ends_with_softmax,
+            "output_space": space,
+            "output_note": (
+                "scores are for logits: the network's final softmax was stripped"
+                if space == "logits" and model.ends_with_softmax
+                else f"scores are for the network's {space}"
+            ),
+        },
+        "fidelity": model.fidelity.as_dict() if model.fidelity else None,
+        "data": {
+            "path": data.source,
+            "n_images": int(len(record.indices)),
+            "n_images_in_source": len(data),
+            "image_shape": [data.n_bands, *data.image_size],
+            "layout_on_disk": str(data.layout),
+            "preprocessing": data.preprocess.describe(),
+            "images_skipped": len(record.skipped),
+            "class_counts": _class_counts(labels, data.class_names),
+        },
+        "skipped": [{"image": item, "reason": reason} for item, reason in record.skipped],
+        "bands": [
+            {"band": name, "wavelength_nm": wavelength, "mean": float(mean), "std": float(std),
+             "baseline": float(base)}
+            for name, wavelength, mean, std, base in zip(
+                data.band_names, data.wavelengths or [None] * data.n_bands, record.band_mean,
+                record.band_std, record.baseline, strict=True)
+        ],
+        "band_groups": data.group_bands(),
+        "classes": list(data.class_names),
+        "accuracy": _accuracy(labels, predictions, data.class_names),
+        "methods": {
+            m.name: {**m.options(), "passes_per_image": m.passes_per_image(data.n_bands),
+                     "seconds": round(record.timings[m.name], 3)}
+            for m in config.methods
+        },
+        "notes": list(model.notes) + list(data.notes) + list(record.notes),
+        "seed": config.seed,
+        "settings": {
+            **config.settings(),
+            "baseline_values": record.baseline.tolist(),
+            "speed_ups": list(record.speed_ups),
+            "images_per_pass": record.passes.as_dict(),
+            "tuning_s": round(record.timings["tuning"], 2),
+        },
+        "versions": versions(),
+        "run_time_s": round(record.run_time_s, 2),
+    }
+
+
+def _class_counts(labels: np.ndarray | None, names: Sequence[str]) -> dict[str, int]:
+    if labels is None:
+        return {}
+    return {name: int((labels == c).sum()) for c, name in enumerate(names)}
+
+
+def _accuracy(labels: np.ndarray | None, predictions: np.ndarray, names: Sequence[str]) -> dict:
+    accuracy: dict = {"overall": None, "per_class": {}}
+    if labels is not None:
+        accuracy["overall"] = float(np.mean(labels == predictions))
+        for c, name in enumerate(names):
+            members = labels == c
+            if members.any():
+                accuracy["per_class"][name] = float(np.mean(predictions[members] == c))
+    return accuracy
+
 
 @dataclass
 class Explanation:
@@ -39,14 +156,15 @@ class Explanation:
 
     `importance` is the tidy table (method, grouping, class, target, band, score, ci_low, ci_high,
     share, …, n, rank); `scores[method]` the per-image band scores, (N, B) or (N, C, B) when every
-    class was a target; rows follow `indices` into the data source.
+    class was a target; rows follow `indices` into the data source. `config` is the run's
+    configuration and `record` what it found; `summary` (summary.json) is written from them.
     """
 
+    config: RunConfig
+    record: RunRecord
     band_names: list[str]
     class_names: list[str]
     method_info: dict[str, dict]
-    target_mode: str
-    indices: np.ndarray
     labels: np.ndarray | None
     predictions: np.ndarray
     scores: dict[str, np.ndarray]
@@ -54,13 +172,19 @@ class Explanation:
     agreement: pd.DataFrame
     consensus: pd.DataFrame
     examples: Examples
-    band_mean: np.ndarray
-    band_std: np.ndarray
     summary: dict
-    evaluation: Evaluation | None = None  # the trust checks, when asked for (xband.evaluate)
+    evaluation: CheckResults | None = None  # the trust checks, when asked for (xband.evaluate)
     groups: dict[str, list[str]] | None = None  # band groups: group → its bands
     group_scores: dict[str, np.ndarray] | None = None  # per-image group scores, like `scores`
     group_importance: pd.DataFrame | None = None  # the tidy table with groups in place of bands
+
+    @property
+    def target_mode(self) -> str:
+        return self.config.target
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self.record.indices
 
     @property
     def methods(self) -> list[str]:
@@ -185,12 +309,12 @@ class Explanation:
             (tmp / "summary.json").write_text(json.dumps(self.summary, indent=2, default=_jsonable))
             figures_dir = tmp / "figures"
             figures_dir.mkdir()
-            sections = {section: write_figures(items, figures_dir)
+            sections = {section: plots.write_figures(items, figures_dir)
                         for section, items in self.figures().items()}
             checks = {}
             if self.evaluation is not None:
                 self.evaluation.write_tables(tmp)
-                checks = {title: (tables, write_figures(items, figures_dir))
+                checks = {title: (tables, plots.write_figures(items, figures_dir))
                           for title, (tables, items) in self.evaluation.sections().items()}
             html = report.render_report(
                 self.summary,
@@ -206,56 +330,9 @@ class Explanation:
         return out
 
 
-def write_figures(items: list[tuple[str, str, Figure]], folder: Path) -> list[tuple[str, bytes]]:
-    """Write each (file stem, caption, figure) as folder/stem.png; (caption, PNG bytes) pairs."""
-    rendered = []
-    for stem, caption, fig in items:
-        path = folder / f"{stem}.png"
-        plots.save_figure(fig, path)  # also releases the figure
-        rendered.append((caption, path.read_bytes()))
-    return rendered
-
-
 def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
-
-
-def check_writable(out: str | os.PathLike) -> None:
-    """Fail now, before any work, if `out` cannot be written."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise XbandError(f"{out}: exists and is not a folder. Choose another --out.")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".check", dir=out.parent)
-        os.rmdir(probe)
-    except OSError as err:
-        raise XbandError(
-            f"{out}: cannot write the report there ({err.strerror}). Choose a writable --out."
-        ) from None
-
-
-@contextmanager
-def atomic_folder(out: Path):
-    """Yield a temporary folder that replaces `out` only if the block finishes."""
-    check_writable(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the report is an ordinary folder
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)

@@ -13,12 +13,12 @@ import time
 from collections.abc import Sequence
 
 from xband.aggregate import pairwise_agreement
-from xband.checks._common import make_setup
+from xband.checks._common import Setup
 from xband.checks.agreement import consensus_bootstrap
 from xband.checks.completeness import completeness_check
 from xband.checks.evaluation import Evaluation
 from xband.checks.faithfulness import (
-    BASELINES,
+    DELETION_BASELINES,
     baseline_stability,
     deletion_curves,
     faithfulness_table,
@@ -26,15 +26,16 @@ from xband.checks.faithfulness import (
 from xband.checks.randomisation import randomisation_check
 from xband.data import ImageSet
 from xband.errors import XbandError
+from xband.methods._base import whole_number
 from xband.models import LoadedModel
 from xband.result import Explanation
 
 CHECKS = ("randomisation", "faithfulness", "agreement", "completeness")
 
-__all__ = ["BASELINES", "CHECKS", "Evaluation", "evaluate"]
+__all__ = ["CHECKS", "DELETION_BASELINES", "Evaluation", "choices", "evaluate"]
 
 
-def _choices(name: str, given: str | Sequence[str], known: Sequence[str]) -> list[str]:
+def choices(name: str, given: str | Sequence[str], known: Sequence[str]) -> list[str]:
     chosen = [v.strip() for v in given.split(",")] if isinstance(given, str) else list(given)
     chosen = list(known) if chosen == ["all"] else chosen
     unknown = [v for v in chosen if v not in known]
@@ -51,7 +52,7 @@ def evaluate(
     *,
     checks: str | Sequence[str] = "all",
     max_images: int | None = 128,
-    baselines: str | Sequence[str] = BASELINES,
+    baselines: str | Sequence[str] = DELETION_BASELINES,
     random_orders: int = 10,
     cascade_stages: int = 4,
     threshold: float = 0.5,
@@ -70,38 +71,46 @@ def evaluate(
     method whose band ranking keeps Spearman's ρ ≥ threshold with every layer random.
     """
     started = time.perf_counter()
-    chosen = _choices("check", checks, CHECKS)
-    baselines = _choices("deletion baseline", baselines, BASELINES)
-    if random_orders < 2:
-        raise XbandError("random_orders must be at least 2 (the spread of random orders).")
-    if cascade_stages < 1 or (max_images is not None and max_images < 1):
-        raise XbandError("cascade_stages and max_images must be at least 1.")
-    run = explanation.summary["settings"]
-    setup = make_setup(model, data, explanation, max_images=max_images,
-                       batch_size=batch_size or run["batch_size"], device=run["device"])
-    primary = run["baseline"] if run["baseline"] in baselines else baselines[0]
-    settings = {
-        "checks": chosen, "images": len(setup.positions), "seed": setup.seed,
-        "deletion_baselines": baselines, "primary_baseline": primary,
-        "random_orders": random_orders, "cascade_stages": cascade_stages,
-        "randomisation_threshold": threshold, "bootstrap_resamples": n_boot,
-        "consensus_top_k": top_k,
-    }
+    settings = _settings(checks=checks, baselines=baselines, random_orders=random_orders,
+                         cascade_stages=cascade_stages, threshold=threshold, n_boot=n_boot,
+                         top_k=top_k)
+    setup = Setup.of(model, data, explanation,
+                     max_images=None if max_images is None else whole_number(max_images,
+                                                                             "max_images"),
+                     batch_size=None if batch_size is None else whole_number(batch_size,
+                                                                             "batch_size"))
+    chosen, baselines = settings["checks"], settings["deletion_baselines"]
+    run_baseline = explanation.config.baseline
+    settings.update(images=len(setup.positions), seed=setup.seed,
+                    primary_baseline=run_baseline if run_baseline in baselines else baselines[0])
     result = Evaluation(method_info=explanation.method_info, settings=settings)
     if "randomisation" in chosen:
-        result.randomisation = randomisation_check(setup, stages=cascade_stages,
+        result.randomisation = randomisation_check(setup, stages=settings["cascade_stages"],
                                                    threshold=threshold)
     if "faithfulness" in chosen:
-        result.curves = deletion_curves(setup, baselines=tuple(baselines), n_random=random_orders)
+        result.curves = deletion_curves(setup, baselines=tuple(baselines),
+                                        n_random=settings["random_orders"])
         result.faithfulness = faithfulness_table(result.curves)
         result.stability = baseline_stability(setup, result.faithfulness)
     if "agreement" in chosen:
         result.pairs = pairwise_agreement(explanation.importance)
-        result.consensus = consensus_bootstrap(explanation, n_boot=n_boot, seed=setup.seed,
-                                               k=top_k)
+        result.consensus = consensus_bootstrap(explanation, n_boot=settings["bootstrap_resamples"],
+                                               seed=setup.seed, k=settings["consensus_top_k"])
     if "completeness" in chosen and "integrated_gradients" in explanation.methods:
-        settings["integrated_gradients_steps"] = int(
-            setup.settings["integrated_gradients"]["n_steps"])
+        settings["integrated_gradients_steps"] = setup.config.method(
+            "integrated_gradients").n_steps
         result.completeness = completeness_check(setup)
     settings["run_time_s"] = round(time.perf_counter() - started, 2)
     return result
+
+
+def _settings(*, checks, baselines, random_orders, cascade_stages, threshold, n_boot,
+              top_k) -> dict:
+    """The checks' settings, each checked and named when wrong."""
+    return {"checks": choices("check", checks, CHECKS),
+            "deletion_baselines": choices("deletion baseline", baselines, DELETION_BASELINES),
+            "random_orders": whole_number(random_orders, "random_orders", minimum=2),
+            "cascade_stages": whole_number(cascade_stages, "cascade_stages"),
+            "randomisation_threshold": float(threshold),
+            "bootstrap_resamples": whole_number(n_boot, "n_boot"),
+            "consensus_top_k": whole_number(top_k, "top_k")}

@@ -11,7 +11,6 @@ import pandas as pd
 import torch
 
 from xband.checks._common import Setup
-from xband.methods import get_method
 
 METHOD = "integrated_gradients"
 
@@ -19,9 +18,9 @@ METHOD = "integrated_gradients"
 def completeness_check(setup: Setup) -> pd.DataFrame:
     """Per image and number of steps: the band sum, the output gain f(x) − f(baseline), the delta
     and the delta relative to |gain|."""
-    method = get_method(METHOD)
-    steps = int(setup.settings[METHOD]["n_steps"])
-    forward = setup.inference
+    method = setup.config.method(METHOD)
+    steps = method.n_steps
+    forward = setup.forward
     with torch.inference_mode():
         out = torch.cat([forward(part) for part in setup.x.split(setup.passes.forward)])
         base = forward(setup.baseline.expand(1, -1, *setup.x.shape[2:]))
@@ -33,13 +32,12 @@ def completeness_check(setup: Setup) -> pd.DataFrame:
         if n_steps == steps:  # the explanation's own setting: the cached reference scores
             total = setup.reference(method)[0].sum(axis=1)
         else:
-            settings = {**setup.settings, METHOD: {**setup.settings[METHOD], "n_steps": n_steps}}
-            ctx = setup.context(setup.forward, settings=settings)
-            total = setup.attribute(method, ctx)[0].sum(axis=1)
+            total = setup.attribute(method.with_options(n_steps=n_steps),
+                                    setup.context(setup.forward))[0].sum(axis=1)
         delta = total - gain
         frames.append(pd.DataFrame({
             "n_steps": n_steps, "image": images,
-            "class": np.array(setup.explanation.class_names)[setup.group],
+            "class": np.array(setup.explanation.class_names)[setup.image_class],
             "band_sum": total, "output_gain": gain, "delta": delta,
             "relative_delta": np.abs(delta) / np.maximum(np.abs(gain), 1e-12),
         }))

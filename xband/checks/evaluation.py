@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from xband import plots, report
 from xband.aggregate import agreement_matrix
 from xband.checks.completeness import completeness_summary
+from xband.files import atomic_folder
 
 Section = tuple[dict[str, pd.DataFrame], list[tuple[str, str, Figure]]]
 
@@ -125,13 +126,11 @@ class Evaluation:
 
     def save(self, out: str | os.PathLike, summary: Mapping) -> Path:
         """Only the checks as a report folder (`summary`: the explanation's, for the header)."""
-        from xband.result import atomic_folder, write_figures
-
         out = Path(out)
         with atomic_folder(out) as tmp:
             self.write_tables(tmp)
             (tmp / "figures").mkdir()
-            checks = {title: (tables, write_figures(items, tmp / "figures"))
+            checks = {title: (tables, plots.write_figures(items, tmp / "figures"))
                       for title, (tables, items) in self.sections().items()}
             html = report.render_report(summary, figures={}, tables={}, checks=checks)
             (tmp / "report.html").write_text(html, encoding="utf-8")

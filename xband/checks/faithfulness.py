@@ -18,16 +18,17 @@ import torch
 
 from xband.aggregate import spearman_rows
 from xband.checks._common import Setup, class_means, class_order, nan_mean
+from xband.config import BASELINES
 from xband.errors import XbandError
 
-BASELINES = ("mean", "zero", "shuffle", "noise")
+DELETION_BASELINES = (*BASELINES, "shuffle", "noise")  # the run's, and two drawn from the data
 RANDOM = "random"
 def replacement(setup: Setup, baseline: str) -> torch.Tensor:
     """(n, B, H, W) values a removed band takes: the band's mean over the data, zero, the band
     of another image (seeded shuffle), or noise with the band's mean and spread (seeded)."""
     x = setup.x
-    mean = torch.from_numpy(setup.explanation.band_mean).to(x).view(1, -1, 1, 1)
-    std = torch.from_numpy(setup.explanation.band_std).to(x).view(1, -1, 1, 1)
+    mean = torch.from_numpy(setup.explanation.record.band_mean).to(x).view(1, -1, 1, 1)
+    std = torch.from_numpy(setup.explanation.record.band_std).to(x).view(1, -1, 1, 1)
     if baseline == "mean":
         return mean.expand_as(x)
     if baseline == "zero":
@@ -39,7 +40,7 @@ def replacement(setup: Setup, baseline: str) -> torch.Tensor:
         generator = torch.Generator().manual_seed(setup.seed + 13)
         noise = torch.randn(x.shape, generator=generator).to(x)
         return mean + std * noise
-    raise XbandError(f"deletion baseline '{baseline}' is not one of: {', '.join(BASELINES)}.")
+    raise XbandError(f"deletion baseline '{baseline}' is not one of: {', '.join(DELETION_BASELINES)}.")
 
 
 def _orders(setup: Setup, class_name: str, c: int, n_random: int) -> dict[str, np.ndarray]:
@@ -81,18 +82,18 @@ def _evaluate_sets(setup: Setup, forward, sets: list[frozenset], x: torch.Tensor
     return torch.cat(results).numpy()
 
 
-def deletion_curves(setup: Setup, *, baselines: tuple[str, ...] = BASELINES,
+def deletion_curves(setup: Setup, *, baselines: tuple[str, ...] = DELETION_BASELINES,
                     n_random: int = 10) -> pd.DataFrame:
     """Long table: baseline, class, curve, order (method, reverse:method, random:r), step,
     fraction of bands removed (deletion) or restored (insertion), accuracy, score."""
-    forward = setup.inference
+    forward = setup.forward
     names = setup.explanation.class_names
     n_bands = setup.n_bands
     rows = []
     for baseline in baselines:
         fill_all = replacement(setup, baseline)
         for c, class_name in enumerate(names):
-            members = torch.from_numpy(np.flatnonzero(setup.group == c)).to(setup.device)
+            members = torch.from_numpy(np.flatnonzero(setup.image_class == c)).to(setup.device)
             if len(members) == 0:
                 continue
             orders = _orders(setup, class_name, c, n_random)
@@ -154,14 +155,14 @@ def baseline_stability(setup: Setup, faithfulness: pd.DataFrame) -> pd.DataFrame
     table = gaps.add_prefix("deletion_gap_")
     table["gap_std_over_baselines"] = gaps.std(axis=1, ddof=0)
     table["beats_random"] = (gaps > 0).sum(axis=1).astype(str) + f"/{gaps.shape[1]}"
-    mean = torch.from_numpy(setup.explanation.band_mean).to(setup.x).view(1, -1, 1, 1)
+    mean = torch.from_numpy(setup.explanation.record.band_mean).to(setup.x).view(1, -1, 1, 1)
     other = mean if bool((setup.baseline == 0).all()) else torch.zeros_like(mean)
     ctx = setup.context(setup.forward, baseline=other)
     n_classes = setup.model.n_classes
     rhos = {}
     for method in setup.methods:
-        own = class_means(setup.reference(method)[0], setup.group, n_classes)
-        moved = class_means(setup.attribute(method, ctx)[0], setup.group, n_classes)
+        own = class_means(setup.reference(method)[0], setup.image_class, n_classes)
+        moved = class_means(setup.attribute(method, ctx)[0], setup.image_class, n_classes)
         rhos[method.name] = nan_mean(spearman_rows(own, moved))
     table["ranking_rho_other_baseline"] = table.index.map(rhos)
     return table.reset_index()

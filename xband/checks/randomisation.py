@@ -97,10 +97,10 @@ def cascade(n_layers: int, stages: int) -> list[int]:
     return sorted({int(round(k)) for k in np.linspace(1, n_layers, max(1, min(stages, n_layers)))})
 
 
-def _map_similarity(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+def _map_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per image, mean over bands of Spearman's ρ between the pixels of |a| and |b|."""
-    flat_a = a.abs().flatten(2).double().numpy()
-    flat_b = b.abs().flatten(2).double().numpy()
+    flat_a = np.abs(a).reshape(*a.shape[:2], -1).astype(np.float64)
+    flat_b = np.abs(b).reshape(*b.shape[:2], -1).astype(np.float64)
     return np.nanmean(spearman_rows(flat_a, flat_b), axis=1) if flat_a.shape[2] > 1 else np.full(
         len(flat_a), np.nan)
 
@@ -127,8 +127,8 @@ def randomisation_check(setup: Setup, *, stages: int = 4, threshold: float = 0.5
         for method in setup.methods:
             trained, trained_maps = setup.reference(method)
             scores, maps = setup.attribute(method, ctx, keep_maps=trained_maps is not None)
-            per_class = spearman_rows(class_means(trained, setup.group, n_classes),
-                                      class_means(scores, setup.group, n_classes))
+            per_class = spearman_rows(class_means(trained, setup.image_class, n_classes),
+                                      class_means(scores, setup.image_class, n_classes))
             rows.append({
                 "method": method.name, "stage": stage, "layers_randomised": k,
                 "n_layers": len(groups),

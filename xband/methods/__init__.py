@@ -1,25 +1,76 @@
 """Attribution methods, one module each, all reduced to one score per band.
 
-Every method has the same call, `attribute(batch, ctx) -> BandAttribution`, and sits in `METHODS`
-under its name.
+Every method is a configured object with one call, `attribute(batch, ctx) -> BandAttribution`.
+`METHODS` lists them in the order reports show them; `resolve_methods` turns names, configured
+objects and per-method options into the methods of a run.
 """
 
-# Importing registers the methods; the import order is the order of the report.
-from xband.methods import saliency  # noqa: F401, I001
-from xband.methods import input_x_gradient  # noqa: F401
-from xband.methods import integrated_gradients  # noqa: F401
-from xband.methods import gradient_shap  # noqa: F401
-from xband.methods import feature_ablation  # noqa: F401
-from xband.methods import shapley  # noqa: F401
-from xband.methods import permutation  # noqa: F401
-from xband.methods import lime  # noqa: F401
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from xband.errors import XbandError
 from xband.methods._base import (
-    METHODS,
     BandAttribution,
+    BandSubsetMethod,
     Batch,
     Context,
+    GradientMethod,
     Method,
-    get_method,
 )
+from xband.methods.feature_ablation import FeatureAblation
+from xband.methods.gradient_shap import GradientShap
+from xband.methods.input_x_gradient import InputXGradient
+from xband.methods.integrated_gradients import IntegratedGradients
+from xband.methods.lime import KernelShap, Lime
+from xband.methods.permutation import Permutation
+from xband.methods.saliency import Saliency, ScaledSaliency
+from xband.methods.shapley import Shapley
 
-__all__ = ["METHODS", "BandAttribution", "Batch", "Context", "Method", "get_method"]
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
+    Saliency, ScaledSaliency, InputXGradient, IntegratedGradients, GradientShap,
+    FeatureAblation, Shapley, Permutation, Lime, KernelShap,
+)}
+
+__all__ = ["METHODS", "BandAttribution", "BandSubsetMethod", "Batch", "Context", "FeatureAblation",
+           "GradientMethod", "GradientShap", "InputXGradient", "IntegratedGradients", "KernelShap",
+           "Lime", "Method", "Permutation", "Saliency", "ScaledSaliency", "Shapley",
+           "get_method", "resolve_methods"]
+
+
+def get_method(name: str, **options) -> Method:
+    """The method called `name`, with `options` (its defaults otherwise)."""
+    try:
+        cls = METHODS[name]
+    except KeyError:
+        raise XbandError(
+            f"unknown method '{name}'. Choose from: {', '.join(METHODS)} (or 'all')."
+        ) from None
+    return cls().with_options(**options)
+
+
+def resolve_methods(methods: str | Method | Sequence[str | Method],
+                    options: Mapping[str, Mapping] | None = None) -> tuple[Method, ...]:
+    """The configured methods of a run, in the order given, each once.
+
+    methods: "all", a comma-separated string, a configured method, or a list of names and
+    configured methods. options: {method name: {option: value}} applied on top, e.g.
+    {"integrated_gradients": {"n_steps": 64}}.
+    """
+    if isinstance(methods, str):
+        methods = list(METHODS) if methods == "all" else [m.strip() for m in methods.split(",")]
+    elif isinstance(methods, Method):
+        methods = [methods]
+    chosen: dict[str, Method] = {}
+    for item in methods:
+        method = item if isinstance(item, Method) else get_method(str(item))
+        chosen.setdefault(method.name, method)
+    if not chosen:
+        raise XbandError(f"no method given. Choose from: {', '.join(METHODS)} (or 'all').")
+    unused = sorted(set(options or {}) - set(chosen))
+    if unused:
+        raise XbandError(f"options for method(s) {', '.join(unused)}, which the run does not use "
+                         f"(methods: {', '.join(chosen)}).")
+    for name, values in (options or {}).items():
+        chosen[name] = chosen[name].with_options(**values)
+    return tuple(chosen.values())

@@ -1,9 +1,17 @@
-"""What every attribution method shares: the call signature, the result, the registry."""
+"""What every attribution method shares: the call, the result, the options, the families.
+
+A method is a configured, immutable object (`IntegratedGradients(n_steps=64)`) with one verb,
+`attribute(batch, ctx) -> BandAttribution`: one score per band (or per band group) and image.
+Two families share their machinery: `GradientMethod`s read input gradients and keep per-pixel
+maps; `BandSubsetMethod`s evaluate the network on copies of each image with some band features
+removed (`_coalitions.masked_outputs`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -21,7 +29,7 @@ class Batch:
     x: torch.Tensor  # (N, B, H, W)
     target: torch.Tensor  # (N,) class whose output is explained
     label: torch.Tensor  # (N,) true class, or predicted class where labels are unknown
-    index: np.ndarray  # (N,) positions in the data set
+    index: np.ndarray  # (N,) positions among the explained images
 
 
 @dataclass
@@ -31,53 +39,74 @@ class Context:
     forward: nn.Module  # channels-first input → logits or probabilities
     baseline: torch.Tensor  # (1, B, 1, 1) value a band takes when it is "removed"
     band_std: torch.Tensor  # (B,) spread of each band over the data
-    donors: Callable[[np.ndarray, int], torch.Tensor]  # (index, repeat) → other images, seeded
-    settings: dict = field(default_factory=dict)  # per-method options by method name
+    donors: Callable[[np.ndarray, int], torch.Tensor]  # (positions, repeat) → other images, seeded
+    passes: PassSizes  # images per network pass, forward-only and with gradients
     features: torch.Tensor | None = None  # (B,) feature (band group) of each band; None: the bands
-    passes: PassSizes = field(default_factory=PassSizes)  # images per network pass
-    inference: nn.Module | None = None  # the same network, faster for forward-only passes
-
-    @property
-    def forward_only(self) -> nn.Module:
-        """The network for passes without gradients."""
-        return self.forward if self.inference is None else self.inference
-
-    def options(self, method: Method) -> dict:
-        """The method's defaults updated with what the user set for it."""
-        return method.options(self.settings)
 
 
 @dataclass
 class BandAttribution:
-    """One method's answer for a batch: a score per band, and pixel maps where the method has them."""
+    """One method's answer for a batch: a score per feature, and pixel maps where the method has them."""
 
-    scores: np.ndarray  # (N, B)
+    scores: np.ndarray  # (N, F)
     maps: torch.Tensor | None = None  # (N, B, H, W)
 
 
-class Method:
-    """An attribution method reduced to one score per band.
+def whole_number(value, name: str, *, minimum: int = 1) -> int:
+    """`value` as an int of at least `minimum`; integral floats (R's numbers) are accepted."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise XbandError(f"{name} must be a whole number, not {value!r}.")
+    if isinstance(value, float | np.floating) and not float(value).is_integer():
+        raise XbandError(f"{name} must be a whole number, not {value!r}.")
+    if int(value) < minimum:
+        raise XbandError(f"{name} must be at least {minimum}, not {int(value)}.")
+    return int(value)
 
-    Subclasses set the class attributes and implement `attribute`.
+
+@dataclass(frozen=True)
+class Method:
+    """An attribution method reduced to one score per band, with its options as fields.
+
+    Subclasses set the class attributes, declare their options as dataclass fields (whole
+    numbers of at least 1, with a `help` in the field's metadata) and implement `attribute`.
     """
 
     name: ClassVar[str]
     label: ClassVar[str]
-    kind: ClassVar[str]  # "gradient" | "attribution" | "group" | "dataset"
+    kind: ClassVar[str]  # "gradient" | "attribution" | "perturbation" | "dataset"
     signed: ClassVar[bool]
     units: ClassVar[str]
-    defaults: ClassVar[dict] = {}
-    grouped: ClassVar[bool] = False  # removes or shuffles `ctx.features` together (band groups)
+    grouped: ClassVar[bool] = False  # removes or shuffles the bands of a feature together
+    has_maps: ClassVar[bool] = False  # gives per-pixel maps
 
-    def options(self, settings: dict) -> dict:
-        """The defaults updated with `settings[name]`, the user's per-method options."""
-        return {**self.defaults, **settings.get(self.name, {})}
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = whole_number(getattr(self, field.name), f"{self.name}.{field.name}")
+            object.__setattr__(self, field.name, value)
 
-    def passes_per_image(self, n_bands: int, options: dict) -> int:
+    def options(self) -> dict:
+        """The method's options and their values."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def option_help(cls) -> list[tuple[str, object, str]]:
+        """(option, default, what it does) for each option."""
+        return [(f.name, f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls)]
+
+    def with_options(self, **options) -> Method:
+        """A copy with some options changed; unknown options are named with the known ones."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise XbandError(f"method {self.name} has no option {', '.join(unknown)}; its options: "
+                             f"{', '.join(sorted(known)) or 'none'}.")
+        return dataclasses.replace(self, **options)
+
+    def passes_per_image(self, n_features: int) -> int:
         """Forward (+backward) passes one image costs; used to pick sampled forms and to report."""
         return 1
 
-    def note(self, n_bands: int, options: dict) -> str | None:
+    def note(self, n_features: int) -> str | None:
         """A line for the report when the method runs in a cheaper form than asked."""
         return None
 
@@ -88,22 +117,29 @@ class Method:
         return {"label": self.label, "kind": self.kind, "signed": self.signed, "units": self.units}
 
 
-METHODS: dict[str, Method] = {}
+def option(default: int, help: str):  # noqa: A002 - the name argparse users know
+    """A method option: a whole number of at least 1 with a default and a line of help."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
-def register(cls: type[Method]) -> type[Method]:
-    """Class decorator adding a method to the registry under its name."""
-    METHODS[cls.name] = cls()
-    return cls
+@dataclass(frozen=True)
+class GradientMethod(Method):
+    """Methods computed from input gradients ∂f_t/∂x; they keep per-pixel maps, and their band
+    scores are summed over a band group's bands."""
+
+    kind = "attribution"
+    signed = True
+    has_maps = True
 
 
-def get_method(name: str) -> Method:
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise XbandError(
-            f"unknown method '{name}'. Choose from: {', '.join(METHODS)} (or 'all')."
-        ) from None
+@dataclass(frozen=True)
+class BandSubsetMethod(Method):
+    """Methods that evaluate the network on copies of each image with some band features removed
+    (replaced by the baseline, or by another image's bands); a band group is one feature."""
+
+    kind = "perturbation"
+    signed = True
+    grouped = True
 
 
 def n_features(x: torch.Tensor, features: torch.Tensor | None) -> int:

@@ -1,18 +1,20 @@
 """The model's outputs with some bands removed, batched across images and band subsets.
 
-Band ablation, band Shapley values and permutation importance all evaluate the network on copies
-of each image in which the bands of some features are replaced (by the baseline, or by another
-image's). Captum builds these copies one feature at a time through pixel masks; here every
-(subset, image) pair of a batch goes through the network in passes of the measured best size
-(`ctx.passes.forward`), built pass by pass so memory stays flat. The numbers are Captum's
-(tests/test_speed.py); the speed is in scripts/benchmark.py.
+Band ablation, band Shapley values, LIME, KernelSHAP and permutation importance all evaluate
+the network on copies of each image in which the bands of some features are replaced (by the
+baseline, or by another image's). Captum builds these copies one feature at a time through pixel
+masks; here every (subset, image) pair of a batch goes through the network in passes of the
+measured best size (`ctx.passes.forward`), built pass by pass so memory stays flat. The numbers
+are Captum's (tests/test_speed.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from xband.methods._base import Batch, Context, blocks
+from xband.methods._base import BandAttribution, BandSubsetMethod, Batch, Context, blocks, n_features
 
 
 def feature_of_band(n_bands: int, ctx: Context) -> torch.Tensor:
@@ -40,7 +42,7 @@ def masked_outputs(batch: Batch, ctx: Context, present: torch.Tensor,
         for subsets, images in blocks(n, n_subsets, ctx.passes.forward):
             mask = keep[images, subsets].transpose(0, 1)[..., None, None]  # (k, n, B, 1, 1)
             variants = torch.where(mask, x[images].unsqueeze(0), absent[images].unsqueeze(0))
-            out = ctx.forward_only(variants.flatten(0, 1)).view(*mask.shape[:2], -1)
+            out = ctx.forward(variants.flatten(0, 1)).view(*mask.shape[:2], -1)
             if outputs is None:
                 outputs = out.new_empty(n, n_subsets, out.shape[-1])
             outputs[images, subsets] = out.transpose(0, 1)
@@ -51,3 +53,18 @@ def target_values(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(N, K) output of each image's target class from (N, K, C) outputs, in float64."""
     index = target.view(-1, 1, 1).expand(-1, outputs.shape[1], 1)
     return outputs.gather(2, index).squeeze(2).double()
+
+
+@dataclass(frozen=True)
+class LinearSubsetMethod(BandSubsetMethod):
+    """Scores that are a fixed linear combination of the target output over fixed band subsets:
+    one weight matrix over one masked-outputs path, φ = W v."""
+
+    def coalitions(self, n_feat: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, F) 0/1 subsets of features present, and the (F, K) float64 weights W."""
+        raise NotImplementedError
+
+    def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
+        present, weights = self.coalitions(n_features(batch.x, ctx.features))
+        values = target_values(masked_outputs(batch, ctx, present, ctx.baseline), batch.target)
+        return BandAttribution((values.cpu() @ weights.T).numpy())

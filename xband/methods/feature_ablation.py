@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from xband.methods._base import BandAttribution, Batch, Context, Method, n_features, register
-from xband.methods._coalitions import masked_outputs, target_values
+from xband.methods._coalitions import LinearSubsetMethod
 
 
-@register
-class FeatureAblationMethod(Method):
+@dataclass(frozen=True)
+class FeatureAblation(LinearSubsetMethod):
     """f_t(x) − f_t(x with band b set to its baseline), one value per band (or band group).
 
     The same numbers as Captum's FeatureAblation with a band mask, batched across images.
@@ -17,16 +18,13 @@ class FeatureAblationMethod(Method):
 
     name = "feature_ablation"
     label = "Band ablation"
-    kind = "group"
-    signed = True
     units = "f(x) − f(x with the band at its baseline), output units"
-    grouped = True
 
-    def passes_per_image(self, n_bands: int, options: dict) -> int:
-        return n_bands + 1
+    def passes_per_image(self, n_features: int) -> int:
+        return n_features + 1
 
-    def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
-        n_feat = n_features(batch.x, ctx.features)
-        present = torch.cat([torch.ones(1, n_feat), 1 - torch.eye(n_feat)])  # all, then all but f
-        values = target_values(masked_outputs(batch, ctx, present, ctx.baseline), batch.target)
-        return BandAttribution((values[:, :1] - values[:, 1:]).cpu().numpy())
+    def coalitions(self, n_feat: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """All features, then all but feature f; W takes the first minus the f-th."""
+        present = torch.cat([torch.ones(1, n_feat), 1 - torch.eye(n_feat)])
+        weights = torch.cat([torch.ones(n_feat, 1), -torch.eye(n_feat)], dim=1).double()
+        return present, weights

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from xband.methods._base import (
-    BandAttribution,
-    Batch,
-    Context,
-    Method,
-    input_gradients,
-    pixel_sum,
-    register,
-)
+from dataclasses import dataclass
+
+from xband.methods._base import BandAttribution, Batch, Context, GradientMethod, input_gradients, pixel_sum
 
 
-@register
-class InputXGradientMethod(Method):
+@dataclass(frozen=True)
+class InputXGradient(GradientMethod):
     """Sum over the band's pixels of x · ∂f_t/∂x."""
 
     name = "input_x_gradient"
     label = "Input × Gradient"
-    kind = "attribution"
-    signed = True
     units = "sum over pixels of x·∂f/∂x, in output units"
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:

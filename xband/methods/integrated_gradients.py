@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from captum.attr._utils.approximation_methods import approximation_parameters
 
@@ -9,16 +11,16 @@ from xband.methods._base import (
     BandAttribution,
     Batch,
     Context,
-    Method,
+    GradientMethod,
     blocks,
     input_gradients,
+    option,
     pixel_sum,
-    register,
 )
 
 
-@register
-class IntegratedGradientsMethod(Method):
+@dataclass(frozen=True)
+class IntegratedGradients(GradientMethod):
     """Sum over the band's pixels of IG (Sundararajan et al. 2017); bands sum to f(x) − f(baseline).
 
     Captum's IntegratedGradients (Gauss-Legendre nodes and weights, its default), with the
@@ -27,25 +29,25 @@ class IntegratedGradientsMethod(Method):
 
     name = "integrated_gradients"
     label = "Integrated Gradients"
-    kind = "attribution"
-    signed = True
     units = "sum over pixels, in output units (bands add up to f(x) − f(baseline))"
-    defaults = {"n_steps": 32}
 
-    def passes_per_image(self, n_bands: int, options: dict) -> int:
-        return options["n_steps"]
+    n_steps: int = option(32, "integration steps (gradient passes per image)")
+
+    def passes_per_image(self, n_features: int) -> int:
+        return self.n_steps
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
-        n_steps = ctx.options(self)["n_steps"]
-        step_sizes, alphas = (torch.tensor(f(n_steps), dtype=batch.x.dtype, device=batch.x.device)
+        step_sizes, alphas = (torch.tensor(f(self.n_steps), dtype=batch.x.dtype,
+                                           device=batch.x.device)
                               for f in approximation_parameters("gausslegendre"))
         x, base = batch.x, ctx.baseline
         total = torch.zeros_like(x)
-        for steps, images in blocks(len(x), n_steps, ctx.passes.gradient):
+        for steps, images in blocks(len(x), self.n_steps, ctx.passes.gradient):
             alpha = alphas[steps].view(-1, 1, 1, 1, 1)
             points = (base + alpha * (x[images] - base).unsqueeze(0)).flatten(0, 1)
             target = batch.target[images].repeat(len(alpha))
             grad = input_gradients(points, target, ctx).view(len(alpha), -1, *x.shape[1:])
-            total[images] += (grad * step_sizes[steps].view(-1, 1, 1, 1, 1)).sum(dim=0)
+            for step, weight in zip(grad, step_sizes[steps], strict=True):  # in step order,
+                total[images] += step * weight  # so that the pass size never changes a sum
         maps = total * (x - base)
         return BandAttribution(pixel_sum(maps), maps)

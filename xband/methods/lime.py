@@ -10,26 +10,26 @@ Captum's sample weights) is fitted per image: given the same subsets, the number
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from sklearn.linear_model import Lasso, LinearRegression
 
-from xband.methods._base import BandAttribution, Batch, Context, Method, n_features, register
+from xband.methods._base import BandAttribution, BandSubsetMethod, Batch, Context, n_features, option
 from xband.methods._coalitions import feature_of_band, masked_outputs, target_values
 
 
-class _SurrogateMethod(Method):
+@dataclass(frozen=True)
+class SurrogateMethod(BandSubsetMethod):
     """Fit a surrogate on random band subsets (absent bands at their baseline) per image."""
 
-    kind = "group"
-    signed = True
-    grouped = True
-    defaults = {"n_samples": 64}
+    n_samples: int = option(64, "band subsets drawn per image (one forward pass each)")
 
-    def passes_per_image(self, n_bands: int, options: dict) -> int:
-        return options["n_samples"]
+    def passes_per_image(self, n_features: int) -> int:
+        return self.n_samples
 
-    def subsets(self, n_images: int, n_feat: int, n_samples: int) -> torch.Tensor:
+    def subsets(self, n_images: int, n_feat: int) -> torch.Tensor:
         """(N, n_samples, F) 0/1 band-feature subsets, drawn as Captum's sampler draws them."""
         raise NotImplementedError
 
@@ -42,9 +42,7 @@ class _SurrogateMethod(Method):
         raise NotImplementedError
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
-        n_samples = ctx.options(self)["n_samples"]
-        n_feat = n_features(batch.x, ctx.features)
-        present = self.subsets(len(batch.x), n_feat, n_samples)
+        present = self.subsets(len(batch.x), n_features(batch.x, ctx.features))
         values = target_values(masked_outputs(batch, ctx, present, ctx.baseline), batch.target)
         # float32, as Captum hands them to scikit-learn
         fits = zip(present.float().numpy(), values.float().cpu().numpy(),
@@ -54,16 +52,16 @@ class _SurrogateMethod(Method):
             for x, y, w in fits]))
 
 
-@register
-class LimeMethod(_SurrogateMethod):
+@dataclass(frozen=True)
+class Lime(SurrogateMethod):
     """Captum's Lime (Ribeiro et al. 2016): sparse linear surrogate, weighted by similarity."""
 
     name = "lime"
     label = "LIME (bands)"
     units = "surrogate coefficient: output change when the band is present, output units"
 
-    def subsets(self, n_images: int, n_feat: int, n_samples: int) -> torch.Tensor:
-        return torch.bernoulli(torch.full((n_images, n_samples, n_feat), 0.5))
+    def subsets(self, n_images: int, n_feat: int) -> torch.Tensor:
+        return torch.bernoulli(torch.full((n_images, self.n_samples, n_feat), 0.5))
 
     def surrogate(self):
         return Lasso(alpha=0.01)
@@ -86,28 +84,30 @@ class LimeMethod(_SurrogateMethod):
         return torch.exp(-((1 - cosine) ** 2) / 2).cpu()
 
 
-@register
-class KernelShapMethod(_SurrogateMethod):
+@dataclass(frozen=True)
+class KernelShap(SurrogateMethod):
     """Captum's KernelShap (Lundberg & Lee 2017): the Shapley-kernel weighted surrogate."""
 
     name = "kernel_shap"
     label = "KernelSHAP (bands)"
     units = "approximate Shapley value, output units"
-    defaults = {"n_samples": 128}
     ENDS_WEIGHT = 1e6  # Captum's weight of the full and the empty subset
 
-    def subsets(self, n_images: int, n_feat: int, n_samples: int) -> torch.Tensor:
+    n_samples: int = option(128, "band subsets per image: all, none, and drawn by the "
+                                 "Shapley kernel")
+
+    def subsets(self, n_images: int, n_feat: int) -> torch.Tensor:
         """All bands, none, then subsets whose size k has probability ∝ (F−1)/(k(F−k)), uniform
         among subsets of that size (Captum's kernel_shap_perturb_generator)."""
         sizes = torch.arange(n_feat, dtype=torch.float)
         probs = torch.tensor(n_feat - 1) / (sizes * (n_feat - sizes))
         probs[0] = 0.0
-        drawn = n_samples - 2
+        drawn = self.n_samples - 2
         size = torch.multinomial(probs, n_images * drawn, replacement=True).view(n_images, drawn, 1)
         rank = torch.randn(n_images, drawn, n_feat).argsort(dim=2).argsort(dim=2)
         random = (rank >= n_feat - size).float()  # the `size` features with the largest draws
         ends = torch.stack([torch.ones(n_feat), torch.zeros(n_feat)]).expand(n_images, 2, n_feat)
-        return torch.cat([ends, random], dim=1)[:, :n_samples]
+        return torch.cat([ends, random], dim=1)[:, :self.n_samples]
 
     def surrogate(self):
         return LinearRegression()

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
+
 from xband.methods._base import (
     BandAttribution,
     Batch,
     Context,
-    Method,
+    GradientMethod,
     input_gradients,
     pixel_mean,
-    register,
 )
 
 
-@register
-class SaliencyMethod(Method):
+@dataclass(frozen=True)
+class Saliency(GradientMethod):
     """Mean over pixels of |∂f_t/∂x| in each band (Simonyan et al. 2014)."""
 
     name = "saliency"
@@ -23,7 +26,7 @@ class SaliencyMethod(Method):
     signed = False
     units = "mean |gradient| over pixels, per unit of the band's value"
 
-    def _scale(self, ctx: Context):
+    def _scale(self, ctx: Context) -> torch.Tensor | float:
         return 1.0
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
@@ -31,8 +34,8 @@ class SaliencyMethod(Method):
         return BandAttribution(pixel_mean(maps), maps)
 
 
-@register
-class ScaledSaliencyMethod(SaliencyMethod):
+@dataclass(frozen=True)
+class ScaledSaliency(Saliency):
     """Saliency times the band's standard deviation over the data: sensitivity to a typical change.
 
     Raw gradients favour bands with a small spread (product.md, "a trap with raw gradients").
@@ -42,5 +45,5 @@ class ScaledSaliencyMethod(SaliencyMethod):
     label = "Scaled saliency |∂f/∂x|·σ"
     units = "mean |gradient| over pixels × the band's std over the data"
 
-    def _scale(self, ctx: Context):
+    def _scale(self, ctx: Context) -> torch.Tensor:
         return ctx.band_std.view(1, -1, 1, 1)

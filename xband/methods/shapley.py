@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from math import factorial
 
 import torch
 
-from xband.methods._base import BandAttribution, Batch, Context, Method, n_features, register
-from xband.methods._coalitions import masked_outputs, target_values
+from xband.methods._base import option
+from xband.methods._coalitions import LinearSubsetMethod
 
 
 def coalitions(n_bands: int) -> torch.Tensor:
@@ -50,8 +51,8 @@ def sampled_shapley_weights(permutations: list[list[int]]) -> tuple[torch.Tensor
     return present, weights
 
 
-@register
-class ShapleyMethod(Method):
+@dataclass(frozen=True)
+class Shapley(LinearSubsetMethod):
     """Exact Shapley values over the 2^B band coalitions when affordable, sampled otherwise.
 
     Captum's `ShapleyValues` enumerates B! orderings, hopeless for 13 bands; the coalition formula
@@ -60,36 +61,32 @@ class ShapleyMethod(Method):
 
     name = "shapley"
     label = "Band Shapley values"
-    kind = "group"
-    signed = True
     units = "share of f(x) − f(all bands at baseline), output units"
-    defaults = {"max_exact_bands": 10, "n_samples": 25}
-    grouped = True
 
-    def exact(self, n_bands: int, options: dict) -> bool:
-        return n_bands <= options["max_exact_bands"]
+    max_exact_bands: int = option(10, "exact values (2^B passes per image) up to this many "
+                                      "bands or groups; sampled above")
+    n_samples: int = option(25, "permutations drawn when sampling")
 
-    def passes_per_image(self, n_bands: int, options: dict) -> int:
-        if self.exact(n_bands, options):
-            return 2**n_bands
-        return options["n_samples"] * n_bands + 1
+    def exact(self, n_features: int) -> bool:
+        return n_features <= self.max_exact_bands
 
-    def note(self, n_bands: int, options: dict) -> str | None:
-        if self.exact(n_bands, options):
+    def passes_per_image(self, n_features: int) -> int:
+        if self.exact(n_features):
+            return 2**n_features
+        return self.n_samples * n_features + 1
+
+    def note(self, n_features: int) -> str | None:
+        if self.exact(n_features):
             return None
         return (
-            f"shapley: {n_bands} bands → sampled Shapley values ({options['n_samples']} "
-            f"permutations); exact values need {2**n_bands} passes per image "
-            f"(raise max_exact_bands to {n_bands} to pay for them)"
+            f"shapley: {n_features} bands → sampled Shapley values ({self.n_samples} "
+            f"permutations); exact values need {2**n_features} passes per image "
+            f"(--method-option shapley.max_exact_bands={n_features} to pay for them)"
         )
 
-    def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
-        options = ctx.options(self)
-        n_feat = n_features(batch.x, ctx.features)
-        if self.exact(n_feat, options):
-            present, weights = coalitions(n_feat), shapley_weights(n_feat)
-        else:  # the permutations Captum's ShapleyValueSampling would draw, in its order
-            present, weights = sampled_shapley_weights(
-                [torch.randperm(n_feat).tolist() for _ in range(options["n_samples"])])
-        values = target_values(masked_outputs(batch, ctx, present, ctx.baseline), batch.target)
-        return BandAttribution((values.cpu() @ weights.T).numpy())
+    def coalitions(self, n_feat: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.exact(n_feat):
+            return coalitions(n_feat), shapley_weights(n_feat)
+        # the permutations Captum's ShapleyValueSampling would draw, in its order
+        return sampled_shapley_weights([torch.randperm(n_feat).tolist()
+                                        for _ in range(self.n_samples)])

@@ -1,0 +1,302 @@
+"""The command line's options, in the groups `xband explain --help` shows, and their meaning
+for the Python API: data options → `read_data`, run options → `RunConfig`, check options →
+`evaluate`'s arguments. Every value is checked here, before a model is loaded."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from xband.errors import XbandError
+
+PROBE_MAX = 32  # images of --data used for the conversion's fidelity check
+LAYOUTS = ("channels_last", "channels_first")
+
+
+class Deprecated(argparse.Action):
+    """An old spelling that still works for one release: stores into the new option's `dest`
+    and says on stderr what to write instead."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"xband: {option_string} is deprecated and will be removed; use {self.new}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_model_options(p: argparse.ArgumentParser, *, positional: bool = False) -> None:
+    """The model and what a user may accept about it."""
+    group = p.add_argument_group("model")
+    if positional:
+        group.add_argument("model", help="path to the model file or SavedModel folder")
+    else:
+        group.add_argument("--model", required=True, help="model file (.keras, .h5, SavedModel "
+                           "folder, .onnx, TorchScript, .pt2)")
+    group.add_argument("--model-layout", choices=LAYOUTS,
+                       help="band axis of the model input (default: read from the graph; "
+                       "channels_first for PyTorch files)")
+    group.add_argument("--accept-mismatch", action="store_true",
+                       help="go on even if the converted model's outputs differ from the "
+                       "original beyond tolerance (1e-4 absolute or 1e-3 x output range)")
+    group.add_argument("--trust-pickle", action="store_true",
+                       help="allow a full-pickle .pt file (unpickling can run code stored in it)")
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """--data, how to read it, what its bands and classes are, and its preprocessing."""
+    from xband.bands import SENSORS
+
+    data = p.add_argument_group("data and bands")
+    data.add_argument("--data", required=True,
+                      help="a folder with one sub-folder of GeoTIFF patches per class (EuroSAT-MS "
+                      "layout), a .csv of 'path,label' rows, an .h5 file (--x-key, --y-key), a "
+                      ".npz with images 'x' and labels 'y' (optional 'band_names', "
+                      "'class_names'), or .npy images with --labels")
+    data.add_argument("--labels", help="labels for .npy or .h5 images: .npy, or text with one "
+                      "label a line")
+    data.add_argument("--x-key", metavar="NAME", help="HDF5 dataset (or .npz array) of the images "
+                      "(default x)")
+    data.add_argument("--y-key", metavar="NAME", help="HDF5 dataset (or .npz array) of the labels "
+                      "(default y, when present)")
+    data.add_argument("--data-layout", choices=LAYOUTS,
+                      help="band axis of the images on disk (default: from the file, else the "
+                      "model's, else guessed)")
+    data.add_argument("--sensor", metavar="NAME",
+                      help=f"band names, centre wavelengths and spectral groups from a preset: "
+                      f"{', '.join(SENSORS)} (`xband sensors` lists them)")
+    data.add_argument("--bands", metavar="B01,B02,…", help="band names in file order")
+    data.add_argument("--band-names-file", metavar="FILE", help="band names, one a line")
+    data.add_argument("--band-groups", metavar="G=B1,B2;…",
+                      help="band groups scored as wholes, e.g. \"VIS=B02,B03,B04;NIR=B08,B8A\"; "
+                      "bands no group names form 'other' (default with --sensor: its spectral "
+                      "groups)")
+    data.add_argument("--classes", metavar="NAME1,NAME2,…",
+                      help="class names in the model's output order (default: from the file, or "
+                      "the class folders' names sorted)")
+    data.add_argument("--nodata", type=float, metavar="V",
+                      help="value marking missing pixels: an image holding it is an error (or "
+                      "left out with --skip-bad)")
+    data.add_argument("--skip-bad", action="store_true",
+                      help="leave out unreadable files, non-image files and images with NaN, "
+                      "infinite or nodata values, and list them in the report, instead of "
+                      "stopping")
+    prep = p.add_argument_group("preprocessing (what the model saw in training, in this order)")
+    prep.add_argument("--scale", type=float, default=1.0, metavar="F",
+                      help="multiply the images by F first (e.g. 0.0001 for reflectance stored "
+                      "×10000)")
+    prep.add_argument("--clip", metavar="LOW,HIGH", help="then clip the values to [LOW, HIGH]")
+    prep.add_argument("--norm-stats", metavar="FILE.json",
+                      help="then standardise each band, (x − mean) / std, with the statistics "
+                      "in FILE ({\"bands\": […], \"mean\": […], \"std\": […]}); when FILE does "
+                      "not exist they are computed from the images explained and saved there")
+
+
+def add_explain_options(p: argparse.ArgumentParser) -> None:
+    """What to explain: methods and their options, target, output, baseline, which images."""
+    from xband.config import BASELINES, OUTPUTS, TARGETS
+    from xband.methods import METHODS
+
+    group = p.add_argument_group("what to explain")
+    group.add_argument("--methods", default="all", metavar="M1,M2,…",
+                       help=f"attribution methods, comma-separated, or 'all' (default). Known: "
+                       f"{', '.join(METHODS)}. A method too costly for the data (exact Shapley "
+                       "for many bands) runs in its sampled form and the report says so")
+    group.add_argument("--method-option", action="append", default=[],
+                       metavar="METHOD.OPTION=VALUE",
+                       help="set a method's option, e.g. integrated_gradients.n_steps=64 "
+                       "(repeatable; the options are listed below)")
+    group.add_argument("--target", choices=TARGETS, default=None,
+                       help="class whose output is explained: the true label (default with "
+                       "labels), the predicted class (default without), or every class "
+                       "(class × class view)")
+    group.add_argument("--output-space", choices=OUTPUTS, default="logits",
+                       help="explain logits (default; a final softmax is stripped) or "
+                       "probabilities")
+    group.add_argument("--output", dest="output_space", action=Deprecated, new="--output-space")
+    group.add_argument("--baseline", choices=BASELINES, default="mean",
+                       help="value of a removed band: its mean over the data (default) or zero")
+    group.add_argument("--max-images", type=int, metavar="N",
+                       help="explain at most N images, sampled per class in proportion (seeded)")
+    group.add_argument("--max-per-class", type=int, metavar="N",
+                       help="explain at most N images per class, drawn with --seed")
+    group.add_argument("--examples-per-class", type=int, default=2, metavar="K",
+                       help="images per class kept whole for per-band maps (default 2)")
+
+
+def add_run_options(p: argparse.ArgumentParser, *, default_out: str | None = None) -> None:
+    """Where the report goes and how the run computes."""
+    group = p.add_argument_group("run")
+    group.add_argument("--out", required=default_out is None, default=default_out, metavar="DIR",
+                       help="folder for the report, replaced as a whole when the run finishes"
+                       + (f" (default {default_out})" if default_out else ""))
+    group.add_argument("--seed", type=int, default=0, help="seed for every random draw (default 0)")
+    group.add_argument("--batch-size", type=int, default=64, metavar="N",
+                       help="images per batch (default 64)")
+    group.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                       help="where to compute (default cpu; cuda: an NVIDIA GPU)")
+    group.add_argument("--untuned", action="store_true",
+                       help="run the network exactly as given, without the speed-ups that keep "
+                       "its numbers (BatchNorm folding, channels-last memory, a faster copy for "
+                       "forward passes, measured pass sizes)")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_check_options(p: argparse.ArgumentParser, *, flag: bool) -> None:
+    """Options of the trust checks; `flag` adds --evaluate (for explain and demo)."""
+    from xband.checks import CHECKS, DELETION_BASELINES
+
+    group = p.add_argument_group("checks (can the answer be trusted?)")
+    if flag:
+        group.add_argument("--evaluate", action="store_true",
+                           help="also check the answer: model randomisation, band deletion and "
+                           "insertion, agreement between methods, IG completeness (as `xband "
+                           "evaluate`), added to the report")
+    group.add_argument("--checks", default="all", metavar="C1,C2,…",
+                       help=f"checks to run: {', '.join(CHECKS)} or 'all' (default)")
+    group.add_argument("--eval-images", type=int, default=128, metavar="N",
+                       help="images (stratified, seeded) the model-running checks use (default "
+                       "128)")
+    group.add_argument("--deletion-baselines", default=",".join(DELETION_BASELINES),
+                       metavar="B1,B2,…", help=f"what a deleted band becomes: "
+                       f"{', '.join(DELETION_BASELINES)} (default all)")
+    group.add_argument("--random-orders", type=int, default=10, metavar="N",
+                       help="random band orders the deletion curves are compared with (default "
+                       "10)")
+    group.add_argument("--cascade-stages", type=int, default=4, metavar="N",
+                       help="model randomisation stages, from the top layer to all (default 4)")
+
+
+def method_options_epilog() -> str:
+    """Every method's options, for the end of `--help`."""
+    from xband.methods import METHODS
+
+    lines = ["method options (--method-option METHOD.OPTION=VALUE, repeatable):"]
+    for name, cls in METHODS.items():
+        for option, default, text in cls.option_help():
+            lines.append(f"  {name}.{option}={default}".ljust(40) + f" {text}")
+    return "\n".join(lines)
+
+
+def parse_method_options(items: list[str]) -> dict[str, dict[str, int]]:
+    """['integrated_gradients.n_steps=64', …] → {'integrated_gradients': {'n_steps': 64}}."""
+    options: dict[str, dict[str, int]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, option = key.strip().partition(".")
+        if not sep or not dot or not method or not option:
+            raise XbandError(f"--method-option '{item}': write METHOD.OPTION=VALUE, e.g. "
+                             "--method-option integrated_gradients.n_steps=64.")
+        try:
+            number = float(value)
+        except ValueError:
+            raise XbandError(f"--method-option '{item}': {value!r} is not a number.") from None
+        options.setdefault(method, {})[option] = int(number) if number.is_integer() else number
+    return options
+
+
+def run_config(args: argparse.Namespace):
+    """The `RunConfig` the options describe (every value checked)."""
+    from xband.config import RunConfig
+
+    return RunConfig.build(
+        args.methods, method_options=parse_method_options(args.method_option), target=args.target,
+        output=args.output_space, baseline=args.baseline, seed=args.seed,
+        max_images=args.max_images, max_per_class=getattr(args, "max_per_class", None),
+        examples_per_class=args.examples_per_class, batch_size=args.batch_size,
+        device=args.device, tuned=not args.untuned, skip_bad=getattr(args, "skip_bad", False))
+
+
+def check_arguments(args: argparse.Namespace) -> dict:
+    """`evaluate`'s keyword arguments from the check options, checked now rather than after the
+    explanation."""
+    from xband.checks import CHECKS, DELETION_BASELINES, choices
+    from xband.methods._base import whole_number
+
+    return {"checks": choices("check", args.checks, CHECKS),
+            "baselines": choices("deletion baseline", args.deletion_baselines, DELETION_BASELINES),
+            "max_images": whole_number(args.eval_images, "--eval-images"),
+            "random_orders": whole_number(args.random_orders, "--random-orders", minimum=2),
+            "cascade_stages": whole_number(args.cascade_stages, "--cascade-stages")}
+
+
+def names(text: str | None, file: str | None, what: str) -> list[str] | None:
+    """Names from a comma-separated option or a file with one name a line."""
+    if text and file:
+        raise XbandError(f"give the {what} names either inline or as a file, not both.")
+    if file:
+        path = Path(file)
+        if not path.is_file():
+            raise XbandError(f"{path}: no such {what} names file (one name a line).")
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [name.strip() for name in text.split(",")] if text is not None else None
+
+
+def _clip(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise XbandError(f"--clip '{text}': give LOW,HIGH, e.g. --clip 0,1.") from None
+    if not low < high:
+        raise XbandError(f"--clip '{text}': LOW must be below HIGH.")
+    return low, high
+
+
+def preprocess(args: argparse.Namespace):
+    """Scale and clip from the options; mean and std from --norm-stats when that file exists."""
+    from xband.data import Preprocess, read_band_stats
+
+    prep = Preprocess(scale=args.scale, clip=_clip(args.clip))
+    if args.norm_stats and Path(args.norm_stats).exists():
+        mean, std, bands = read_band_stats(args.norm_stats)
+        prep = dataclasses.replace(prep, mean=mean, std=std, stats_file=args.norm_stats,
+                                   stats_bands=bands)
+    return prep
+
+
+def read_images(args: argparse.Namespace):
+    """The `ImageSet` the data options describe (read and checked; no model needed)."""
+    from xband.bands import parse_groups
+    from xband.readers import read_data
+
+    band_names = names(args.bands, args.band_names_file, "band")
+    if band_names and args.sensor:
+        raise XbandError("give the bands either as a sensor preset (--sensor) or by name "
+                         "(--bands, --band-names-file), not both.")
+    return read_data(
+        args.data, labels=args.labels, x_key=args.x_key, y_key=args.y_key,
+        skip_bad=args.skip_bad, bands=band_names, classes=names(args.classes, None, "class"),
+        layout=args.data_layout, sensor=args.sensor,
+        band_groups=parse_groups(args.band_groups) if args.band_groups else None,
+        preprocess=preprocess(args), nodata=args.nodata)
+
+
+def probe_images(data) -> np.ndarray | None:
+    """Up to PROBE_MAX readable images of `data`, preprocessed, in their stored layout: the
+    fidelity check runs on the user's own inputs."""
+    from xband.data import BadImage, guess_layout, likely_layout
+    from xband.layout import Layout
+
+    images = []
+    for i in range(min(len(data), 4 * PROBE_MAX)):
+        try:
+            images.append(np.asarray(data.images[np.array([i])], dtype=np.float32))
+        except BadImage:
+            continue
+        if len(images) == PROBE_MAX:
+            break
+    if not images:
+        return None
+    x = np.concatenate(images)
+    layout = data.layout or likely_layout(x.shape)
+    if data.preprocess.mean is not None and layout is None:
+        layout = guess_layout(x.shape, len(data.preprocess.mean), Layout.CHANNELS_LAST)
+    return data.preprocess(x, band_axis=(layout or Layout.CHANNELS_FIRST).band_axis)

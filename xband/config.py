@@ -1,0 +1,117 @@
+"""The settings of one explanation run, validated once, frozen, and carried by its result.
+
+`explain` builds a `RunConfig` from its arguments; the checks re-run methods with the run's own
+configuration, and summary.json records it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from xband.errors import XbandError
+from xband.methods import Method, resolve_methods
+from xband.methods._base import whole_number
+
+TARGETS = ("true", "predicted", "all")
+OUTPUTS = ("logits", "probabilities")
+BASELINES = ("mean", "zero")
+
+
+def _choice(name: str, value: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise XbandError(f"{name} '{value}' is not one of: {', '.join(choices)}.")
+    return value
+
+
+def _optional_count(value, name: str, minimum: int = 1) -> int | None:
+    return None if value is None else whole_number(value, name, minimum=minimum)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What to explain and how; every field is checked when the object is made.
+
+    methods: the configured methods, in report order. target: the class whose output is
+    explained: "true" (the label), "predicted", "all" (every class), or None (the label when
+    labels are known, else the predicted class). output: "logits" (a final softmax stripped when
+    possible) or "probabilities". baseline: what a removed band becomes: "mean" (its mean over
+    the data), "zero", or one value per band. max_images / max_per_class: explain a seeded,
+    stratified subset. examples_per_class: images kept whole for per-band maps. tuned: run the
+    speed-ups that keep the numbers (xband.forward). skip_bad: leave out unreadable images and
+    images with NaN/Inf/nodata values instead of stopping. n_boot: bootstrap resamples of the
+    per-class intervals.
+    """
+
+    methods: tuple[Method, ...]
+    target: str | None = None
+    output: str = "logits"
+    baseline: str | tuple[float, ...] = "mean"
+    batch_size: int = 64
+    max_images: int | None = None
+    max_per_class: int | None = None
+    examples_per_class: int = 2
+    seed: int = 0
+    device: str = "cpu"
+    tuned: bool = True
+    skip_bad: bool = False
+    n_boot: int = 1000
+
+    def __post_init__(self) -> None:
+        fix = object.__setattr__
+        if self.target is not None:
+            _choice("target", self.target, TARGETS)
+        _choice("output", self.output, OUTPUTS)
+        if isinstance(self.baseline, str):
+            _choice("baseline", self.baseline, BASELINES)
+        else:
+            values = np.asarray(self.baseline, dtype=np.float64).reshape(-1)
+            if not np.isfinite(values).all():
+                raise XbandError("baseline values must be finite numbers, one per band.")
+            fix(self, "baseline", tuple(float(v) for v in values))
+        fix(self, "batch_size", whole_number(self.batch_size, "batch_size"))
+        fix(self, "max_images", _optional_count(self.max_images, "max_images"))
+        fix(self, "max_per_class", _optional_count(self.max_per_class, "max_per_class"))
+        fix(self, "examples_per_class", whole_number(self.examples_per_class,
+                                                     "examples_per_class", minimum=0))
+        fix(self, "seed", whole_number(self.seed, "seed", minimum=0))
+        fix(self, "n_boot", whole_number(self.n_boot, "n_boot"))
+        if not self.methods:
+            raise XbandError("no method given.")
+
+    @classmethod
+    def build(cls, methods: str | Method | Sequence[str | Method] = "all", *,
+              method_options: Mapping[str, Mapping] | None = None, **settings) -> RunConfig:
+        """A configuration from method names or objects, per-method options and settings."""
+        return cls(methods=resolve_methods(methods, method_options), **settings)
+
+    def with_target_for(self, has_labels: bool) -> RunConfig:
+        """The configuration with the target decided: the label when known, else the prediction."""
+        if self.target is None:
+            return dataclasses.replace(self, target="true" if has_labels else "predicted")
+        if self.target == "true" and not has_labels:
+            raise XbandError("target 'true' needs labels: give them (--labels, or 'y' in the "
+                             ".npz) or explain the predicted class (target 'predicted').")
+        return self
+
+    def method(self, name: str) -> Method:
+        return next(m for m in self.methods if m.name == name)
+
+    def settings(self) -> dict:
+        """The settings as summary.json records them (methods are listed on their own)."""
+        return {
+            "target": self.target,
+            "output": self.output,
+            "baseline": self.baseline if isinstance(self.baseline, str) else "user-given",
+            "batch_size": self.batch_size,
+            "max_images": self.max_images,
+            "max_per_class": self.max_per_class,
+            "examples_per_class": self.examples_per_class,
+            "device": self.device,
+            "tuned": self.tuned,
+            "skip_bad": self.skip_bad,
+            "bootstrap_resamples": self.n_boot,
+        }
