@@ -21,9 +21,7 @@ from tests.test_explain import as_loaded
 from xband.data import image_set
 from xband.errors import XbandError
 from xband.forward import (
-    CANDIDATE_SIZES,
     PassSizes,
-    best_pass_sizes,
     check_device,
     forward_module,
     tune,
@@ -111,12 +109,6 @@ def context(forward: nn.Module, baseline: torch.Tensor, features: torch.Tensor |
             donors=None) -> Context:
     return Context(forward=forward, baseline=baseline, band_std=torch.ones(N_BANDS),
                    donors=donors, features=features, passes=PassSizes(forward=3, gradient=3))
-
-
-def test_pass_sizes_are_measured_among_the_candidates():
-    forward = forward_module(bn_cnn(), "channels_first", "cpu")
-    sizes = best_pass_sizes(forward, torch.from_numpy(images(2)[0]))
-    assert sizes.forward in CANDIDATE_SIZES and sizes.gradient in CANDIDATE_SIZES
 
 
 @pytest.mark.parametrize(("method", "captum"), [("saliency", Saliency),

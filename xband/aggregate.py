@@ -67,24 +67,32 @@ def importance_table(
 ) -> pd.DataFrame:
     """The tidy table: one row per method, grouping, class, target and band.
 
-    `scores[m]` is (N, B), or (N, C, B) when every class is a target (`target_mode == "all"`);
-    `wavelengths` (nm, per band) fill the column wavelength_nm (NaN when unknown).
+    `scores[m]` is (N, B), or (N, C, B) when every class is a target (`target_mode == "all"`),
+    with NaN rows for images the method did not explain; `wavelengths` (nm, per band) fill the
+    column wavelength_nm (NaN when unknown). `n` counts each method's own images.
     """
     rng = np.random.default_rng(seed)
-    methods = list(scores)
-    # one matrix with every method's scores and shares, so one bootstrap serves them all
-    flat = np.concatenate(
-        [scores[m].reshape(len(predictions), -1) for m in methods]
-        + [shares(scores[m]).reshape(len(predictions), -1) for m in methods],
-        axis=1,
-    )
-    index = pd.MultiIndex.from_product(
-        [methods, class_names if target_mode == "all" else [f"{target_mode} class"], band_names],
-        names=["method", "target", "band"])
+    n = len(predictions)
+    targets = class_names if target_mode == "all" else [f"{target_mode} class"]
     wavelength = np.full(len(band_names), np.nan) if wavelengths is None else np.asarray(wavelengths)
-    frames = [_summarise(flat[mask], rng, n_boot, index, wavelength).assign(n=int(mask.sum()))
-              .pipe(_label, grouping, cls)
-              for grouping, cls, mask in _groupings(labels, predictions, class_names)]
+    frames = []
+    for grouping, cls, mask in _groupings(labels, predictions, class_names):
+        parts = []
+        for methods, explained in _explained_together(scores):
+            rows = mask & explained
+            if not rows.any():
+                continue
+            # one matrix with these methods' scores and shares, so one bootstrap serves them all
+            flat = np.concatenate([scores[m].reshape(n, -1)[rows] for m in methods]
+                                  + [shares(scores[m]).reshape(n, -1)[rows] for m in methods],
+                                  axis=1)
+            index = pd.MultiIndex.from_product([methods, targets, band_names],
+                                               names=["method", "target", "band"])
+            parts.append(_summarise(flat, rng, n_boot, index, wavelength).assign(n=int(rows.sum())))
+        order = {m: i for i, m in enumerate(scores)}
+        frame = pd.concat(parts, ignore_index=True).sort_values(
+            "method", key=lambda s: s.map(order), kind="stable")
+        frames.append(_label(frame, grouping, cls))
     table = pd.concat(frames, ignore_index=True)
     keys = ["method", "grouping", "class", "target"]
     table["rank"] = (
@@ -94,6 +102,21 @@ def importance_table(
                "score", "score_std",
                "ci_low", "ci_high", "share", "share_std", "share_ci_low", "share_ci_high", "n", "rank"]
     return table[columns]
+
+
+def _explained_together(scores: dict[str, np.ndarray]) -> list[tuple[list[str], np.ndarray]]:
+    """Methods grouped by the images they explained (rows without NaN), in method order: a
+    sampled run stops each method at its own number of images."""
+    groups: list[tuple[list[str], np.ndarray]] = []
+    for method, values in scores.items():
+        explained = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        for members, rows in groups:
+            if np.array_equal(rows, explained):
+                members.append(method)
+                break
+        else:
+            groups.append(([method], explained))
+    return groups
 
 
 def _summarise(values: np.ndarray, rng: np.random.Generator, n_boot: int, index: pd.MultiIndex,

@@ -154,7 +154,7 @@ def _with_stats(data, stats, origin: str):
 def _explain_and_save(model, data, config, args: argparse.Namespace) -> None:
     from xband.pipeline import run_explanation
 
-    result = run_explanation(model, data, config, progress=not args.quiet)
+    result = run_explanation(model, data, config, progress=not args.quiet, announce=print)
     if args.evaluate:
         from xband.checks import evaluate
 
@@ -168,6 +168,7 @@ def _explain_and_save(model, data, config, args: argparse.Namespace) -> None:
     accuracy = result.summary["accuracy"]["overall"]
     if accuracy is not None:
         print(f"accuracy on these {len(result.indices)} images: {accuracy:.3f}")
+    print("\n" + result.sampling_text())
     print("\nTop bands per class (consensus = mean rank over methods; then each method's top band):")
     print(result.top_bands().to_string())
     if result.evaluation is not None and result.evaluation.flagged:

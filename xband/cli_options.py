@@ -123,9 +123,17 @@ def add_explain_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--baseline", choices=BASELINES, default="mean",
                        help="value of a removed band: its mean over the data (default) or zero")
     group.add_argument("--max-images", type=int, metavar="N",
-                       help="explain at most N images, sampled per class in proportion (seeded)")
+                       help="use at most N images, sampled per class in proportion (seeded)")
     group.add_argument("--max-per-class", type=int, metavar="N",
-                       help="explain at most N images per class, drawn with --seed")
+                       help="use at most N images per class, drawn with --seed")
+    group.add_argument("--all-images", action="store_true",
+                       help="explain every image; by default each class's images are explained "
+                       "in rounds, in a seeded random order, until its top 3 bands are settled "
+                       "(a bootstrap chance below 5%% that they change, at least 30 images)")
+    group.add_argument("--budget", metavar="TIME",
+                       help="time for the methods together, e.g. 90s, 5m, 1.5h: each method "
+                       "gets an equal share (unused time passes on), takes the form that fits "
+                       "(sampled Shapley values) and stops when its share is spent")
     group.add_argument("--examples-per-class", type=int, default=2, metavar="K",
                        help="images per class kept whole for per-band maps (default 2)")
 
@@ -209,6 +217,7 @@ def run_config(args: argparse.Namespace):
         args.methods, method_options=parse_method_options(args.method_option), target=args.target,
         output=args.output_space, baseline=args.baseline, seed=args.seed,
         max_images=args.max_images, max_per_class=getattr(args, "max_per_class", None),
+        all_images=args.all_images, budget=args.budget,
         examples_per_class=args.examples_per_class, batch_size=args.batch_size,
         device=args.device, tuned=not args.untuned, skip_bad=getattr(args, "skip_bad", False))
 

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xband.cost import parse_budget
 from xband.errors import XbandError
 from xband.methods import Method, resolve_methods
 from xband.methods._base import whole_number
+from xband.sampling import StoppingRule
 
 TARGETS = ("true", "predicted", "all")
 OUTPUTS = ("logits", "probabilities")
@@ -43,7 +45,10 @@ class RunConfig:
     stratified subset. examples_per_class: images kept whole for per-band maps. tuned: run the
     speed-ups that keep the numbers (xband.forward). skip_bad: leave out unreadable images and
     images with NaN/Inf/nodata values instead of stopping. n_boot: bootstrap resamples of the
-    per-class intervals.
+    per-class intervals. all_images: explain every image; otherwise (the default) each class's
+    images are taken in rounds until its top bands are settled (`stopping`; xband.sampling).
+    budget: seconds the methods may take together ("5m" and the like in `build`), shared
+    equally, unused time passing on.
     """
 
     methods: tuple[Method, ...]
@@ -59,6 +64,9 @@ class RunConfig:
     tuned: bool = True
     skip_bad: bool = False
     n_boot: int = 1000
+    all_images: bool = False
+    budget: float | None = None
+    stopping: StoppingRule = StoppingRule()
 
     def __post_init__(self) -> None:
         fix = object.__setattr__
@@ -79,6 +87,7 @@ class RunConfig:
                                                      "examples_per_class", minimum=0))
         fix(self, "seed", whole_number(self.seed, "seed", minimum=0))
         fix(self, "n_boot", whole_number(self.n_boot, "n_boot"))
+        fix(self, "budget", parse_budget(self.budget))
         if not self.methods:
             raise XbandError("no method given.")
 
@@ -114,4 +123,6 @@ class RunConfig:
             "tuned": self.tuned,
             "skip_bad": self.skip_bad,
             "bootstrap_resamples": self.n_boot,
+            "all_images": self.all_images,
+            "budget_s": self.budget,
         }

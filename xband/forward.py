@@ -1,6 +1,5 @@
 """The forward pass every method calls: channels-first images in, eval mode, weights frozen, and
-made faster with the same numbers (BatchNorm folded into convolutions, channels-last memory),
-plus the pass sizes measured on the model.
+made faster with the same numbers (BatchNorm folded into convolutions, channels-last memory).
 
 Each speed-up is kept only when its outputs and input gradients match the plain forward on
 an example batch; otherwise it is dropped with a note (a model that calls `.view` on its
@@ -144,63 +143,14 @@ def tune(forward: ChannelsFirst, example: torch.Tensor
 
 @dataclass(frozen=True)
 class PassSizes:
-    """Images per network pass, forward-only and forward+backward. They change the speed, never
-    the numbers: random draws are made per batch of images, not per pass."""
+    """Images per network pass, forward-only and forward+backward (xband.tuning chooses them).
+    Random draws are made per batch of images, not per pass."""
 
-    forward: int = 128
-    gradient: int = 128
+    forward: int = 64
+    gradient: int = 64
 
     def as_dict(self) -> dict:
         return {"forward": self.forward, "gradient": self.gradient}
-
-
-CANDIDATE_SIZES = (8, 16, 32, 64, 128, 256)
-
-
-def _images_per_second(forward: nn.Module, x: torch.Tensor, gradient: bool) -> float:
-    def run() -> None:
-        if gradient:
-            xi = x.clone().requires_grad_(True)
-            torch.autograd.grad(forward(xi)[:, 0].sum(), xi)
-        else:
-            with torch.inference_mode():
-                forward(x)
-        if x.is_cuda:
-            torch.cuda.synchronize()
-
-    run()  # the first pass of a new shape sets up kernels
-    times = []
-    for _ in range(2):  # best of two: the machine may be busy with something else
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return len(x) / min(times)
-
-
-def best_pass_sizes(forward: nn.Module, example: torch.Tensor) -> PassSizes:
-    """The fastest pass sizes on this machine, measured on copies of one example image.
-
-    No fixed size suits every model (small networks keep their activations in cache in small
-    passes; large ones want larger passes: README, Speed). Sizes are tried from small to large
-    until one gains less than 5% (or memory runs out); the largest size within 10% of the best
-    rate wins, since bigger passes also share the per-pass work this bare measurement leaves out.
-    """
-    best = {}
-    for gradient in (False, True):
-        rates: dict[int, float] = {}
-        for size in CANDIDATE_SIZES:
-            x = example[:1].expand(size, -1, -1, -1).contiguous()
-            try:
-                rate = _images_per_second(forward, x, gradient)
-            except torch.OutOfMemoryError:
-                break
-            plateau = bool(rates) and rate < 1.05 * max(rates.values())
-            rates[size] = rate
-            if plateau:
-                break
-        best[gradient] = max(size for size, rate in rates.items()
-                             if rate >= 0.9 * max(rates.values()))
-    return PassSizes(forward=best[False], gradient=best[True])
 
 
 @dataclass(frozen=True)
@@ -208,27 +158,21 @@ class Networks:
     """The explained network as the methods run it, and how it was made fast."""
 
     forward: ChannelsFirst  # channels-first, tuned
-    passes: PassSizes
     speed_ups: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # speed-ups dropped, and why
     tuning_s: float = 0.0
 
 
 def prepare_networks(network: nn.Module, layout: Layout | str, device: str,
-                     example: torch.Tensor, *, tuned: bool, batch_size: int,
-                     passes: PassSizes | None = None) -> Networks:
+                     example: torch.Tensor, *, tuned: bool) -> Networks:
     """`network` ready for the methods on `device`: channels-first, eval mode, weights frozen,
-    and with `tuned` the speed-ups that keep its numbers. Pass sizes are measured unless given
-    (`passes`, from an earlier run); untuned, every pass is `batch_size` images.
+    and with `tuned` the speed-ups that keep its numbers (pass sizes: xband.tuning).
 
     example: two or so channels-first images (N, B, H, W) on `device`, for the checks.
     """
     started = time.perf_counter()
     forward = forward_module(network, layout, device)
     if not tuned:
-        sizes = passes or PassSizes(batch_size, batch_size)
-        return Networks(forward, sizes, tuning_s=time.perf_counter() - started)
+        return Networks(forward, tuning_s=time.perf_counter() - started)
     forward, speed_ups, notes = tune(forward, example)
-    sizes = passes or best_pass_sizes(forward, example)
-    return Networks(forward, sizes, tuple(speed_ups), tuple(notes),
-                    time.perf_counter() - started)
+    return Networks(forward, tuple(speed_ups), tuple(notes), time.perf_counter() - started)

@@ -6,6 +6,8 @@ Memory holds the per-image band scores and full maps only for a few example imag
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -15,15 +17,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from converters.cache import cache_root
 from xband import aggregate
+from xband.attribution import Candidates, MethodResult, explain_method, first_round
 from xband.config import RunConfig
+from xband.cost import estimate_lines, fit_budget, method_cost, pass_kind
 from xband.data import BandStats, ImageSet, image_set, scan, skip_notes, stratified_subset
 from xband.errors import XbandError
-from xband.forward import Networks, check_device, prepare_networks
+from xband.forward import Networks, PassSizes, check_device, prepare_networks
 from xband.methods import Context, Method
 from xband.models import LoadedModel
 from xband.result import Examples, Explanation, RunRecord, build_summary
-from xband.runner import BandGroups, BatchRunner, Donors, MethodRun
+from xband.runner import BandGroups, BatchRunner, Donors
+from xband.sampling import class_orders
+from xband.tuning import PassTiming, cache_file, module_id, pass_timing
 
 
 def explain(
@@ -37,6 +44,8 @@ def explain(
     seed: int = 0,
     max_images: int | None = None,
     max_per_class: int | None = None,
+    all_images: bool = False,
+    budget: str | float | None = None,
     examples_per_class: int = 2,
     batch_size: int = 64,
     device: str = "cpu",
@@ -61,7 +70,11 @@ def explain(
     the label when labels are known, else the predicted class. output: "logits" (a final
     softmax stripped when possible) or "probabilities". baseline: what a removed band becomes:
     "mean" (its mean over the data), "zero", or one value per band. max_images / max_per_class:
-    explain a seeded stratified subset. skip_bad: leave out unreadable images and images with
+    the candidate images, a seeded stratified subset. all_images: explain every candidate image;
+    by default each class's images are explained in rounds until its top bands are settled
+    (xband.sampling). budget: time for the methods together ("5m", "90s", seconds), shared
+    equally; methods take the form that fits (sampled Shapley values) and stop when it is
+    spent. skip_bad: leave out unreadable images and images with
     NaN/Inf/nodata values, listing them in the notes, instead of stopping at the first.
     tuned: run a faster forward pass with the same numbers (xband.forward); False runs the
     network as given. device: "cpu" or "cuda".
@@ -75,8 +88,8 @@ def explain(
     config = RunConfig.build(
         methods, method_options=method_options, target=target, output=output,
         baseline=baseline if isinstance(baseline, str) else tuple(np.ravel(baseline)),
-        seed=seed, max_images=max_images, max_per_class=max_per_class,
-        examples_per_class=examples_per_class, batch_size=batch_size, device=device,
+        seed=seed, max_images=max_images, max_per_class=max_per_class, all_images=all_images,
+        budget=budget, examples_per_class=examples_per_class, batch_size=batch_size, device=device,
         tuned=tuned, skip_bad=skip_bad, n_boot=n_boot)
     return run_explanation(model, as_image_set(data, bands=bands, classes=classes, sensor=sensor),
                            config, progress=progress)
@@ -111,18 +124,28 @@ def as_image_set(data, **description) -> ImageSet:
 
 @dataclass(frozen=True)
 class Selection:
-    """The images a run explains, what one pass over them found, and the removal baseline."""
+    """The images a run may explain, what one pass over them (or a sample) found, and the
+    removal baseline."""
 
-    indices: np.ndarray  # (N,) positions in the data source, sorted
-    stats: BandStats  # per-band mean and std over these images, preprocessed
+    indices: np.ndarray  # (P,) positions in the data source of the candidate images, sorted
+    stats: BandStats  # per-band mean and std, preprocessed
+    stats_images: int  # images the statistics come from
+    checked: np.ndarray  # (P,) whether each candidate image was read and checked already
     baseline: np.ndarray  # (B,) what a removed band becomes
-    skipped: tuple[tuple[str, str], ...]  # (image, reason) left out, on reading or scanning
+    skipped: tuple[tuple[str, str], ...]  # (image, reason) left out so far
     notes: tuple[str, ...]
 
 
+STATS_IMAGES = 1024  # a sampled run computes band statistics from at most this many images
+
+
 def run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *,
-                    progress: bool = True) -> Explanation:
-    """`explain` with its arguments checked: the run as a sequence of named steps."""
+                    progress: bool = True, announce: Callable[[str], None] | None = None
+                    ) -> Explanation:
+    """`explain` with its arguments checked: the run as a sequence of named steps.
+
+    announce: where to say the cost estimate before any method runs (default: standard error
+    when `progress`)."""
     started = time.perf_counter()
     check_device(config.device)
     data = data.for_model(model)
@@ -130,44 +153,65 @@ def run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *,
     selection = select_images(model, data, config)
     example = torch.from_numpy(data.take(selection.indices[:2])).to(config.device)
     networks = prepare_networks(model.network(config.output), model.layout, config.device,
-                                example, tuned=config.tuned, batch_size=config.batch_size)
+                                example, tuned=config.tuned)
     take = image_feed(data, selection.indices, networks.forward, config.device)
-    predictions = predict(networks.forward, take, len(selection.indices), config.batch_size * 4)
-    labels = data.labels[selection.indices] if data.labels is not None else None
-    known = labels if labels is not None else predictions
-    examples = pick_examples(known, predictions, model.n_classes, config.examples_per_class,
-                             config.seed)
-    runner = make_runner(data, config, selection, networks, take, model.n_classes)
-    targets = {"true": labels, "predicted": predictions, "all": None}[config.target]
-    runs = {m.name: runner.run(m, known=known, targets=targets, keep_maps=examples,
-                               progress=progress) for m in config.methods}
+    timing = measure_passes(model, data, config, networks, example, len(selection.indices))
+    config, budget_notes = fit_to_budget(config, data, timing)
+    say = announce or (_stderr if progress else None)
+    if say is not None:
+        say(cost_text(config, data, timing, len(selection.indices), model.n_classes))
+    candidates = Candidates(data, selection.indices, networks.forward, take,
+                            skip_bad=config.skip_bad, checked=selection.checked,
+                            chunk=config.batch_size * 4)
+    if candidates.labels is None:  # the predicted classes are the strata
+        candidates.prepare(np.arange(len(candidates)))
+    orders = class_orders(candidates.known, model.n_classes, config.seed)
+    examples = _examples(candidates, orders, config, model.n_classes)
+    runner = make_runner(data, config, selection, networks.forward, timing.sizes, take,
+                         model.n_classes)
+    results = run_methods(config, runner, candidates, orders, examples, timing, data.n_bands,
+                          progress)
+    explained = np.flatnonzero(np.any([r.explained for r in results.values()], axis=0))
     record = RunRecord(
-        indices=selection.indices, baseline=selection.baseline, band_mean=selection.stats.mean,
-        band_std=selection.stats.std, passes=networks.passes, speed_ups=networks.speed_ups,
-        timings={"tuning": networks.tuning_s, **{m: r.seconds for m, r in runs.items()}},
-        notes=selection.notes + networks.notes, skipped=selection.skipped,
-        run_time_s=time.perf_counter() - started)
-    return assemble(model, data, config, record, labels, predictions,
-                    Examples.of(data, selection.indices, examples, known, predictions, runs), runs)
+        indices=selection.indices[explained], baseline=selection.baseline,
+        band_mean=selection.stats.mean, band_std=selection.stats.std, timing=timing,
+        speed_ups=networks.speed_ups,
+        timings={"tuning": networks.tuning_s + timing.seconds,
+                 **{m: r.seconds for m, r in results.items()}},
+        notes=(selection.notes + networks.notes + tuple(budget_notes)
+               + tuple(skip_notes(candidates.skipped))),
+        skipped=selection.skipped + tuple(candidates.skipped),
+        run_time_s=time.perf_counter() - started,
+        sampling=sampling_record(config, results, data.class_names, selection.stats_images))
+    return assemble(model, data, config, record, candidates, explained, examples, results)
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def select_images(model: LoadedModel, data: ImageSet, config: RunConfig) -> Selection:
-    """The images to explain (a seeded stratified subset when asked), checked in one pass that
-    also gives the band statistics, and the removal baseline."""
+    """The images the run may explain (a seeded stratified subset when asked), the band
+    statistics from one pass over them (explaining every image) or over a sample of them (the
+    sampled run checks the rest as it reads them), and the removal baseline."""
     indices = stratified_subset(data.labels, len(data), config.max_images, config.seed,
                                 config.max_per_class)
     _check_classes(data, indices, model.n_classes)
-    checked = scan(data, indices, skip_bad=config.skip_bad)
+    sample = indices if config.all_images else indices[stratified_subset(
+        None if data.labels is None else data.labels[indices], len(indices), STATS_IMAGES,
+        config.seed)]
+    checked = scan(data, sample, skip_bad=config.skip_bad)
     if checked.skipped:
-        _check_classes(data, checked.kept, model.n_classes)
+        indices = np.setdiff1d(indices, np.setdiff1d(sample, checked.kept))
+        _check_classes(data, indices, model.n_classes)
     skipped = data.skipped + tuple(checked.skipped)
     notes = [*skip_notes(skipped)]
     if config.output == "logits" and model.logits_module is None:
         notes.append("output: the network's final softmax could not be stripped; scores are for "
                      "probabilities, which saturate near 0 and 1.")
     notes += [n for n in (m.note(data.n_bands) for m in config.methods) if n]
-    return Selection(checked.kept, checked.stats, _baseline(config, checked.stats, data.n_bands),
-                     skipped, tuple(notes))
+    return Selection(indices, checked.stats, len(checked.kept), np.isin(indices, checked.kept),
+                     _baseline(config, checked.stats, data.n_bands), skipped, tuple(notes))
 
 
 def _baseline(config: RunConfig, stats: BandStats, n_bands: int) -> np.ndarray:
@@ -197,7 +241,7 @@ def _check_classes(data: ImageSet, indices: np.ndarray, n_classes: int) -> None:
 
 def image_feed(data: ImageSet, indices: np.ndarray, forward: nn.Module,
                device: str) -> Callable[[np.ndarray], torch.Tensor]:
-    """Positions among the explained images → their images on `device`, in the memory format
+    """Positions among the candidate images → their images on `device`, in the memory format
     the network runs in: copied once per batch instead of once per pass."""
     def take(positions: np.ndarray) -> torch.Tensor:
         return forward.prepare(torch.from_numpy(data.take(indices[positions])).to(device))
@@ -205,17 +249,62 @@ def image_feed(data: ImageSet, indices: np.ndarray, forward: nn.Module,
     return take
 
 
-def predict(network: nn.Module, take: Callable[[np.ndarray], torch.Tensor], n: int,
-            chunk: int) -> np.ndarray:
-    """Predicted class of every explained image."""
-    with torch.inference_mode():
-        return np.concatenate([network(take(np.arange(start, min(start + chunk, n))))
-                               .argmax(dim=1).cpu().numpy() for start in range(0, n, chunk)])
+def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networks: Networks,
+                   example: torch.Tensor, n_candidates: int) -> PassTiming:
+    """Pass sizes and seconds per image-pass for the kinds of passes the methods make, within a
+    tuning budget of 1 s or 5% of the run's estimated time, whichever is more."""
+    kinds = {pass_kind(m) for m in config.methods}
+    images = n_candidates if config.all_images else min(
+        n_candidates, config.stopping.first_round * model.n_classes)
+
+    def tuning_budget(seconds_per_pass: dict[str, float]) -> float:
+        run = sum(method_cost(m, data.n_bands, seconds_per_pass).seconds(images)
+                  for m in config.methods)
+        return max(1.0, 0.05 * run)
+
+    cache = cache_file(cache_root(), model_id=model.sha256 or module_id(model.module),
+                       output=config.output, device=config.device,
+                       image_shape=(data.n_bands, *data.image_size))
+    return pass_timing(networks.forward, example, kinds=kinds, tuned=config.tuned,
+                       batch_size=config.batch_size, budget_s=tuning_budget, cache=cache)
+
+
+def fit_to_budget(config: RunConfig, data: ImageSet,
+                  timing: PassTiming) -> tuple[RunConfig, list[str]]:
+    """The configuration with each method in the form its share of the budget affords."""
+    if config.budget is None:
+        return config, []
+    methods, notes = fit_budget(config.methods, data.n_bands, timing.seconds_per_image,
+                                config.budget, len(data.class_names), config.stopping.min_images)
+    return dataclasses.replace(config, methods=methods), notes
+
+
+def cost_text(config: RunConfig, data: ImageSet, timing: PassTiming, n_candidates: int,
+              n_classes: int) -> str:
+    """What the run will cost, said before it starts."""
+    costs = [method_cost(m, data.n_bands, timing.seconds_per_image) for m in config.methods]
+    first = n_candidates if config.all_images else config.stopping.first_round
+    lines = estimate_lines(costs, first, n_classes, n_candidates)
+    if config.budget is not None:
+        lines.append(f"budget: {config.budget:.0f} s for the methods together")
+    elif not config.all_images:
+        lines.append("classes stop taking images once their top bands are settled "
+                     "(--all-images explains every image)")
+    return "\n".join(lines)
+
+
+def _examples(candidates: Candidates, orders: dict[int, np.ndarray], config: RunConfig,
+              n_classes: int) -> np.ndarray:
+    """Positions of the example images, among those every method explains first."""
+    first = candidates.prepare(first_round(orders, config.stopping, config.all_images))
+    picked = pick_examples(candidates.known[first], candidates.predictions[first], n_classes,
+                           config.examples_per_class, config.seed)
+    return first[picked]
 
 
 def pick_examples(known: np.ndarray, predictions: np.ndarray, n_classes: int, per_class: int,
                   seed: int) -> np.ndarray:
-    """Positions of up to `per_class` examples per class, correctly classified ones first."""
+    """Rows of up to `per_class` examples per class, correctly classified ones first."""
     rng = np.random.default_rng(seed)
     picked = []
     for c in range(n_classes):
@@ -227,28 +316,62 @@ def pick_examples(known: np.ndarray, predictions: np.ndarray, n_classes: int, pe
     return np.array(sorted(picked), dtype=int)
 
 
-def make_runner(data: ImageSet, config: RunConfig, selection: Selection, networks: Networks,
-                take: Callable[[np.ndarray], torch.Tensor], n_classes: int) -> BatchRunner:
-    """The batch runner over the explained images, with band groups when the data has them."""
+def make_runner(data: ImageSet, config: RunConfig, selection: Selection, forward: nn.Module,
+                passes: PassSizes, take: Callable[[np.ndarray], torch.Tensor],
+                n_classes: int) -> BatchRunner:
+    """The batch runner over the candidate images, with band groups when the data has them."""
     device = config.device
     ctx = Context(
-        forward=networks.forward,
+        forward=forward,
         baseline=torch.from_numpy(selection.baseline).view(1, -1, 1, 1).to(device),
         band_std=torch.from_numpy(selection.stats.std).to(device),
         donors=Donors(len(selection.indices), config.seed, take),
-        passes=networks.passes,
+        passes=passes,
     )
     groups = BandGroups.of(ctx, data.band_groups, data.n_bands) if data.band_groups else None
     return BatchRunner(ctx, take, seed=config.seed, batch_size=config.batch_size,
                        n_classes=n_classes, groups=groups)
 
 
+def run_methods(config: RunConfig, runner: BatchRunner, candidates: Candidates,
+                orders: dict[int, np.ndarray], examples: np.ndarray, timing: PassTiming,
+                n_features: int, progress: bool) -> dict[str, MethodResult]:
+    """Every method in turn; under a budget each gets an equal share, unused time passing on."""
+    started = time.perf_counter()
+    share = None if config.budget is None else config.budget / len(config.methods)
+    results = {}
+    for i, method in enumerate(config.methods):
+        cost = method_cost(method, n_features, timing.seconds_per_image)
+        results[method.name] = explain_method(
+            method, runner, candidates, target=config.target, orders=orders,
+            rule=config.stopping, all_images=config.all_images, examples=examples,
+            seed=config.seed, seconds_per_image=cost.seconds(1),
+            deadline=None if share is None else started + share * (i + 1), progress=progress)
+    return results
+
+
+def sampling_record(config: RunConfig, results: dict[str, MethodResult],
+                    class_names: tuple[str, ...], stats_images: int) -> dict:
+    """How many images each method explained per class, and why it stopped there."""
+    return {
+        "mode": "all images" if config.all_images else "until settled",
+        "rule": config.stopping.as_dict(),
+        "band_statistics_images": stats_images,
+        "stops": {m: {class_names[c]: stop.as_dict() for c, stop in r.stops.items()}
+                  for m, r in results.items()},
+    }
+
+
 def assemble(model: LoadedModel, data: ImageSet, config: RunConfig, record: RunRecord,
-             labels: np.ndarray | None, predictions: np.ndarray, examples: Examples,
-             runs: dict[str, MethodRun]) -> Explanation:
-    """Per-class tables of every method's per-image scores, and the result object."""
-    scores = {m: r.scores for m, r in runs.items()}
-    group_scores = {m: r.group_scores for m, r in runs.items() if r.group_scores is not None}
+             candidates: Candidates, explained: np.ndarray, examples: np.ndarray,
+             results: dict[str, MethodResult]) -> Explanation:
+    """Per-class tables of every method's per-image scores (over the explained images; NaN rows
+    where a method stopped before an image), and the result object."""
+    labels = None if candidates.labels is None else candidates.labels[explained]
+    predictions = candidates.predictions[explained]
+    scores = {m: r.scores[explained] for m, r in results.items()}
+    group_scores = {m: r.group_scores[explained] for m, r in results.items()
+                    if r.group_scores is not None}
     tables = dict(labels=labels, predictions=predictions, class_names=list(data.class_names),
                   target_mode=config.target, n_boot=config.n_boot, seed=config.seed)
     importance = aggregate.importance_table(scores, band_names=list(data.band_names),
@@ -261,7 +384,8 @@ def assemble(model: LoadedModel, data: ImageSet, config: RunConfig, record: RunR
         method_info={m.name: m.info() for m in config.methods},
         labels=labels, predictions=predictions, scores=scores, importance=importance,
         agreement=aggregate.agreement(importance), consensus=aggregate.consensus(importance),
-        examples=examples, summary=build_summary(model, data, config, record, labels, predictions),
+        examples=Examples.of(data, candidates, examples, results),
+        summary=build_summary(model, data, config, record, labels, predictions),
         groups=data.group_bands() or None, group_scores=group_scores or None,
         group_importance=group_importance,
     )

@@ -18,6 +18,7 @@ from xband.config import RunConfig
 from xband.data import ImageSet
 from xband.files import atomic_folder
 from xband.forward import PassSizes
+from xband.tuning import PassTiming
 from xband.versions import versions
 
 if TYPE_CHECKING:
@@ -43,12 +44,17 @@ class RunRecord:
     baseline: np.ndarray  # (B,) what a removed band became
     band_mean: np.ndarray  # (B,) over the explained images, preprocessed
     band_std: np.ndarray  # (B,)
-    passes: PassSizes  # images per network pass, as measured (or the batch size)
+    timing: PassTiming  # images per network pass and seconds per image-pass
     speed_ups: tuple[str, ...]
     timings: dict[str, float]  # seconds: "tuning" and one per method
     notes: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]  # (image, reason) left out
     run_time_s: float
+    sampling: dict  # how many images each method explained per class, and why (xband.sampling)
+
+    @property
+    def passes(self) -> PassSizes:
+        return self.timing.sizes
 
 
 @dataclass
@@ -62,36 +68,22 @@ class Examples:
     maps: dict[str, np.ndarray]
 
     @classmethod
-    def of(cls, data: ImageSet, indices: np.ndarray, positions: np.ndarray, known: np.ndarray,
-           predictions: np.ndarray, runs: dict) -> Examples:
-        """The images at `positions` among the explained `indices`, and the maps the runs kept."""
-        return cls(index=indices[positions], image=data.take(indices[positions]),
-                   label=known[positions], prediction=predictions[positions],
-                   maps={m: r.maps for m, r in runs.items()
-                         if r.maps is not None and len(positions)})
+    def of(cls, data: ImageSet, candidates, positions: np.ndarray, results: dict) -> Examples:
+        """The candidate images at `positions`, with the maps each method kept of them (zeros
+        where a method stopped before one)."""
+        indices = candidates.indices[positions]
+        image = data.take(indices)
+        maps = {m: np.stack([r.maps.get(int(p), np.zeros_like(image[0])) for p in positions])
+                for m, r in results.items() if r.maps is not None and len(positions)}
+        return cls(index=indices, image=image, label=candidates.known[positions],
+                   prediction=candidates.predictions[positions], maps=maps)
 
 
 def build_summary(model: LoadedModel, data: ImageSet, config: RunConfig, record: RunRecord,
                   labels: np.ndarray | None, predictions: np.ndarray) -> dict:
     """What a reader needs to trust and reproduce the run (summary.json)."""
-    space = ("logits" if config.output == "logits" and model.logits_module is not None
-             else "probabilities")
     return {
-        "model": {
-            "path": model.source_path,
-            "format": model.source_format,
-            "sha256": model.sha256,
-            "layout": str(model.layout),
-            "n_bands": model.n_bands,
-            "n_classes": model.n_classes,
-            "ends_with_softmax": model.ends_with_softmax,
-            "output_space": space,
-            "output_note": (
-                "scores are for logits: the network's final softmax was stripped"
-                if space == "logits" and model.ends_with_softmax
-                else f"scores are for the network's {space}"
-            ),
-        },
+        "model": _model_summary(model, config),
         "fidelity": model.fidelity.as_dict() if model.fidelity else None,
         "data": {
             "path": data.source,
@@ -127,9 +119,31 @@ def build_summary(model: LoadedModel, data: ImageSet, config: RunConfig, record:
             "speed_ups": list(record.speed_ups),
             "images_per_pass": record.passes.as_dict(),
             "tuning_s": round(record.timings["tuning"], 2),
+            "pass_timing": record.timing.as_dict(),
         },
+        "sampling": record.sampling,
         "versions": versions(),
         "run_time_s": round(record.run_time_s, 2),
+    }
+
+
+def _model_summary(model: LoadedModel, config: RunConfig) -> dict:
+    space = ("logits" if config.output == "logits" and model.logits_module is not None
+             else "probabilities")
+    return {
+        "path": model.source_path,
+        "format": model.source_format,
+        "sha256": model.sha256,
+        "layout": str(model.layout),
+        "n_bands": model.n_bands,
+        "n_classes": model.n_classes,
+        "ends_with_softmax": model.ends_with_softmax,
+        "output_space": space,
+        "output_note": (
+            "scores are for logits: the network's final softmax was stripped"
+            if space == "logits" and model.ends_with_softmax
+            else f"scores are for the network's {space}"
+        ),
     }
 
 
@@ -189,6 +203,35 @@ class Explanation:
     @property
     def methods(self) -> list[str]:
         return list(self.scores)
+
+    def sampling_table(self) -> pd.DataFrame:
+        """Per class and method: images explained, why the method stopped there, and the
+        bootstrap chance that the class's top bands would still change."""
+        rows = [{"class": cls, "method": method, **stop}
+                for method, stops in self.record.sampling["stops"].items()
+                for cls, stop in stops.items()]
+        return pd.DataFrame(rows).rename(columns={"n": "images", "reason": "stopped because",
+                                                  "change_chance": "chance top bands change"})
+
+    def sampling_overview(self) -> pd.DataFrame:
+        """Class × method: "images (why the method stopped)"."""
+        table = self.sampling_table()
+        text = table["images"].astype(str) + " (" + table["stopped because"] + ")"
+        return table.assign(text=text).pivot(index="class", columns="method", values="text") \
+            .reindex(index=self.class_names, columns=self.methods)
+
+    def sampling_text(self) -> str:
+        """One line per method: images per class and why they stopped."""
+        sampling = self.record.sampling
+        head = ("every image explained" if sampling["mode"] == "all images" else
+                f"images per class until the top {sampling['rule']['top_k']} bands were settled")
+        lines = [f"Images explained per class ({head}):"]
+        for method, stops in sampling["stops"].items():
+            counts = [s["n"] for s in stops.values()]
+            reasons = sorted({s["reason"] for s in stops.values()})
+            lines.append(f"  {method:<22} {min(counts)}–{max(counts)} per class "
+                         f"({', '.join(reasons)})")
+        return "\n".join(lines)
 
     def table(self, method: str | None = None) -> pd.DataFrame:
         """The main view: per class (true class when labels are known), one row per band."""
@@ -321,6 +364,8 @@ class Explanation:
                 figures=sections,
                 tables={
                     "Top bands per class": self.top_bands(),
+                    "Images explained per class and method (why each stopped)":
+                        self.sampling_overview(),
                     "Bands: spread over the data and baseline": pd.DataFrame(
                         self.summary["bands"]).set_index("band"),
                 },

@@ -61,12 +61,13 @@ class Donors:
 
 @dataclass
 class MethodRun:
-    """One method's per-image answers over the explained images."""
+    """One method's per-image answers for the images it was given."""
 
     scores: np.ndarray  # (N, F), or (N, C, F) when every class is a target
-    maps: np.ndarray | None  # (K, B, H, W) float32 for the kept positions; None: no maps
+    maps: dict[int, np.ndarray] | None  # position → (B, H, W) float32 maps; None: no maps
     seconds: float
     group_scores: np.ndarray | None = None  # like `scores`, per band group
+    batches: int = 0
 
 
 @dataclass(frozen=True)
@@ -106,22 +107,25 @@ class BatchRunner:
             warnings.filterwarnings("ignore", category=UserWarning, module="captum")
             return method.attribute(batch, ctx)
 
-    def run(self, method: Method, *, known: np.ndarray, targets: np.ndarray | None,
-            keep_maps: np.ndarray, progress: bool = False) -> MethodRun:
-        """Scores of `method` for every position 0…N−1.
+    def run(self, method: Method, positions: np.ndarray, *, known: np.ndarray,
+            targets: np.ndarray | None, keep_maps: np.ndarray, first_batch: int = 0,
+            bar: tqdm | None = None) -> MethodRun:
+        """Scores of `method` for the images at `positions`, rows in that order.
 
-        known: (N,) the class each image counts as (its label, else its predicted class);
-        targets: (N,) the class explained per image, or None for every class; keep_maps: sorted
-        positions whose maps are kept (of the image's own class when every class is a target).
+        known: the class each image counts as (its label, else its predicted class) and
+        targets: the class explained per image (None: every class), both indexed by position;
+        keep_maps: positions whose maps are kept (of the image's own class when every class is a
+        target). Batches are numbered from `first_batch`: a run in rounds numbers them on, so
+        that no two batches of a method share their random draws.
         """
         started = time.perf_counter()
-        n, device = len(known), self.ctx.baseline.device
+        n, device = len(positions), self.ctx.baseline.device
         goals = range(self.n_classes) if targets is None else [None]
-        scores = groups = maps = None
-        bar = tqdm(total=n, desc=f"{method.label:<28}", unit="img", disable=not progress,
-                   leave=True, dynamic_ncols=True)
-        for batch_no, start in enumerate(range(0, n, self.batch_size)):
-            pos = np.arange(start, min(start + self.batch_size, n))
+        scores = groups = None
+        maps: dict[int, np.ndarray] = {}
+        for batch_no, start in enumerate(range(0, n, self.batch_size), start=first_batch):
+            rows = np.arange(start, min(start + self.batch_size, n))
+            pos = positions[rows]
             x = self.take(pos)
             label = torch.from_numpy(known[pos]).to(device)
             for goal in goals:
@@ -130,26 +134,26 @@ class BatchRunner:
                 batch = Batch(x=x, target=chosen.to(device), label=label, index=pos)
                 key = batch_no * self.n_classes + (goal or 0)
                 result = self.attribute(method, batch, self.ctx, key)
-                rows = pos if goal is None else (pos, goal)
+                where = rows if goal is None else (rows, goal)
                 if scores is None:
                     scores = np.zeros((n, *([self.n_classes] if targets is None else []),
                                        result.scores.shape[1]))
-                scores[rows] = result.scores
+                scores[where] = result.scores
                 if self.groups is not None and method.grouped:
                     grouped = self.attribute(method, batch, self.groups.context, key).scores
                     if groups is None:
                         groups = np.zeros((*scores.shape[:-1], grouped.shape[1]))
-                    groups[rows] = grouped
+                    groups[where] = grouped
                 if result.maps is not None:
                     keep = np.isin(pos, keep_maps)
                     if goal is not None:  # every class a target: keep the map of its own class
                         keep &= known[pos] == goal
-                    if maps is None:
-                        maps = np.zeros((len(keep_maps), *x.shape[1:]), dtype=np.float32)
                     for row in np.flatnonzero(keep):
-                        maps[np.searchsorted(keep_maps, pos[row])] = result.maps[row].cpu().numpy()
-            bar.update(len(pos))
-        bar.close()
+                        maps[int(pos[row])] = result.maps[row].cpu().numpy()
+            if bar is not None:
+                bar.update(len(pos))
         if self.groups is not None and not method.grouped:
             groups = scores @ self.groups.membership
-        return MethodRun(scores, maps, time.perf_counter() - started, groups)
+        return MethodRun(scores, maps if method.has_maps else None,
+                         time.perf_counter() - started, groups,
+                         batches=-(-n // self.batch_size))

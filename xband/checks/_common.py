@@ -15,7 +15,7 @@ from xband import aggregate
 from xband.config import RunConfig
 from xband.data import ImageSet, stratified_subset
 from xband.errors import XbandError
-from xband.forward import Networks, check_device, forward_module, prepare_networks, tune
+from xband.forward import Networks, PassSizes, check_device, forward_module, prepare_networks, tune
 from xband.methods import Context, Method
 from xband.models import LoadedModel
 from xband.result import Explanation
@@ -75,8 +75,9 @@ class Setup:
         return self.config.device
 
     @property
-    def passes(self):
-        return self._networks.passes
+    def passes(self) -> PassSizes:
+        """The explanation's pass sizes: the same speed, and the same rounding."""
+        return self.explanation.record.passes
 
     @property
     def n_bands(self) -> int:
@@ -94,10 +95,9 @@ class Setup:
 
     @cached_property
     def _networks(self) -> Networks:
-        """The explained network as the explanation ran it, with its pass sizes."""
+        """The explained network as the explanation ran it."""
         return prepare_networks(self.model.network(self.config.output), self.model.layout,
-                                self.device, self.x[:2], tuned=self.config.tuned,
-                                batch_size=self.batch_size, passes=self.explanation.record.passes)
+                                self.device, self.x[:2], tuned=self.config.tuned)
 
     @property
     def forward(self) -> nn.Module:
@@ -123,9 +123,12 @@ class Setup:
         method and the batch, so two models see the same draws."""
         runner = BatchRunner(ctx, self._take, seed=self.seed, batch_size=self.batch_size,
                              n_classes=self.model.n_classes)
-        kept = np.arange(len(self.positions)) if keep_maps else np.empty(0, dtype=int)
-        run = runner.run(method, known=self.image_class, targets=self.target, keep_maps=kept)
-        return run.scores, (run.maps if keep_maps else None)
+        everyone = np.arange(len(self.positions))
+        run = runner.run(method, everyone, known=self.image_class, targets=self.target,
+                         keep_maps=everyone if keep_maps else everyone[:0])
+        if not keep_maps or run.maps is None:
+            return run.scores, None
+        return run.scores, np.stack([run.maps[p] for p in everyone])
 
     def reference(self, method: Method) -> tuple[np.ndarray, np.ndarray | None]:
         """Scores and maps of the trained model on the subset with the explanation's settings."""

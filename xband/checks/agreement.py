@@ -22,7 +22,7 @@ def consensus_bootstrap(explanation: Explanation, *, n_boot: int = 200, seed: in
     shares = np.stack([per_image_shares(explanation, m) for m in methods], axis=1)  # (N, M, B)
     rows = []
     for c, cls in enumerate(explanation.class_names):
-        values = shares[group == c]
+        values = shares[(group == c) & np.isfinite(shares).all(axis=(1, 2))]
         n = len(values)
         if n == 0:
             continue

@@ -1,0 +1,107 @@
+"""Sampling that stops when the answer is settled: rounds per class in a seeded order, a
+bootstrap test of each class's top bands, and the record of why each method stopped."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.planted import N_CLASSES, PLANTED, planted_images, train_torch
+from tests.test_explain import as_loaded
+from xband import explain, image_set
+from xband.sampling import (
+    ALL_IMAGES,
+    BUDGET,
+    SETTLED,
+    StoppingRule,
+    change_chance,
+    class_orders,
+    sample_until_settled,
+)
+
+RULE = StoppingRule()
+
+
+def shares_with(means: list[float], n: int, noise: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.asarray(means) + noise * rng.standard_normal((n, len(means)))
+
+
+def test_change_chance_sees_clear_winners_ties_and_close_contests():
+    rng = np.random.default_rng(0)
+    clear = shares_with([0.5, 0.3, 0.15, 0.02, 0.02, 0.01], 40, 0.05)
+    assert change_chance(clear, RULE, rng) == 0.0
+    tied = shares_with([0.5, 0.3, 0.1, 0.096, 0.002, 0.002], 40, 0.05)  # 3rd vs 4th: a tie
+    assert change_chance(tied, RULE, rng) == 0.0
+    close = shares_with([0.5, 0.3, 0.12, 0.08, 0.0, 0.0], 40, 0.2)  # 4 pp apart, noisy
+    assert change_chance(close, RULE, rng) > RULE.stop_chance  # not settled: go on
+    assert change_chance(clear[:, :3], RULE, rng) == 0.0  # k ≥ bands: nothing can change
+
+
+def fake_attribute(means: dict[int, list[float]], noise: dict[int, float], class_of: np.ndarray,
+                   explained: list[np.ndarray]):
+    rng = np.random.default_rng(5)
+
+    def attribute(positions: np.ndarray):
+        explained.append(positions)
+        rows = [np.asarray(means[c]) + noise[c] * rng.standard_normal(len(means[c]))
+                for c in class_of[positions]]
+        return positions, np.array(rows)
+    return attribute
+
+
+def test_clear_classes_settle_tiny_ones_use_all_and_unclear_ones_go_on():
+    class_of = np.repeat([0, 1, 2], [500, 10, 500])
+    orders = class_orders(class_of, 3, seed=1)
+    means = {0: [0.5, 0.3, 0.15, 0.05], 1: [0.5, 0.3, 0.15, 0.05], 2: [0.26, 0.25, 0.25, 0.24]}
+    noise = {0: 0.05, 1: 0.05, 2: 0.3}
+    explained: list[np.ndarray] = []
+    stops = sample_until_settled(fake_attribute(means, noise, class_of, explained), orders, RULE,
+                                 class_of=class_of, seed=0, seconds_per_image=0.0)
+    assert stops[0].reason == SETTLED and stops[0].n == RULE.first_round
+    assert stops[1].reason == ALL_IMAGES and stops[1].n == 10
+    assert stops[2].n > 4 * RULE.first_round  # rounds double: 32, 64, 128, 256, …
+    taken = np.concatenate(explained)
+    assert len(np.unique(taken)) == len(taken)  # no image twice
+    for c, order in orders.items():  # each class's images in its seeded order: a prefix
+        mine = taken[class_of[taken] == c]
+        assert set(mine) == set(order[:stops[c].n])
+
+
+def test_a_deadline_stops_the_rounds():
+    class_of = np.repeat([0, 1], [400, 400])
+    orders = class_orders(class_of, 2, seed=1)
+    flat = {0: [0.25] * 4, 1: [0.25] * 4}
+    stops = sample_until_settled(fake_attribute(flat, {0: 0.3, 1: 0.3}, class_of, []), orders,
+                                 RULE, class_of=class_of, seed=0, seconds_per_image=1.0,
+                                 deadline=0.0)
+    assert {s.reason for s in stops.values()} == {BUDGET}
+    assert all(s.n == 1 for s in stops.values())  # every class still gets an answer
+
+
+@pytest.fixture(scope="module")
+def planted():
+    x, y = planted_images(n_per_class=80, seed=0)
+    model = as_loaded(train_torch(x, y), x.shape[1], N_CLASSES)
+    return model, planted_images(n_per_class=150, seed=1)
+
+
+def test_default_run_stops_early_and_agrees_with_every_image(planted):
+    model, (x, y) = planted
+    methods = "saliency,feature_ablation,gradient_shap"
+    sampled = explain(model, image_set(x, y), methods=methods, n_boot=50, progress=False)
+    every = explain(model, image_set(x, y), methods=methods, n_boot=50, progress=False,
+                    all_images=True)
+    assert len(every.indices) == len(x) and len(sampled.indices) < len(x) / 2
+    for method in methods.split(","):
+        for table in (sampled.table(method), every.table(method)):
+            for c, band in PLANTED.items():
+                rows = table[table["class"] == f"class {c}"]
+                assert rows.loc[rows["rank"] == 1, "band_index"].item() == band
+    stops = sampled.summary["sampling"]["stops"]["feature_ablation"]
+    assert {s["reason"] for s in stops.values()} == {SETTLED}
+    assert {s["reason"] for s in every.summary["sampling"]["stops"]["saliency"].values()} == {
+        ALL_IMAGES}
+    counts = sampled.table("saliency").groupby("class")["n"].first()
+    assert (counts >= RULE.min_images).all()
+    assert len(sampled.examples.index) == 2 * N_CLASSES and sampled.examples.maps

@@ -1,0 +1,129 @@
+"""Pass sizes that never hurt: adopted only when clearly faster than the default, measured in
+the same run within a time budget, remembered per model and machine when the timings were
+steady; and the cost estimate that is said before any method runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_explain import as_loaded
+from tests.test_speed import N_BANDS, N_CLASSES, as_data, bn_cnn, images
+from xband.cost import fit_budget, parse_budget
+from xband.errors import XbandError
+from xband.forward import forward_module
+from xband.methods import Saliency, Shapley
+from xband.pipeline import explain
+from xband.tuning import DEFAULT_SIZE, choose_size, pass_timing
+
+
+def noisy_timer(per_image: dict[int, float], seed: int, calls: list[int] | None = None):
+    """Seconds of a pass of `size` images at the given speeds, with the spikes of a busy
+    machine: a third of the passes up to 50% slower, and a few % of jitter."""
+    rng = np.random.default_rng(seed)
+
+    def measure(size: int) -> float:
+        if calls is not None:
+            calls.append(size)
+        slow = 1 + (rng.random() < 0.3) * 0.5 * rng.random() + 0.03 * abs(rng.standard_normal())
+        return per_image[size] * size * slow
+    return measure
+
+
+@pytest.mark.parametrize(("speeds", "at_most"), [
+    ({32: 1.0, 64: 1.0, 128: 1.0, 256: 1.0}, 0.08),  # no size is faster: a switch gains nothing
+    ({32: 1.3, 64: 1.0, 128: 1.1, 256: 1.2}, 0.02),  # every other size is slower: a switch hurts
+], ids=["equal", "slower"])
+def test_noisy_timings_keep_the_default(speeds, at_most):
+    """Over 200 seeded runs of a noisy timer, the default is left only rarely, and for a size
+    that is slower almost never (an unsteady run is not remembered either)."""
+    picks = np.array([choose_size(noisy_timer(speeds, seed), budget_s=1e9).size
+                      for seed in range(200)])
+    assert np.mean(picks != DEFAULT_SIZE) <= at_most
+
+
+def test_a_clearly_faster_size_is_adopted_despite_the_noise():
+    speeds = {32: 1.0, 64: 1.0, 128: 0.8, 256: 0.5}
+    assert all(choose_size(noisy_timer(speeds, seed), budget_s=1e9).size == 256
+               for seed in range(200))
+
+
+def test_tuning_stays_within_its_budget():
+    calls: list[int] = []
+    speeds = {32: 1.0, 64: 1.0, 128: 0.8, 256: 0.5}
+    choice = choose_size(noisy_timer(speeds, 0, calls), budget_s=0.0)
+    assert choice.size == DEFAULT_SIZE and choice.tried == (DEFAULT_SIZE,)
+    assert set(calls) == {DEFAULT_SIZE} and len(calls) == 2  # a warm-up and one timed pass
+
+
+def test_steady_choices_are_remembered_and_unsteady_ones_are_not(tmp_path):
+    forward = forward_module(bn_cnn(), "channels_first", "cpu")
+    example = torch.from_numpy(images(2)[0])
+    cache = tmp_path / "tuning" / "model.json"
+    first = pass_timing(forward, example, kinds=["forward"], tuned=True, batch_size=64,
+                        budget_s=lambda seconds: 2.0, cache=cache)
+    if first.source == "measured":
+        again = pass_timing(forward, example, kinds=["forward"], tuned=True, batch_size=64,
+                            budget_s=lambda seconds: 2.0, cache=cache)
+        assert again.source == "remembered" and again.sizes == first.sizes
+        assert json.loads(cache.read_text())["sizes"]["forward"] == first.sizes.forward
+    else:  # this machine was too busy to trust the timings: nothing may be remembered
+        assert not cache.exists()
+
+
+def test_untuned_runs_use_the_batch_size_and_still_time_a_pass():
+    forward = forward_module(bn_cnn(), "channels_first", "cpu")
+    timing = pass_timing(forward, torch.from_numpy(images(2)[0]), kinds=["gradient"],
+                         tuned=False, batch_size=16, budget_s=lambda s: 0.0, cache=None)
+    assert timing.sizes.gradient == 16 and timing.seconds_per_image["gradient"] > 0
+
+
+def test_budget_text_is_read_and_bad_budgets_are_named():
+    assert parse_budget("5m") == 300 and parse_budget("90s") == 90 and parse_budget(1.5) == 1.5
+    assert parse_budget(" 1.5h ") == 5400
+    for bad in ("five minutes", "0s", "-3m"):
+        with pytest.raises(XbandError, match="budget"):
+            parse_budget(bad)
+
+
+def test_the_estimate_is_said_before_the_methods_run_and_recorded():
+    said: list[str] = []
+    model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
+    from xband.config import RunConfig
+    from xband.data import image_set
+    from xband.pipeline import run_explanation
+
+    config = RunConfig.build("saliency,feature_ablation", n_boot=10)
+    result = run_explanation(model, image_set(*images(24)), config, progress=False,
+                             announce=said.append)
+    assert len(said) == 1 and "saliency" in said[0] and "feature_ablation" in said[0]
+    assert "passes/image" in said[0] and "total" in said[0]
+    timing = result.summary["settings"]["pass_timing"]
+    assert set(timing["seconds_per_image_pass"]) == {"forward", "gradient"}
+
+
+def test_a_budget_share_too_small_for_exact_shapley_takes_the_sampled_form():
+    methods = (Shapley(max_exact_bands=10), Saliency())
+    seconds = {"forward": 1e-3, "gradient": 1e-3}  # a second per thousand passes
+    fitted, notes = fit_budget(methods, 10, seconds, budget_s=60, n_classes=4, min_images=30)
+    assert not fitted[0].exact(10) and fitted[1] == methods[1]
+    assert "shapley runs sampled" in notes[0] and "instead of exact (1024 passes" in notes[0]
+    roomy, _ = fit_budget(methods, 10, seconds, budget_s=3600, n_classes=4, min_images=30)
+    assert roomy[0].exact(10)
+
+
+def test_a_spent_budget_stops_every_method_and_says_so():
+    model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
+    x, y = images(600)
+    result = explain(model, as_data(x, y), methods="saliency,integrated_gradients",
+                     budget="0.3s", n_boot=10, progress=False)
+    stops = result.summary["sampling"]["stops"]
+    assert {s["reason"] for m in stops.values() for s in m.values()} <= {"budget spent", "settled"}
+    assert any(s["reason"] == "budget spent" for s in stops["integrated_gradients"].values())
+    assert all(s["n"] >= 1 for m in stops.values() for s in m.values())
+    table = result.sampling_table()
+    assert set(table["method"]) == {"saliency", "integrated_gradients"}
+    assert len(result.indices) < 600

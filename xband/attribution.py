@@ -1,0 +1,127 @@
+"""Every method over the candidate images: all of them, or class by class in rounds until each
+class's answer is settled (xband.sampling). Images are checked and predicted the first time a
+method needs them, so a sampled run never reads the images it does not explain."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from xband import aggregate
+from xband.data import ImageSet, batches, scan
+from xband.methods import Method
+from xband.runner import BatchRunner
+from xband.sampling import ALL_IMAGES, ClassStop, StoppingRule, sample_until_settled
+
+
+class Candidates:
+    """The images a run may explain (positions into `indices`), with their labels, and their
+    read checks and predictions made when first needed."""
+
+    def __init__(self, data: ImageSet, indices: np.ndarray, forward: nn.Module, take, *,
+                 skip_bad: bool, checked: np.ndarray, chunk: int):
+        self.data, self.indices, self.forward, self.take = data, indices, forward, take
+        self.skip_bad, self.chunk = skip_bad, chunk
+        self.labels = None if data.labels is None else data.labels[indices]
+        self.predictions = np.full(len(indices), -1, dtype=np.int64)
+        self.checked = checked.copy()  # (P,) read and checked already
+        self.skipped: list[tuple[str, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def known(self) -> np.ndarray:
+        """The class each image counts as: its label, else its predicted class."""
+        return self.labels if self.labels is not None else self.predictions
+
+    def prepare(self, positions: np.ndarray) -> np.ndarray:
+        """The usable ones of `positions`, sorted, each checked and predicted once."""
+        positions = np.sort(positions)
+        unchecked = positions[~self.checked[positions]]
+        if len(unchecked):
+            kept = scan(self.data, self.indices[unchecked], skip_bad=self.skip_bad)
+            self.skipped += kept.skipped
+            good = np.isin(self.indices[unchecked], kept.kept)
+            self.checked[unchecked[good]] = True
+            positions = positions[~np.isin(positions, unchecked[~good])]
+        unknown = positions[self.predictions[positions] < 0]
+        with torch.inference_mode():
+            for part in batches(unknown, self.chunk):
+                self.predictions[part] = self.forward(self.take(part)).argmax(dim=1).cpu().numpy()
+        return positions
+
+
+def first_round(orders: dict[int, np.ndarray], rule: StoppingRule, all_images: bool) -> np.ndarray:
+    """The images every method explains first: each class's first images, or all of them."""
+    take = None if all_images else rule.first_round
+    return np.sort(np.concatenate([order[:take] for order in orders.values()]))
+
+
+@dataclass
+class MethodResult:
+    """One method's scores over all candidate images (NaN rows where it explained none)."""
+
+    scores: np.ndarray  # (P, F) or (P, C, F)
+    group_scores: np.ndarray | None
+    maps: dict[int, np.ndarray] | None  # example position → (B, H, W)
+    seconds: float
+    stops: dict[int, ClassStop]  # class → why the method stopped taking its images
+
+    @property
+    def explained(self) -> np.ndarray:
+        """(P,) whether each candidate image was explained."""
+        return np.isfinite(self.scores.reshape(len(self.scores), -1)).all(axis=1)
+
+
+def explain_method(method: Method, runner: BatchRunner, candidates: Candidates, *,
+                   target: str, orders: dict[int, np.ndarray], rule: StoppingRule,
+                   all_images: bool, examples: np.ndarray, seed: int, seconds_per_image: float,
+                   deadline: float | None, progress: bool) -> MethodResult:
+    """`method`'s scores for every image it takes: all of them, or in rounds until settled."""
+    started = time.perf_counter()
+    scores = groups = None
+    maps: dict[int, np.ndarray] = {}
+    batches_done = 0
+    bar = tqdm(total=len(candidates), desc=f"{method.label:<28}", unit="img",
+               disable=not progress, leave=True, dynamic_ncols=True)
+
+    def attribute(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nonlocal scores, groups, batches_done
+        positions = candidates.prepare(positions)
+        targets = {"true": candidates.labels, "predicted": candidates.predictions,
+                   "all": None}[target]
+        run = runner.run(method, positions, known=candidates.known, targets=targets,
+                         keep_maps=examples, first_batch=batches_done, bar=bar)
+        batches_done += run.batches
+        if scores is None:
+            scores = np.full((len(candidates), *run.scores.shape[1:]), np.nan)
+            if run.group_scores is not None:
+                groups = np.full((len(candidates), *run.group_scores.shape[1:]), np.nan)
+        scores[positions] = run.scores
+        if groups is not None:
+            groups[positions] = run.group_scores
+        maps.update(run.maps or {})
+        return positions, aggregate.shares(_own_class(run.scores, candidates.known[positions]))
+
+    if all_images:
+        positions = attribute(np.concatenate(list(orders.values())))[0]
+        counts = np.bincount(candidates.known[positions], minlength=max(orders) + 1)
+        stops = {c: ClassStop(int(counts[c]), ALL_IMAGES, np.nan) for c in orders}
+    else:
+        stops = sample_until_settled(attribute, orders, rule, class_of=candidates.known,
+                                     seed=seed, seconds_per_image=seconds_per_image,
+                                     deadline=deadline)
+    bar.close()
+    return MethodResult(scores, groups, maps if method.has_maps else None,
+                        time.perf_counter() - started, stops)
+
+
+def _own_class(scores: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """(N, F) scores of each image's own class (when every class was a target)."""
+    return scores[np.arange(len(scores)), known] if scores.ndim == 3 else scores

@@ -1,0 +1,158 @@
+"""Explaining until the answer is settled: each class's images in a seeded random order, taken in
+rounds, until the class's top bands no longer move under a bootstrap, or the budget is spent.
+
+The per-class question (which bands does the model use for Forest?) is usually answered by a few
+hundred images of the class; explaining every image of a large archive is for per-image work
+(`all_images`). Every method takes each class's images in the same order, so the images one
+method explained are a prefix of those another explained.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+ALL_IMAGES = "all images"
+SETTLED = "settled"
+BUDGET = "budget spent"
+
+
+@dataclass(frozen=True)
+class StoppingRule:
+    """When a class's answer counts as settled.
+
+    top_k: bands whose set must be stable (at most the number of bands); stop_chance: the
+    bootstrap chance that the top-k set changes must fall below this; min_images: never stop a
+    class with fewer images (unless it has no more); tie: bands whose mean shares differ by less
+    than this (a share of Σ|s|) may swap places without counting as a change; n_boot: bootstrap
+    resamples per test; first_round: images per class in the first round (later rounds double).
+    """
+
+    top_k: int = 3
+    stop_chance: float = 0.05
+    min_images: int = 30
+    tie: float = 0.01
+    n_boot: int = 200
+    first_round: int = 32
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ClassStop:
+    """Why a method stopped taking images of one class."""
+
+    n: int  # images explained
+    reason: str  # SETTLED, ALL_IMAGES or BUDGET
+    change_chance: float  # bootstrap chance that the top-k set changes (NaN: not tested)
+
+    def as_dict(self) -> dict:
+        return {"n": self.n, "reason": self.reason,
+                "change_chance": None if np.isnan(self.change_chance)
+                else round(self.change_chance, 3)}
+
+
+def class_orders(known: np.ndarray, n_classes: int, seed: int) -> dict[int, np.ndarray]:
+    """Each class's positions among the candidate images, in a seeded random order."""
+    rng = np.random.default_rng([seed, 31])
+    return {c: rng.permutation(np.flatnonzero(known == c)) for c in range(n_classes)
+            if (known == c).any()}
+
+
+def change_chance(shares: np.ndarray, rule: StoppingRule, rng: np.random.Generator) -> float:
+    """Bootstrap chance that the top-k bands of the mean of `shares` (n images × bands) change:
+    the share of resamples whose top-k set gains a band whose mean share is more than `rule.tie`
+    below a band it loses."""
+    n, n_bands = shares.shape
+    k = min(rule.top_k, n_bands)
+    if k == n_bands:
+        return 0.0
+    mean = shares.mean(axis=0)
+    top = np.zeros(n_bands, dtype=bool)
+    top[np.argsort(-mean, kind="stable")[:k]] = True
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=rule.n_boot)
+    boot = counts @ shares / n  # (n_boot, bands)
+    boot_top = np.zeros_like(boot, dtype=bool)
+    np.put_along_axis(boot_top, np.argsort(-boot, axis=1, kind="stable")[:, :k], True, axis=1)
+    gained = np.where(boot_top & ~top, mean, np.inf).min(axis=1)  # weakest band that came in
+    lost = np.where(~boot_top & top, mean, -np.inf).max(axis=1)  # strongest band that went out
+    return float(np.mean(lost - gained > rule.tie))
+
+
+def sample_until_settled(
+    attribute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    orders: dict[int, np.ndarray],
+    rule: StoppingRule,
+    *,
+    class_of: np.ndarray,
+    seed: int,
+    seconds_per_image: float,
+    deadline: float | None = None,
+) -> dict[int, ClassStop]:
+    """Explain images class by class in rounds until every class has stopped.
+
+    attribute(positions) explains the usable ones of those images and returns them with their
+    band shares for the class each counts as (`class_of`). seconds_per_image: the expected
+    cost, refined as rounds finish; deadline: a `time.perf_counter()` value after which no
+    round starts, and by which rounds are shrunk to end.
+    """
+    rng = np.random.default_rng([seed, 37])
+    taken = {c: 0 for c in orders}  # images of the order used up (explained or left out)
+    shares: dict[int, list[np.ndarray]] = {c: [] for c in orders}
+    stops: dict[int, ClassStop] = {}
+    while len(stops) < len(orders):
+        active = [c for c in orders if c not in stops]
+        want = {c: min(taken[c] or rule.first_round, len(orders[c]) - taken[c]) for c in active}
+        affordable = _affordable(want, taken, seconds_per_image, deadline)
+        if affordable is None:
+            stops.update({c: ClassStop(_count(shares[c]), BUDGET, np.nan) for c in active})
+            break
+        new = [orders[c][taken[c]:taken[c] + affordable[c]] for c in active]
+        started = time.perf_counter()
+        used, result = attribute(np.concatenate(new))
+        seconds_per_image = (time.perf_counter() - started) / max(len(used), 1)
+        for c in active:
+            taken[c] += affordable[c]
+            shares[c].append(result[class_of[used] == c])
+            stop = _stop(np.concatenate(shares[c]), taken[c] >= len(orders[c]), rule, rng,
+                         over_budget=affordable[c] < want[c])
+            if stop is not None:
+                stops[c] = stop
+    return {c: stops[c] for c in orders}
+
+
+def _count(parts: list[np.ndarray]) -> int:
+    return int(sum(len(p) for p in parts))
+
+
+def _affordable(want: dict[int, int], taken: dict[int, int], seconds_per_image: float,
+                deadline: float | None) -> dict[int, int] | None:
+    """Images per class that fit before the deadline; at least one of a class that has none yet,
+    so that every method answers for every class. None: not one more image fits."""
+    if deadline is None:
+        return want
+    left = deadline - time.perf_counter()
+    total = sum(want.values())
+    if total * seconds_per_image <= left:
+        return want
+    fraction = max(left, 0.0) / (total * seconds_per_image)
+    fitted = {c: max(int(n * fraction), 0 if taken[c] else min(n, 1)) for c, n in want.items()}
+    return fitted if sum(fitted.values()) > 0 else None
+
+
+def _stop(shares: np.ndarray, exhausted: bool, rule: StoppingRule, rng: np.random.Generator, *,
+          over_budget: bool) -> ClassStop | None:
+    """The class's stop after a round, or None to go on."""
+    n = len(shares)
+    chance = change_chance(shares, rule, rng) if n > 1 else np.nan
+    if n >= rule.min_images and chance < rule.stop_chance:
+        return ClassStop(n, SETTLED, chance)
+    if exhausted:
+        return ClassStop(n, ALL_IMAGES, chance)
+    if over_budget:
+        return ClassStop(n, BUDGET, chance)
+    return None

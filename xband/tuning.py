@@ -1,0 +1,214 @@
+"""How many images go through the network at once: chosen by measurement only when it is clearly
+faster than the plain default, within a small time budget, and remembered per model and machine.
+
+A pass size changes the speed, and the numbers only at float rounding (the network's own
+arithmetic can differ with the batch it sees). Remembering the choice per model and machine
+keeps repeated runs identical; measuring within a budget keeps tuning from costing more than it
+can save on a small job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from xband.files import write_text
+from xband.forward import PassSizes
+
+DEFAULT_SIZE = 64
+CANDIDATE_SIZES = (32, 64, 128, 256)
+ROUNDS = 3  # timed passes per size, taken in turns with the other sizes
+MARGIN = 0.10  # a size is adopted only if at least this much faster than the default
+KINDS = ("forward", "gradient")
+
+
+@dataclass(frozen=True)
+class PassTiming:
+    """The pass sizes a run uses, the measured seconds per image of one pass of each kind at
+    those sizes (for cost estimates), where they came from, and what choosing them cost."""
+
+    sizes: PassSizes
+    seconds_per_image: dict[str, float]  # "forward", "gradient" → seconds
+    source: str  # "measured", "remembered", "default (untuned)", "given"
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"images_per_pass": self.sizes.as_dict(), "seconds_per_image_pass":
+                {k: float(f"{v:.3g}") for k, v in self.seconds_per_image.items()},
+                "source": self.source, "tuning_s": round(self.seconds, 3)}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A pass size, its seconds per image, whether the timings were steady enough to remember
+    (the default's passes within `STEADY` of each other), and the sizes timed."""
+
+    size: int
+    seconds_per_image: float
+    steady: bool
+    tried: tuple[int, ...]
+
+
+STEADY = 1.25  # slowest / fastest timing of the default for a choice worth remembering
+
+
+def choose_size(measure: Callable[[int], float], budget_s: float, *, first: float | None = None,
+                default: int = DEFAULT_SIZE, candidates: Iterable[int] = CANDIDATE_SIZES,
+                rounds: int = ROUNDS, margin: float = MARGIN) -> Choice:
+    """The pass size to use, chosen by timing.
+
+    measure(size) runs one pass of `size` images and returns its seconds; `first`, when given,
+    is the time of a pass at the default size already taken after a warm-up. Every candidate
+    whose timing fits in `budget_s` (judged from the default's speed) is timed in turns with the
+    default, `rounds` times each after one warm-up pass. A candidate replaces the default only
+    if its median time per image is at least `margin` below the default's and even its slowest
+    pass beat the default's fastest: an ambiguous measurement keeps the default.
+    """
+    started = time.perf_counter()
+    if first is None:
+        measure(default)  # the first pass of a new shape sets up kernels
+        first = measure(default)
+    per_image = {default: [first / default]}
+    guess = first / default
+    sizes = [default]
+    for size in candidates:
+        left = budget_s - (time.perf_counter() - started)
+        needed = guess * (size * (rounds + 1) + default * (rounds - 1))
+        if size != default and needed <= left:
+            sizes.append(size)
+    for size in sizes[1:]:
+        measure(size)
+        per_image[size] = []
+    for round_no in range(rounds if len(sizes) > 1 else 0):
+        for size in sizes:
+            if size != default or round_no > 0:
+                per_image[size].append(measure(size) / size)
+    typical = {size: statistics.median(times) for size, times in per_image.items()}
+    best = min(typical, key=typical.get)
+    clearly_faster = (typical[best] <= (1 - margin) * typical[default]
+                      and max(per_image[best]) < min(per_image[default]))
+    chosen = best if best != default and clearly_faster else default
+    steady = max(per_image[default]) <= STEADY * min(per_image[default])
+    return Choice(chosen, typical[chosen], steady, tuple(sizes))
+
+
+def _forward_pass(forward: nn.Module, example: torch.Tensor) -> Callable[[int], float]:
+    """One forward-only pass of `size` perturbed copies of the example images, as the band
+    subset methods build them (a masked write, then the network)."""
+    def measure(size: int) -> float:
+        x = example[torch.arange(size) % len(example)]
+        mask = (torch.arange(x.shape[1], device=x.device) % 2 == 0).view(1, -1, 1, 1)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            forward(torch.where(mask, x, torch.zeros_like(x)))
+        _synchronise(x)
+        return time.perf_counter() - started
+    return measure
+
+
+def _gradient_pass(forward: nn.Module, example: torch.Tensor) -> Callable[[int], float]:
+    """One forward+backward pass with respect to `size` copies of the example images."""
+    def measure(size: int) -> float:
+        x = example[torch.arange(size) % len(example)].detach().requires_grad_(True)
+        started = time.perf_counter()
+        with torch.enable_grad():
+            torch.autograd.grad(forward(x)[:, 0].sum(), x)
+        _synchronise(x)
+        return time.perf_counter() - started
+    return measure
+
+
+def _synchronise(x: torch.Tensor) -> None:
+    if x.is_cuda:
+        torch.cuda.synchronize()
+
+
+PASSES = {"forward": _forward_pass, "gradient": _gradient_pass}
+
+
+def pass_timing(forward: nn.Module, example: torch.Tensor, *, kinds: Iterable[str],
+                tuned: bool, batch_size: int, budget_s: Callable[[dict[str, float]], float],
+                cache: Path | None) -> PassTiming:
+    """The pass sizes for `kinds` of passes ("forward", "gradient"), with seconds per image.
+
+    Untuned: every pass is `batch_size` images (timed once, for the cost estimate). Tuned: the
+    sizes remembered in `cache` for this model and machine, else chosen by `choose_size` within
+    `budget_s(seconds per image at the default size)` seconds and remembered.
+    """
+    started = time.perf_counter()
+    kinds = [k for k in KINDS if k in set(kinds)]
+    if not tuned:
+        seconds = {k: PASSES[k](forward, example)(batch_size) / batch_size for k in kinds}
+        return PassTiming(PassSizes(batch_size, batch_size), seconds, "default (untuned)",
+                          time.perf_counter() - started)
+    remembered = _recall(cache, kinds)
+    if remembered is not None:
+        return remembered
+    measures = {k: PASSES[k](forward, example) for k in kinds}
+    first = {}
+    for kind, measure in measures.items():
+        measure(DEFAULT_SIZE)  # the first pass of a new shape sets up kernels
+        first[kind] = measure(DEFAULT_SIZE)
+    budget = budget_s({k: t / DEFAULT_SIZE for k, t in first.items()})
+    choices = {}
+    for kind, measure in measures.items():
+        left = budget - (time.perf_counter() - started)
+        choices[kind] = choose_size(measure, left / len(kinds), first=first[kind])
+    sizes = {k: c.size for k, c in choices.items()}
+    steady = all(c.steady for c in choices.values())
+    timing = PassTiming(PassSizes(sizes.get("forward", DEFAULT_SIZE),
+                                  sizes.get("gradient", DEFAULT_SIZE)),
+                        {k: c.seconds_per_image for k, c in choices.items()},
+                        "measured" if steady else "measured (timings unsteady: not remembered)",
+                        time.perf_counter() - started)
+    if steady:
+        _remember(cache, timing)
+    return timing
+
+
+def cache_file(root: Path, *, model_id: str, output: str, device: str,
+               image_shape: tuple[int, ...]) -> Path:
+    """Where the pass sizes of this model, on this machine and torch, are remembered."""
+    machine = "|".join([platform.node(), platform.machine(), platform.processor(),
+                        str(os.cpu_count()), torch.__version__, str(torch.get_num_threads()),
+                        device, output, "x".join(map(str, image_shape)), model_id])
+    return root / "tuning" / f"{hashlib.sha256(machine.encode()).hexdigest()[:24]}.json"
+
+
+def module_id(module: nn.Module) -> str:
+    """A content hash of a module's weights, for models that come without a file."""
+    digest = hashlib.sha256(type(module).__name__.encode())
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _recall(cache: Path | None, kinds: list[str]) -> PassTiming | None:
+    if cache is None or not cache.is_file():
+        return None
+    try:
+        saved = json.loads(cache.read_text())
+        timing = PassTiming(PassSizes(**saved["sizes"]), saved["seconds_per_image"], "remembered")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a damaged cache entry is measured again
+    return timing if set(kinds) <= set(timing.seconds_per_image) else None
+
+
+def _remember(cache: Path | None, timing: PassTiming) -> None:
+    if cache is not None:
+        try:
+            write_text(cache, json.dumps({"sizes": asdict(timing.sizes),
+                                          "seconds_per_image": timing.seconds_per_image}))
+        except OSError:
+            pass  # a read-only cache only costs the next run its tuning
