@@ -4,10 +4,12 @@
                                 [--methods saliency,integrated_gradients,feature_ablation]
                                 [--out benchmark.json]
 
-For each model (64×64×13 inputs, 10 classes, weights=None, converted by xband) and method:
-- xband: images per second of `xband.explain` for that method alone (method time only), after a
-  warm-up run of the method on one image per class (the first passes of a new shape are slow),
-  best of 2 runs;
+For each model (64×64×13 inputs and 10 classes; "bn", the Conv-BN-MaxPool-GAP CNN of issue 12,
+24×24×10 and 4 classes; weights=None; converted by xband) and method:
+- xband: images per second of `xband.explain` for that method alone on every image (method
+  time only), after a warm-up run of the method on one image per class (the first passes of a
+  new shape are slow), best of 2 runs; and the run's end-to-end wall time, tuning included
+  (each run measures its pass sizes afresh, from an empty tuning cache);
 - floor: passes per image × time per pass at the best batch size (forward, or forward+backward
   for gradient methods) of the same tuned network xband runs, after warm-up; efficiency =
   floor time / xband time;
@@ -39,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-H, W, B, CLASSES = 64, 64, 13, 10
+SHAPES = {"small": (64, 64, 13, 10), "bn": (24, 24, 10, 4), "mobilenetv2": (64, 64, 13, 10),
+          "resnet50": (64, 64, 13, 10)}  # height, width, bands, classes
 GRADIENT_METHODS = {"saliency", "scaled_saliency", "input_x_gradient", "integrated_gradients",
                     "gradient_shap"}
 TF_METHODS = ("saliency", "integrated_gradients", "feature_ablation")
@@ -49,11 +52,19 @@ import json, sys, time
 import numpy as np
 import keras, tensorflow as tf
 
-folder, names, n_images, n_steps = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), int(sys.argv[4])
-H, W, B, C = 64, 64, 13, 10
+folder, shapes, n_images, n_steps = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 keras.utils.set_random_seed(0)
 
 def build(name):
+    if name == "bn":
+        return keras.Sequential([
+            keras.Input((H, W, B)),
+            keras.layers.Conv2D(32, 3, padding="same"), keras.layers.BatchNormalization(),
+            keras.layers.ReLU(), keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(C, activation="softmax")])
     if name == "small":
         return keras.Sequential([
             keras.Input((H, W, B)),
@@ -66,10 +77,10 @@ def build(name):
            "resnet50": keras.applications.ResNet50}[name]
     return app(weights=None, input_shape=(H, W, B), classes=C)
 
-x = np.random.default_rng(0).uniform(0, 1, (n_images, H, W, B)).astype("float32")
-baseline = x.mean(axis=(0, 1, 2), keepdims=True)
 results = {}
-for name in names:
+for name, (H, W, B, C) in shapes.items():
+    x = np.random.default_rng(0).uniform(0, 1, (n_images, H, W, B)).astype("float32")
+    baseline = x.mean(axis=(0, 1, 2), keepdims=True)
     model = build(name)
     model.save(f"{folder}/{name}.keras")
 
@@ -119,8 +130,8 @@ json.dump(results, open(f"{folder}/tf.json", "w"))
 def tensorflow_side(folder: Path, models: list[str], n_images: int, n_steps: int) -> dict:
     """Build the Keras models and time the TensorFlow implementations, in a separate process."""
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(BUILD_AND_TIME_TF), str(folder), ",".join(models),
-         str(n_images), str(n_steps)],
+        [sys.executable, "-c", textwrap.dedent(BUILD_AND_TIME_TF), str(folder),
+         json.dumps({m: SHAPES[m] for m in models}), str(n_images), str(n_steps)],
         capture_output=True, text=True, check=False,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
@@ -129,14 +140,13 @@ def tensorflow_side(folder: Path, models: list[str], n_images: int, n_steps: int
     return json.loads((folder / "tf.json").read_text())
 
 
-def best_pass_rate(forward: torch.nn.Module, backward: bool) -> tuple[float, int]:
+def best_pass_rate(forward: torch.nn.Module, backward: bool, shape: tuple[int, int, int]
+                   ) -> tuple[float, int]:
     """Images per second of one pass (forward, or forward+backward w.r.t. the input) at the best
     batch size, best of 3 after a warm-up."""
-    from xband.forward import CANDIDATE_SIZES
-
     best = (0.0, 0)
-    for batch in CANDIDATE_SIZES:
-        x = torch.rand(batch, B, H, W)
+    for batch in (8, 16, 32, 64, 128, 256):
+        x = torch.rand(batch, *shape)
 
         def step(x: torch.Tensor = x) -> None:
             if backward:
@@ -162,8 +172,9 @@ def naive_rate(method: str, forward: torch.nn.Module, x: torch.Tensor, baseline:
     """Images per second of Captum called on one image at a time, default batching."""
     from captum import attr
 
-    mask = torch.arange(B).view(1, B, 1, 1).expand(1, B, H, W).contiguous()
-    base = baseline.expand(1, B, H, W).contiguous()
+    b, h, w = x.shape[1:]
+    mask = torch.arange(b).view(1, b, 1, 1).expand(1, b, h, w).contiguous()
+    base = baseline.expand(1, b, h, w).contiguous()
     calls = {
         "saliency": lambda xi: attr.Saliency(forward).attribute(xi, target=0, abs=True),
         "scaled_saliency": lambda xi: attr.Saliency(forward).attribute(xi, target=0, abs=True),
@@ -194,7 +205,7 @@ def naive_rate(method: str, forward: torch.nn.Module, x: torch.Tensor, baseline:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="small,mobilenetv2,resnet50")
+    parser.add_argument("--models", default="small,bn,mobilenetv2,resnet50")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--methods", default="saliency,integrated_gradients,feature_ablation,"
                         "gradient_shap,shapley,permutation,lime,kernel_shap")
@@ -211,33 +222,40 @@ def main() -> None:
     n_steps = get_method("integrated_gradients").n_steps
     folder = Path(tempfile.mkdtemp(prefix="xband-bench-"))
     tf_rates = tensorflow_side(folder, models, args.images, n_steps)
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, (args.images, H, W, B)).astype(np.float32)
-    y = np.arange(args.images) % CLASSES
     rows = []
     for name in models:
+        height, width, bands, classes = SHAPES[name]
+        x = np.random.default_rng(0).uniform(0, 1, (args.images, height, width, bands)
+                                             ).astype(np.float32)
+        y = np.arange(args.images) % classes
         model = load_model(folder / f"{name}.keras", probe=x[:8], verbose=False,
                            cache_dir=folder / "cache")
         data = image_set(x, y)
         plain = forward_module(model.network("logits"), model.layout, "cpu")
         x_cf = torch.from_numpy(np.moveaxis(x, 3, 1).copy())
         fast, speed_ups, _ = tune(plain, x_cf[:2])
-        rates = {False: best_pass_rate(fast, False), True: best_pass_rate(fast, True)}
+        rates = {kind: best_pass_rate(fast, kind, (bands, height, width)) for kind in (False, True)}
         baseline = x_cf.mean(dim=(0, 2, 3), keepdim=True)
         for method in methods:
             m = get_method(method)
-            explain(model, data, methods=[method], target="true", progress=False, n_boot=10,
-                    examples_per_class=0, max_images=CLASSES)  # warm-up
-            runs = [explain(model, data, methods=[method], target="true", progress=False,
-                            n_boot=10, examples_per_class=0) for _ in range(2)]
-            result = runs[0]
+            explain(model, data, methods=[method], progress=False, n_boot=10, all_images=True,
+                    examples_per_class=0, max_images=classes)  # warm-up
+            runs, walls = [], []
+            for repeat in range(2):  # each run measures its pass sizes afresh (empty cache)
+                os.environ["XBAND_CACHE_DIR"] = str(folder / f"tuning-{name}-{method}-{repeat}")
+                started = time.perf_counter()
+                runs.append(explain(model, data, methods=[method], progress=False, n_boot=10,
+                                    all_images=True, examples_per_class=0))
+                walls.append(time.perf_counter() - started)
             seconds = min(run.summary["methods"][method]["seconds"] for run in runs)
-            passes = result.summary["methods"][method]["passes_per_image"]
+            passes = runs[0].summary["methods"][method]["passes_per_image"]
             rate, batch = rates[method in GRADIENT_METHODS]
             floor = args.images * passes / rate
             rows.append({
                 "model": name, "method": method, "passes_per_image": passes,
-                "xband_img_s": args.images / seconds, "floor_img_s": args.images / floor,
+                "xband_img_s": args.images / seconds, "end_to_end_s": min(walls),
+                "tuning_s": min(r.summary["settings"]["tuning_s"] for r in runs),
+                "floor_img_s": args.images / floor,
                 "efficiency": floor / seconds, "best_batch": batch,
                 "naive_img_s": naive_rate(method, plain, x_cf, baseline, m.options()),
                 "tf_img_s": tf_rates[name].get(method), "speed_ups": speed_ups,
@@ -255,13 +273,15 @@ def markdown(report: dict) -> str:
     """The results as a markdown table."""
     lines = [f"{report['date']}, {report['machine']}, torch {report['torch']}, "
              f"{report['images']} images of 64×64×13, peak RSS {report['peak_rss_mb']:.0f} MB", "",
-             "| model | method | passes/img | xband img/s | floor img/s | efficiency | vs naive | vs TF |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | method | passes/img | xband img/s | end to end s (tuning s) | floor img/s "
+             "| efficiency | vs naive | vs TF |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         naive = r["xband_img_s"] / r["naive_img_s"] if r["naive_img_s"] == r["naive_img_s"] else None
         tf = r["xband_img_s"] / r["tf_img_s"] if r["tf_img_s"] else None
         lines.append(
             f"| {r['model']} | {r['method']} | {r['passes_per_image']} | {r['xband_img_s']:.1f} | "
+            f"{r['end_to_end_s']:.1f} ({r['tuning_s']:.1f}) | "
             f"{r['floor_img_s']:.1f} | {r['efficiency']:.2f} | "
             f"{'–' if naive is None else f'{naive:.1f}×'} | {'–' if tf is None else f'{tf:.2f}×'} |")
     return "\n".join(lines)

@@ -216,7 +216,9 @@ class Explanation:
     def sampling_overview(self) -> pd.DataFrame:
         """Class × method: "images (why the method stopped)"."""
         table = self.sampling_table()
-        text = table["images"].astype(str) + " (" + table["stopped because"] + ")"
+        chance = table["chance top bands change"].map(
+            lambda p: "" if p is None or p != p else f", chance of change {p:.2f}")
+        text = table["images"].astype(str) + " (" + table["stopped because"] + chance + ")"
         return table.assign(text=text).pivot(index="class", columns="method", values="text") \
             .reindex(index=self.class_names, columns=self.methods)
 
@@ -227,10 +229,10 @@ class Explanation:
                 f"images per class until the top {sampling['rule']['top_k']} bands were settled")
         lines = [f"Images explained per class ({head}):"]
         for method, stops in sampling["stops"].items():
-            counts = [s["n"] for s in stops.values()]
+            counts = sorted(s["n"] for s in stops.values())
+            span = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
             reasons = sorted({s["reason"] for s in stops.values()})
-            lines.append(f"  {method:<22} {min(counts)}–{max(counts)} per class "
-                         f"({', '.join(reasons)})")
+            lines.append(f"  {method:<22} {span} per class ({', '.join(reasons)})")
         return "\n".join(lines)
 
     def table(self, method: str | None = None) -> pd.DataFrame:

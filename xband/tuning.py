@@ -81,11 +81,12 @@ def choose_size(measure: Callable[[int], float], budget_s: float, *, first: floa
     per_image = {default: [first / default]}
     guess = first / default
     sizes = [default]
+    planned = guess * default * (rounds - 1)  # the default's further timings
     for size in candidates:
-        left = budget_s - (time.perf_counter() - started)
-        needed = guess * (size * (rounds + 1) + default * (rounds - 1))
-        if size != default and needed <= left:
+        needed = guess * size * (rounds + 1)  # a warm-up and `rounds` timings
+        if size != default and planned + needed <= budget_s - (time.perf_counter() - started):
             sizes.append(size)
+            planned += needed
     for size in sizes[1:]:
         measure(size)
         per_image[size] = []
@@ -161,9 +162,9 @@ def pass_timing(forward: nn.Module, example: torch.Tensor, *, kinds: Iterable[st
         first[kind] = measure(DEFAULT_SIZE)
     budget = budget_s({k: t / DEFAULT_SIZE for k, t in first.items()})
     choices = {}
-    for kind, measure in measures.items():
+    for i, (kind, measure) in enumerate(measures.items()):
         left = budget - (time.perf_counter() - started)
-        choices[kind] = choose_size(measure, left / len(kinds), first=first[kind])
+        choices[kind] = choose_size(measure, left / (len(measures) - i), first=first[kind])
     sizes = {k: c.size for k, c in choices.items()}
     steady = all(c.steady for c in choices.values())
     timing = PassTiming(PassSizes(sizes.get("forward", DEFAULT_SIZE),
