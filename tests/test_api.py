@@ -162,7 +162,7 @@ def test_explain_help_is_grouped_and_lists_every_method_option(capsys):
     for group in ("model:", "data and bands:", "preprocessing", "what to explain:", "run:",
                   "checks (can the answer be trusted?):"):
         assert group in text
-    for option in ("integrated_gradients.n_steps=32", "shapley.max_exact_bands=10",
+    for option in ("integrated_gradients.n_steps=32", "shapley.max_exact_bands=5",
                    "kernel_shap.n_samples=128", "permutation.n_repeats=5"):
         assert option in text
     assert "--output " not in text and "--layout " not in text  # old spellings are hidden

@@ -27,6 +27,7 @@ from xband.forward import (
     tune,
 )
 from xband.methods import METHODS, Batch, Context, get_method
+from xband.methods.shapley import antithetic_permutations
 from xband.pipeline import explain
 
 N_BANDS, N_CLASSES = 5, 3
@@ -172,15 +173,18 @@ def test_band_ablation_equals_captum_feature_ablation(features):
     np.testing.assert_allclose(got.scores, want[:, first, 0, 0].numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_sampled_shapley_equals_captum_shapley_value_sampling_under_one_seed():
+def test_sampled_shapley_equals_captum_shapley_value_sampling_on_the_same_orders():
     forward = forward_module(bn_cnn(), "channels_first", "cpu")
     x = torch.from_numpy(images(6)[0])
     target = torch.arange(6) % N_CLASSES
     baseline = torch.zeros(1, N_BANDS, 1, 1)
     mask = torch.arange(N_BANDS).view(1, -1, 1, 1).expand(1, N_BANDS, 8, 8).contiguous()
     torch.manual_seed(11)
-    want = ShapleyValueSampling(forward).attribute(x, baselines=0.0, target=target,
-                                                   feature_mask=mask, n_samples=7)
+    orders = antithetic_permutations(N_BANDS, 7)
+    assert orders[1] == orders[0][::-1] and len(orders) == 7
+    captum = ShapleyValueSampling(forward)
+    captum.permutation_generator = lambda n_features, n_samples: iter(orders)
+    want = captum.attribute(x, baselines=0.0, target=target, feature_mask=mask, n_samples=7)
     torch.manual_seed(11)
     got = get_method("shapley", max_exact_bands=2, n_samples=7).attribute(
         Batch(x=x, target=target, label=target, index=np.arange(6)), context(forward, baseline))
@@ -218,11 +222,12 @@ def test_batched_surrogates_equal_captum_one_image_at_a_time(method, captum, fea
     np.testing.assert_allclose(got.scores, want, rtol=1e-4, atol=1e-5)
 
 
-def test_kernel_shap_subsets_follow_captums_shapley_kernel():
+def test_kernel_shap_subsets_follow_captums_shapley_kernel_in_complementary_pairs():
     n_feat = 6
     draws = get_method("kernel_shap", n_samples=52).subsets(400, n_feat)
     assert torch.equal(draws[:, 0], torch.ones(400, n_feat))
     assert torch.equal(draws[:, 1], torch.zeros(400, n_feat))
+    assert torch.equal(draws[:, 2::2] + draws[:, 3::2], torch.ones(400, 25, n_feat))
     sizes = draws[:, 2:].sum(dim=2).flatten().long()
     k = torch.arange(1, n_feat, dtype=torch.float)
     expected = (n_feat - 1) / (k * (n_feat - k))
