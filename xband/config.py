@@ -43,7 +43,8 @@ class RunConfig:
     stratified subset. examples_per_class: images kept whole for per-band maps. tuned: run the
     speed-ups that keep the numbers (xband.forward). skip_bad: leave out unreadable images and
     images with NaN/Inf/nodata values instead of stopping. n_boot: bootstrap resamples of the
-    per-class intervals.
+    per-class intervals. accept_low_accuracy: go on when the predictions fit the labels far
+    better under another class order (otherwise the run stops naming that order).
     """
 
     methods: tuple[Method, ...]
@@ -59,6 +60,7 @@ class RunConfig:
     tuned: bool = True
     skip_bad: bool = False
     n_boot: int = 1000
+    accept_low_accuracy: bool = False
 
     def __post_init__(self) -> None:
         fix = object.__setattr__
@@ -114,4 +116,5 @@ class RunConfig:
             "tuned": self.tuned,
             "skip_bad": self.skip_bad,
             "bootstrap_resamples": self.n_boot,
+            "accept_low_accuracy": self.accept_low_accuracy,
         }

@@ -22,7 +22,6 @@ import numpy as np
 
 from xband.bands import SENSORS, get_sensor, partition
 from xband.errors import XbandError
-from xband.files import write_text
 from xband.layout import Layout
 
 
@@ -109,16 +108,17 @@ def read_band_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]
     return mean, std, None if bands is None else [str(b) for b in bands]
 
 
-def write_band_stats(path: str | Path, band_names: Sequence[str], stats: BandStats) -> None:
-    """Save per-band mean and std as JSON (atomically), for `read_band_stats`."""
+def band_stats_json(band_names: Sequence[str], stats: BandStats) -> str:
+    """Per-band mean and std as the JSON that `read_band_stats` reads; refused when a band is
+    constant (it cannot be standardised)."""
     if (stats.std <= 0).any():
         flat = [b for b, s in zip(band_names, stats.std, strict=True) if s <= 0]
         raise XbandError(
             f"bands {', '.join(flat)} are constant over the data: they cannot be standardised. "
             "Give statistics from the training data instead."
         )
-    write_text(path, json.dumps({"bands": list(band_names), "mean": stats.mean.tolist(),
-                                 "std": stats.std.tolist()}, indent=2))
+    return json.dumps({"bands": list(band_names), "mean": stats.mean.tolist(),
+                       "std": stats.std.tolist()}, indent=2)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Memory holds the per-image band scores and full maps only for a few example imag
 
 from __future__ import annotations
 
+import shlex
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from xband import aggregate
@@ -43,6 +45,7 @@ def explain(
     tuned: bool = True,
     skip_bad: bool = False,
     n_boot: int = 1000,
+    accept_low_accuracy: bool = False,
     method_options: Mapping[str, Mapping] | None = None,
     progress: bool = True,
     bands: Sequence[str] | None = None,
@@ -64,7 +67,9 @@ def explain(
     explain a seeded stratified subset. skip_bad: leave out unreadable images and images with
     NaN/Inf/nodata values, listing them in the notes, instead of stopping at the first.
     tuned: run a faster forward pass with the same numbers (xband.forward); False runs the
-    network as given. device: "cpu" or "cuda".
+    network as given. device: "cpu" or "cuda". When the predictions match the labels far better
+    under another order of the classes, the run stops naming it (the class names are probably
+    not in the model's output order); accept_low_accuracy=True goes on.
     With band groups, perturbation methods run again with one feature per group and the
     others' band scores are summed per group: `group_importance` in the result.
     """
@@ -77,7 +82,7 @@ def explain(
         baseline=baseline if isinstance(baseline, str) else tuple(np.ravel(baseline)),
         seed=seed, max_images=max_images, max_per_class=max_per_class,
         examples_per_class=examples_per_class, batch_size=batch_size, device=device,
-        tuned=tuned, skip_bad=skip_bad, n_boot=n_boot)
+        tuned=tuned, skip_bad=skip_bad, n_boot=n_boot, accept_low_accuracy=accept_low_accuracy)
     return run_explanation(model, as_image_set(data, bands=bands, classes=classes, sensor=sensor),
                            config, progress=progress)
 
@@ -134,6 +139,8 @@ def run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *,
     take = image_feed(data, selection.indices, networks.forward, config.device)
     predictions = predict(networks.forward, take, len(selection.indices), config.batch_size * 4)
     labels = data.labels[selection.indices] if data.labels is not None else None
+    if labels is not None and not config.accept_low_accuracy:
+        check_class_order(labels, predictions, data)
     known = labels if labels is not None else predictions
     examples = pick_examples(known, predictions, model.n_classes, config.examples_per_class,
                              config.seed)
@@ -211,6 +218,34 @@ def predict(network: nn.Module, take: Callable[[np.ndarray], torch.Tensor], n: i
     with torch.inference_mode():
         return np.concatenate([network(take(np.arange(start, min(start + chunk, n))))
                                .argmax(dim=1).cpu().numpy() for start in range(0, n, chunk)])
+
+
+def check_class_order(labels: np.ndarray, predictions: np.ndarray, data: ImageSet) -> None:
+    """Stop when the predictions match the labels far better under another class order: the
+    best one-to-one matching of labels to outputs (on the confusion matrix) gains at least 0.2
+    in accuracy and halves the errors. Then the class names are most likely not in the model's
+    output order (sorted folder names, say), and every per-class table would be mislabelled."""
+    n_classes, n = len(data.class_names), len(labels)
+    if n_classes < 2 or n < 2 * n_classes:
+        return
+    confusion = np.bincount(labels * n_classes + predictions,
+                            minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    rows, outputs = linear_sum_assignment(-confusion)
+    given, best = np.trace(confusion) / n, confusion[rows, outputs].sum() / n
+    if best - given < 0.2 or 1 - best > 0.5 * (1 - given):
+        return
+    origin = "" if data.class_origin == "given" else f"; {data.class_origin}"
+    order = [""] * n_classes
+    for label, output in zip(rows, outputs, strict=True):
+        order[output] = data.class_names[label]
+    found = (f"the predictions match the labels of {data.source} far better under another "
+             f"class order: accuracy {given:.2f} with the classes as given "
+             f"({', '.join(data.class_names)}{origin}), {best:.2f} with ")
+    raise XbandError(
+        found + f"classes={order}. Give the class names in the model's output order, or pass "
+        "accept_low_accuracy=True to go on.",
+        cli=found + f"--classes {shlex.quote(','.join(order))}. Give the class names in the "
+        "model's output order with --classes, or pass --accept-low-accuracy to go on.")
 
 
 def pick_examples(known: np.ndarray, predictions: np.ndarray, n_classes: int, per_class: int,
