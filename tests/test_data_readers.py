@@ -90,7 +90,7 @@ def test_geotiff_class_folders_with_scale_groups_and_stats(onnx_model, data, tmp
     assert code == 0, capsys.readouterr().err
     assert_planted(out)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["data"]["layout_on_disk"] == "channels_last"
+    assert summary["data"]["layout_on_disk"] == "channels_first"  # GDAL reads bands first
     assert summary["classes"] == CLASSES and summary["data"]["n_images"] == 8 * N_CLASSES
     assert "× 0.001" in summary["data"]["preprocessing"]
     assert "(x − mean) / std" in summary["data"]["preprocessing"]
@@ -182,11 +182,11 @@ def _retile(path: Path, shape_change) -> None:
 
 
 FOLDER_CASES = {
-    "truncated TIFF": (lambda f: _truncate(f), "cannot be read as a TIFF"),
+    "truncated TIFF": (lambda f: _truncate(f), "cannot be read as an image"),
     "band count": (lambda f: _retile(f, lambda a: a[..., :5]), "has 5 bands of 12×12 pixels"),
     "image size": (lambda f: _retile(f, lambda a: a[:10, :10]), "has 6 bands of 10×10 pixels"),
     "non-image file": (lambda f: (f.parent / "notes.txt").write_text("hi"),
-                       "not a .tif/.tiff image"),
+                       "not a .tif/.tiff/.jp2 image"),
     "NaN": (lambda f: _retile(f, lambda a: np.where(a > 1, np.nan, a)),
             "NaN or infinite values"),
 }
@@ -227,7 +227,7 @@ def test_empty_class_folder(onnx_model, data, tmp_path, capsys):
     root = write_folders(tmp_path / "patches", *data)
     (root / "kind9").mkdir()
     assert run(onnx_model, root, tmp_path / "out") == 2
-    assert "class folder 'kind9' holds no .tif/.tiff images" in capsys.readouterr().err
+    assert "class folder 'kind9' holds no .tif/.tiff/.jp2 images" in capsys.readouterr().err
 
 
 def test_csv_rows_unknown_labels_and_missing_files(onnx_model, data, tmp_path, capsys):

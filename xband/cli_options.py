@@ -273,7 +273,14 @@ def names(text: str | None, file: str | None, what: str) -> list[str] | None:
         if not path.is_file():
             raise XbandError(f"{path}: no such {what} names file (one name a line).")
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return [name.strip() for name in text.split(",")] if text is not None else None
+    if text is None:
+        return None
+    found = [name.strip() for name in text.split(",")]
+    if not all(found):
+        flag = {"band": "--bands", "class": "--classes"}.get(what, what)
+        raise XbandError(f"{flag} '{text}': name {found.index('') + 1} is empty. Give every "
+                         f"{what} a name.")
+    return found
 
 
 def _clip(text: str | None) -> tuple[float, float] | None:

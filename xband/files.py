@@ -123,9 +123,13 @@ def check_file_writable(path: str | os.PathLike, name: str) -> None:
     existing = path.parent
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise XbandError(f"{name} {path}: cannot be created ({existing} is not a writable "
-                         "folder). Choose a writable place.")
+    try:  # a probe file where the first missing folder would be made, removed at once
+        fd, probe = tempfile.mkstemp(prefix=".xband-probe.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise XbandError(f"{name} {path}: cannot be created ({existing}: {err.strerror}). "
+                         "Choose a writable place.") from None
 
 
 def _files_below(folder: Path) -> list[str]:
