@@ -228,6 +228,16 @@ def _add_sensors(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=lambda args: print(sensor_table()))
 
 
+R_FILE = Path(__file__).resolve().parent / "r" / "xband.R"
+
+
+def _add_r_path(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("r-path", help="print the path of xband.R, the R functions that run xband",
+                       description="Print the path of xband.R (xband_explain, xband_heatmap, "
+                       "xband_top_bands); in R: source(system(\"xband r-path\", intern = TRUE)).")
+    p.set_defaults(run=lambda args: print(R_FILE))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xband",
@@ -240,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_demo(sub)
     _add_sensors(sub)
+    _add_r_path(sub)
     return parser
 
 

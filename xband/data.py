@@ -217,7 +217,7 @@ class ImageSet:
             raise XbandError(
                 f"{self.source}: images of shape {shape} have {shape[layout.band_axis]} bands on "
                 f"axis {layout.band_axis} ({layout}) but the model expects {n_bands}. "
-                + (f"The {_REVERSED} Write aperm(x, 4:1) in R, or x.transpose() in NumPy."
+                + (f"The {_REVERSED}: write aperm(x, 4:1) in R, or x.transpose() in NumPy."
                    if reversed_fits else "Check that the file holds the bands the model was "
                    "trained on, or set the layout (layout=, --data-layout).")
             )
