@@ -38,6 +38,7 @@ from xband.data import image_set  # noqa: E402
 from xband.errors import XbandError  # noqa: E402
 from xband.files import atomic_path  # noqa: E402
 from xband.layout import Layout  # noqa: E402
+from xband.methods._base import whole_number  # noqa: E402
 
 Output = Literal["logits", "probabilities"]
 
@@ -173,8 +174,11 @@ def load_model(source: str | os.PathLike | nn.Module, *, layout: Layout | None =
     tolerance and `accept_mismatch` is False.
     """
     keep_triton_out()
+    n_bands = None if n_bands is None else whole_number(n_bands, "n_bands")
+    input_size = tuple(whole_number(v, "input_size") for v in input_size) if input_size else None
+    opset = whole_number(opset, "opset", minimum=7)
     req = _Request(None if layout is None else Layout.parse(layout, "layout"), n_bands,
-                   tuple(input_size) if input_size else None,
+                   input_size,
                    None if probe is None else _as_batch(probe), opset, accept_mismatch,
                    cache_dir, trust_graph)
     if isinstance(source, nn.Module):
