@@ -521,10 +521,8 @@ def test_torch_export_program_explains(tmp_path):
         assert top.loc[f"class {c}", "feature_ablation"] == f"B{band + 1}"
 
 
-def test_python_api_takes_r_numbers_and_names_its_own_arguments():
+def test_python_api_takes_r_numbers_and_names_its_own_arguments(tmp_path):
     """R passes 20, not 20L: integral floats are whole numbers; errors name API arguments."""
-    from tests.planted import planted_images
-
     model = load_model(torch_net(), n_bands=13.0, input_size=(16.0, 16.0), verbose=False)
     x = np.random.default_rng(0).uniform(size=(16, 13, 16, 16)).astype(np.float32)
     y = np.arange(16) % 4
@@ -538,7 +536,11 @@ def test_python_api_takes_r_numbers_and_names_its_own_arguments():
         assert str(err.value).startswith(f"{argument} must be") and "--" not in str(err.value)
     with pytest.raises(XbandError, match=r"scale must be .* not 0"):
         xband.Preprocess(scale=0)
-    del planted_images
+    (tmp_path / "Forest").mkdir()
+    (tmp_path / "Forest" / "notes.txt").write_text("not an image")
+    with pytest.raises(XbandError) as err:
+        xband.read_data(tmp_path)
+    assert "skip_bad=True" in str(err.value) and "--skip-bad" in err.value.cli
 
 
 SAVEDMODEL_WRITING = r'''

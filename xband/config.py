@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xband.errors import XbandError
+from xband.errors import XbandError, option
 from xband.methods import Method, resolve_methods
 from xband.methods._base import whole_number
 
@@ -95,8 +95,9 @@ class RunConfig:
         if self.target is None:
             return dataclasses.replace(self, target="true" if has_labels else "predicted")
         if self.target == "true" and not has_labels:
-            raise XbandError("target 'true' needs labels: give them (--labels, or 'y' in the "
-                             ".npz) or explain the predicted class (target 'predicted').")
+            raise XbandError(f"target 'true' needs labels: give them ({option('labels', '--labels')}"
+                             ", or 'y' in the .npz) or explain the predicted class (target "
+                             "'predicted').")
         return self
 
     def method(self, name: str) -> Method:

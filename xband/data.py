@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from xband.bands import SENSORS, get_sensor, partition
-from xband.errors import BadValue, XbandError
+from xband.errors import BadValue, XbandError, option
 from xband.layout import Layout
 
 
@@ -644,7 +644,8 @@ def _read_checked(data: ImageSet, chunk: np.ndarray, skip_bad: bool
     for row, reason in problems.items():
         if not skip_bad:
             raise XbandError(f"{data.describe(good[row])}: {reason}. Fill or drop such images "
-                             "(nodata) before explaining, or pass --skip-bad to leave them out.")
+                             f"(nodata) before explaining, or pass {option('skip_bad=True', '--skip-bad')}"
+                             " to leave them out.")
         bad.append((data.describe(good[row]), reason))
     ok = np.array([row not in problems for row in range(len(good))], dtype=bool)
     return good[ok], raw[ok], bad

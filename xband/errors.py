@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import re
+
+_SPELLED = re.compile("\x00(.*?)\x01(.*?)\x02", re.S)
+
+
+def option(api: str, flag: str) -> str:
+    """An option in a message, said as the Python argument (`api`) by the library and as the
+    flag (`flag`) by the command line: e.g. option("skip_bad=True", "--skip-bad")."""
+    return f"\x00{api}\x01{flag}\x02"
+
 
 class XbandError(Exception):
     """A problem the user can fix (bad file, bad option, unsupported model).
 
-    The message names the file, band, layer or argument at fault and what to try. `cli`, when
-    given, is the same message as the command line says it (flags in place of arguments).
+    The message names the file, band, layer or argument at fault and what to try. `cli` is the
+    same message as the command line says it (flags in place of arguments): given, or made
+    from the `option(...)` spellings in the message.
     """
 
     def __init__(self, message: str, *, cli: str | None = None):
-        super().__init__(message)
+        if cli is None and "\x00" in message:
+            cli = _SPELLED.sub(r"\2", message)
+        super().__init__(_SPELLED.sub(r"\1", message))
         self.cli = cli
 
 

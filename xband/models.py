@@ -35,7 +35,7 @@ from converters.fidelity import (  # noqa: E402
 from converters.keras_export import DEFAULT_SPATIAL, PROBE_N, default_probe  # noqa: E402
 from converters.onnx_to_torch import onnx_to_torch, read_onnx, torch_to_onnx  # noqa: E402
 from xband.data import image_set  # noqa: E402
-from xband.errors import XbandError  # noqa: E402
+from xband.errors import XbandError, option  # noqa: E402
 from xband.files import atomic_path  # noqa: E402
 from xband.layout import Layout  # noqa: E402
 from xband.methods._base import whole_number  # noqa: E402
@@ -309,7 +309,8 @@ def _from_onnx(path: Path, req: _Request) -> LoadedModel:
     layout = req.layout or conv.layout
     if layout is None:
         raise XbandError(f"{path}: cannot tell from the graph whether the bands are the last "
-                         "or the second axis; pass --layout channels_last or channels_first.")
+                         "or the second axis; pass "
+                         f"{option('layout=', '--model-layout')} channels_last or channels_first.")
     if len(conv.input_shape) != 4:
         raise XbandError(f"{path}: the input has rank {len(conv.input_shape)}; xband needs "
                          "images (batch, height, width, bands) or (batch, bands, height, width).")

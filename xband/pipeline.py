@@ -20,7 +20,7 @@ from torch import nn
 from xband import aggregate
 from xband.config import RunConfig
 from xband.data import BandStats, ImageSet, image_set, scan, skip_notes, stratified_subset
-from xband.errors import XbandError
+from xband.errors import XbandError, option
 from xband.forward import Networks, check_device, prepare_networks
 from xband.methods import Context, Method
 from xband.models import LoadedModel
@@ -198,7 +198,7 @@ def _check_classes(data: ImageSet, indices: np.ndarray, n_classes: int) -> None:
         raise XbandError(
             f"{data.source}: no images of class {', '.join(repr(e) for e in empty)}. Per-class "
             "importance needs images of every class the model has: add some, or raise "
-            "--max-images."
+            f"{option('max_images', '--max-images')}."
         )
 
 

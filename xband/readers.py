@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from xband.data import BadImage, ImageSet, image_set
-from xband.errors import XbandError
+from xband.errors import XbandError, option
 from xband.layout import Layout
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".jp2")  # GeoTIFF and JPEG2000 (Sentinel-2 band files)
 SIDECAR_SUFFIXES = (".aux.xml", ".ovr", ".msk", ".tfw", ".j2w", ".prj")  # GDAL's, read with them
-_SKIP_HINT = "pass --skip-bad to leave it out"
+_SKIP_HINT = f"pass {option('skip_bad=True', '--skip-bad')} to leave it out"
 
 
 _DESCRIPTION = ("bands", "classes", "layout", "sensor", "band_groups", "preprocess", "nodata")
@@ -312,7 +312,7 @@ class RasterFiles:
         if info.scale is None:
             return []
         return [f"{self.paths[self.first]}: GDAL metadata gives scale {info.scale:g} and offset "
-                f"{info.offset:g}; xband uses the stored values (give --scale if the model was "
+                f"{info.offset:g}; xband uses the stored values (give scale if the model was "
                 "trained on scaled values)"]
 
 
@@ -424,17 +424,17 @@ def read_hdf5(path: Path, *, x_key: str = "x", y_key: str | None = None,
     found: list[str] = []
     h5.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
 
-    def dataset(key: str, option: str):
+    def dataset(key: str, name: str):
         if key not in h5 or not isinstance(h5[key], h5py.Dataset):
             raise XbandError(f"{path}: no dataset '{key}' (datasets: {', '.join(found) or 'none'}). "
-                             f"Name the right one with {option}.")
+                             f"Name the right one with {option(name + '=', '--' + name.replace('_', '-'))}.")
         return h5[key]
 
-    images = dataset(x_key, "--x-key")
+    images = dataset(x_key, "x_key")
     if labels is not None:
         y = read_labels(labels)
     elif y_key is not None or "y" in h5:
-        y = dataset(y_key or "y", "--y-key")[()]
+        y = dataset(y_key or "y", "y_key")[()]
         y = y.astype(str) if y.dtype.kind in "OS" else y
     else:
         y = None
