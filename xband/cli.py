@@ -124,8 +124,8 @@ def _check_run(args: argparse.Namespace):
     from xband.forward import check_device
 
     check_output_folder(args.out, overwrite=args.overwrite, inputs=options.input_paths(args))
-    if getattr(args, "norm_stats", None):
-        check_file_writable(args.norm_stats, "--norm-stats")
+    if getattr(args, "norm_stats", None) and not Path(args.norm_stats).exists():
+        check_file_writable(args.norm_stats, "--norm-stats")  # it will be written
     check_device(args.device)
     config = options.run_config(args)
     args.check_arguments = options.check_arguments(args) if args.evaluate else None

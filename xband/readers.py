@@ -270,6 +270,8 @@ class RasterFiles:
 
     def __init__(self, paths: list[Path]):
         self.paths = paths
+        if not paths:
+            raise XbandError("no image files given.")
         first_error = None
         for i, path in enumerate(paths):
             try:
