@@ -243,7 +243,7 @@ def test_csv_rows_unknown_labels_and_missing_files(onnx_model, data, tmp_path, c
     (tmp_path / "labels.csv").write_text("a.tif,kind0\na.tif,cat\n")
     assert run(onnx_model, tmp_path / "labels.csv", tmp_path / "out", "--classes",
                ",".join(CLASSES)) == 2
-    assert "labels cat are not among the class names" in capsys.readouterr().err
+    assert "label 'cat' (image 1) is not among the class names" in capsys.readouterr().err
 
 
 def test_hdf5_missing_key_and_mismatched_counts(onnx_model, data, tmp_path, capsys):

@@ -177,7 +177,7 @@ def test_keras_second_run_uses_cache_without_subprocess(keras_models, keras_cach
     def no_subprocess(*args, **kwargs):
         raise AssertionError("a subprocess was started")
 
-    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess, "Popen", no_subprocess)
     model = load_model(keras_models / "seq.keras", cache_dir=keras_cache, verbose=False)
     assert any("cache hit" in note for note in model.notes)
     assert model.fidelity.passed
