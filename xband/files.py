@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from xband.errors import XbandError
+from xband.errors import XbandError, option
 
 MANIFEST = "written-by-xband.json"  # what an xband report folder holds, written last
 # what the reports of xband 0.1 (written before the manifest) held: still replaced as xband's
@@ -97,20 +97,24 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def check_writable(out: str | os.PathLike, name: str = "--out") -> Path:
+_OUT = option("out", "--out")
+
+
+def check_writable(out: str | os.PathLike) -> Path:
     """`out` as an absolute path; fails now, before any work, if no folder can be made there."""
     if not str(out).strip():
-        raise XbandError(f"{name} is empty: name the folder for the report, e.g. {name} report.")
+        raise XbandError(f"{_OUT} is empty: name the folder for the report, e.g. "
+                         + option("out='report'", "--out report") + ".")
     out = Path(out).expanduser().resolve()
     if out.exists() and not out.is_dir():
-        raise XbandError(f"{out}: exists and is not a folder. Choose another {name}.")
+        raise XbandError(f"{out}: exists and is not a folder. Choose another {_OUT}.")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         probe = tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".check", dir=out.parent)
         os.rmdir(probe)
     except OSError as err:
         raise XbandError(
-            f"{out}: cannot write the report there ({err.strerror}). Choose a writable {name}."
+            f"{out}: cannot write the report there ({err.strerror}). Choose a writable {_OUT}."
         ) from None
     return out
 
@@ -183,31 +187,30 @@ def _overlap(out: Path, inputs: Mapping[str, str | os.PathLike | None]) -> str |
 
 
 def check_output_folder(out: str | os.PathLike, *, overwrite: bool = False,
-                        inputs: Mapping[str, str | os.PathLike | None] | None = None,
-                        name: str = "--out", overwrite_name: str = "--overwrite") -> Path:
+                        inputs: Mapping[str, str | os.PathLike | None] | None = None) -> Path:
     """`out` as an absolute path once it is safe to replace with a report; fails now otherwise.
 
     Refused: a path that cannot be written; the current folder or one holding it; a folder that
     is, holds or lies inside one of `inputs` ({flag or argument: path}: the data, the model);
-    a folder holding files xband did not write, unless `overwrite`. `name` and
-    `overwrite_name` are how messages call the option (CLI flags or API arguments).
+    a folder holding files xband did not write, unless `overwrite`.
     """
-    path = check_writable(out, name)
+    path = check_writable(out)
     here = Path.cwd().resolve()
     if path == here or path in here.parents:
-        raise XbandError(f"{name} {out}: is or holds the current folder, and xband replaces its "
-                         f"report folder as a whole. Name a new folder, e.g. {name} report.")
+        raise XbandError(f"{_OUT} {out}: is or holds the current folder, and xband replaces its "
+                         "report folder as a whole. Name a new folder, e.g. "
+                         + option("out='report'", "--out report") + ".")
     clash = _overlap(path, inputs or {})
     if clash:
-        raise XbandError(f"{name} {out}: {clash}, and xband replaces its report folder as a "
+        raise XbandError(f"{_OUT} {out}: {clash}, and xband replaces its report folder as a "
                          "whole. Choose a folder apart from your inputs.")
     foreign = foreign_files(path)
     if foreign and not overwrite:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3
                                           else "")
-        raise XbandError(f"{name} {out}: holds files xband did not write ({shown}); choose an "
-                         f"empty or new folder, or pass {overwrite_name} to replace it and "
-                         "everything in it.")
+        raise XbandError(f"{_OUT} {out}: holds files xband did not write ({shown}); choose an "
+                         "empty or new folder, or pass " + option("overwrite=True", "--overwrite")
+                         + " to replace it and everything in it.")
     return path
 
 
@@ -219,17 +222,15 @@ def _write_manifest(folder: Path) -> None:
 
 @contextmanager
 def atomic_folder(out: str | os.PathLike, *, overwrite: bool = False,
-                  inputs: Mapping[str, str | os.PathLike | None] | None = None,
-                  name: str = "out", overwrite_name: str = "overwrite=True") -> Iterator[Path]:
+                  inputs: Mapping[str, str | os.PathLike | None] | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside `out` that replaces `out` only if the block finishes.
 
-    `out` is checked by `check_output_folder` (with `overwrite`, `inputs` and the option names)
-    before the block and again before the swap; the finished folder lists its files in
+    `out` is checked by `check_output_folder` (with `overwrite` and `inputs`) before the block
+    and again before the swap; the finished folder lists its files in
     `MANIFEST`, written last.
     """
     def checked() -> Path:
-        return check_output_folder(out, overwrite=overwrite, inputs=inputs, name=name,
-                                   overwrite_name=overwrite_name)
+        return check_output_folder(out, overwrite=overwrite, inputs=inputs)
 
     path = checked()
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
