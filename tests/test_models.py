@@ -529,7 +529,7 @@ def test_python_api_takes_r_numbers_and_names_its_own_arguments(tmp_path):
     result = xband.explain(model, (x, y.astype(float)), "saliency", seed=0.0, batch_size=8.0,
                            max_per_class=3.0, max_images=12.0, examples_per_class=1.0,
                            n_boot=50.0, progress=False, accept_low_accuracy=True)
-    assert len(result.indices) == 12
+    assert len(result.indices) == 12 and len(result.top_bands(k=2.0)) == 5
     for argument, value in [("batch_size", 0), ("seed", -1.0), ("max_per_class", 2.5)]:
         with pytest.raises(XbandError) as err:
             xband.explain(model, (x, y), "saliency", progress=False, **{argument: value})

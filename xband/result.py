@@ -18,6 +18,7 @@ from xband.config import RunConfig
 from xband.data import ImageSet
 from xband.files import atomic_folder
 from xband.forward import PassSizes
+from xband.methods._base import whole_number
 from xband.versions import versions
 
 if TYPE_CHECKING:
@@ -200,6 +201,7 @@ class Explanation:
     def top_bands(self, k: int = 3) -> pd.DataFrame:
         """Per class: the consensus top-k ranks (tied bands joined by " = ") and each method's top
         band."""
+        k = whole_number(k, "k")
         consensus = self.consensus
         rows = aggregate.class_rows(self.importance, per_class_only=False)
         top = rows[rows["rank"] == 1].groupby(["class", "method"], sort=False)["band"].first()
