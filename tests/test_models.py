@@ -1,7 +1,8 @@
 """Loading classifiers into PyTorch (xband.load_model, converters, `xband convert`).
 
 Keras models are built and run in TensorFlow subprocesses: TensorFlow is never imported here
-(importing torch after TensorFlow in one process crashes; see findings.md).
+(triton, which torchvision pulls in, crashes next to it; a subprocess test covers a process that
+imported TensorFlow first, as a notebook does).
 """
 
 from __future__ import annotations
