@@ -49,7 +49,8 @@ def folder_mode() -> int:
 def interrupts_held() -> Iterator[None]:
     """Hold back Ctrl-C (SIGINT) and SIGTERM for the block: they arrive when it ends, so a
     rename sequence is never cut in half. Outside the main thread signals go elsewhere anyway."""
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+            signal, "pthread_sigmask"):  # Windows has no signal masks
         yield
         return
     held = {signal.SIGINT, signal.SIGTERM}
