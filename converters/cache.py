@@ -67,15 +67,17 @@ class KerasExport:
 
 def export_keras(path: Path, fmt: str, sha256: str, *, opset: int = 17,
                  probe: np.ndarray | None = None, input_size: tuple[int, int] | None = None,
-                 cache_dir: str | os.PathLike | None = None) -> KerasExport:
-    """ONNX file and TensorFlow reference for a Keras/SavedModel source (cache or subprocess)."""
+                 cache_dir: str | os.PathLike | None = None, trust_graph: bool = False) -> KerasExport:
+    """ONNX file and TensorFlow reference for a Keras/SavedModel source (cache or subprocess);
+    `trust_graph` lets a SavedModel whose graph reads or writes files or calls Python run."""
     entry = cache_root(cache_dir) / "keras" / f"{sha256}-opset{opset}"
     onnx_path = entry / "model.onnx"
     ref_path = entry / f"ref-{probe_key(probe, input_size)}.npz"
     meta_path = entry / "meta.json"
     hit = onnx_path.exists() and ref_path.exists() and meta_path.exists()
     if not hit:
-        report = _run_subprocess(path, fmt, onnx_path, ref_path, opset, probe, input_size)
+        report = _run_subprocess(path, fmt, onnx_path, ref_path, opset, probe, input_size,
+                                 trust_graph)
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         meta.update(source=str(path), format=fmt, opset=opset, input_shape=report["input_shape"])
         meta.setdefault("convert_seconds", report.get("convert_seconds"))
@@ -87,7 +89,8 @@ def export_keras(path: Path, fmt: str, sha256: str, *, opset: int = 17,
 
 
 def _run_subprocess(path: Path, fmt: str, onnx_path: Path, ref_path: Path, opset: int,
-                    probe: np.ndarray | None, input_size: tuple[int, int] | None) -> dict:
+                    probe: np.ndarray | None, input_size: tuple[int, int] | None,
+                    trust_graph: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="xband-keras-") as tmp:
         result = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "converters.keras_export", str(path), "--format", fmt,
@@ -98,19 +101,38 @@ def _run_subprocess(path: Path, fmt: str, onnx_path: Path, ref_path: Path, opset
             cmd += ["--probe", str(Path(tmp) / "probe.npy")]
         if input_size:
             cmd += ["--input-size", *map(str, input_size)]
+        if trust_graph:
+            cmd.append("--trust-graph")
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(_REPO_ROOT),
                                                             os.environ.get("PYTHONPATH")])))
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
+        returncode, stderr = _run_child(cmd, env)
         if not result.exists():
-            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            tail = "\n".join(stderr.strip().splitlines()[-5:])
             killed = (" It was killed, most likely for lack of memory: convert on a machine with "
                       "more memory, or export to ONNX there and pass the .onnx file."
-                      if proc.returncode in (-9, 137) else "")
+                      if returncode in (-9, 137) else "")
             raise XbandError(f"{path}: the Keras conversion process stopped (exit code "
-                             f"{proc.returncode}) without a report.{killed} Its last messages:\n"
+                             f"{returncode}) without a report.{killed} Its last messages:\n"
                              f"{tail}")
         report = json.loads(result.read_text())
     if not report["ok"]:
         raise XbandError(report["message"])
     return report
+
+
+def _run_child(cmd: list[str], env: dict) -> tuple[int, str]:
+    """Exit code and stderr of `cmd`. Interrupted (Ctrl-C, SIGTERM), the child is asked to stop
+    with SIGTERM, so that it removes its temporary files, before the interrupt goes on."""
+    with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env=env) as proc:
+        try:
+            _, stderr = proc.communicate()
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    return proc.returncode, stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 import zipfile
@@ -120,15 +121,87 @@ def _from_function(call, signature, opset):
     return proto
 
 
-def _load(path: Path, fmt: str):
+def _load(path: Path, fmt: str, trust_graph: bool = False):
     """(callable x -> y, input shape with batch axis, converter) for the model at `path`."""
-    return _load_savedmodel(path) if fmt == "savedmodel" else _load_keras(path, fmt)
+    if fmt == "savedmodel":
+        return _load_savedmodel(path, trust_graph)
+    return _load_keras(path, fmt)
 
 
-def _load_savedmodel(path: Path):
-    """`_load` for a TensorFlow SavedModel folder: its serving signature."""
+# Operations through which a graph reaches outside itself: files, Python, summaries on disk
+_IO_OPS = frozenset({
+    "ReadFile", "WriteFile", "MatchingFiles", "PyFunc", "PyFuncStateless", "EagerPyFunc",
+    "ImmutableConst", "InitializeTableFromTextFile", "InitializeTableFromTextFileV2",
+    "CreateSummaryFileWriter", "CreateSummaryDbWriter", "ImportEvent", "FlushSummaryWriter",
+    "WriteSummary", "WriteRawProtoSummary", "WriteScalarSummary", "WriteHistogramSummary",
+    "WriteImageSummary", "WriteAudioSummary", "WriteGraphSummary", "DebugIdentityV2",
+    "DebugIdentityV3", "TFRecordReaderV2", "TextLineReaderV2", "WholeFileReaderV2",
+    "FixedLengthRecordReaderV2", "LMDBReader", "TFRecordDataset", "TFRecordDatasetV2",
+    "TextLineDataset", "FixedLengthRecordDataset", "FixedLengthRecordDatasetV2",
+    "SaveDataset", "SaveDatasetV2", "LoadDataset", "SnapshotDataset", "SnapshotDatasetV2",
+    "CacheDatasetV2", "DatasetToTFRecord", "ExperimentalDatasetToTFRecord",
+})
+# checkpoint reading and writing: every SavedModel has them, in its save and restore functions
+_CHECKPOINT_OPS = frozenset({"SaveV2", "RestoreV2", "MergeV2Checkpoints", "Save", "SaveSlices",
+                             "Restore", "RestoreSlice"})
+_CALLS = ("f", "then_branch", "else_branch", "body", "cond", "branches")
+
+
+def graph_io_ops(path: Path) -> list[str]:
+    """Operations in the SavedModel at `path` that read or write files or call Python, as
+    'op (in function)', read from saved_model.pb without loading or running anything.
+    Checkpoint operations count only outside the functions that save and restore variables."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    model = saved_model_pb2.SavedModel()
+    model.ParseFromString((path / "saved_model.pb").read_bytes())
+    found = []
+    for graph in model.meta_graphs:
+        functions = {f.signature.name: f for f in graph.graph_def.library.function}
+        saver = {graph.saver_def.save_tensor_name.split(":")[0], graph.saver_def.restore_op_name}
+        saving = _reachable([n for n in graph.graph_def.node if n.name in saver], functions)
+        others = [n for n in graph.graph_def.node if n.name not in saver]
+        free = {name for name in functions if name not in saving}
+        running = free | _reachable(others + [n for name in free
+                                              for n in functions[name].node_def], functions)
+        places = [("graph", n) for n in others]
+        places += [(name, n) for name, f in functions.items() for n in f.node_def]
+        for where, node in places:
+            checkpoint = node.op in _CHECKPOINT_OPS and (where == "graph" or where in running)
+            if node.op in _IO_OPS or checkpoint:
+                found.append(f"{node.op} (in {where})")
+    return sorted(set(found))
+
+
+def _reachable(nodes, functions: dict) -> set[str]:
+    """Names of the functions that `nodes` call, directly or through other functions."""
+    seen: set[str] = set()
+    stack = list(nodes)
+    while stack:
+        node = stack.pop()
+        for key in _CALLS:
+            if key not in node.attr:
+                continue
+            value = node.attr[key]
+            names = [value.func.name] + [f.name for f in value.list.func]
+            for name in names:
+                if name and name not in seen and name in functions:
+                    seen.add(name)
+                    stack += list(functions[name].node_def)
+    return seen
+
+
+def _load_savedmodel(path: Path, trust_graph: bool = False):
+    """`_load` for a TensorFlow SavedModel folder: its serving signature. A graph that reads or
+    writes files or calls Python is refused before TensorFlow loads it, unless trusted."""
     import tensorflow as tf
 
+    risky = [] if trust_graph else graph_io_ops(path)
+    if risky:
+        raise ExportError("io_ops", f"{path}: this SavedModel is a program whose graph reads or "
+                          f"writes files or calls Python ({', '.join(risky[:5])}), and it would "
+                          "run during conversion. If you trust its source, pass --trust-graph "
+                          "(trust_graph=True); better, save the model as .keras and pass that.")
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as err:
@@ -227,7 +300,7 @@ def run(args) -> dict:
     from converters.onnx_graph import describe_foreign_ops, foreign_ops
 
     source = Path(args.source)
-    call, shape, convert = _load(source, args.format)
+    call, shape, convert = _load(source, args.format, args.trust_graph)
     if len(shape) != 4:
         raise ExportError("unsupported", f"{source}: the model input has shape {shape}; xband "
                           "needs images (batch, height, width, bands).")
@@ -273,6 +346,10 @@ def run(args) -> dict:
     return report
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m converters.keras_export", description=__doc__)
     p.add_argument("source", help=".keras/.h5 file or SavedModel folder")
@@ -284,7 +361,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="probe size when the model accepts any size (default 32 32)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--result", required=True, help="JSON report to write")
+    p.add_argument("--trust-graph", action="store_true",
+                   help="run a SavedModel whose graph reads or writes files or calls Python")
     args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # stopped by the parent: clean up like Ctrl-C
     try:
         report = run(args)
     except ExportError as err:

@@ -12,6 +12,7 @@ import pytest
 import tifffile
 import torch
 
+import xband
 from tests.planted import N_BANDS, N_CLASSES, PLANTED, planted_images, train_torch
 from xband import XbandError, explain, from_torch, image_set
 from xband.bands import SENSORS, parse_groups, partition
@@ -90,7 +91,7 @@ def test_geotiff_class_folders_with_scale_groups_and_stats(onnx_model, data, tmp
     assert code == 0, capsys.readouterr().err
     assert_planted(out)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["data"]["layout_on_disk"] == "channels_last"
+    assert summary["data"]["layout_on_disk"] == "channels_first"  # GDAL reads bands first
     assert summary["classes"] == CLASSES and summary["data"]["n_images"] == 8 * N_CLASSES
     assert "× 0.001" in summary["data"]["preprocessing"]
     assert "(x − mean) / std" in summary["data"]["preprocessing"]
@@ -182,11 +183,11 @@ def _retile(path: Path, shape_change) -> None:
 
 
 FOLDER_CASES = {
-    "truncated TIFF": (lambda f: _truncate(f), "cannot be read as a TIFF"),
+    "truncated TIFF": (lambda f: _truncate(f), "cannot be read as an image"),
     "band count": (lambda f: _retile(f, lambda a: a[..., :5]), "has 5 bands of 12×12 pixels"),
     "image size": (lambda f: _retile(f, lambda a: a[:10, :10]), "has 6 bands of 10×10 pixels"),
     "non-image file": (lambda f: (f.parent / "notes.txt").write_text("hi"),
-                       "not a .tif/.tiff image"),
+                       "not a .tif/.tiff/.jp2 image"),
     "NaN": (lambda f: _retile(f, lambda a: np.where(a > 1, np.nan, a)),
             "NaN or infinite values"),
 }
@@ -227,7 +228,7 @@ def test_empty_class_folder(onnx_model, data, tmp_path, capsys):
     root = write_folders(tmp_path / "patches", *data)
     (root / "kind9").mkdir()
     assert run(onnx_model, root, tmp_path / "out") == 2
-    assert "class folder 'kind9' holds no .tif/.tiff images" in capsys.readouterr().err
+    assert "class folder 'kind9' holds no .tif/.tiff/.jp2 images" in capsys.readouterr().err
 
 
 def test_csv_rows_unknown_labels_and_missing_files(onnx_model, data, tmp_path, capsys):
@@ -242,7 +243,7 @@ def test_csv_rows_unknown_labels_and_missing_files(onnx_model, data, tmp_path, c
     (tmp_path / "labels.csv").write_text("a.tif,kind0\na.tif,cat\n")
     assert run(onnx_model, tmp_path / "labels.csv", tmp_path / "out", "--classes",
                ",".join(CLASSES)) == 2
-    assert "labels cat are not among the class names" in capsys.readouterr().err
+    assert "label 'cat' (image 1) is not among the class names" in capsys.readouterr().err
 
 
 def test_hdf5_missing_key_and_mismatched_counts(onnx_model, data, tmp_path, capsys):
@@ -289,3 +290,128 @@ def test_torch_dataloader_from_python(data):
     result = explain(model, data_set, methods="saliency", progress=False, n_boot=10)
     assert result.summary["accuracy"]["overall"] > 0.8
     assert result.summary["data"]["preprocessing"] == "× 0.1"
+
+
+# ------------------------------------------------------- files as GDAL, rasterio and terra write them
+GDAL_VARIANTS = {
+    "LZW": dict(compress="lzw"),
+    "DEFLATE": dict(compress="deflate", predictor=2),
+    "ZSTD": dict(compress="zstd"),
+    "tiled": dict(tiled=True, blockxsize=16, blockysize=16, compress="lzw"),
+    "BigTIFF": dict(BIGTIFF="YES", compress="lzw"),
+    "Cloud-Optimized": dict(driver="COG", compress="lzw", blocksize=16),
+    "JPEG2000": dict(driver="JP2OpenJPEG", QUALITY=100, REVERSIBLE="YES"),
+}
+
+
+def write_gdal(path: Path, image: np.ndarray, **options) -> None:
+    """A (bands, height, width) raster written by GDAL (through rasterio) with `options`."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    options = dict(options)
+    driver = options.pop("driver", "GTiff")
+    with rasterio.open(path, "w", driver=driver, width=image.shape[2], height=image.shape[1],
+                       count=image.shape[0], dtype=image.dtype.name, crs="EPSG:32633",
+                       transform=from_origin(500000, 4000000, 10, 10), **options) as dst:
+        dst.write(image)
+
+
+def test_every_gdal_compression_and_layout_reads_the_same_pixels(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 10000, size=(3, 6, 40, 40)).astype(np.uint16)
+    for name, options in GDAL_VARIANTS.items():
+        root = tmp_path / name
+        for i, image in enumerate(images):
+            (root / f"kind{i % 2}").mkdir(parents=True, exist_ok=True)
+            suffix = ".jp2" if options.get("driver") == "JP2OpenJPEG" else ".tif"
+            write_gdal(root / f"kind{i % 2}" / f"p{i}{suffix}", image, **options)
+        data = xband.read_data(root)
+        order = [0, 2, 1]  # kind0 holds images 0 and 2, kind1 image 1
+        np.testing.assert_array_equal(data.read(np.arange(3)), images[order].astype(np.float32),
+                                      err_msg=name)
+
+
+def test_a_cloud_optimized_geotiff_folder_explains(onnx_model, data, tmp_path):
+    x, y = data
+    root = tmp_path / "cogs"
+    for i, (image, label) in enumerate(zip(x, y, strict=True)):
+        (root / CLASSES[label]).mkdir(parents=True, exist_ok=True)
+        write_gdal(root / CLASSES[label] / f"p{i}.tif", image, driver="COG", compress="zstd")
+    out = tmp_path / "out"
+    assert run(onnx_model, root, out, "--bands", ",".join(BANDS)) == 0
+    assert_planted(out)
+
+
+def test_gdal_metadata_gives_band_names_nodata_and_a_scale_note(onnx_model, data, tmp_path,
+                                                               capsys):
+    import rasterio
+
+    x, y = data
+    root = tmp_path / "patches"
+    for i, (image, label) in enumerate(zip(x, y, strict=True)):
+        (root / CLASSES[label]).mkdir(parents=True, exist_ok=True)
+        path = root / CLASSES[label] / f"p{i}.tif"
+        write_gdal(path, image, compress="lzw", nodata=-9999)
+        with rasterio.open(path, "r+") as dst:
+            dst.descriptions = tuple(BANDS)
+            dst.scales = (0.5,) * N_BANDS
+    (root / CLASSES[0] / "p0.tif.aux.xml").write_text("<PAMDataset/>")  # a GDAL sidecar
+    data_set = xband.read_data(root)
+    assert data_set.band_names == tuple(BANDS) and data_set.nodata == -9999
+    assert any("scale 0.5" in note for note in data_set.notes)
+    bad = sorted((root / CLASSES[2]).iterdir())[1]
+    with rasterio.open(bad, "r+") as dst:
+        image = dst.read()
+        image[3, 5, 5] = -9999
+        dst.write(image)
+    assert run(onnx_model, root, tmp_path / "out") == 2
+    assert f"{bad}: has nodata pixels (value -9999) in band {BANDS[3]}" in capsys.readouterr().err
+
+
+def test_pages_written_by_tifffile_are_bands(tmp_path):
+    image = np.random.default_rng(0).normal(size=(6, 12, 12)).astype(np.float32)
+    (tmp_path / "a").mkdir()
+    tifffile.imwrite(tmp_path / "a" / "p.tif", image)  # six single-band pages
+    np.testing.assert_array_equal(xband.read_data(tmp_path).read(np.array([0]))[0], image)
+
+
+def test_when_no_file_reads_the_message_shows_the_first_files_real_cause(tmp_path, capsys):
+    for name in ("a", "b"):
+        (tmp_path / "k" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "k" / f"{name}.tif").write_bytes(b"II*\x00" + bytes(20))
+    with pytest.raises(XbandError) as err:
+        xband.read_data(tmp_path)
+    message = str(err.value)
+    assert "none of the 2 files can be read" in message and f"{tmp_path / 'k' / 'a.tif'}:" in message
+    assert "RasterioIOError" in message  # GDAL's own words, not a guess
+
+
+def test_hdf5_from_r_names_reversed_axes_and_reads_three_axes_as_single_bands(onnx_model, data,
+                                                                             tmp_path, capsys):
+    x, y = data
+    path = tmp_path / "from_r.h5"
+    with h5py.File(path, "w") as f:
+        f["x"] = np.ascontiguousarray(np.transpose(x, (1, 3, 2, 0)))  # (bands, W, H, N), as R
+        f["y"] = y
+    assert run(onnx_model, path, tmp_path / "out") == 2
+    assert "axes look reversed (written from R or MATLAB?)" in capsys.readouterr().err
+    unlabelled = tmp_path / "unlabelled.h5"
+    with h5py.File(unlabelled, "w") as f:
+        f["x"] = np.ascontiguousarray(np.transpose(x, (1, 3, 2, 0)))
+    assert run(onnx_model, unlabelled, tmp_path / "out") == 2
+    assert "axes look reversed" in capsys.readouterr().err
+    # (N, H, W): N single-band images, explained by a one-band model
+    one = x[:, PLANTED[0]]
+    net = train_torch(one[:, None], (y == 0).astype(np.int64), epochs=40)
+    single = export_onnx(net, one[:, None], tmp_path / "one_band.onnx")
+    three = tmp_path / "three.h5"
+    with h5py.File(three, "w") as f:
+        f["x"], f["y"] = one, (y == 0).astype(np.int64)
+    assert run(single, three, tmp_path / "single", "--classes", "other,kind0") == 0
+    summary = json.loads((tmp_path / "single" / "summary.json").read_text())
+    assert summary["data"]["image_shape"] == [1, 12, 12]
+    with h5py.File(three, "a") as f:
+        del f["y"]
+    with pytest.raises(XbandError, match="3 axes"):
+        xband.read_data(three)

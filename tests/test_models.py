@@ -1,7 +1,8 @@
 """Loading classifiers into PyTorch (xband.load_model, converters, `xband convert`).
 
 Keras models are built and run in TensorFlow subprocesses: TensorFlow is never imported here
-(importing torch after TensorFlow in one process crashes; see findings.md).
+(triton, which torchvision pulls in, crashes next to it; a subprocess test covers a process that
+imported TensorFlow first, as a notebook does).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+import xband
 from converters.fidelity import compare
 from xband import load_model
 from xband.cli import build_parser, main
@@ -176,7 +178,7 @@ def test_keras_second_run_uses_cache_without_subprocess(keras_models, keras_cach
     def no_subprocess(*args, **kwargs):
         raise AssertionError("a subprocess was started")
 
-    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess, "Popen", no_subprocess)
     model = load_model(keras_models / "seq.keras", cache_dir=keras_cache, verbose=False)
     assert any("cache hit" in note for note in model.notes)
     assert model.fidelity.passed
@@ -439,3 +441,154 @@ def test_help_describes_every_option(capsys):
     for option in ["MODEL", "--onnx", "--data", "--opset", "--model-layout", "--input-size",
                    "--accept-mismatch", "--trust-pickle"]:
         assert option in text or option.lower() in text
+
+
+# ------------------------------------------------------- untrusted code, and valid models
+def _evil_pickle(marker: Path) -> bytes:
+    """A torch.save blob whose unpickling creates `marker` (code stored in a file runs)."""
+    import io
+
+    class Plant:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    buffer = io.BytesIO()
+    torch.save(Plant(), buffer)
+    return buffer.getvalue()
+
+
+def _plant(archive: Path, out: Path, where: str, blob: bytes) -> Path:
+    """`archive` with `blob` as its sample inputs, or as its first weight marked `use_pickle`."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(archive) as zin:
+        entries = {info.filename: zin.read(info) for info in zin.infolist()}
+    config_name = next(n for n in entries if n.endswith("model_weights_config.json"))
+    if where == "sample inputs":
+        entries[next(n for n in entries if "sample_inputs" in n)] = blob
+    else:
+        config = json.loads(entries[config_name])
+        first = next(iter(config["config"].values()))
+        first["use_pickle"] = True
+        entries[config_name] = json.dumps(config).encode()
+        entries[config_name.rsplit("/", 1)[0] + "/" + first["path_name"]] = blob
+    with zipfile.ZipFile(out, "w") as zout:
+        for name, data in entries.items():
+            zout.writestr(name, data)
+    return out
+
+
+@pytest.mark.parametrize("where", ["sample inputs", "a pickled weight"])
+def test_torch_export_archive_never_unpickles_without_trust(where, tmp_path, capsys):
+    archive = tmp_path / "net.pt2"
+    torch.export.save(torch.export.export(torch_net(), (images(2),)), str(archive))
+    marker = tmp_path / "code-ran"
+    planted = _plant(archive, tmp_path / "planted.pt2", where, _evil_pickle(marker))
+    code, _, err = run_cli(["convert", str(planted)], capsys)
+    assert code == 2 and "holds pickled entries" in err and "--trust-pickle" in err
+    assert not marker.exists()
+    with pytest.raises(XbandError, match="pickled entries"):
+        load_model(planted, verbose=False)
+    assert not marker.exists()
+    assert load_model(archive, verbose=False).source_format == "torch-export"  # plain: no pickle
+
+
+def test_pickle_zip_dressed_as_torch_export_is_one_message(tmp_path, capfd):
+    import zipfile
+
+    path = tmp_path / "model.pt2"
+    torch.save(torch_net(), path)
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("model/archive_format", "pt2")
+    assert main(["convert", str(path)]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "holds pickled entries" in err and "Traceback" not in err
+
+
+def test_torch_export_program_explains(tmp_path):
+    from tests.planted import PLANTED, planted_images, train_torch
+
+    x, y = planted_images(n_per_class=60, seed=0)
+    path = tmp_path / "planted.pt2"
+    torch.export.save(torch.export.export(train_torch(x, y), (torch.from_numpy(x[:2]),)),
+                      str(path))
+    model = load_model(path, verbose=False)
+    test_x, test_y = planted_images(n_per_class=8, seed=1)
+    result = xband.explain(model, (test_x, test_y), ["saliency", "feature_ablation"],
+                           progress=False, seed=0)
+    top = result.top_bands()
+    for c, band in PLANTED.items():
+        assert top.loc[f"class {c}", "feature_ablation"] == f"B{band + 1}"
+
+
+def test_python_api_takes_r_numbers_and_names_its_own_arguments(tmp_path):
+    """R passes 20, not 20L: integral floats are whole numbers; errors name API arguments."""
+    model = load_model(torch_net(), n_bands=13.0, input_size=(16.0, 16.0), verbose=False)
+    x = np.random.default_rng(0).uniform(size=(16, 13, 16, 16)).astype(np.float32)
+    y = np.arange(16) % 4
+    result = xband.explain(model, (x, y.astype(float)), "saliency", seed=0.0, batch_size=8.0,
+                           max_per_class=3.0, max_images=12.0, examples_per_class=1.0,
+                           n_boot=50.0, progress=False, accept_low_accuracy=True)
+    assert len(result.indices) == 12 and len(result.top_bands(k=2.0)) == 5
+    for argument, value in [("batch_size", 0), ("seed", -1.0), ("max_per_class", 2.5)]:
+        with pytest.raises(XbandError) as err:
+            xband.explain(model, (x, y), "saliency", progress=False, **{argument: value})
+        assert str(err.value).startswith(f"{argument} must be") and "--" not in str(err.value)
+    with pytest.raises(XbandError, match=r"scale must be .* not 0"):
+        xband.Preprocess(scale=0)
+    (tmp_path / "Forest").mkdir()
+    (tmp_path / "Forest" / "notes.txt").write_text("not an image")
+    with pytest.raises(XbandError) as err:
+        xband.read_data(tmp_path)
+    assert "skip_bad=True" in str(err.value) and "--skip-bad" in err.value.cli
+
+
+SAVEDMODEL_WRITING = r'''
+import sys, tensorflow as tf
+out, marker = sys.argv[1], sys.argv[2]
+class Net(tf.Module):
+    def __init__(self):
+        self.w = tf.Variable(tf.random.stateless_normal((3, 3, 4, 3), seed=(1, 2)))
+    @tf.function(input_signature=[tf.TensorSpec((None, 8, 8, 4), tf.float32)])
+    def serve(self, x):
+        tf.io.write_file(marker, tf.strings.as_string(tf.reduce_sum(x)))
+        return {"scores": tf.reduce_mean(tf.nn.conv2d(x, self.w, 1, "SAME"), axis=[1, 2])}
+net = Net()
+tf.saved_model.save(net, out, signatures={"serving_default": net.serve})
+'''
+
+
+@pytest.mark.keras
+@needs_tf
+def test_savedmodel_writing_files_is_refused_unless_trusted(tmp_path, isolated_cache, capsys):
+    folder, marker = tmp_path / "writer_savedmodel", tmp_path / "written-by-the-graph"
+    subprocess.run([sys.executable, "-c", SAVEDMODEL_WRITING, str(folder), str(marker)],
+                   check=True, capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    code, _, err = run_cli(["convert", str(folder), "-o", str(tmp_path / "m.onnx")], capsys)
+    assert code == 2 and "WriteFile" in err and "--trust-graph" in err
+    assert not marker.exists()
+    model = load_model(folder, trust_graph=True, verbose=False)
+    assert marker.exists() and model.n_classes == 3  # trusted: the graph ran, as it said
+
+
+TENSORFLOW_FIRST = r'''
+import keras, tensorflow  # a notebook that trained the model, or R's keras via reticulate
+import xband
+from xband.demo import BAND_NAMES, CLASS_NAMES, MODEL_PATH, demo_data
+x, y = demo_data(n_per_class=3)
+model = xband.load_model(MODEL_PATH, verbose=False)
+result = xband.explain(model, (x, y), "saliency", bands=BAND_NAMES, classes=CLASS_NAMES,
+                       progress=False)
+print("explained", len(result.indices))
+'''
+
+
+@pytest.mark.keras
+@needs_tf
+def test_load_and_explain_where_tensorflow_is_already_imported(isolated_cache):
+    done = subprocess.run([sys.executable, "-c", TENSORFLOW_FIRST], capture_output=True,
+                          text=True, cwd=Path(__file__).parents[1],
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "explained 15" in done.stdout

@@ -241,8 +241,9 @@ def test_kernel_shap_subsets_follow_captums_shapley_kernel_in_complementary_pair
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_cuda_without_a_gpu_says_what_to_do():
-    with pytest.raises(XbandError, match="no CUDA GPU.*--device cpu"):
+    with pytest.raises(XbandError, match="no CUDA GPU.*device='cpu'") as err:
         check_device("cuda")
+    assert err.value.cli.endswith("or use --device cpu.")  # the command line names its flag
     model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
     with pytest.raises(XbandError, match="no CUDA GPU"):
         explain(model, as_data(*images()), methods="saliency", progress=False, device="cuda")

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import importlib
 
+from xband.imports import keep_triton_out
+
+keep_triton_out()
+
 _EXPORTS = {
     "SENSORS": "xband.bands",
     "Evaluation": "xband.checks",
@@ -48,6 +52,7 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'xband' has no attribute {name!r}")
+    keep_triton_out()  # TensorFlow may have been imported after xband
     value = getattr(importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value
     return value

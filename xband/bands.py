@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from xband.errors import XbandError
+from xband.errors import XbandError, option
 
 OTHER = "other"  # the group of the bands that no user-defined group names
 
@@ -83,7 +83,7 @@ def get_sensor(name: str) -> Sensor:
     except KeyError:
         raise XbandError(
             f"unknown sensor '{name}'. Known: {', '.join(SENSORS)} (`xband sensors` lists their "
-            "bands); or name the bands with --bands."
+            f"bands); or name the bands with {option('bands=', '--bands')}."
         ) from None
 
 
@@ -106,7 +106,8 @@ def parse_groups(text: str) -> dict[str, list[str]]:
         if not sep or not name.strip() or not bands:
             raise XbandError(
                 f"band group '{part}' is not NAME=BAND,BAND,…; write e.g. "
-                "--band-groups \"VIS=B02,B03,B04;NIR=B08,B8A\"."
+                + option("band_groups={'VIS': ['B02', 'B03', 'B04'], 'NIR': ['B08', 'B8A']}",
+                         '--band-groups "VIS=B02,B03,B04;NIR=B08,B8A"') + "."
             )
         groups[name.strip()] = bands
     return groups

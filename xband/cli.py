@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +70,7 @@ def _run_convert(args: argparse.Namespace) -> None:
     probe = _read_sample(args.data) if args.data else None
     loaded = load_model(model_path, layout=args.model_layout, input_size=args.input_size,
                         probe=probe, opset=args.opset, accept_mismatch=args.accept_mismatch,
-                        trust_pickle=args.trust_pickle)
+                        trust_pickle=args.trust_pickle, trust_graph=args.trust_graph)
     out = args.onnx or (None if loaded.source_format == "onnx"
                         else model_path.with_suffix(".onnx"))
     if out is not None:
@@ -115,12 +117,15 @@ def _add_model_data_and_run(p: argparse.ArgumentParser) -> None:
 
 
 def _check_run(args: argparse.Namespace):
-    """Everything that can fail before a model is loaded or converted: the output folder, the
-    device, the run's and the checks' options. Returns the run configuration."""
-    from xband.files import check_writable
+    """Everything that can fail before a model is loaded or converted: the output folder (and
+    the statistics file), the device, the run's and the checks' options. Returns the run
+    configuration."""
+    from xband.files import check_file_writable, check_output_folder
     from xband.forward import check_device
 
-    check_writable(args.out)
+    check_output_folder(args.out, overwrite=args.overwrite, inputs=options.input_paths(args))
+    if getattr(args, "norm_stats", None) and not Path(args.norm_stats).exists():
+        check_file_writable(args.norm_stats, "--norm-stats")  # it will be written
     check_device(args.device)
     config = options.run_config(args)
     args.check_arguments = options.check_arguments(args) if args.evaluate else None
@@ -128,22 +133,28 @@ def _check_run(args: argparse.Namespace):
 
 
 def _run_explain(args: argparse.Namespace) -> None:
-    from xband.data import scan, stratified_subset, write_band_stats
+    from xband.data import band_stats_json, scan, stratified_subset
+    from xband.files import write_text
     from xband.models import load_model
 
     config = _check_run(args)
     data = options.read_images(args)
     model = load_model(args.model, layout=args.model_layout, probe=options.probe_images(data),
-                       accept_mismatch=args.accept_mismatch, trust_pickle=args.trust_pickle)
+                       accept_mismatch=args.accept_mismatch, trust_pickle=args.trust_pickle,
+                       trust_graph=args.trust_graph)
     data = data.for_model(model)
+    stats_text = None
     if args.norm_stats and data.preprocess.mean is None:
         indices = stratified_subset(data.labels, len(data), config.max_images, config.seed,
                                     config.max_per_class)
         stats = scan(data, indices, skip_bad=config.skip_bad).stats
-        write_band_stats(args.norm_stats, data.band_names, stats)
+        stats_text = band_stats_json(data.band_names, stats)
         data = _with_stats(data, stats, f"{args.norm_stats}, computed from these images")
-        print(f"wrote per-band mean and std of {len(indices)} images to {args.norm_stats}")
+        stats_note = f"wrote per-band mean and std of {len(indices)} images to {args.norm_stats}"
     _explain_and_save(model, data, config, args)
+    if stats_text is not None:  # written with the report, never without it
+        write_text(args.norm_stats, stats_text)
+        print(stats_note)
 
 
 def _with_stats(data, stats, origin: str):
@@ -160,9 +171,10 @@ def _explain_and_save(model, data, config, args: argparse.Namespace) -> None:
 
         result.evaluation = evaluate(model, data, result, **args.check_arguments)
     if args.command == "evaluate":
-        out = result.evaluation.save(args.out, result.summary)
+        out = result.evaluation.save(args.out, result.summary, overwrite=args.overwrite)
     else:
-        out = result.save(args.out)
+        out = result.save(args.out, overwrite=args.overwrite)
+    args.written = out
     for note in result.summary["notes"]:
         print(f"note: {note}")
     accuracy = result.summary["accuracy"]["overall"]
@@ -217,6 +229,16 @@ def _add_sensors(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=lambda args: print(sensor_table()))
 
 
+R_FILE = Path(__file__).resolve().parent / "r" / "xband.R"
+
+
+def _add_r_path(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("r-path", help="print the path of xband.R, the R functions that run xband",
+                       description="Print the path of xband.R (xband_explain, xband_heatmap, "
+                       "xband_top_bands); in R: source(system(\"xband r-path\", intern = TRUE)).")
+    p.set_defaults(run=lambda args: print(R_FILE))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xband",
@@ -229,16 +251,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_demo(sub)
     _add_sensors(sub)
+    _add_r_path(sub)
     return parser
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every temporary file and folder is cleaned up."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame) -> None:
+    raise Interrupted(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         args.run(args)
     except XbandError as err:
-        print(f"xband: error: {err}", file=sys.stderr)
+        print(f"xband: error: {options.as_flags(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        written = getattr(args, "written", None)
+        print("xband: interrupted; " + (f"the report had been written to {written}" if written
+                                        else "nothing written"), file=sys.stderr)
+        return 128 + getattr(err, "signum", signal.SIGINT)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

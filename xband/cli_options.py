@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xband.errors import XbandError
+from xband.errors import BadValue, XbandError
 
 PROBE_MAX = 32  # images of --data used for the conversion's fidelity check
 LAYOUTS = ("channels_last", "channels_first")
@@ -46,7 +46,11 @@ def add_model_options(p: argparse.ArgumentParser, *, positional: bool = False) -
                        help="go on even if the converted model's outputs differ from the "
                        "original beyond tolerance (1e-4 absolute or 1e-3 x output range)")
     group.add_argument("--trust-pickle", action="store_true",
-                       help="allow a full-pickle .pt file (unpickling can run code stored in it)")
+                       help="allow a full-pickle .pt file, or a .pt2 archive holding pickles "
+                       "(unpickling can run code stored in it)")
+    group.add_argument("--trust-graph", action="store_true",
+                       help="convert a TensorFlow SavedModel whose graph reads or writes files or "
+                       "calls Python (it runs during conversion)")
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
@@ -136,14 +140,21 @@ def add_explain_options(p: argparse.ArgumentParser) -> None:
                        "(sampled Shapley values) and stops when its share is spent")
     group.add_argument("--examples-per-class", type=int, default=2, metavar="K",
                        help="images per class kept whole for per-band maps (default 2)")
+    group.add_argument("--accept-low-accuracy", action="store_true",
+                       help="go on when the predictions match the labels far better under "
+                       "another class order than under the one given")
 
 
 def add_run_options(p: argparse.ArgumentParser, *, default_out: str | None = None) -> None:
     """Where the report goes and how the run computes."""
     group = p.add_argument_group("run")
     group.add_argument("--out", required=default_out is None, default=default_out, metavar="DIR",
-                       help="folder for the report, replaced as a whole when the run finishes"
-                       + (f" (default {default_out})" if default_out else ""))
+                       help="folder for the report: new, empty, or one xband wrote (replaced as "
+                       "a whole when the run finishes)"
+                       + (f"; default {default_out}" if default_out else ""))
+    group.add_argument("--overwrite", action="store_true",
+                       help="replace --out even if it holds files xband did not write (they are "
+                       "deleted)")
     group.add_argument("--seed", type=int, default=0, help="seed for every random draw (default 0)")
     group.add_argument("--batch-size", type=int, default=64, metavar="N",
                        help="images per batch (default 64)")
@@ -179,6 +190,32 @@ def add_check_options(p: argparse.ArgumentParser, *, flag: bool) -> None:
                        "10)")
     group.add_argument("--cascade-stages", type=int, default=4, metavar="N",
                        help="model randomisation stages, from the top layer to all (default 4)")
+
+
+# API arguments → the options that set them, for messages
+FLAGS = {"batch_size": "--batch-size", "max_images": "--max-images",
+         "max_per_class": "--max-per-class", "examples_per_class": "--examples-per-class",
+         "seed": "--seed", "scale": "--scale", "clip": "--clip", "nodata": "--nodata",
+         "classes": "--classes", "bands": "--bands"}
+
+
+def as_flags(err: XbandError) -> str:
+    """The message of `err` as the command line says it: options in place of API arguments."""
+    if err.cli is not None:
+        return err.cli
+    if isinstance(err, BadValue):
+        name = FLAGS.get(err.name)
+        if name is None and "." in err.name:
+            name = f"--method-option {err.name}"
+        return err.named(name or err.name)
+    return str(err)
+
+
+def input_paths(args: argparse.Namespace) -> dict[str, str | None]:
+    """The files and folders a run reads, by option: --out must keep apart from them."""
+    return {flag: getattr(args, dest, None) for flag, dest in (
+        ("--data", "data"), ("--model", "model"), ("--labels", "labels"),
+        ("--norm-stats", "norm_stats"), ("--band-names-file", "band_names_file"))}
 
 
 def method_options_epilog() -> str:
@@ -219,7 +256,8 @@ def run_config(args: argparse.Namespace):
         max_images=args.max_images, max_per_class=getattr(args, "max_per_class", None),
         all_images=args.all_images, budget=args.budget,
         examples_per_class=args.examples_per_class, batch_size=args.batch_size,
-        device=args.device, tuned=not args.untuned, skip_bad=getattr(args, "skip_bad", False))
+        device=args.device, tuned=not args.untuned, skip_bad=getattr(args, "skip_bad", False),
+        accept_low_accuracy=args.accept_low_accuracy)
 
 
 def check_arguments(args: argparse.Namespace) -> dict:
@@ -244,7 +282,14 @@ def names(text: str | None, file: str | None, what: str) -> list[str] | None:
         if not path.is_file():
             raise XbandError(f"{path}: no such {what} names file (one name a line).")
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return [name.strip() for name in text.split(",")] if text is not None else None
+    if text is None:
+        return None
+    found = [name.strip() for name in text.split(",")]
+    if not all(found):
+        flag = {"band": "--bands", "class": "--classes"}.get(what, what)
+        raise XbandError(f"{flag} '{text}': name {found.index('') + 1} is empty. Give every "
+                         f"{what} a name.")
+    return found
 
 
 def _clip(text: str | None) -> tuple[float, float] | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xband.cost import parse_budget
-from xband.errors import XbandError
+from xband.errors import XbandError, option
 from xband.methods import Method, resolve_methods
 from xband.methods._base import whole_number
 from xband.sampling import StoppingRule
@@ -48,7 +48,8 @@ class RunConfig:
     per-class intervals. all_images: explain every image; otherwise (the default) each class's
     images are taken in rounds until its top bands are settled (`stopping`; xband.sampling).
     budget: seconds the methods may take together ("5m" and the like in `build`), shared
-    equally, unused time passing on.
+    equally, unused time passing on. accept_low_accuracy: go on when the predictions fit the
+    labels far better under another class order (otherwise the run stops naming that order).
     """
 
     methods: tuple[Method, ...]
@@ -67,6 +68,7 @@ class RunConfig:
     all_images: bool = False
     budget: float | None = None
     stopping: StoppingRule = StoppingRule()
+    accept_low_accuracy: bool = False
 
     def __post_init__(self) -> None:
         fix = object.__setattr__
@@ -102,8 +104,9 @@ class RunConfig:
         if self.target is None:
             return dataclasses.replace(self, target="true" if has_labels else "predicted")
         if self.target == "true" and not has_labels:
-            raise XbandError("target 'true' needs labels: give them (--labels, or 'y' in the "
-                             ".npz) or explain the predicted class (target 'predicted').")
+            raise XbandError(f"target 'true' needs labels: give them ({option('labels', '--labels')}"
+                             ", or 'y' in the .npz) or explain the predicted class (target "
+                             "'predicted').")
         return self
 
     def method(self, name: str) -> Method:
@@ -125,4 +128,5 @@ class RunConfig:
             "bootstrap_resamples": self.n_boot,
             "all_images": self.all_images,
             "budget_s": self.budget,
+            "accept_low_accuracy": self.accept_low_accuracy,
         }

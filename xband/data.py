@@ -21,8 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from xband.bands import SENSORS, get_sensor, partition
-from xband.errors import XbandError
-from xband.files import write_text
+from xband.errors import BadValue, XbandError, option
 from xband.layout import Layout
 
 
@@ -68,6 +67,18 @@ class Preprocess:
     stats_file: str | None = None  # where mean and std came from
     stats_bands: list[str] | None = None  # the bands the statistics are for, when known
 
+    def __post_init__(self) -> None:
+        try:
+            scale = float(self.scale)
+        except (TypeError, ValueError):
+            scale = float("nan")
+        if not (np.isfinite(scale) and scale > 0):
+            raise BadValue("scale", self.scale, "a finite number above 0 (e.g. 0.0001 for "
+                           "reflectance stored ×10000)")
+        if self.clip is not None and not (len(self.clip) == 2 and np.isfinite(self.clip).all()
+                                          and self.clip[0] < self.clip[1]):
+            raise BadValue("clip", self.clip, "two finite numbers (low, high), low below high")
+
     def __call__(self, x: np.ndarray, band_axis: int = 1) -> np.ndarray:
         if self.scale != 1.0:
             x = x * np.float32(self.scale)
@@ -109,16 +120,17 @@ def read_band_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]
     return mean, std, None if bands is None else [str(b) for b in bands]
 
 
-def write_band_stats(path: str | Path, band_names: Sequence[str], stats: BandStats) -> None:
-    """Save per-band mean and std as JSON (atomically), for `read_band_stats`."""
+def band_stats_json(band_names: Sequence[str], stats: BandStats) -> str:
+    """Per-band mean and std as the JSON that `read_band_stats` reads; refused when a band is
+    constant (it cannot be standardised)."""
     if (stats.std <= 0).any():
         flat = [b for b, s in zip(band_names, stats.std, strict=True) if s <= 0]
         raise XbandError(
             f"bands {', '.join(flat)} are constant over the data: they cannot be standardised. "
             "Give statistics from the training data instead."
         )
-    write_text(path, json.dumps({"bands": list(band_names), "mean": stats.mean.tolist(),
-                                 "std": stats.std.tolist()}, indent=2))
+    return json.dumps({"bands": list(band_names), "mean": stats.mean.tolist(),
+                       "std": stats.std.tolist()}, indent=2)
 
 
 @dataclass(frozen=True)
@@ -201,11 +213,13 @@ class ImageSet:
         shape = tuple(self.images.shape)
         layout = self.layout or guess_layout(shape, n_bands, Layout(preferred))
         if shape[layout.band_axis] != n_bands:
+            reversed_fits = n_bands in (shape[0], shape[2]) and len(shape) == 4
             raise XbandError(
                 f"{self.source}: images of shape {shape} have {shape[layout.band_axis]} bands on "
-                f"axis {layout.band_axis} ({layout}) but the model expects {n_bands}. Check that "
-                "the file holds the bands the model was trained on, or set the layout "
-                "(layout=, --data-layout)."
+                f"axis {layout.band_axis} ({layout}) but the model expects {n_bands}. "
+                + (f"The {_REVERSED}: write aperm(x, 4:1) in R, or x.transpose() in NumPy."
+                   if reversed_fits else "Check that the file holds the bands the model was "
+                   "trained on, or set the layout (layout=, --data-layout).")
             )
         size = layout.image_size(shape)
         if spatial_size is not None and tuple(size) != tuple(spatial_size):
@@ -300,12 +314,9 @@ def image_set(
     Every problem is an `XbandError` naming the data and what to do.
     """
     bands, classes = _legacy_arguments(legacy, bands, classes)
-    if isinstance(images, np.ndarray) and images.ndim == 3:
-        images = images[None]
+    _check_values(images, source)
+    images = _four_axes(images, labels, source)
     shape = tuple(images.shape)
-    if len(shape) != 4:
-        raise XbandError(f"{source}: images have shape {shape}; expected 4 axes "
-                         "(images, height, width, bands) or (images, bands, height, width).")
     if shape[0] == 0:
         raise XbandError(f"{source}: holds no images.")
     if item_names is not None and len(item_names) != shape[0]:
@@ -327,6 +338,60 @@ def image_set(
         get_sensor(sensor)  # an unknown name fails now
     n_bands = _band_count(data)
     return data if n_bands is None else _described(data, n_bands)
+
+
+class SingleBand:
+    """(N, H, W) images as an `ImageSource` of N single-band images (N, 1, H, W)."""
+
+    def __init__(self, source: ImageSource):
+        self.source = source
+        n, h, w = source.shape
+        self.shape = (n, 1, h, w)
+
+    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
+        return np.asarray(self.source[indices])[:, None]
+
+
+_REVERSED = "axes look reversed (written from R or MATLAB?)"
+
+
+def _four_axes(images, labels, source: str):
+    """`images` with 4 axes: an array of 3 axes is one image (H, W, B) or, when there is a label
+    per entry of its first axis, that many single-band images (N, H, W)."""
+    shape = tuple(images.shape)
+    n_labels = None if labels is None else len(np.asarray(labels).reshape(-1))
+    if n_labels is not None and shape and n_labels != shape[0] and n_labels == shape[-1]:
+        raise XbandError(
+            f"{source}: images of shape {shape} but {n_labels} labels, as many as the last axis: "
+            f"the {_REVERSED}: R and MATLAB write arrays column-major; in R write aperm(x, "
+            f"{len(shape)}:1) instead of x, or in NumPy use x.transpose().")
+    if len(shape) == 3:
+        if n_labels is not None and n_labels == shape[0] > 1:
+            return images[:, None] if isinstance(images, np.ndarray) else SingleBand(images)
+        if isinstance(images, np.ndarray) and n_labels in (None, 1):
+            return images[None]
+        raise XbandError(f"{source}: images have 3 axes {shape}: give one label per image to "
+                         "read them as single-band images (images, height, width), or store 4 "
+                         "axes (images, height, width, bands).")
+    if len(shape) != 4:
+        raise XbandError(f"{source}: images have shape {shape}; expected 4 axes "
+                         "(images, height, width, bands) or (images, bands, height, width).")
+    return images
+
+
+def _check_values(images, source: str) -> None:
+    """Images hold real numbers: text, Python objects and complex values are refused."""
+    dtype = getattr(images, "dtype", None)
+    if dtype is None or np.dtype(dtype).kind in "biuf":
+        return
+    kind = np.dtype(dtype).kind
+    if kind == "c":
+        raise XbandError(f"{source}: images hold complex numbers ({dtype}); xband would drop the "
+                         "imaginary part. Store real bands: amplitude (np.abs), phase, or the "
+                         "real and imaginary parts as separate bands.")
+    what = {"U": "text", "S": "bytes", "O": "Python objects", "M": "dates", "m": "time spans"}
+    raise XbandError(f"{source}: images hold {what.get(kind, 'values')} ({dtype}), not numbers. "
+                     "Store the pixel values as numbers.")
 
 
 def _legacy_arguments(legacy: dict, bands, classes):
@@ -434,13 +499,13 @@ def _band_names(names: Sequence[str] | None, n_bands: int, source: str) -> list[
     if names is None:
         return default_band_names(n_bands)
     names = [str(n) for n in names]
+    if not all(n.strip() for n in names):
+        raise XbandError(f"band names {','.join(names)}: one is empty. Give every band a name.")
     if len(names) != n_bands:
         raise XbandError(
             f"{len(names)} band names given ({', '.join(names)}) but the images of {source} have "
             f"{n_bands} bands. Give one name per band, in the order of the bands in the file."
         )
-    if not all(n.strip() for n in names):
-        raise XbandError(f"band names {','.join(names)}: one is empty. Give every band a name.")
     if len(set(names)) != len(names):
         raise XbandError(f"band names repeat: {', '.join(names)}. Give each band its own name.")
     return names
@@ -478,10 +543,12 @@ def _labels(labels, n_images: int, class_names: tuple[str, ...] | None, source: 
         lookup = {name: i for i, name in enumerate(class_names)}
         unknown = sorted(set(labels.tolist()) - set(lookup))
         if unknown:
-            raise XbandError(
-                f"{source}: labels {', '.join(unknown[:5])} are not among the class names "
-                f"({', '.join(class_names)}). Pass --classes in the model's output order."
-            )
+            first = int(np.flatnonzero(labels == unknown[0])[0])
+            also = f"; also {', '.join(map(repr, unknown[1:5]))}" if len(unknown) > 1 else ""
+            head = (f"{source}: label {unknown[0]!r} (image {first}{also}) is not among the class "
+                    f"names ({', '.join(class_names)}). Give the class names in the model's "
+                    "output order")
+            raise XbandError(head + " (classes=).", cli=head + " with --classes.")
         return np.array([lookup[v] for v in labels.tolist()], dtype=np.int64), class_names, \
             origin, notes
     if labels.dtype.kind not in "biuf":
@@ -577,7 +644,8 @@ def _read_checked(data: ImageSet, chunk: np.ndarray, skip_bad: bool
     for row, reason in problems.items():
         if not skip_bad:
             raise XbandError(f"{data.describe(good[row])}: {reason}. Fill or drop such images "
-                             "(nodata) before explaining, or pass --skip-bad to leave them out.")
+                             f"(nodata) before explaining, or pass {option('skip_bad=True', '--skip-bad')}"
+                             " to leave them out.")
         bad.append((data.describe(good[row]), reason))
     ok = np.array([row not in problems for row in range(len(good))], dtype=bool)
     return good[ok], raw[ok], bad

@@ -1,21 +1,32 @@
-"""Writing files and folders atomically, with the permissions of ordinary new files.
+"""Writing files and folders atomically, with the permissions of ordinary new files, and only
+ever replacing a folder that xband wrote itself.
 
 Everything xband writes (reports, figures, ONNX files, statistics, the conversion cache) goes
 through here: a file is written beside its final path and renamed into place, so a reader never
-sees half of it, and a failure or an interrupt leaves nothing behind. Torch-free: the Keras
-conversion process uses it too.
+sees half of it, and a failure or an interrupt leaves nothing behind. A report folder is written
+whole beside its final place and swapped in with interrupts held back; it carries a list of the
+files in it (`MANIFEST`), and a folder is replaced only when it holds nothing but those files.
+Torch-free: the Keras conversion process uses it too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from xband.errors import XbandError
+from xband.errors import XbandError, option
+
+MANIFEST = "written-by-xband.json"  # what an xband report folder holds, written last
+# what the reports of xband 0.1 (written before the manifest) held: still replaced as xband's
+_LEGACY_MARKS = {"summary.json": "versions", "evaluation.json": "settings"}
+_LEGACY_SUFFIXES = (".csv", ".html", ".json", ".npz", ".png")
 
 
 def _umask() -> int:
@@ -32,6 +43,22 @@ def file_mode() -> int:
 def folder_mode() -> int:
     """The mode an ordinary new folder gets under the current umask."""
     return 0o777 & ~_umask()
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) and SIGTERM for the block: they arrive when it ends, so a
+    rename sequence is never cut in half. Outside the main thread signals go elsewhere anyway."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+            signal, "pthread_sigmask"):  # Windows has no signal masks
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextmanager
@@ -71,37 +98,166 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def check_writable(out: str | os.PathLike) -> None:
-    """Fail now, before any work, if the folder `out` cannot be written."""
-    out = Path(out)
+_OUT = option("out", "--out")
+
+
+def check_writable(out: str | os.PathLike) -> Path:
+    """`out` as an absolute path; fails now, before any work, if no folder can be made there."""
+    if not str(out).strip():
+        raise XbandError(f"{_OUT} is empty: name the folder for the report, e.g. "
+                         + option("out='report'", "--out report") + ".")
+    out = Path(out).expanduser().resolve()
     if out.exists() and not out.is_dir():
-        raise XbandError(f"{out}: exists and is not a folder. Choose another --out.")
+        raise XbandError(f"{out}: exists and is not a folder. Choose another {_OUT}.")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         probe = tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".check", dir=out.parent)
         os.rmdir(probe)
     except OSError as err:
         raise XbandError(
-            f"{out}: cannot write the report there ({err.strerror}). Choose a writable --out."
+            f"{out}: cannot write the report there ({err.strerror}). Choose a writable {_OUT}."
         ) from None
+    return out
+
+
+def check_file_writable(path: str | os.PathLike, name: str) -> None:
+    """Fail now if the file `path` could not be created or replaced later (nothing is made)."""
+    path = Path(path).expanduser().absolute()
+    if path.is_dir():
+        raise XbandError(f"{name} {path}: is a folder; give a file name.")
+    existing = path.parent
+    while not existing.exists():
+        existing = existing.parent
+    try:  # a probe file where the first missing folder would be made, removed at once
+        fd, probe = tempfile.mkstemp(prefix=".xband-probe.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise XbandError(f"{name} {path}: cannot be created ({existing}: {err.strerror}). "
+                         "Choose a writable place.") from None
+
+
+def _files_below(folder: Path) -> list[str]:
+    """Every file (and link) below `folder`, as relative POSIX paths; empty folders hold none."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        base = Path(root).relative_to(folder)
+        found += [(base / f).as_posix() for f in files]
+        found += [(base / d).as_posix() for d in dirs if (Path(root) / d).is_symlink()]
+    return sorted(found)
+
+
+def _listed(folder: Path) -> set[str] | None:
+    """The files `folder`'s manifest lists, or those of a report of xband 0.1; None if neither."""
+    try:
+        return set(json.loads((folder / MANIFEST).read_text())["files"]) | {MANIFEST}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    for mark, key in _LEGACY_MARKS.items():
+        try:
+            if key in json.loads((folder / mark).read_text()):
+                return {f for f in _files_below(folder) if f.endswith(_LEGACY_SUFFIXES)
+                        and f.count("/") <= (1 if f.startswith("figures/") else 0)}
+        except (OSError, ValueError, TypeError):
+            continue
+    return None
+
+
+def foreign_files(folder: str | os.PathLike) -> list[str]:
+    """Files in `folder` that xband did not write there ([] for a missing or empty folder, or a
+    report folder xband wrote and nobody added to)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    present = _files_below(folder)
+    listed = _listed(folder) if present else set()
+    return [f for f in present if listed is None or f not in listed]
+
+
+def _overlap(out: Path, inputs: Mapping[str, str | os.PathLike | None]) -> str | None:
+    """How `out` meets an existing input ('is --data x', 'holds …', 'lies inside …'), or None."""
+    for flag, path in inputs.items():
+        if path is None or not str(path).strip() or not os.path.exists(path):
+            continue
+        given = Path(path).expanduser().resolve()
+        relation = ("is" if given == out else "holds" if out in given.parents
+                    else "lies inside" if given in out.parents else None)
+        if relation:
+            return f"{relation} {flag} {path}"
+    return None
+
+
+def check_output_folder(out: str | os.PathLike, *, overwrite: bool = False,
+                        inputs: Mapping[str, str | os.PathLike | None] | None = None) -> Path:
+    """`out` as an absolute path once it is safe to replace with a report; fails now otherwise.
+
+    Refused: a path that cannot be written; the current folder or one holding it; a folder that
+    is, holds or lies inside one of `inputs` ({flag or argument: path}: the data, the model);
+    a folder holding files xband did not write, unless `overwrite`.
+    """
+    path = check_writable(out)
+    here = Path.cwd().resolve()
+    if path == here or path in here.parents:
+        raise XbandError(f"{_OUT} {out}: is or holds the current folder, and xband replaces its "
+                         "report folder as a whole. Name a new folder, e.g. "
+                         + option("out='report'", "--out report") + ".")
+    clash = _overlap(path, inputs or {})
+    if clash:
+        raise XbandError(f"{_OUT} {out}: {clash}, and xband replaces its report folder as a "
+                         "whole. Choose a folder apart from your inputs.")
+    foreign = foreign_files(path)
+    if foreign and not overwrite:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3
+                                          else "")
+        raise XbandError(f"{_OUT} {out}: holds files xband did not write ({shown}); choose an "
+                         "empty or new folder, or pass " + option("overwrite=True", "--overwrite")
+                         + " to replace it and everything in it.")
+    return path
+
+
+def _write_manifest(folder: Path) -> None:
+    files = _files_below(folder)
+    (folder / MANIFEST).write_text(json.dumps({"written_by": "xband", "files": files}, indent=1))
+    os.chmod(folder / MANIFEST, file_mode())
 
 
 @contextmanager
-def atomic_folder(out: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside `out` that replaces `out` only if the block finishes."""
-    out = Path(out)
-    check_writable(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    tmp.chmod(folder_mode())
+def atomic_folder(out: str | os.PathLike, *, overwrite: bool = False,
+                  inputs: Mapping[str, str | os.PathLike | None] | None = None) -> Iterator[Path]:
+    """Yield a temporary folder beside `out` that replaces `out` only if the block finishes.
+
+    `out` is checked by `check_output_folder` (with `overwrite` and `inputs`) before the block
+    and again before the swap; the finished folder lists its files in
+    `MANIFEST`, written last.
+    """
+    def checked() -> Path:
+        return check_output_folder(out, overwrite=overwrite, inputs=inputs)
+
+    path = checked()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        tmp.chmod(folder_mode())
         yield tmp
-    except BaseException:
+        _write_manifest(tmp)
+        checked()
+        with interrupts_held():
+            _swap(tmp, path)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+
+
+def _swap(tmp: Path, out: Path) -> None:
+    """`tmp` renamed to `out`; an old `out` moved aside first and removed after."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    try:
         os.replace(out, old / out.name)
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            os.replace(old / out.name, out)
+            raise
+    finally:
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from xband.errors import XbandError
+from xband.errors import XbandError, option
 from xband.layout import Layout
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -64,7 +64,7 @@ def check_device(device: str) -> str:
         raise XbandError(
             f"device '{device}': torch sees no CUDA GPU (torch {torch.__version__}, "
             "torch.cuda.is_available() is False). Run on a machine with an NVIDIA GPU and a "
-            "CUDA build of torch, or use --device cpu."
+            "CUDA build of torch, or use " + option("device='cpu'", "--device cpu") + "."
         )
     if parsed.type not in ("cpu", "cuda"):
         raise XbandError(f"device '{device}' is not supported: use 'cpu' or 'cuda'.")

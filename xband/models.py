@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
 import pickle
 import shutil
@@ -12,19 +15,30 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-import onnxruntime as ort
-import torch
-from torch import nn
+from xband.imports import keep_triton_out
 
-from converters.cache import content_hash, export_keras
-from converters.fidelity import Fidelity, compare, enforce, input_gradient, torch_outputs
-from converters.keras_export import DEFAULT_SPATIAL, PROBE_N, default_probe
-from converters.onnx_to_torch import onnx_to_torch, read_onnx, torch_to_onnx
-from xband.data import image_set
-from xband.errors import XbandError
-from xband.files import atomic_path
-from xband.layout import Layout
+keep_triton_out()  # before torch and onnx2torch: TensorFlow may have been imported after xband
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from converters.cache import content_hash, export_keras  # noqa: E402
+from converters.fidelity import (  # noqa: E402
+    Fidelity,
+    compare,
+    enforce,
+    input_gradient,
+    torch_outputs,
+)
+from converters.keras_export import DEFAULT_SPATIAL, PROBE_N, default_probe  # noqa: E402
+from converters.onnx_to_torch import onnx_to_torch, read_onnx, torch_to_onnx  # noqa: E402
+from xband.data import image_set  # noqa: E402
+from xband.errors import XbandError, option  # noqa: E402
+from xband.files import atomic_path  # noqa: E402
+from xband.layout import Layout  # noqa: E402
+from xband.methods._base import whole_number  # noqa: E402
 
 Output = Literal["logits", "probabilities"]
 
@@ -147,20 +161,26 @@ class FixedBatch(nn.Module):
 def load_model(source: str | os.PathLike | nn.Module, *, layout: Layout | None = None,
                n_bands: int | None = None, input_size: tuple[int, int] | None = None,
                probe: np.ndarray | None = None, opset: int = 17, accept_mismatch: bool = False,
-               trust_pickle: bool = False, cache_dir: str | os.PathLike | None = None,
-               verbose: bool = True) -> LoadedModel:
+               trust_pickle: bool = False, trust_graph: bool = False,
+               cache_dir: str | os.PathLike | None = None, verbose: bool = True) -> LoadedModel:
     """Load a classifier as a torch module and prove it computes what the source computes.
 
     `source`: a path (.keras, .h5, SavedModel folder, .onnx, TorchScript, .pt2, or a full-pickle
     .pt with `trust_pickle`) or an `nn.Module`. `probe`: user images in the model's layout for
-    the fidelity check (default: 8 seeded uniform [0, 1] images). Raises `XbandError` when the
-    source cannot be read or converted, or when the outputs differ beyond tolerance and
-    `accept_mismatch` is False.
+    the fidelity check (default: 8 seeded uniform [0, 1] images). Nothing stored in a file runs
+    unless trusted: `trust_pickle` for pickles (a full-pickle .pt, pickled entries in a .pt2),
+    `trust_graph` for a SavedModel whose graph reads or writes files or calls Python. Raises
+    `XbandError` when the source cannot be read or converted, or when the outputs differ beyond
+    tolerance and `accept_mismatch` is False.
     """
+    keep_triton_out()
+    n_bands = None if n_bands is None else whole_number(n_bands, "n_bands")
+    input_size = tuple(whole_number(v, "input_size") for v in input_size) if input_size else None
+    opset = whole_number(opset, "opset", minimum=7)
     req = _Request(None if layout is None else Layout.parse(layout, "layout"), n_bands,
-                   tuple(input_size) if input_size else None,
+                   input_size,
                    None if probe is None else _as_batch(probe), opset, accept_mismatch,
-                   cache_dir)
+                   cache_dir, trust_graph)
     if isinstance(source, nn.Module):
         loaded = _from_module(source, "torch-module", None, None, req)
     else:
@@ -186,6 +206,7 @@ class _Request:
     opset: int
     accept_mismatch: bool
     cache_dir: str | os.PathLike | None
+    trust_graph: bool = False
 
 
 def _as_batch(probe: np.ndarray) -> np.ndarray | None:
@@ -248,7 +269,8 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
 
     sha = content_hash(path)
     exp = export_keras(path, fmt, sha, opset=req.opset, probe=req.probe,
-                       input_size=req.input_size, cache_dir=req.cache_dir)
+                       input_size=req.input_size, cache_dir=req.cache_dir,
+                       trust_graph=req.trust_graph)
     start = time.perf_counter()
     conv = onnx_to_torch(read_onnx(exp.onnx_path), path)
     timings = {"to_torch": time.perf_counter() - start}
@@ -287,7 +309,8 @@ def _from_onnx(path: Path, req: _Request) -> LoadedModel:
     layout = req.layout or conv.layout
     if layout is None:
         raise XbandError(f"{path}: cannot tell from the graph whether the bands are the last "
-                         "or the second axis; pass --layout channels_last or channels_first.")
+                         "or the second axis; pass "
+                         f"{option('layout=', '--model-layout')} channels_last or channels_first.")
     if len(conv.input_shape) != 4:
         raise XbandError(f"{path}: the input has rank {len(conv.input_shape)}; xband needs "
                          "images (batch, height, width, bands) or (batch, bands, height, width).")
@@ -336,7 +359,7 @@ def _from_torch_file(path: Path, fmt: str, trust_pickle: bool, req: _Request) ->
                              f"{str(err)[:200]}); is it complete?") from err
         return _from_module(module, fmt, path, sha, req)
     if fmt == "torch-export":
-        return _from_export(path, sha, req)
+        return _from_export(path, sha, req, trust_pickle)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as err:
@@ -360,12 +383,91 @@ def _from_torch_file(path: Path, fmt: str, trust_pickle: bool, req: _Request) ->
     return _from_module(obj, "torch-pickle", path, sha, req)
 
 
-def _from_export(path: Path, sha: str, req: _Request) -> LoadedModel:
+class ExportedProgram(nn.Module):
+    """A `torch.export` program's module. It runs in the mode it was exported in and refuses
+    `.train()`/`.eval()`, so switching modes here sets the flag and leaves the program alone."""
+
+    def __init__(self, program: nn.Module):
+        super().__init__()
+        self.program = program
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
+
+    def train(self, mode: bool = True) -> ExportedProgram:
+        self.training = mode
+        return self
+
+
+_PICKLE_HEADS = tuple(b"\x80" + bytes([protocol]) for protocol in range(2, 6))
+_PICKLED_PREFIXES = ("custom_obj", "opaque_obj")  # torch.export's pickled constants
+
+
+def pickled_entries(path: Path) -> list[str]:
+    """Entries of a torch.export archive that only a full unpickler reads (which can run code):
+    weights or constants marked `use_pickle`, pickled objects, and torch.save blobs (the
+    sample inputs) that `torch.load(weights_only=True)` refuses. Nothing is unpickled here
+    beyond that safe loader."""
+    found = []
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            with zf.open(info) as entry:
+                head = entry.read(4)
+            if head.startswith(_PICKLE_HEADS):
+                found.append(info.filename)
+            elif head == b"PK\x03\x04" and not _safe_torch_blob(zf.read(info)):
+                found.append(info.filename)
+            elif "/data/" in f"/{info.filename}" and info.filename.endswith("config.json"):
+                found += _pickled_payloads(info.filename, zf.read(info))
+    return found
+
+
+def _safe_torch_blob(blob: bytes) -> bool:
     try:
-        program = torch.export.load(str(path))
+        torch.load(io.BytesIO(blob), weights_only=True)
+    except Exception:
+        return False
+    return True
+
+
+def _pickled_payloads(name: str, raw: bytes) -> list[str]:
+    try:
+        config = json.loads(raw)["config"]
+    except (ValueError, KeyError, TypeError):
+        return [name]
+    return [f"{name}: {key}" for key, meta in config.items()
+            if not isinstance(meta, dict) or meta.get("use_pickle")
+            or str(meta.get("path_name", "")).startswith(_PICKLED_PREFIXES)]
+
+
+def _load_export(path: Path, trust_pickle: bool):
+    """`torch.export.load`, after refusing pickled entries unless `trust_pickle`."""
+    try:
+        pickled = [] if trust_pickle else pickled_entries(path)
+    except (OSError, zipfile.BadZipFile) as err:
+        raise XbandError(f"{path}: cannot read this torch.export archive ({err}); is it "
+                         "complete?") from None
+    if pickled:
+        listing = ", ".join(pickled[:3]) + (f" and {len(pickled) - 3} more" if len(pickled) > 3
+                                            else "")
+        raise XbandError(f"{path}: this torch.export archive holds pickled entries ({listing}); "
+                         "unpickling them can run any code stored in them. If you trust its "
+                         "source, pass --trust-pickle (trust_pickle=True); better, export the "
+                         "model again with plain tensors (torch.export.save).")
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # torch logs a traceback before raising; the message says it
+    try:
+        return torch.export.load(str(path))
     except Exception as err:
         raise XbandError(f"{path}: cannot load this torch.export program "
-                         f"({type(err).__name__}: {str(err)[:200]}); is it complete?") from err
+                         f"({type(err).__name__}: {str(err)[:200]}); is it complete?") from None
+    finally:
+        logger.setLevel(level)
+
+
+def _from_export(path: Path, sha: str, req: _Request, trust_pickle: bool) -> LoadedModel:
+    program = _load_export(path, trust_pickle)
     user = set(program.graph_signature.user_inputs)
     specs = [n.meta["val"].shape for n in program.graph.nodes
              if n.op == "placeholder" and n.name in user]
@@ -373,7 +475,7 @@ def _from_export(path: Path, sha: str, req: _Request) -> LoadedModel:
         raise XbandError(f"{path}: the program takes inputs of shapes {specs}; xband needs one "
                          "image batch of rank 4.")
     dims = [d if isinstance(d, int) else None for d in specs[0]]
-    module = program.module()
+    module = ExportedProgram(program.module())
     notes = ["torch.export program: runs in the mode it was exported in (export it in eval mode)"]
     if dims[0] is not None:
         module = FixedBatch(module, dims[0])
@@ -383,7 +485,7 @@ def _from_export(path: Path, sha: str, req: _Request) -> LoadedModel:
     spatial = _spatial(dims, layout)
     req = replace(req, layout=layout, n_bands=req.n_bands or n_bands,
                   input_size=spatial or req.input_size)
-    loaded = _from_module(module, "torch-export", path, sha, req, set_eval=False)
+    loaded = _from_module(module, "torch-export", path, sha, req)
     loaded.spatial_size = spatial
     loaded.notes[:0] = notes
     return loaded
@@ -397,10 +499,9 @@ def _first_conv_bands(module: nn.Module) -> int | None:
 
 
 def _from_module(module: nn.Module, fmt: str, path: Path | None, sha: str | None,
-                 req: _Request, set_eval: bool = True) -> LoadedModel:
+                 req: _Request) -> LoadedModel:
     source = str(path) if path else f"{type(module).__name__} module"
-    if set_eval:
-        module.eval()
+    module.eval()
     layout = req.layout or Layout.CHANNELS_FIRST
     n_bands = req.n_bands or _first_conv_bands(module)
     if n_bands is None:

@@ -7,6 +7,7 @@ Memory holds the per-image band scores and full maps only for a few example imag
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import sys
 import time
 import warnings
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from converters.cache import cache_root
@@ -23,7 +25,7 @@ from xband.attribution import Candidates, MethodResult, explain_method, first_ro
 from xband.config import RunConfig
 from xband.cost import estimate_lines, fit_budget, method_cost, pass_kind
 from xband.data import BandStats, ImageSet, image_set, scan, skip_notes, stratified_subset
-from xband.errors import XbandError
+from xband.errors import XbandError, option
 from xband.forward import Networks, PassSizes, check_device, prepare_networks
 from xband.methods import Context, Method
 from xband.models import LoadedModel
@@ -52,6 +54,7 @@ def explain(
     tuned: bool = True,
     skip_bad: bool = False,
     n_boot: int = 1000,
+    accept_low_accuracy: bool = False,
     method_options: Mapping[str, Mapping] | None = None,
     progress: bool = True,
     bands: Sequence[str] | None = None,
@@ -73,13 +76,12 @@ def explain(
     the candidate images, a seeded stratified subset. all_images: explain every candidate image;
     by default each class's images are explained in rounds until its top bands are settled
     (xband.sampling). budget: time for the methods together ("5m", "90s", seconds), shared
-    equally; methods take the form that fits (sampled Shapley values) and stop when it is
-    spent. skip_bad: leave out unreadable images and images with
-    NaN/Inf/nodata values, listing them in the notes, instead of stopping at the first.
-    tuned: run a faster forward pass with the same numbers (xband.forward); False runs the
-    network as given. device: "cpu" or "cuda".
-    With band groups, perturbation methods run again with one feature per group and the
-    others' band scores are summed per group: `group_importance` in the result.
+    equally; methods take the form that fits and stop when it is spent. skip_bad: leave out
+    unreadable images and images with NaN/Inf/nodata values (listed in the notes). tuned: a
+    faster forward pass with the same numbers (xband.forward). device: "cpu" or "cuda".
+    accept_low_accuracy: go on when the labels fit the predictions far better under another
+    class order (the run otherwise stops, naming that order).
+    Band groups: perturbation methods rerun with a feature per group (`group_importance`).
     """
     if settings is not None:
         warnings.warn("explain(settings=...) is deprecated; use method_options=",
@@ -90,7 +92,7 @@ def explain(
         baseline=baseline if isinstance(baseline, str) else tuple(np.ravel(baseline)),
         seed=seed, max_images=max_images, max_per_class=max_per_class, all_images=all_images,
         budget=budget, examples_per_class=examples_per_class, batch_size=batch_size, device=device,
-        tuned=tuned, skip_bad=skip_bad, n_boot=n_boot)
+        tuned=tuned, skip_bad=skip_bad, n_boot=n_boot, accept_low_accuracy=accept_low_accuracy)
     return run_explanation(model, as_image_set(data, bands=bands, classes=classes, sensor=sensor),
                            config, progress=progress)
 
@@ -166,7 +168,7 @@ def run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *,
     if candidates.labels is None:  # the predicted classes are the strata
         candidates.prepare(np.arange(len(candidates)))
     orders = class_orders(candidates.known, model.n_classes, config.seed)
-    examples = _examples(candidates, orders, config, model.n_classes)
+    examples = _examples(candidates, orders, config, data)
     runner = make_runner(data, config, selection, networks.forward, timing.sizes, take,
                          model.n_classes)
     results = run_methods(config, runner, candidates, orders, examples, timing, data.n_bands,
@@ -235,7 +237,7 @@ def _check_classes(data: ImageSet, indices: np.ndarray, n_classes: int) -> None:
         raise XbandError(
             f"{data.source}: no images of class {', '.join(repr(e) for e in empty)}. Per-class "
             "importance needs images of every class the model has: add some, or raise "
-            "--max-images."
+            f"{option('max_images', '--max-images')}."
         )
 
 
@@ -294,12 +296,43 @@ def cost_text(config: RunConfig, data: ImageSet, timing: PassTiming, n_candidate
 
 
 def _examples(candidates: Candidates, orders: dict[int, np.ndarray], config: RunConfig,
-              n_classes: int) -> np.ndarray:
-    """Positions of the example images, among those every method explains first."""
+              data: ImageSet) -> np.ndarray:
+    """Positions of the example images, among those every method explains first; the class
+    order is checked on those images' labels and predictions."""
     first = candidates.prepare(first_round(orders, config.stopping, config.all_images))
-    picked = pick_examples(candidates.known[first], candidates.predictions[first], n_classes,
-                           config.examples_per_class, config.seed)
+    if candidates.labels is not None and not config.accept_low_accuracy:
+        check_class_order(candidates.labels[first], candidates.predictions[first], data)
+    picked = pick_examples(candidates.known[first], candidates.predictions[first],
+                           len(data.class_names), config.examples_per_class, config.seed)
     return first[picked]
+
+
+def check_class_order(labels: np.ndarray, predictions: np.ndarray, data: ImageSet) -> None:
+    """Stop when the predictions match the labels far better under another class order: the
+    best one-to-one matching of labels to outputs (on the confusion matrix) gains at least 0.2
+    in accuracy and halves the errors. Then the class names are most likely not in the model's
+    output order (sorted folder names, say), and every per-class table would be mislabelled."""
+    n_classes, n = len(data.class_names), len(labels)
+    if n_classes < 2 or n < 2 * n_classes:
+        return
+    confusion = np.bincount(labels * n_classes + predictions,
+                            minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    rows, outputs = linear_sum_assignment(-confusion)
+    given, best = np.trace(confusion) / n, confusion[rows, outputs].sum() / n
+    if best - given < 0.2 or 1 - best > 0.5 * (1 - given):
+        return
+    origin = "" if data.class_origin == "given" else f"; {data.class_origin}"
+    order = [""] * n_classes
+    for label, output in zip(rows, outputs, strict=True):
+        order[output] = data.class_names[label]
+    found = (f"the predictions match the labels of {data.source} far better under another "
+             f"class order: accuracy {given:.2f} with the classes as given "
+             f"({', '.join(data.class_names)}{origin}), {best:.2f} with ")
+    raise XbandError(
+        found + f"classes={order}. Give the class names in the model's output order, or pass "
+        "accept_low_accuracy=True to go on.",
+        cli=found + f"--classes {shlex.quote(','.join(order))}. Give the class names in the "
+        "model's output order with --classes, or pass --accept-low-accuracy to go on.")
 
 
 def pick_examples(known: np.ndarray, predictions: np.ndarray, n_classes: int, per_class: int,

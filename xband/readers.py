@@ -9,17 +9,20 @@ from __future__ import annotations
 import csv
 import os
 import warnings
-import xml.etree.ElementTree as ET
+import zipfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from xband.data import BadImage, ImageSet, image_set
-from xband.errors import XbandError
+from xband.errors import XbandError, option
 from xband.layout import Layout
 
-TIFF_SUFFIXES = (".tif", ".tiff")
-_SKIP_HINT = "pass --skip-bad to leave it out"
+IMAGE_SUFFIXES = (".tif", ".tiff", ".jp2")  # GeoTIFF and JPEG2000 (Sentinel-2 band files)
+SIDECAR_SUFFIXES = (".aux.xml", ".ovr", ".msk", ".tfw", ".j2w", ".prj")  # GDAL's, read with them
+_SKIP_HINT = f"pass {option('skip_bad=True', '--skip-bad')} to leave it out"
 
 
 _DESCRIPTION = ("bands", "classes", "layout", "sensor", "band_groups", "preprocess", "nodata")
@@ -79,7 +82,11 @@ def _numpy_arrays(path: str | Path, x_key: str, y_key: str
     path = Path(path)
     if not path.exists():
         raise XbandError(f"{path}: no such file. Give a .npz (with '{x_key}' and '{y_key}') or .npy.")
+    if path.suffix not in (".npz", ".npy"):
+        raise XbandError(f"{path}: unknown data format '{path.suffix}'. Use .npz or .npy.")
+    _check_numpy_file(path)
     names: dict = {}
+    y = None
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as f:
@@ -93,14 +100,91 @@ def _numpy_arrays(path: str | Path, x_key: str, y_key: str
                 for key in ("band_names", "class_names"):
                     if key in f.files:
                         names[key] = [str(v) for v in f[key]]
-        elif path.suffix == ".npy":
-            images = np.load(path, mmap_mode="r", allow_pickle=False)
-            y = None
         else:
-            raise XbandError(f"{path}: unknown data format '{path.suffix}'. Use .npz or .npy.")
-    except (ValueError, OSError) as err:
-        raise XbandError(f"{path}: cannot read ({err}). Is it a valid NumPy file?") from None
+            images = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise XbandError(_numpy_problem(path, err)) from None
     return images, y, names
+
+
+def _numpy_problem(path: Path, err: Exception) -> str:
+    if "pickle" in str(err):
+        return (f"{path}: holds Python objects (pickled data), which xband does not load: it "
+                "could run code. Store plain arrays: numbers for images, numbers or text for "
+                "labels and names.")
+    return (f"{path}: cannot be read as a NumPy file ({type(err).__name__}: {str(err)[:200]}); "
+            "it may be truncated or damaged. Save it again.")
+
+
+def _check_numpy_file(path: Path) -> None:
+    """Before NumPy reads anything: the file is a NumPy file, complete, and what it declares
+    fits in memory (.npz is loaded whole; .npy is memory-mapped)."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if not head:
+        raise XbandError(f"{path}: is empty (0 bytes). Save the data again.")
+    if path.suffix == ".npy":
+        if head != b"\x93NUMPY":
+            raise XbandError(f"{path}: is not a NumPy .npy file (it does not start like one). "
+                             "Save the images with np.save.")
+        with open(path, "rb") as f:
+            _check_declared(path, f, path.stat().st_size, loaded=False)
+        return
+    if not head.startswith(b"PK"):
+        raise XbandError(f"{path}: is not a NumPy .npz file (it does not start like one, a zip "
+                         "archive). Save the arrays with np.savez.")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.filename.endswith(".npy"):
+                    with zf.open(info) as member:
+                        _check_declared(f"{path} ({info.filename})", member, info.file_size,
+                                        loaded=True)
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
+        raise XbandError(f"{path}: is a damaged or truncated .npz file ({type(err).__name__}: "
+                         f"{err}). Save the arrays again.") from None
+
+
+def _check_declared(where, handle, stored: int, *, loaded: bool) -> None:
+    """The array header in `handle`: its data fits in the `stored` bytes and, when it will be
+    `loaded` whole, in the memory available."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(handle)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read(handle, max_header_size=1 << 20)
+    except ValueError as err:
+        raise XbandError(_numpy_problem(Path(str(where)), err)) from None
+    if dtype.hasobject:
+        raise XbandError(_numpy_problem(Path(str(where)), ValueError("pickle")))
+    size = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if size > stored:
+        raise XbandError(f"{where}: declares an array of shape {shape} ({_gib(size)}) but holds "
+                         f"only {_gib(stored)}: it is truncated or damaged. Save it again.")
+    free = available_memory()
+    if loaded and free is not None and size > 0.8 * free:
+        raise XbandError(f"{where}: declares an array of shape {shape} ({_gib(size)}), more than "
+                         f"the memory available ({_gib(free)}); a .npz is read whole. Save the "
+                         "images as .npy (memory-mapped, read batch by batch) or HDF5.")
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def load_images(path: str | Path, *, labels=None, x_key: str = "x", y_key: str = "y"):
@@ -120,80 +204,103 @@ def read_labels(labels: str | Path | np.ndarray) -> np.ndarray:
     if not path.exists():
         raise XbandError(f"{path}: no such labels file. Give a .npy or a text file, one label a line.")
     if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    return np.array([line.strip() for line in path.read_text().splitlines() if line.strip()])
+        return _numpy_arrays(path, "x", "y")[0]
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:  # numbers written as text ("0.0", "nan") are numbers: a NaN is then named as one
+        return np.array([float(v) for v in lines])
+    except ValueError:
+        return np.array(lines)
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, bool, list[str] | None]:
-    """One patch as (bands, height, width), whether the file keeps bands last, band names."""
-    import tifffile
+@dataclass(frozen=True)
+class RasterInfo:
+    """What a raster file says about its bands beside the pixels (GDAL metadata)."""
 
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        image, axes = series.asarray(), series.axes
-        names = _gdal_band_names(tif)
-    if image.ndim == 2:
-        return image[None], False, names
-    if image.ndim != 3 or "YX" not in axes:
-        raise ValueError(f"axes {axes} of shape {image.shape}; expected one multi-band image")
-    bands_last = axes.endswith(("S", "C")) and axes[:2] == "YX"
-    return (np.moveaxis(image, 2, 0) if bands_last else image), bands_last, names
+    band_names: list[str] | None  # band descriptions, when every band has one
+    nodata: float | None  # the nodata value, when the bands share one
+    scale: float | None  # a scale or offset other than 1 / 0, as "scale" (the note says which)
+    offset: float | None
 
 
-def _gdal_band_names(tif) -> list[str] | None:
-    """Band descriptions that GDAL writes into the GDAL_METADATA tag, when every band has one."""
-    tag = tif.pages[0].tags.get("GDAL_METADATA")
-    if tag is None:
-        return None
-    try:
-        items = ET.fromstring(tag.value).iter("Item")
-    except ET.ParseError:
-        return None
-    names = {int(i.get("sample")): (i.text or "").strip() for i in items
-             if i.get("role") == "description" and i.get("sample") is not None}
-    if not names or sorted(names) != list(range(len(names))) or not all(names.values()):
-        return None
-    return [names[i] for i in range(len(names))]
+def read_raster(path: Path) -> tuple[np.ndarray, RasterInfo]:
+    """One patch as (bands, height, width) through GDAL, and what its metadata says. A TIFF of
+    several single-band pages (as tifffile writes a (bands, height, width) array) gives one
+    band per page."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as src:
+            image = src.read()
+            pages = src.subdatasets if src.count == 1 and src.driver == "GTiff" else []
+            info = _raster_info(src)
+        if len(pages) > 1:
+            image = np.concatenate([_page(page) for page in pages])
+    return image, info
 
 
-class TiffFiles:
-    """GeoTIFF patches as one `ImageSource` in the first readable file's layout; a read opens only
-    the files asked for. A file that cannot be read, or whose band count or size differs from
-    the first's, raises `BadImage` naming it."""
+def _page(name: str) -> np.ndarray:
+    import rasterio
+
+    with rasterio.open(name) as page:
+        return page.read()
+
+
+def _raster_info(src) -> RasterInfo:
+    names = [str(d).strip() if d else "" for d in src.descriptions]
+    nodata = {float(v) for v in src.nodatavals if v is not None}
+    scales, offsets = set(src.scales), set(src.offsets)
+    odd = scales != {1.0} or offsets != {0.0}
+    return RasterInfo(band_names=names if all(names) else None,
+                      nodata=nodata.pop() if len(nodata) == 1 else None,
+                      scale=min(scales) if odd else None, offset=min(offsets) if odd else None)
+
+
+def _cause(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err).strip()[:200]}"
+
+
+class RasterFiles:
+    """GeoTIFF (or JPEG2000) patches as one `ImageSource`, channels-first; a read opens only the
+    files asked for. A file that cannot be read, or whose band count or size differs from the
+    first readable one's, raises `BadImage` naming it."""
+
+    layout = Layout.CHANNELS_FIRST
 
     def __init__(self, paths: list[Path]):
         self.paths = paths
+        if not paths:
+            raise XbandError("no image files given.")
+        first_error = None
         for i, path in enumerate(paths):
             try:
-                image, self.bands_last, self.band_names = _read_tiff(path)
-            except Exception:  # a bad file is named when it is read
+                image, self.info = read_raster(path)
+            except Exception as err:  # a bad file is named when it is read
+                first_error = first_error or (path, err)
                 continue
             self.first, self.bands_hw = i, image.shape
             break
         else:
-            raise XbandError(f"none of the {len(paths)} files can be read as a TIFF (the first: "
-                             f"{paths[0]}). Check that they are GeoTIFF patches.")
-        b, h, w = self.bands_hw
-        self.shape = (len(paths), h, w, b) if self.bands_last else (len(paths), b, h, w)
-
-    @property
-    def layout(self) -> Layout:
-        return Layout.CHANNELS_LAST if self.bands_last else Layout.CHANNELS_FIRST
+            path, err = first_error
+            raise XbandError(f"none of the {len(paths)} files can be read as an image; the "
+                             f"first, {path}: {_cause(err)}. Check that they are GeoTIFF "
+                             "patches.")
+        self.shape = (len(paths), *self.bands_hw)
 
     def __getitem__(self, indices: np.ndarray) -> np.ndarray:
         out = np.empty((len(indices), *self.bands_hw), dtype=np.float32)
         for row, i in enumerate(indices):
             out[row] = self._one(int(i))
-        return np.moveaxis(out, 1, 3) if self.bands_last else out
+        return out
 
     def _one(self, i: int) -> np.ndarray:
         path = self.paths[i]
         try:
-            image = _read_tiff(path)[0]
-        except Exception as err:  # tifffile raises many kinds of errors on damaged files
-            raise BadImage(i, str(path), f"cannot be read as a TIFF ({type(err).__name__}: "
-                           f"{str(err)[:200]}); it may be truncated or not a TIFF. Replace it, or "
-                           f"{_SKIP_HINT}") from None
+            image = read_raster(path)[0]
+        except Exception as err:  # GDAL raises many kinds of errors on damaged files
+            raise BadImage(i, str(path), f"cannot be read as an image ({_cause(err)}); it may "
+                           f"be truncated or not a GeoTIFF. Replace it, or {_SKIP_HINT}") from None
         if image.shape != self.bands_hw:
             (b, h, w), (rb, rh, rw) = image.shape, self.bands_hw
             raise BadImage(i, str(path), f"has {b} bands of {h}×{w} pixels but the other images "
@@ -201,14 +308,25 @@ class TiffFiles:
                            f"it with a patch like the others, or {_SKIP_HINT}")
         return image
 
+    def notes(self) -> list[str]:
+        """What the files' metadata says that xband does not apply by itself."""
+        info = self.info
+        if info.scale is None:
+            return []
+        return [f"{self.paths[self.first]}: GDAL metadata gives scale {info.scale:g} and offset "
+                f"{info.offset:g}; xband uses the stored values (give scale if the model was "
+                "trained on scaled values)"]
+
 
 def _tiff_set(paths: list[Path], labels: list[str], skipped: list[tuple[str, str]], *,
               source: str, classes: dict, description: dict) -> ImageSet:
-    files = TiffFiles(paths)
-    found = {"bands": files.band_names, "layout": files.layout, **classes}
-    return _with_found(files, np.array(labels), source=source, found=found,
-                      description={**description, "item_names": [str(p) for p in paths],
-                                   "skipped": skipped})
+    files = RasterFiles(paths)
+    found = {"bands": files.info.band_names, "layout": files.layout,
+             "nodata": files.info.nodata, **classes}
+    notes = [*classes.get("notes", []), *files.notes()]
+    return _with_found(files, np.array(labels), source=source, found={**found, "notes": notes},
+                       description={**description, "item_names": [str(p) for p in paths],
+                                    "skipped": skipped})
 
 
 def read_class_folders(root: Path, *, skip_bad: bool = False, **description) -> ImageSet:
@@ -229,20 +347,20 @@ def read_class_folders(root: Path, *, skip_bad: bool = False, **description) -> 
     for folder in map(Path, folders):
         images = []
         for e in sorted(os.scandir(folder), key=lambda e: e.name):
-            if e.name.startswith("."):
+            if e.name.startswith(".") or e.name.lower().endswith(SIDECAR_SUFFIXES):
                 continue
-            if e.is_file() and e.name.lower().endswith(TIFF_SUFFIXES):
+            if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES):
                 images.append(Path(e.path))
             elif skip_bad:
-                skipped.append((e.path, "not a .tif/.tiff image"))
+                skipped.append((e.path, "not a .tif/.tiff/.jp2 image"))
             else:
                 raise XbandError(
-                    f"{e.path}: not a .tif/.tiff image, in class folder '{folder.name}'. Class "
+                    f"{e.path}: not a .tif/.tiff/.jp2 image, in class folder '{folder.name}'. Class "
                     f"folders must hold only GeoTIFF patches: move it out, or {_SKIP_HINT}."
                 )
         if not images:
             raise XbandError(
-                f"{folder}: class folder '{folder.name}' holds no .tif/.tiff images. Add the "
+                f"{folder}: class folder '{folder.name}' holds no .tif/.tiff/.jp2 images. Add the "
                 "class's patches or remove the folder (then give the model's classes with "
                 "--classes)."
             )
@@ -278,8 +396,8 @@ def read_csv_list(path: Path, *, skip_bad: bool = False, **description) -> Image
             raise XbandError(f"{path}, row {number}: expected 'path,label', found {','.join(row)!r}. "
                              "Give one image path and its label per row.")
         file = path.parent / cells[0]
-        problem = (None if file.is_file() and file.suffix.lower() in TIFF_SUFFIXES
-                   else "no such file" if not file.is_file() else "not a .tif/.tiff image")
+        problem = (None if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES
+                   else "no such file" if not file.is_file() else "not a .tif/.tiff/.jp2 image")
         if problem:
             if not skip_bad:
                 raise XbandError(f"{path}, row {number}: {file}: {problem}. Fix the row (relative "
@@ -308,17 +426,17 @@ def read_hdf5(path: Path, *, x_key: str = "x", y_key: str | None = None,
     found: list[str] = []
     h5.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
 
-    def dataset(key: str, option: str):
+    def dataset(key: str, name: str):
         if key not in h5 or not isinstance(h5[key], h5py.Dataset):
             raise XbandError(f"{path}: no dataset '{key}' (datasets: {', '.join(found) or 'none'}). "
-                             f"Name the right one with {option}.")
+                             f"Name the right one with {option(name + '=', '--' + name.replace('_', '-'))}.")
         return h5[key]
 
-    images = dataset(x_key, "--x-key")
+    images = dataset(x_key, "x_key")
     if labels is not None:
         y = read_labels(labels)
     elif y_key is not None or "y" in h5:
-        y = dataset(y_key or "y", "--y-key")[()]
+        y = dataset(y_key or "y", "y_key")[()]
         y = y.astype(str) if y.dtype.kind in "OS" else y
     else:
         y = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -18,6 +18,7 @@ from xband.config import RunConfig
 from xband.data import ImageSet
 from xband.files import atomic_folder
 from xband.forward import PassSizes
+from xband.methods._base import whole_number
 from xband.tuning import PassTiming
 from xband.versions import versions
 
@@ -245,6 +246,7 @@ class Explanation:
     def top_bands(self, k: int = 3) -> pd.DataFrame:
         """Per class: the consensus top-k ranks (tied bands joined by " = ") and each method's top
         band."""
+        k = whole_number(k, "k")
         consensus = self.consensus
         rows = aggregate.class_rows(self.importance, per_class_only=False)
         top = rows[rows["rank"] == 1].groupby(["class", "method"], sort=False)["band"].first()
@@ -327,14 +329,15 @@ class Explanation:
         return (f"image {ex.index[i]} — {truth} {self.class_names[ex.label[i]]}, "
                 f"predicted {self.class_names[ex.prediction[i]]}")
 
-    def save(self, out: str | os.PathLike) -> Path:
+    def save(self, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write tables, per-image scores, figures, summary.json and report.html to `out`.
 
         Everything is written to a temporary folder beside `out` and moved into place at the
-        end: an interrupted run leaves no half report.
+        end: an interrupted run leaves no half report. `out` may be new, empty, or a report
+        folder xband wrote; a folder holding other files is replaced only with `overwrite`, and
+        never one that is, holds or lies inside the data or the model.
         """
-        out = Path(out)
-        with atomic_folder(out) as tmp:
+        with atomic_folder(out, overwrite=overwrite, inputs=report_inputs(self.summary)) as tmp:
             self.importance.to_csv(tmp / "importance.csv", index=False)
             self.consensus.to_csv(tmp / "consensus.csv", index=False)
             self.agreement.to_csv(tmp / "agreement.csv")
@@ -374,7 +377,13 @@ class Explanation:
                 checks=checks,
             )
             (tmp / "report.html").write_text(html, encoding="utf-8")
-        return out
+        return Path(out).resolve()
+
+
+def report_inputs(summary: Mapping) -> dict[str, str | None]:
+    """The files a report was made from (data, model), which its folder must keep apart from."""
+    return {"data": summary.get("data", {}).get("path"),
+            "model": summary.get("model", {}).get("path")}
 
 
 def _jsonable(value):

@@ -15,6 +15,7 @@ from xband import plots, report
 from xband.aggregate import agreement_matrix
 from xband.checks.completeness import completeness_summary
 from xband.files import atomic_folder
+from xband.result import report_inputs
 
 Section = tuple[dict[str, pd.DataFrame], list[tuple[str, str, Figure]]]
 
@@ -124,14 +125,14 @@ class Evaluation:
         (folder / "evaluation.json").write_text(
             json.dumps({"settings": self.settings, "flagged": self.flagged}, indent=2))
 
-    def save(self, out: str | os.PathLike, summary: Mapping) -> Path:
-        """Only the checks as a report folder (`summary`: the explanation's, for the header)."""
-        out = Path(out)
-        with atomic_folder(out) as tmp:
+    def save(self, out: str | os.PathLike, summary: Mapping, *, overwrite: bool = False) -> Path:
+        """Only the checks as a report folder (`summary`: the explanation's, for the header);
+        `out` as in `Explanation.save`."""
+        with atomic_folder(out, overwrite=overwrite, inputs=report_inputs(summary)) as tmp:
             self.write_tables(tmp)
             (tmp / "figures").mkdir()
             checks = {title: (tables, plots.write_figures(items, tmp / "figures"))
                       for title, (tables, items) in self.sections().items()}
             html = report.render_report(summary, figures={}, tables={}, checks=checks)
             (tmp / "report.html").write_text(html, encoding="utf-8")
-        return out
+        return Path(out).resolve()

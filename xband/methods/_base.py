@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xband.errors import XbandError
+from xband.errors import BadValue, XbandError
 from xband.forward import PassSizes
 
 
@@ -55,11 +55,11 @@ class BandAttribution:
 def whole_number(value, name: str, *, minimum: int = 1) -> int:
     """`value` as an int of at least `minimum`; integral floats (R's numbers) are accepted."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise XbandError(f"{name} must be a whole number, not {value!r}.")
+        raise BadValue(name, value, f"a whole number of at least {minimum}")
     if isinstance(value, float | np.floating) and not float(value).is_integer():
-        raise XbandError(f"{name} must be a whole number, not {value!r}.")
+        raise BadValue(name, value, f"a whole number of at least {minimum}")
     if int(value) < minimum:
-        raise XbandError(f"{name} must be at least {minimum}, not {int(value)}.")
+        raise BadValue(name, int(value), f"at least {minimum}")
     return int(value)
 
 
