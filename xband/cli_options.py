@@ -117,9 +117,14 @@ def add_explain_options(p: argparse.ArgumentParser) -> None:
                        "labels), the predicted class (default without), or every class "
                        "(class × class view)")
     group.add_argument("--output-space", choices=OUTPUTS, default="logits",
-                       help="explain logits (default; a final softmax is stripped) or "
-                       "probabilities")
+                       help="explain logits (default; a final softmax or sigmoid is stripped, a "
+                       "network that ends in neither gives logits) or probabilities")
     group.add_argument("--output", dest="output_space", action=Deprecated, new="--output-space")
+    group.add_argument("--multi-label", action="store_true", default=None,
+                       help="explain each image for each of its labels, with per-label "
+                       "precision, recall and F1 (default when the network ends in a sigmoid or "
+                       "the labels name several classes per image: ';'-separated names in the "
+                       "CSV, or a multi-hot 'y')")
     group.add_argument("--baseline", choices=BASELINES, default="mean",
                        help="value of a removed band: its mean over the data (default) or zero")
     group.add_argument("--max-images", type=int, metavar="N",
@@ -210,7 +215,8 @@ def run_config(args: argparse.Namespace):
         output=args.output_space, baseline=args.baseline, seed=args.seed,
         max_images=args.max_images, max_per_class=getattr(args, "max_per_class", None),
         examples_per_class=args.examples_per_class, batch_size=args.batch_size,
-        device=args.device, tuned=not args.untuned, skip_bad=getattr(args, "skip_bad", False))
+        device=args.device, tuned=not args.untuned, skip_bad=getattr(args, "skip_bad", False),
+        multi_label=getattr(args, "multi_label", None))
 
 
 def check_arguments(args: argparse.Namespace) -> dict:

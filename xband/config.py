@@ -37,13 +37,14 @@ class RunConfig:
 
     methods: the configured methods, in report order. target: the class whose output is
     explained: "true" (the label), "predicted", "all" (every class), or None (the label when
-    labels are known, else the predicted class). output: "logits" (a final softmax stripped when
-    possible) or "probabilities". baseline: what a removed band becomes: "mean" (its mean over
+    labels are known, else the predicted class). output: "logits" (a final softmax or sigmoid
+    stripped when possible) or "probabilities". baseline: what a removed band becomes: "mean" (its mean over
     the data), "zero", or one value per band. max_images / max_per_class: explain a seeded,
     stratified subset. examples_per_class: images kept whole for per-band maps. tuned: run the
     speed-ups that keep the numbers (xband.forward). skip_bad: leave out unreadable images and
     images with NaN/Inf/nodata values instead of stopping. n_boot: bootstrap resamples of the
-    per-class intervals.
+    per-class intervals. multi_label: explain each image for each of its positive labels (a
+    final sigmoid, several labels per image); None decides from the model and the labels.
     """
 
     methods: tuple[Method, ...]
@@ -59,6 +60,7 @@ class RunConfig:
     tuned: bool = True
     skip_bad: bool = False
     n_boot: int = 1000
+    multi_label: bool | None = None
 
     def __post_init__(self) -> None:
         fix = object.__setattr__
@@ -79,6 +81,8 @@ class RunConfig:
                                                      "examples_per_class", minimum=0))
         fix(self, "seed", whole_number(self.seed, "seed", minimum=0))
         fix(self, "n_boot", whole_number(self.n_boot, "n_boot"))
+        if self.multi_label is not None and not isinstance(self.multi_label, bool | np.bool_):
+            raise XbandError(f"multi_label must be True, False or None, not {self.multi_label!r}.")
         if not self.methods:
             raise XbandError("no method given.")
 
@@ -97,6 +101,21 @@ class RunConfig:
                              ".npz) or explain the predicted class (target 'predicted').")
         return self
 
+    def with_multi_label_for(self, final_activation: str, multi_hot: bool) -> RunConfig:
+        """The configuration with multi-label decided: asked for, or a final sigmoid, or labels
+        with several classes per image."""
+        multi = self.multi_label
+        if multi is None:
+            multi = final_activation == "sigmoid" or multi_hot
+        elif not multi and multi_hot:
+            raise XbandError("the labels name several classes per image, but multi_label is "
+                             "False: give one label per image, or explain as multi-label.")
+        if multi and self.target == "all":
+            raise XbandError("target 'all' (every class for every image) is for single-label "
+                             "models; a multi-label model is explained for each image's labels "
+                             "(target 'true') or its predicted labels (target 'predicted').")
+        return dataclasses.replace(self, multi_label=bool(multi))
+
     def method(self, name: str) -> Method:
         return next(m for m in self.methods if m.name == name)
 
@@ -114,4 +133,5 @@ class RunConfig:
             "tuned": self.tuned,
             "skip_bad": self.skip_bad,
             "bootstrap_resamples": self.n_boot,
+            "multi_label": self.multi_label,
         }

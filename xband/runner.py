@@ -87,6 +87,37 @@ class BandGroups:
                    np.eye(len(groups))[feature_of_band])
 
 
+@dataclass(frozen=True)
+class Pairs:
+    """(image, class) pairs explained one by one: each image of a multi-label set with each of
+    its positive labels, image by image."""
+
+    image: np.ndarray  # (P,) positions among the explained images
+    target: np.ndarray  # (P,) the class explained
+
+    @classmethod
+    def of(cls, present: np.ndarray) -> Pairs:
+        """The pairs of an (N, C) 0/1 matrix of labels present."""
+        image, target = np.nonzero(present)
+        return cls(image.astype(np.int64), target.astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One call of a method: a batch of images with the class to explain for each."""
+
+    key: int  # seeds the method's draws: batch number × classes + target class
+    positions: np.ndarray  # the images, among the explained ones
+    target: np.ndarray  # the class explained, per image
+    label: np.ndarray  # the class each image counts as (its target, for pairs)
+    rows: object  # where its scores go: positions, (positions, class), or pair numbers
+    items: np.ndarray  # what keep_maps lists: positions, or pair numbers
+    own: np.ndarray | None = None  # every class a target: whether it is the image's own class
+
+
 class BatchRunner:
     """Runs configured methods over the explained images, `batch_size` images at a time.
 
@@ -106,50 +137,90 @@ class BatchRunner:
             warnings.filterwarnings("ignore", category=UserWarning, module="captum")
             return method.attribute(batch, ctx)
 
-    def run(self, method: Method, *, known: np.ndarray, targets: np.ndarray | None,
+    def jobs(self, known: np.ndarray, targets: np.ndarray | Pairs | None) -> Iterator[_Job]:
+        """The method calls of a run, batch by batch (and class by class, or pair by pair)."""
+        size, classes = self.batch_size, self.n_classes
+        if isinstance(targets, Pairs):
+            for batch_no, start in enumerate(range(0, len(targets), size)):
+                rows = np.arange(start, min(start + size, len(targets)))
+                target = targets.target[rows]
+                yield _Job(batch_no * classes, targets.image[rows], target, target, rows, rows)
+            return
+        for batch_no, start in enumerate(range(0, len(known), size)):
+            pos = np.arange(start, min(start + size, len(known)))
+            if targets is not None:
+                yield _Job(batch_no * classes, pos, targets[pos], known[pos], pos, pos)
+                continue
+            for goal in range(classes):
+                yield _Job(batch_no * classes + goal, pos, np.full(len(pos), goal), known[pos],
+                           (pos, goal), pos, known[pos] == goal)
+
+    def run(self, method: Method, *, known: np.ndarray, targets: np.ndarray | Pairs | None,
             keep_maps: np.ndarray, progress: bool = False) -> MethodRun:
-        """Scores of `method` for every position 0…N−1.
+        """Scores of `method` for every position 0…N−1 (every pair, for `Pairs`).
 
         known: (N,) the class each image counts as (its label, else its predicted class);
-        targets: (N,) the class explained per image, or None for every class; keep_maps: sorted
-        positions whose maps are kept (of the image's own class when every class is a target).
+        targets: (N,) the class explained per image; None for every class (scores (N, C, F),
+        maps of each image's own class); or `Pairs`, each (image, class) pair explained (scores
+        (P, F), and `keep_maps` lists pair numbers). keep_maps: sorted positions (pair numbers)
+        whose maps are kept.
         """
         started = time.perf_counter()
-        n, device = len(known), self.ctx.baseline.device
-        goals = range(self.n_classes) if targets is None else [None]
-        scores = groups = maps = None
-        bar = tqdm(total=n, desc=f"{method.label:<28}", unit="img", disable=not progress,
-                   leave=True, dynamic_ncols=True)
-        for batch_no, start in enumerate(range(0, n, self.batch_size)):
-            pos = np.arange(start, min(start + self.batch_size, n))
-            x = self.take(pos)
-            label = torch.from_numpy(known[pos]).to(device)
-            for goal in goals:
-                chosen = (torch.from_numpy(targets[pos]) if goal is None
-                          else torch.full((len(pos),), goal, dtype=torch.long))
-                batch = Batch(x=x, target=chosen.to(device), label=label, index=pos)
-                key = batch_no * self.n_classes + (goal or 0)
-                result = self.attribute(method, batch, self.ctx, key)
-                rows = pos if goal is None else (pos, goal)
-                if scores is None:
-                    scores = np.zeros((n, *([self.n_classes] if targets is None else []),
-                                       result.scores.shape[1]))
-                scores[rows] = result.scores
-                if self.groups is not None and method.grouped:
-                    grouped = self.attribute(method, batch, self.groups.context, key).scores
-                    if groups is None:
-                        groups = np.zeros((*scores.shape[:-1], grouped.shape[1]))
-                    groups[rows] = grouped
-                if result.maps is not None:
-                    keep = np.isin(pos, keep_maps)
-                    if goal is not None:  # every class a target: keep the map of its own class
-                        keep &= known[pos] == goal
-                    if maps is None:
-                        maps = np.zeros((len(keep_maps), *x.shape[1:]), dtype=np.float32)
-                    for row in np.flatnonzero(keep):
-                        maps[np.searchsorted(keep_maps, pos[row])] = result.maps[row].cpu().numpy()
-            bar.update(len(pos))
+        device = self.ctx.baseline.device
+        jobs = list(self.jobs(known, targets))
+        out = _Outputs(len(targets) if isinstance(targets, Pairs) else len(known),
+                       self.n_classes if targets is None else None, keep_maps)
+        bar = tqdm(total=sum(len(job.positions) for job in jobs), desc=f"{method.label:<28}",
+                   unit="img", disable=not progress, leave=True, dynamic_ncols=True)
+        x, last = None, None
+        for job in jobs:
+            if job.positions is not last:  # every class of a batch reuses its images
+                x, last = self.take(job.positions), job.positions
+            batch = Batch(x=x, target=torch.from_numpy(job.target).to(device),
+                          label=torch.from_numpy(job.label).to(device), index=job.positions)
+            result = self.attribute(method, batch, self.ctx, job.key)
+            out.scores = _put(out.scores, out.shape, job.rows, result.scores)
+            if self.groups is not None and method.grouped:
+                grouped = self.attribute(method, batch, self.groups.context, job.key).scores
+                out.groups = _put(out.groups, out.shape, job.rows, grouped)
+            if result.maps is not None:
+                out.keep(job, result.maps)
+            bar.update(len(job.positions))
         bar.close()
+        groups = out.groups
         if self.groups is not None and not method.grouped:
-            groups = scores @ self.groups.membership
-        return MethodRun(scores, maps, time.perf_counter() - started, groups)
+            groups = out.scores @ self.groups.membership
+        return MethodRun(out.scores, out.maps, time.perf_counter() - started, groups)
+
+
+@dataclass
+class _Outputs:
+    """What a run collects: scores (and group scores) by row, and the kept maps."""
+
+    n: int
+    classes: int | None  # every class a target: the scores' second axis
+    keep_maps: np.ndarray
+    scores: np.ndarray | None = None
+    groups: np.ndarray | None = None
+    maps: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n,) if self.classes is None else (self.n, self.classes)
+
+    def keep(self, job: _Job, maps: torch.Tensor) -> None:
+        keep = np.isin(job.items, self.keep_maps)
+        if job.own is not None:  # every class a target: keep the map of its own class
+            keep &= job.own
+        if self.maps is None:
+            self.maps = np.zeros((len(self.keep_maps), *maps.shape[1:]), dtype=np.float32)
+        for row in np.flatnonzero(keep):
+            self.maps[np.searchsorted(self.keep_maps, job.items[row])] = maps[row].cpu().numpy()
+
+
+def _put(into: np.ndarray | None, shape: tuple[int, ...], rows, values: np.ndarray) -> np.ndarray:
+    """`values` written at `rows` of `into`, made (shape + features) on first use."""
+    if into is None:
+        into = np.zeros((*shape, values.shape[1]))
+    into[rows] = values
+    return into
