@@ -70,10 +70,6 @@ def evaluate(
     cascade_stages: randomisation stages, from the top layer to all layers. threshold: flag a
     method whose band ranking keeps Spearman's ρ ≥ threshold with every layer random.
     """
-    if explanation.pairs is not None:
-        raise XbandError("the trust checks (model randomisation, deletion curves, agreement, "
-                         "completeness) are written for single-label models; this explanation is "
-                         "multi-label. Explain it without --evaluate (evaluate=).")
     started = time.perf_counter()
     settings = _settings(checks=checks, baselines=baselines, random_orders=random_orders,
                          cascade_stages=cascade_stages, threshold=threshold, n_boot=n_boot,
