@@ -59,8 +59,10 @@ class KerasExport:
     onnx_path: Path
     probe: np.ndarray
     outputs: np.ndarray
-    grad: np.ndarray
+    logits: np.ndarray | None  # before the final softmax/sigmoid; None if TensorFlow cannot tell
+    grad: np.ndarray  # input gradient of the logits (else of the outputs) for class `target`
     target: int
+    final_activation: str | None  # "softmax", "sigmoid", "none"; None: unknown (SavedModel)
     cache_hit: bool
     convert_seconds: float | None
 
@@ -72,7 +74,7 @@ def export_keras(path: Path, fmt: str, sha256: str, *, opset: int = 17,
     `trust_graph` lets a SavedModel whose graph reads or writes files or calls Python run."""
     entry = cache_root(cache_dir) / "keras" / f"{sha256}-opset{opset}"
     onnx_path = entry / "model.onnx"
-    ref_path = entry / f"ref-{probe_key(probe, input_size)}.npz"
+    ref_path = entry / f"ref2-{probe_key(probe, input_size)}.npz"  # 2: with logits
     meta_path = entry / "meta.json"
     hit = onnx_path.exists() and ref_path.exists() and meta_path.exists()
     if not hit:
@@ -84,8 +86,12 @@ def export_keras(path: Path, fmt: str, sha256: str, *, opset: int = 17,
         write_text(meta_path, json.dumps(meta, indent=1))
     meta = json.loads(meta_path.read_text())
     with np.load(ref_path) as ref:
-        return KerasExport(onnx_path, ref["probe"], ref["outputs"], ref["grad"], int(ref["target"]),
-                           hit, meta.get("convert_seconds"))
+        kind = str(ref["final_activation"])
+        known = kind != "unknown"
+        return KerasExport(onnx_path, ref["probe"], ref["outputs"],
+                           ref["logits"] if known and kind != "none" else None, ref["grad"],
+                           int(ref["target"]), kind if known else None, hit,
+                           meta.get("convert_seconds"))
 
 
 def _run_subprocess(path: Path, fmt: str, onnx_path: Path, ref_path: Path, opset: int,

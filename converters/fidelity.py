@@ -1,7 +1,14 @@
-"""Does the PyTorch module compute what the original computes? Numbers, and a verdict."""
+"""Does the PyTorch module compute what the original computes? Numbers, and a verdict.
+
+The comparison is made on the network as it is explained: its logits when a final softmax or
+sigmoid was stripped, relative to their range (a saturated or near-constant softmax output says
+nothing about a conversion: a constant would match it), and on the input gradient that the
+gradient methods use. The verdict needs both.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,42 +17,82 @@ from torch import nn
 
 from xband.errors import XbandError
 
+TOLERANCE_REL = 1e-3  # max |diff| over the range of the reference values
+TOLERANCE_GRAD = 1e-2  # relative difference of the input gradients (exact reference)
+TOLERANCE_SLOPE = 5e-2  # relative difference of directional derivatives (central differences)
+FLOAT_FLOOR = 1e-6  # float32 rounding: differences below 1e-6 x max |reference| always pass
+FD_STEP = 1e-4  # central-difference step per pixel, relative to the image's RMS value
+
 
 @dataclass
 class Fidelity:
     """Measured agreement between the original model and its PyTorch form on a probe batch."""
 
-    reference: str  # what computed the original outputs: "tensorflow", "onnxruntime" or "none"
+    reference: str  # what computed the original: "tensorflow", "onnxruntime", ... or "none"
     probe: str  # "user data (N images)" or "random uniform [lo, hi] (N images)"
     n_probe: int
+    compared: str | None = None  # "logits" (the network as explained) or "outputs"
     max_abs_diff: float | None = None
     mean_abs_diff: float | None = None
-    output_range: float | None = None
+    output_range: float | None = None  # range of the reference values compared
+    reference_max_abs: float | None = None  # their largest magnitude (sets the float floor)
+    rel_diff: float | None = None  # max |diff| / range
     grad_rel_diff: float | None = None  # ||g_torch - g_ref|| / ||g_ref||, one target class
     grad_target: int | None = None
-    tolerance_abs: float = 1e-4
-    tolerance_rel: float = 1e-3
+    grad_reference: str | None = None  # "GradientTape" or "central differences"
+    tolerance_rel: float = TOLERANCE_REL
+    tolerance_grad: float | None = None
     passed: bool = True
     accepted_mismatch: bool = False
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
+    @property
+    def outputs_passed(self) -> bool:
+        return self.max_abs_diff is None or self.max_abs_diff <= self._output_tolerance
+
+    @property
+    def gradient_passed(self) -> bool:
+        return self.grad_rel_diff is None or self.grad_rel_diff <= self.tolerance_grad
+
+    @property
+    def _output_tolerance(self) -> float:
+        return self.tolerance_rel * self.output_range + FLOAT_FLOOR * self.reference_max_abs
+
     def summary(self) -> str:
         """The figures in a few human-readable lines."""
         if self.max_abs_diff is None:
-            return f"fidelity: no separate reference ({self.reference}); probe {self.probe}"
+            return ("fidelity: nothing was converted (the model runs in PyTorch as given), so "
+                    "there is no separate reference to compare with")
         lines = [f"fidelity vs {self.reference} on {self.probe}:",
-                 (f"  outputs: max |diff| {self.max_abs_diff:.3g}, mean |diff| "
-                  f"{self.mean_abs_diff:.3g}, output range {self.output_range:.3g}")]
+                 (f"  {self.compared}: max |diff| {self.max_abs_diff:.3g} = {self.rel_diff:.3g} "
+                  f"x their range {self.output_range:.3g} (mean |diff| "
+                  f"{self.mean_abs_diff:.3g})")]
         if self.grad_rel_diff is not None:
-            lines.append(f"  input gradient (class {self.grad_target}): relative diff "
-                         f"{self.grad_rel_diff:.3g}")
+            lines.append(f"  input gradient of class {self.grad_target} ({self.grad_reference}): "
+                         f"relative diff {self.grad_rel_diff:.3g}")
         verdict = "PASS" if self.passed else (
             "MISMATCH ACCEPTED" if self.accepted_mismatch else "FAIL")
-        lines.append(f"  verdict: {verdict} (tolerance {self.tolerance_abs:g} absolute or "
-                     f"{self.tolerance_rel:g} x output range)")
+        lines.append(f"  verdict: {verdict} ({self.tolerances()})")
         return "\n".join(lines)
+
+    def tolerances(self) -> str:
+        text = f"tolerance {self.tolerance_rel:g} x range for the {self.compared}"
+        if self.grad_rel_diff is not None:
+            text += f", {self.tolerance_grad:g} relative for the gradient"
+        return text
+
+    def failures(self) -> str:
+        """What exceeded its tolerance, in words."""
+        parts = []
+        if not self.outputs_passed:
+            parts.append(f"{self.compared} differ by up to {self.max_abs_diff:.3g}, "
+                         f"{self.rel_diff:.3g} x their range {self.output_range:.3g}")
+        if not self.gradient_passed:
+            parts.append(f"input gradients differ by {self.grad_rel_diff:.3g} (relative, "
+                         f"{self.grad_reference})")
+        return " and ".join(parts)
 
 
 def torch_outputs(module: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -61,26 +108,58 @@ def input_gradient(module: nn.Module, x: np.ndarray, target: int) -> np.ndarray:
     return xt.grad.numpy()
 
 
+def directional_slopes(run: Callable[[np.ndarray], np.ndarray], module: nn.Module,
+                       x: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """The input gradient of output `target` along two directions per image (the torch module's
+    gradient and a seeded random one, each a step of `FD_STEP` × the image's RMS value per
+    pixel): by central differences of the reference `run` (x → outputs, no autograd needed),
+    and by the module's autograd. Returns (reference slopes, torch slopes), 2N values each."""
+    grad = input_gradient(module, x, target).astype(np.float64)
+    random = np.random.default_rng(0).standard_normal(x.shape)
+    steps = np.concatenate([np.where(_norms(grad) > 0, grad, random), random])
+    pixels = np.sqrt(x[0].size)
+    rms = np.sqrt((x.astype(np.float64) ** 2).reshape(len(x), -1).mean(axis=1))
+    scale = FD_STEP * np.tile(np.maximum(rms, 1e-12), 2) * pixels / _norms(steps).ravel()
+    steps *= scale.reshape(-1, *[1] * (x.ndim - 1))
+    points = np.concatenate([x, x]).astype(np.float64)
+    up = run((points + steps).astype(np.float32))[:, target].astype(np.float64)
+    down = run((points - steps).astype(np.float32))[:, target].astype(np.float64)
+    return (up - down) / 2, (np.concatenate([grad, grad]) * steps).reshape(len(steps), -1).sum(1)
+
+
+def _norms(a: np.ndarray) -> np.ndarray:
+    """Euclidean norm of each image, shaped to broadcast against `a`."""
+    return np.linalg.norm(a.reshape(len(a), -1), axis=1).reshape(-1, *[1] * (a.ndim - 1))
+
+
 def compare(ref_out: np.ndarray, out: np.ndarray, *, reference: str, probe: str,
-            ref_grad: np.ndarray | None = None, grad: np.ndarray | None = None,
-            target: int | None = None, tolerance_abs: float = 1e-4,
-            tolerance_rel: float = 1e-3) -> Fidelity:
-    """Fidelity of `out` against `ref_out` (and of the input gradients, when given)."""
+            compared: str = "logits", ref_grad: np.ndarray | None = None,
+            grad: np.ndarray | None = None, target: int | None = None,
+            grad_reference: str = "GradientTape", tolerance_rel: float = TOLERANCE_REL,
+            tolerance_grad: float = TOLERANCE_GRAD) -> Fidelity:
+    """Fidelity of `out` against `ref_out` (and of the input gradients, or of directional
+    derivatives, when given). Passes when max |diff| ≤ tolerance_rel × the range of `ref_out`
+    (plus float32 rounding of its largest value) and the gradients differ by at most
+    `tolerance_grad`, relative."""
     if ref_out.shape != out.shape:
         raise XbandError(f"the converted model gives outputs of shape {out.shape} where the "
                          f"original ({reference}) gives {ref_out.shape}")
-    diff = np.abs(out.astype(np.float64) - ref_out.astype(np.float64))
-    output_range = float(ref_out.max() - ref_out.min())
+    ref = ref_out.astype(np.float64)
+    diff = np.abs(out.astype(np.float64) - ref)
+    output_range = float(ref.max() - ref.min())
     max_abs = float(diff.max())
-    fid = Fidelity(reference=reference, probe=probe, n_probe=len(ref_out), max_abs_diff=max_abs,
-                   mean_abs_diff=float(diff.mean()), output_range=output_range,
-                   tolerance_abs=tolerance_abs, tolerance_rel=tolerance_rel,
-                   passed=bool(max_abs <= tolerance_abs or max_abs <= tolerance_rel * output_range))
+    fid = Fidelity(reference=reference, probe=probe, n_probe=len(ref_out), compared=compared,
+                   max_abs_diff=max_abs, mean_abs_diff=float(diff.mean()),
+                   output_range=output_range, reference_max_abs=float(np.abs(ref).max()),
+                   rel_diff=max_abs / output_range if output_range > 0 else float(max_abs > 0),
+                   tolerance_rel=tolerance_rel)
     if ref_grad is not None and grad is not None:
         norm = float(np.linalg.norm(ref_grad))
-        fid.grad_rel_diff = float(np.linalg.norm(grad - ref_grad)) / norm if norm else float(
-            np.linalg.norm(grad))
-        fid.grad_target = target
+        error = float(np.linalg.norm(grad.astype(np.float64) - ref_grad))
+        fid.grad_rel_diff = error / norm if norm else float(error > 0)
+        fid.grad_target, fid.grad_reference = target, grad_reference
+        fid.tolerance_grad = tolerance_grad
+    fid.passed = fid.outputs_passed and fid.gradient_passed
     return fid
 
 
@@ -92,7 +171,6 @@ def enforce(fid: Fidelity, source: str, accept_mismatch: bool) -> None:
         fid.accepted_mismatch = True
         return
     raise XbandError(f"{source}: the converted model does not compute the same function: "
-                     f"outputs differ by up to {fid.max_abs_diff:.3g} (tolerance "
-                     f"{fid.tolerance_abs:g} absolute or {fid.tolerance_rel:g} x output range "
-                     f"{fid.output_range:.3g}) against {fid.reference} on {fid.probe}. Pass "
-                     "--accept-mismatch (accept_mismatch=True) to use it anyway.")
+                     f"{fid.failures()} against {fid.reference} on {fid.probe} "
+                     f"({fid.tolerances()}). Pass --accept-mismatch (accept_mismatch=True) to "
+                     "use it anyway.")

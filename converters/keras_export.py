@@ -15,6 +15,8 @@ import signal
 import sys
 import time
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -121,11 +123,47 @@ def _from_function(call, signature, opset):
     return proto
 
 
-def _load(path: Path, fmt: str, trust_graph: bool = False):
-    """(callable x -> y, input shape with batch axis, converter) for the model at `path`."""
+@dataclass
+class _Model:
+    """A loaded TensorFlow model: its call, input shape (with batch axis) and ONNX converter, and
+    what it ends in: "softmax" or "sigmoid" with `logits` the call without it, "none" (its
+    outputs are the logits), or None when that cannot be told (a SavedModel's signature)."""
+
+    call: Callable
+    shape: tuple
+    convert: Callable
+    final_activation: str | None
+    logits: Callable | None
+
+
+def _load(path: Path, fmt: str, trust_graph: bool = False) -> _Model:
+    """The model at `path`, loaded without running code stored in it (Keras files; a SavedModel
+    whose graph reads or writes files or calls Python only when trusted)."""
     if fmt == "savedmodel":
         return _load_savedmodel(path, trust_graph)
     return _load_keras(path, fmt)
+
+
+def _final_activation(model, call: Callable) -> tuple[str, Callable]:
+    """What a Keras model ends in, and the call that gives its logits (the values before a final
+    softmax or sigmoid: the output layer's activation switched off while it runs)."""
+    import keras
+
+    layer = model.outputs[0]._keras_history.operation
+    kind = getattr(getattr(layer, "activation", None), "__name__", None)
+    if kind in ("softmax", "sigmoid"):
+        def logits(x):
+            activation, layer.activation = layer.activation, keras.activations.linear
+            try:
+                return model(x, training=False)
+            finally:
+                layer.activation = activation
+
+        return kind, logits
+    if isinstance(layer, keras.layers.Softmax) and layer.axis in (-1, 1, [-1], [1]):
+        before = keras.Model(model.inputs, layer.input)
+        return "softmax", lambda x: before(x, training=False)
+    return "none", call
 
 
 # Operations through which a graph reaches outside itself: files, Python, summaries on disk
@@ -227,7 +265,7 @@ def _load_savedmodel(path: Path, trust_graph: bool = False):
     def convert(signature, opset):
         return _from_function(call, signature, opset)
 
-    return call, tuple(spec.shape), convert
+    return _Model(call, tuple(spec.shape), convert, None, None)
 
 
 def _load_keras(path: Path, fmt: str):
@@ -267,7 +305,8 @@ def _load_keras(path: Path, fmt: str):
             # from disk (KeyError: 'keras_tensor_NN'); tracing the call as a tf.function works
             return _from_function(call, signature, opset)
 
-    return call, tuple(model.inputs[0].shape), convert
+    kind, logits = _final_activation(model, call)
+    return _Model(call, tuple(model.inputs[0].shape), convert, kind, logits)
 
 
 def _probe(args, shape: tuple) -> np.ndarray:
@@ -300,7 +339,8 @@ def run(args) -> dict:
     from converters.onnx_graph import describe_foreign_ops, foreign_ops
 
     source = Path(args.source)
-    call, shape, convert = _load(source, args.format, args.trust_graph)
+    model = _load(source, args.format, args.trust_graph)
+    shape = model.shape
     if len(shape) != 4:
         raise ExportError("unsupported", f"{source}: the model input has shape {shape}; xband "
                           "needs images (batch, height, width, bands).")
@@ -310,7 +350,7 @@ def run(args) -> dict:
         signature = (tf.TensorSpec((None, *shape[1:]), tf.float32, name="input"),)
         start = time.perf_counter()
         try:
-            proto = convert(signature, args.opset)
+            proto = model.convert(signature, args.opset)
         except Exception as err:
             raise ExportError("conversion_failed", f"{source}: tf2onnx could not convert the "
                               f"model at opset {args.opset} ({type(err).__name__}: "
@@ -328,22 +368,31 @@ def run(args) -> dict:
             onnx.save(proto, str(tmp))
     if args.reference:
         start = time.perf_counter()
-        probe = _probe(args, shape)
-        x = tf.constant(probe)
-        out = call(x).numpy()
-        if out.ndim != 2:
-            raise ExportError("unsupported", f"{source}: the model output has shape {out.shape}; "
-                              "xband needs class scores of shape (batch, classes).")
-        target = int(np.argmax(out.mean(axis=0)))
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            score = tf.reduce_sum(call(x)[:, target])
-        grad = tape.gradient(score, x).numpy()
-
-        with atomic_path(args.reference) as tmp, open(tmp, "wb") as f:
-            np.savez(f, probe=probe, outputs=out, grad=grad, target=target)
+        _write_reference(model, _probe(args, shape), Path(args.reference), source)
         report["reference_seconds"] = time.perf_counter() - start
     return report
+
+
+def _write_reference(model: _Model, probe: np.ndarray, path: Path, source: Path) -> None:
+    """TensorFlow's outputs on the probe, its logits when the final activation is known, and
+    the input gradient of the explained output (the logits, else the outputs) for one class."""
+    import tensorflow as tf
+
+    x = tf.constant(probe)
+    out = model.call(x).numpy()
+    if out.ndim != 2:
+        raise ExportError("unsupported", f"{source}: the model output has shape {out.shape}; "
+                          "xband needs class scores of shape (batch, classes).")
+    explained = model.logits or model.call
+    logits = model.logits(x).numpy() if model.logits else np.empty(0, np.float32)
+    target = int(np.argmax(out.mean(axis=0)))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        score = tf.reduce_sum(explained(x)[:, target])
+    grad = tape.gradient(score, x).numpy()
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, probe=probe, outputs=out, logits=logits, grad=grad, target=target,
+                 final_activation=model.final_activation or "unknown")
 
 
 def _interrupt(signum, frame) -> None:
@@ -355,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("source", help=".keras/.h5 file or SavedModel folder")
     p.add_argument("--format", required=True, choices=["keras", "h5", "savedmodel"])
     p.add_argument("--onnx", required=True, help="ONNX file to write (kept if it exists)")
-    p.add_argument("--reference", help="npz file for probe, outputs, input gradient, target")
+    p.add_argument("--reference", help="npz file for probe, outputs, logits, input gradient, "
+                   "target, final activation")
     p.add_argument("--probe", help=".npy images (N, H, W, C); default: seeded uniform [0, 1)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                    help="probe size when the model accepts any size (default 32 32)")

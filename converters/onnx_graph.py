@@ -84,11 +84,36 @@ def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def strip_final_softmax(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    """Copy of `model` without a final Softmax over the class axis, or None if there is none.
+def inline_constant_identities(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Copy of `model` in which Identity nodes that only rename an initializer are replaced by a
+    copy of it under the new name. torch.onnx.export shares equal weights (the zero biases of an
+    untrained timm ResNet) that way, and onnx2torch needs convolution weights as initializers."""
+    inits = {i.name: i for i in model.graph.initializer}
+    renames = [n for n in model.graph.node if n.op_type == "Identity" and n.input[0] in inits]
+    if not renames:
+        return model
+    model = copy.deepcopy(model)
+    for node in renames:
+        tensor = copy.deepcopy(inits[node.input[0]])
+        tensor.name = node.output[0]
+        model.graph.initializer.append(tensor)
+    names = {n.name for n in renames}
+    kept = [n for n in model.graph.node if not (n.op_type == "Identity" and n.name in names)]
+    model.graph.ClearField("node")
+    model.graph.node.extend(kept)
+    return model
+
+
+FINAL_ACTIVATIONS = {"Softmax": "softmax", "Sigmoid": "sigmoid"}
+
+
+def strip_final_activation(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str] | None:
+    """Copy of `model` without its final Softmax (over the class axis) or Sigmoid, and which of
+    the two it was ("softmax" or "sigmoid"); None if the graph ends in neither.
 
     Follows Identity nodes back from the single output; only a rank-2 (batch, classes) output
-    whose Softmax runs over the last axis is stripped.
+    is stripped, a Softmax only when it runs over the last axis, and neither when its output
+    feeds another node too.
     """
     if len(model.graph.output) != 1:
         return None
@@ -104,22 +129,26 @@ def strip_final_softmax(model: onnx.ModelProto) -> onnx.ModelProto | None:
     if name not in producers:
         return None
     node = nodes[producers[name]]
-    if node.op_type != "Softmax" or node.domain not in ONNX_DOMAINS:
+    kind = FINAL_ACTIVATIONS.get(node.op_type)
+    if kind is None or node.domain not in ONNX_DOMAINS:
         return None
-    axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), None)
-    opset = next((o.version for o in model.opset_import if o.domain in ONNX_DOMAINS), 13)
-    axis = axis if axis is not None else (-1 if opset >= 13 else 1)
-    if axis not in (1, -1):
+    if kind == "softmax" and _softmax_axis(model, node) not in (1, -1):
         return None
     drop = {producers[name], *chain}
     produced = {out for i in drop for out in nodes[i].output}
     if any(set(n.input) & produced for i, n in enumerate(nodes) if i not in drop):
-        return None  # the probabilities feed something else too
+        return None  # the activation's output feeds something else too
     stripped = copy.deepcopy(model)
     stripped.graph.ClearField("node")
     stripped.graph.node.extend(n for i, n in enumerate(nodes) if i not in drop)
     stripped.graph.output[0].name = node.input[0]
-    return stripped
+    return stripped, kind
+
+
+def _softmax_axis(model: onnx.ModelProto, node: onnx.NodeProto) -> int:
+    axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), None)
+    opset = next((o.version for o in model.opset_import if o.domain in ONNX_DOMAINS), 13)
+    return axis if axis is not None else (-1 if opset >= 13 else 1)
 
 
 def detect_layout(model: onnx.ModelProto) -> str | None:

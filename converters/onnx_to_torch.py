@@ -1,4 +1,4 @@
-"""ONNX → PyTorch with onnx2torch: probability and logits modules, layout and sizes."""
+"""ONNX → PyTorch with onnx2torch: output and logits modules, final activation, layout, sizes."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from converters.onnx_graph import (
     detect_layout,
     foreign_ops,
     graph_inputs,
+    inline_constant_identities,
     input_shape,
     make_batch_dynamic,
-    strip_final_softmax,
+    strip_final_activation,
 )
 from xband.errors import XbandError
 from xband.layout import Layout
@@ -32,7 +33,9 @@ class TorchFromOnnx:
     """Converted modules and what the ONNX graph says about the input."""
 
     module: nn.Module  # same function as the ONNX graph
-    logits_module: nn.Module | None  # without the final Softmax, when there is one
+    logits_module: nn.Module | None  # without the final Softmax or Sigmoid, when there is one
+    final_activation: str  # "softmax", "sigmoid" (stripped into logits_module) or "none"
+    logits_graph: onnx.ModelProto  # the graph `logits_module` (or `module`) was converted from
     layout: Layout | None  # None when the graph does not tell
     input_shape: list[int | None]  # with batch axis; None for dynamic dimensions
 
@@ -75,20 +78,22 @@ def _check_converters(model: onnx.ModelProto, path: Path) -> None:
 def onnx_to_torch(model: onnx.ModelProto, path: Path) -> TorchFromOnnx:
     """Convert `model` (checked by `read_onnx`) to eval-mode torch modules for any batch size."""
     _check_converters(model, path)
-    dynamic = make_batch_dynamic(model)
-    stripped = strip_final_softmax(dynamic)
+    dynamic = inline_constant_identities(make_batch_dynamic(model))
+    stripped = strip_final_activation(dynamic)
+    graph, kind = stripped or (dynamic, "none")
     try:
-        net = convert(stripped or dynamic).eval()
+        net = convert(graph).eval()
     except Exception as err:
         raise XbandError(f"{path}: onnx2torch failed to convert the graph ({type(err).__name__}: "
                          f"{str(err)[:300]}). Try exporting with another opset (--opset).") from err
     if stripped is None:
         module, logits = net, None
     else:
-        module, logits = nn.Sequential(net, nn.Softmax(dim=-1)).eval(), net
+        activation = nn.Softmax(dim=-1) if kind == "softmax" else nn.Sigmoid()
+        module, logits = nn.Sequential(net, activation).eval(), net
     shape = input_shape(model) or [None] * 4
     layout = detect_layout(model)
-    return TorchFromOnnx(module, logits, None if layout is None else Layout(layout),
+    return TorchFromOnnx(module, logits, kind, graph, None if layout is None else Layout(layout),
                          [None, *shape[1:]])
 
 

@@ -84,11 +84,11 @@ class OnnxRuntimeForward(nn.Module):
 
 def logits_graph(path: Path) -> bytes:
     """The ONNX graph xband converted, without its final softmax, for any batch size."""
-    from converters.onnx_graph import make_batch_dynamic, strip_final_softmax
+    from converters.onnx_graph import make_batch_dynamic, strip_final_activation
     from converters.onnx_to_torch import read_onnx
 
     dynamic = make_batch_dynamic(read_onnx(path))
-    return (strip_final_softmax(dynamic) or dynamic).SerializeToString()
+    return (strip_final_activation(dynamic) or (dynamic,))[0].SerializeToString()
 
 
 def engines(model, example: torch.Tensor) -> dict[str, nn.Module]:

@@ -2,8 +2,12 @@
 
 For each architecture: build it at 64x64x13 (or its minimum size) in a TensorFlow subprocess,
 save it as .keras, load it with `xband.load_model` (Keras -> ONNX -> torch, fresh cache), and
-record whether it converted, the output max abs diff, the input-gradient relative diff and the
-conversion seconds. Writes a markdown table (default scripts/keras_zoo.md) after every model.
+record whether it converted, the range of its probabilities and logits on the probe, the logits'
+max |diff| relative to their range, the input-gradient relative diff and the conversion seconds.
+Then it breaks the conversion on purpose (the largest weight of the first convolution negated)
+and records whether the fidelity check catches it: with the check of version 0.1 (probabilities,
+1e-4 absolute or 1e-3 x range) and with the current one (logits relative to their range, and
+the input gradient). Writes a markdown table (default scripts/keras_zoo.md) after every model.
 
     python scripts/check_keras_zoo.py [--only NAME ...] [--out scripts/keras_zoo.md]
 """
@@ -11,6 +15,7 @@ conversion seconds. Writes a markdown table (default scripts/keras_zoo.md) after
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -19,9 +24,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
+import torch
+from torch import nn
+
+from converters.cache import export_keras
+from converters.fidelity import torch_outputs
 from xband import load_model
 from xband.errors import XbandError
+from xband.models import keras_fidelity
 
 SIZES = (64, 71, 75, 96, 128, 160, 224, 331)
 HEAVY = ("XLarge", "Large", "Base", "B5", "B6", "B7", "V2M", "V2L", "152", "169", "201")
@@ -72,6 +85,9 @@ def check(name: str, work: Path) -> dict:
     start = time.perf_counter()
     try:
         model = load_model(path, cache_dir=work / "cache", accept_mismatch=True, verbose=False)
+        total = time.perf_counter() - start
+        exp = export_keras(path, "keras", model.sha256, cache_dir=work / "cache")  # cache hit
+        broken = broken_check(model, exp)
     except XbandError as err:
         return {**row, "status": "refused", "message": str(err).replace(str(path), path.name),
                 "total_s": time.perf_counter() - start}
@@ -80,9 +96,27 @@ def check(name: str, work: Path) -> dict:
         shutil.rmtree(work / "cache", ignore_errors=True)
     fid = model.fidelity
     return {**row, "status": "converted" if fid.passed else "mismatch",
-            "max_abs": fid.max_abs_diff, "grad_rel": fid.grad_rel_diff,
-            "convert_s": model.timings.get("keras_to_onnx"),
-            "total_s": time.perf_counter() - start}
+            "prob_range": float(np.ptp(exp.outputs)), "logit_range": fid.output_range,
+            "compared": fid.compared, "rel_diff": fid.rel_diff, "grad_rel": fid.grad_rel_diff,
+            **broken, "convert_s": model.timings.get("keras_to_onnx"), "total_s": total}
+
+
+def broken_check(model, exp) -> dict:
+    """Verdicts, old and new, on a copy of the converted model with one weight changed: the
+    largest-magnitude weight of the first convolution negated."""
+    broken = copy.deepcopy(model)
+    conv = next(m for m in broken.module.modules() if isinstance(m, nn.Conv2d))
+    with torch.no_grad():
+        flat = conv.weight.view(-1)
+        flat[flat.abs().argmax()] *= -1
+    probs = torch_outputs(broken.module, exp.probe).astype(np.float64)
+    max_abs = float(np.abs(probs - exp.outputs).max())
+    old = max_abs <= 1e-4 or max_abs <= 1e-3 * float(np.ptp(exp.outputs))
+    kind = broken.final_activation if broken.logits_module is not None else "none"
+    converted = SimpleNamespace(module=broken.module, logits_module=broken.logits_module,
+                                final_activation=kind)
+    new = keras_fidelity(exp, converted, "probe").passed
+    return {"broken_old": "PASS" if old else "FAIL", "broken_new": "PASS" if new else "FAIL"}
 
 
 def _fmt(value, spec: str) -> str:
@@ -91,14 +125,20 @@ def _fmt(value, spec: str) -> str:
 
 def table(rows: list[dict]) -> str:
     """Markdown table of the rows, then the messages of those that did not convert."""
-    lines = [("| architecture | input | params (M) | status | max abs diff | grad rel diff | "
-              "tf2onnx s | total s |"), "|---|---|---|---|---|---|---|---|"]
+    lines = [("| architecture | input | params (M) | status | probability range | logit range | "
+              "logits max \\|diff\\| / range | grad rel diff | broken copy: 0.1 check | "
+              "broken copy: this check | tf2onnx s | total s |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         params = _fmt(r["params"] and r["params"] / 1e6, ".1f")
         size = f"{r['size']}x{r['size']}x13" if r["size"] else ""
+        compared = "" if r.get("compared") in (None, "logits") else f" ({r['compared']})"
         lines.append(f"| {r['name']} | {size} | {params} | {r['status']} | "
-                     f"{_fmt(r.get('max_abs'), '.1e')} | {_fmt(r.get('grad_rel'), '.1e')} | "
-                     f"{_fmt(r.get('convert_s'), '.1f')} | {_fmt(r.get('total_s'), '.1f')} |")
+                     f"{_fmt(r.get('prob_range'), '.1e')} | {_fmt(r.get('logit_range'), '.1e')} | "
+                     f"{_fmt(r.get('rel_diff'), '.1e')}{compared} | "
+                     f"{_fmt(r.get('grad_rel'), '.1e')} | {r.get('broken_old', '')} | "
+                     f"{r.get('broken_new', '')} | {_fmt(r.get('convert_s'), '.1f')} | "
+                     f"{_fmt(r.get('total_s'), '.1f')} |")
     failed = [r for r in rows if "message" in r]
     if failed:
         lines += ["", "Messages:", ""] + [f"- **{r['name']}**: {r['message']}" for r in failed]
@@ -116,7 +156,11 @@ def main() -> int:
     names = sorted(names, key=lambda n: any(h in n for h in HEAVY))  # small ones first
     rows: list[dict] = []
     header = ("Keras applications → ONNX → PyTorch, `weights=None`, 13 bands, 10 classes, "
-              "probe: 8 uniform [0, 1] images; tolerance 1e-4 absolute or 1e-3 × output range. "
+              "probe: 8 uniform [0, 1] images. Compared with TensorFlow: the logits (the "
+              "network without its final softmax) within 1e-3 × their range, and the input "
+              "gradient of one class's logit within 1e-2 (relative). 'Broken copy': the largest "
+              "weight of the first convolution negated, judged by version 0.1's check "
+              "(probabilities within 1e-4 absolute or 1e-3 × their range) and by this one. "
               "Generated by `scripts/check_keras_zoo.py`.\n\n")
     with tempfile.TemporaryDirectory(prefix="xband-zoo-") as tmp:
         for name in names:

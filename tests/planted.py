@@ -53,3 +53,38 @@ def train_torch(x: np.ndarray, y: np.ndarray, epochs: int = 60, seed: int = 0) -
         nn.functional.cross_entropy(net(xt), yt).backward()
         opt.step()
     return net.eval()
+
+
+ML_PLANTED = {0: 0, 1: 2, 2: 4, 3: 5}  # multi-label: class → its band; two classes per image
+ML_DISTRACTORS = [1, 3]
+
+
+def planted_multilabel(n: int = 240, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, B, H, W) of noise, each with blobs in the bands of two of the four classes
+    (multi-hot labels (N, 4)) and one in a distractor band."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(scale=0.3, size=(n, N_BANDS, SIZE, SIZE)).astype(np.float32)
+    present = np.zeros((n, len(ML_PLANTED)), dtype=np.int64)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    for i in range(n):
+        for c in rng.choice(len(ML_PLANTED), 2, replace=False):
+            cy, cx = rng.uniform(3, SIZE - 3, 2)
+            x[i, ML_PLANTED[c]] += 2.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 6.0)
+            present[i, c] = 1
+        cy, cx = rng.uniform(3, SIZE - 3, 2)
+        x[i, rng.choice(ML_DISTRACTORS)] += 2.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 6.0)
+    return x, present
+
+
+def train_multilabel(x: np.ndarray, present: np.ndarray, epochs: int = 80,
+                     seed: int = 0) -> nn.Module:
+    """A small CNN ending in a sigmoid per class, fitted full-batch with binary cross-entropy."""
+    torch.manual_seed(seed)
+    body = small_cnn(x.shape[1], present.shape[1])
+    opt = torch.optim.Adam(body.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(present).float()
+    for _ in range(epochs):
+        opt.zero_grad()
+        nn.functional.binary_cross_entropy_with_logits(body(xt), yt).backward()
+        opt.step()
+    return nn.Sequential(body, nn.Sigmoid()).eval()

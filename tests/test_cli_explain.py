@@ -77,7 +77,8 @@ BAD_INPUTS = {
     "band names": (lambda x, y: (x, y), ["--bands", "B1,B2,B3"], "3 band names"),
     "not finite": (lambda x, y: (np.where(np.arange(len(x))[:, None, None, None] == 5, np.nan, x),
                                  y), [], "NaN or infinite values"),
-    "empty class": (lambda x, y: (x[y != 2], y[y != 2]), [], "no images of class 'class 2'"),
+    "empty class": (lambda x, y: (x[y != 2], y[y != 2]), [],
+                    "the data holds no images of class 'class 2' (model output 2)"),
     "unknown method": (lambda x, y: (x, y), ["--methods", "saliency,shap"], "unknown method 'shap'"),
     "labels count": (lambda x, y: (x, y[:-1]), [], "labels"),
 }
@@ -225,6 +226,20 @@ def test_class_order_that_fits_far_better_is_named(onnx_model, data, tmp_path, c
                        "--classes", "Water,Crop,Forest,Bare soil") == 0
     accuracy = json.loads((tmp_path / "out2" / "summary.json").read_text())["accuracy"]
     assert accuracy["overall"] > 0.9
+
+
+def test_missing_class_says_which_and_what_to_do(onnx_model, data, tmp_path, capsys):
+    x, y = data
+    code = explain_cli(onnx_model, write_data(tmp_path, x[y != 2], y[y != 2]), tmp_path / "out")
+    err = capsys.readouterr().err
+    assert code == 2 and "no images of class 'class 2' (model output 2)" in err
+    assert "Add images of that class" in err and "--max-images" not in err
+    bad = np.where((y == 2)[:, None, None, None], np.nan, x).astype(np.float32)
+    code = explain_cli(onnx_model, write_data(tmp_path, bad, y, "bad.npz"), tmp_path / "out",
+                       "--skip-bad")
+    err = capsys.readouterr().err
+    assert code == 2 and "every image of class 'class 2' (model output 2) was left out" in err
+    assert "--max-images" not in err
 
 
 def test_unwritable_output_is_refused_before_any_work(onnx_model, data, tmp_path, capsys):

@@ -415,3 +415,83 @@ def test_hdf5_from_r_names_reversed_axes_and_reads_three_axes_as_single_bands(on
         del f["y"]
     with pytest.raises(XbandError, match="3 axes"):
         xband.read_data(three)
+
+
+EUROSAT_DIR = ("ds", "images", "remote_sensing", "otherDatasets", "sentinel_2", "tif")
+
+
+def torchgeo_eurosat(root: Path, per_class: int = 3):
+    """torchgeo's EuroSAT read from a folder laid out as its download unpacks (no download):
+    13-band uint16 GeoTIFFs in class folders, and the test split's list of files."""
+    eurosat = pytest.importorskip("torchgeo.datasets").EuroSAT
+    rng = np.random.default_rng(0)
+    names = []
+    for c, cls in enumerate(["AnnualCrop", "Forest", "River"]):
+        folder = root.joinpath(*EUROSAT_DIR, cls)
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            image = rng.integers(500, 3000, (16, 16, 13)).astype(np.uint16)
+            image[4:12, 4:12, 2 + 3 * c] += 4000  # a bright square in one band per class
+            write_tiff(folder / f"{cls}_{i + 1}.tif", image)
+            names.append(f"{cls}_{i + 1}.jpg")  # the split lists name .jpg files
+    (root / "eurosat-test.txt").write_text("\n".join(names) + "\n")
+    return eurosat(str(root), split="test")
+
+
+def test_torchgeo_eurosat_dataset_and_loader_match_the_folder_reader(tmp_path):
+    dataset = torchgeo_eurosat(tmp_path / "eurosat")
+    assert isinstance(dataset[0], dict) and set(dataset[0]) == {"image", "label"}
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(13, 4, 3), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 3)).eval()
+    from xband import load_model
+
+    model = load_model(net, verbose=False)
+    folder = tmp_path.joinpath("eurosat", *EUROSAT_DIR)
+    runs = [explain(model, source, methods="saliency", sensor="eurosat", progress=False,
+                    n_boot=10)
+            for source in (dataset, torch.utils.data.DataLoader(dataset, batch_size=4), folder)]
+    for result in runs[:2]:
+        assert result.class_names == ["AnnualCrop", "Forest", "River"]  # dataset.classes
+        assert result.band_names[-1] == "B8A"  # torchgeo's order, checked against the preset
+        np.testing.assert_array_equal(result.labels, runs[2].labels)
+        np.testing.assert_allclose(result.scores["saliency"], runs[2].scores["saliency"],
+                                   rtol=1e-6)
+    summary = runs[0].summary
+    assert summary["model"]["final_activation"] == "none"
+    assert summary["model"]["output_space"] == "logits"
+    assert not any("could not be stripped" in note for note in summary["notes"])
+    with pytest.raises(XbandError, match="names its bands .* B8A.*eurosat puts B8A last"):
+        from_torch(dataset, sensor="sentinel2")
+
+
+class DictItems(torch.utils.data.Dataset):
+    """Items as dicts, as torchgeo gives them."""
+
+    def __init__(self, items: list[dict]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def test_dict_items_with_named_keys_multi_hot_labels_and_segmentation_refused():
+    image = torch.rand(N_BANDS, 8, 8)
+    with pytest.raises(XbandError, match="segmentation data set"):
+        from_torch(DictItems([{"image": image, "mask": torch.zeros(8, 8)}]))
+    with pytest.raises(XbandError, match="keys img, y and no 'image'; name the image's key"):
+        from_torch(DictItems([{"img": image, "y": torch.tensor(1)}]))
+    named = from_torch(DictItems([{"img": image, "y": torch.tensor(c)} for c in (1, 0)]),
+                       image_key="img", label_key="y")
+    np.testing.assert_array_equal(named.labels, [1, 0])
+    np.testing.assert_allclose(named.take(np.array([0]))[0], image.numpy())
+    multi = from_torch(DictItems([{"image": image, "label": torch.tensor([0, 1, 1])},
+                                  {"image": image, "label": torch.tensor([1, 0, 0])}]))
+    assert multi.multi_label and multi.labels.tolist() == [[False, True, True],
+                                                            [True, False, False]]
+    unlabelled = from_torch(DictItems([{"image": image}]))
+    assert unlabelled.labels is None

@@ -25,7 +25,7 @@ def as_loaded(net: nn.Module, n_bands: int, n_classes: int) -> LoadedModel:
     return LoadedModel(
         module=nn.Sequential(net, nn.Softmax(dim=1)), logits_module=net,
         layout="channels_first", n_bands=n_bands, n_classes=n_classes, spatial_size=None,
-        ends_with_softmax=True, source_format="torch-module",
+        final_activation="softmax", source_format="torch-module",
     )
 
 

@@ -77,6 +77,12 @@ keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling2D()(L.Conv2D(8, 3)(inp)))).sa
     f"{out}/plain.keras")
 keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling2D()(
     L.Conv2D(8, 3, groups=4, name="grouped")(L.Conv2D(8, 3)(inp))))).save(f"{out}/grouped.keras")
+pooled = L.GlobalAveragePooling2D()(L.Conv2D(8, 3, activation="relu")(inp))
+flat = keras.Model(inp, L.Dense(5, activation="softmax", name="head")(pooled))
+flat.get_layer("head").set_weights([w * 1e-7 for w in flat.get_layer("head").get_weights()])
+flat.save(f"{out}/flat.keras")  # probabilities constant to 1e-8, as untrained MobileNets'
+keras.Model(inp, L.Dense(4, activation="sigmoid")(pooled)).save(f"{out}/sigmoid.keras")
+keras.Model(inp, L.Softmax()(L.Dense(4)(pooled))).save(f"{out}/softmax_layer.keras")
 np.savez(f"{out}/refs.npz", **refs)
 '''
 
@@ -142,7 +148,7 @@ def test_keras_sources_match_tensorflow(name, keras_models, keras_cache):
     refs = np.load(keras_models / "refs.npz")
     stem = name.split(".")[0].split("_")[0]
     x = torch.from_numpy(refs["x"]).requires_grad_(True)
-    out = model(x, output="probabilities")
+    out = model.module(x)  # what the source computes (seq ends in logits, func in a softmax)
     np.testing.assert_allclose(out.detach().numpy(), refs[stem + "_out"], atol=1e-4, rtol=0)
     out[:, 1].sum().backward()
     grad, ref_grad = x.grad.numpy(), refs[stem + "_grad"]
@@ -150,11 +156,15 @@ def test_keras_sources_match_tensorflow(name, keras_models, keras_cache):
     assert (model.layout, model.band_axis, model.n_bands) == ("channels_last", 3, 13)
     assert model.n_classes == (4 if stem == "seq" else 5)
     assert model.spatial_size == (16, 16)
+    assert model.final_activation == ("softmax" if stem == "func" else "none")
     assert model.ends_with_softmax == (stem == "func")
     assert not model.module.training
     fid = model.fidelity
     assert fid.reference == "tensorflow" and fid.passed and fid.max_abs_diff <= 1e-4
     assert fid.grad_rel_diff < 1e-3 and fid.grad_target is not None
+    # TensorFlow gives the logits of a Keras file, not of a SavedModel's serving signature
+    assert fid.compared == ("outputs" if name == "func_savedmodel" else "logits")
+    assert fid.rel_diff < 1e-5
     assert len(model.sha256) == 64
     assert model(images(3, channels_last=True)).shape == (3, model.n_classes)  # other batch size
 
@@ -168,6 +178,47 @@ def test_keras_softmax_is_stripped_to_logits(keras_models, keras_cache):
     assert model.logits_module is not None
     assert not torch.allclose(logits.sum(1), torch.ones(4), atol=1e-3)
     torch.testing.assert_close(torch.softmax(logits, dim=1), probs, atol=1e-6, rtol=0)
+
+
+@pytest.mark.keras
+@needs_tf
+@pytest.mark.parametrize(("name", "kind"), [("sigmoid.keras", "sigmoid"),
+                                            ("softmax_layer.keras", "softmax")])
+def test_keras_final_sigmoid_or_softmax_layer_is_stripped_on_both_sides(name, kind, keras_models,
+                                                                        keras_cache):
+    model = load_model(keras_models / name, cache_dir=keras_cache, verbose=False)
+    assert model.final_activation == kind and model.logits_module is not None
+    fid = model.fidelity
+    assert fid.compared == "logits" and fid.passed and fid.grad_rel_diff < 1e-3
+    x = images(3, channels_last=True)
+    squash = torch.sigmoid if kind == "sigmoid" else lambda z: torch.softmax(z, dim=1)
+    torch.testing.assert_close(squash(model(x)), model.module(x), atol=1e-6, rtol=0)
+
+
+@pytest.mark.keras
+@needs_tf
+def test_broken_conversion_of_saturated_keras_model_fails(keras_models, keras_cache,
+                                                          monkeypatch):
+    import xband.models
+
+    good = load_model(keras_models / "flat.keras", cache_dir=keras_cache, verbose=False)
+    assert good.fidelity.passed and good.fidelity.compared == "logits"
+    real = xband.models.onnx_to_torch
+
+    def broken(*args):
+        converted = real(*args)
+        break_first_conv(converted.module)
+        return converted
+
+    monkeypatch.setattr(xband.models, "onnx_to_torch", broken)
+    with pytest.raises(XbandError, match="logits differ by up to .* x their range"):
+        load_model(keras_models / "flat.keras", cache_dir=keras_cache, verbose=False)
+    bad = load_model(keras_models / "flat.keras", cache_dir=keras_cache, verbose=False,
+                     accept_mismatch=True)
+    assert not bad.fidelity.gradient_passed  # the gradient alone would have caught it too
+    # version 0.1 compared the probabilities: they still agree within 1e-4
+    x = images(4, channels_last=True)
+    assert (bad.module(x) - good.module(x)).abs().max() < 1e-4
 
 
 @pytest.mark.keras
@@ -311,22 +362,81 @@ def test_fidelity_mismatch_is_refused_unless_accepted(tmp_path, monkeypatch, cap
     import xband.models
 
     path = export_onnx(torch_net(), tmp_path / "net.onnx", dynamic=True)
-    real = xband.models._onnxruntime_outputs
-    monkeypatch.setattr(xband.models, "_onnxruntime_outputs", lambda p, x: real(p, x) + 0.01)
+    real = xband.models._onnxruntime
+
+    def shifted(graph, source):  # onnxruntime's logits, 0.01 higher
+        run = real(graph, source)
+        return lambda x: run(x) + 0.01
+
+    monkeypatch.setattr(xband.models, "_onnxruntime", shifted)
     code, _, err = run_cli(["convert", str(path)], capsys)
     assert code == 2
     assert "does not compute the same function" in err and "--accept-mismatch" in err
+    assert "logits differ by up to 0.01" in err
     code, out, _ = run_cli(["convert", str(path), "--accept-mismatch"], capsys)
     assert code == 0 and "MISMATCH ACCEPTED" in out
 
 
-def test_fidelity_tolerance_is_absolute_or_relative_to_range():
+def test_fidelity_tolerance_is_relative_to_the_range():
     ref = np.array([[0.0, 1000.0], [500.0, 2.0]])
     assert compare(ref, ref + 0.5, reference="r", probe="p").passed  # 0.5 <= 1e-3 * 1000
     assert not compare(ref, ref + 2.0, reference="r", probe="p").passed
-    small = np.array([[0.0, 0.01]])
-    assert compare(small, small + 5e-5, reference="r", probe="p").passed  # <= 1e-4 absolute
-    assert not compare(small, small + 5e-4, reference="r", probe="p").passed
+    # near-constant outputs (an untrained MobileNet's logits span 1e-19): a constant fails
+    tiny = np.array([[1e-19, 3e-19], [2e-19, 0.5e-19]])
+    assert compare(tiny, tiny * (1 + 1e-6), reference="r", probe="p").passed
+    assert not compare(tiny, np.full_like(tiny, tiny.mean()), reference="r", probe="p").passed
+    # float32 rounding of large values passes even when the range is smaller than it
+    offset = np.array([[100.0, 100.0 + 1e-5]])
+    assert compare(offset, offset + 5e-5, reference="r", probe="p").passed
+    # the verdict needs the gradient too
+    grad = np.ones((2, 3))
+    assert not compare(ref, ref, reference="r", probe="p", ref_grad=grad, grad=grad * 1.1).passed
+    assert compare(ref, ref, reference="r", probe="p", ref_grad=grad, grad=grad * 1.001).passed
+    zero = compare(ref, ref, reference="r", probe="p", ref_grad=grad, grad=grad * 0)
+    assert not zero.passed and "input gradients differ by 1" in zero.failures()
+
+
+def saturated_net() -> nn.Sequential:
+    """A softmax CNN whose probabilities are constant to 1e-9 (logits within 1e-8), as
+    untrained MobileNets' are: any model within 1e-4 of its outputs passed version 0.1's check."""
+    net = torch_net()
+    with torch.no_grad():
+        net[5].weight.mul_(1e-7)
+        net[5].bias.zero_()
+    return net
+
+
+def break_first_conv(module: nn.Module) -> None:
+    """Negate the largest weight of the first convolution: a broken conversion."""
+    conv = next(m for m in module.modules() if isinstance(m, nn.Conv2d))
+    with torch.no_grad():
+        flat = conv.weight.view(-1)
+        flat[flat.abs().argmax()] *= -1
+
+
+def test_broken_conversion_of_saturated_onnx_model_fails(tmp_path, monkeypatch):
+    import xband.models
+
+    net = saturated_net()
+    path = export_onnx(net, tmp_path / "flat.onnx", dynamic=True)
+    good = load_model(path, verbose=False)
+    assert good.fidelity.passed and good.fidelity.compared == "logits"
+    assert good.fidelity.output_range < 1e-6  # the logits span almost nothing
+    real = xband.models.onnx_to_torch
+
+    def broken(*args):
+        converted = real(*args)
+        break_first_conv(converted.module)
+        return converted
+
+    monkeypatch.setattr(xband.models, "onnx_to_torch", broken)
+    with pytest.raises(XbandError, match="logits differ by up to"):
+        load_model(path, verbose=False)
+    accepted = load_model(path, verbose=False, accept_mismatch=True)
+    assert accepted.fidelity.rel_diff > 1e-2 and accepted.fidelity.accepted_mismatch
+    # what version 0.1 compared: the probabilities still agree within 1e-4
+    x = images(8)
+    assert (accepted.module(x) - net(x)).abs().max() < 1e-8
 
 
 # ------------------------------------------------------------------------------- PyTorch
@@ -351,10 +461,61 @@ def test_torch_module_with_softmax_inside_forward():
             return torch.softmax(self.body(x), dim=1)
 
     model = load_model(Net(), verbose=False)
-    assert model.ends_with_softmax and model.logits_module is None
+    assert model.final_activation == "softmax" and model.logits_module is None
     assert model.network("logits") is model.module
+    assert model.output_space("logits") == "probabilities"
+    assert any("cannot be stripped" in note for note in model.notes)
     plain = load_model(torch_net(softmax=False), verbose=False)
-    assert not plain.ends_with_softmax and plain.logits_module is None
+    assert plain.final_activation == "none" and plain.logits_module is None
+    assert plain.output_space("logits") == "logits" and not plain.notes
+    x = images(2)  # probabilities of a network that ends in logits: xband applies the softmax
+    torch.testing.assert_close(plain(x, output="probabilities"), torch.softmax(plain(x), 1))
+
+
+def test_torch_sigmoid_is_stripped_even_when_nested():
+    body = torch_net(softmax=False)
+    for net in (nn.Sequential(body, nn.Sigmoid()),
+                nn.Sequential(nn.Sequential(body, nn.Sigmoid())).eval()):
+        model = load_model(net, verbose=False)
+        assert model.final_activation == "sigmoid" and model.logits_module is not None
+        x = images(3)
+        torch.testing.assert_close(model(x), body(x))
+        torch.testing.assert_close(model(x, output="probabilities"), torch.sigmoid(body(x)))
+
+    class Inside(nn.Module):  # a sigmoid inside forward: told from the outputs, kept
+        def forward(self, x):
+            return torch.sigmoid(body(x))
+
+    inside = load_model(Inside(), n_bands=13, verbose=False)
+    assert inside.final_activation == "sigmoid" and inside.logits_module is None
+    assert any("sigmoid is inside the network" in note for note in inside.notes)
+
+
+def test_onnx_final_sigmoid_is_stripped_and_compared_as_logits(tmp_path):
+    model = load_model(tiny_onnx(tmp_path / "sig.onnx", "Sigmoid"), verbose=False)
+    assert model.final_activation == "sigmoid" and model.logits_module is not None
+    fid = model.fidelity
+    assert fid.compared == "logits" and fid.passed and fid.grad_reference.startswith("central")
+    x = images(2, size=8)
+    torch.testing.assert_close(torch.sigmoid(model(x)), model.module(x))
+
+
+@pytest.mark.parametrize("route", ["module", "trace", "script", "export"])
+def test_timm_and_torchgeo_models_load_with_logits(route, tmp_path, capsys):
+    timm_models = pytest.importorskip("torchgeo.models")
+    net = timm_models.resnet18(weights=None, in_chans=13, num_classes=10).eval()
+    x = images(2)
+    if route == "trace":
+        torch.jit.save(torch.jit.trace(net, x), str(tmp_path / "net.pt"))
+    elif route == "script":
+        torch.jit.save(torch.jit.script(net), str(tmp_path / "net.pt"))
+    elif route == "export":
+        torch.export.save(torch.export.export(net, (x,)), str(tmp_path / "net.pt2"))
+    source = net if route == "module" else next(tmp_path.iterdir())
+    model = load_model(source, verbose=False)
+    assert model.final_activation == "none" and model.output_space("logits") == "logits"
+    assert not model.notes or route == "export"
+    torch.testing.assert_close(model(images(3)), net(images(3)), atol=1e-5, rtol=1e-5)
 
 
 def test_torch_module_without_conv_needs_n_bands():
@@ -393,6 +554,9 @@ def test_torchscript_cli_writes_checked_onnx(tmp_path, capsys):
     torch.jit.save(torch.jit.trace(net, images(2)), str(tmp_path / "net.pt"))
     code, out, _ = run_cli(["convert", str(tmp_path / "net.pt")], capsys)
     assert code == 0 and (tmp_path / "net.onnx").exists()
+    # the written file's figures against onnxruntime, not "no separate reference"
+    assert "fidelity of the written file vs onnxruntime" in out and "verdict: PASS" in out
+    assert "input gradient of class" in out and "central differences" in out
     session = ort.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
     x = images(3)
     np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0],

@@ -225,8 +225,13 @@ def test_report_is_self_contained_complete_and_escaped():
 
 @pytest.mark.parametrize("model, expected", [
     ({"ends_with_softmax": True, "output_space": "logits"}, "softmax was stripped"),
-    ({"ends_with_softmax": False, "output_space": "logits"}, "has no final softmax"),
+    ({"final_activation": "sigmoid", "output_space": "logits"}, "sigmoid was stripped"),
+    ({"final_activation": "none", "output_space": "logits"}, "raw outputs (logits)"),
     ({"ends_with_softmax": True, "output_space": "probabilities"}, "class probabilities"),
+    ({"final_activation": "sigmoid", "output_space": "probabilities"}, "one sigmoid per label"),
+    ({"final_activation": "none", "output_space": "probabilities"}, "softmax of the model's raw"),
+    ({"final_activation": "none", "output_space": "probabilities", "multi_label": True},
+     "sigmoid of the model's raw"),
 ])
 def test_output_space_statement(model, expected):
     assert expected in report.output_space_statement(model)

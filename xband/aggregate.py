@@ -18,16 +18,31 @@ def shares(scores: np.ndarray) -> np.ndarray:
     return np.divide(scores, total, out=np.zeros_like(scores, dtype=np.float64), where=total > 0)
 
 
+def grouping_keys(labels: np.ndarray | None, predictions: np.ndarray, pairs=None) -> dict:
+    """`importance_table`'s labels, predictions and multi_label for a run's rows: its images, or
+    (multi-label) its (image, label) pairs, whose label is the pair's class and whose prediction
+    is that class where the model predicts it (else -1)."""
+    if pairs is None:
+        return {"labels": labels, "predictions": predictions, "multi_label": False}
+    hit = predictions[pairs.image, pairs.target]
+    return {"labels": None if labels is None else pairs.target,
+            "predictions": np.where(hit, pairs.target, -1), "multi_label": True}
+
+
 def _groupings(
-    labels: np.ndarray | None, predictions: np.ndarray, class_names: list[str]
+    labels: np.ndarray | None, predictions: np.ndarray, class_names: list[str],
+    multi_label: bool = False,
 ) -> Iterator[tuple[str, str, np.ndarray]]:
-    """(grouping, class name, mask) for every grouping of images the table reports."""
+    """(grouping, class name, mask) for every grouping of images the table reports. Multi-label
+    rows are (image, label) pairs: true_class groups the images with a label, correct and
+    misclassified those the model finds or misses it in."""
     groupings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     everyone = np.ones(len(predictions), dtype=bool)
     if labels is not None:
         correct = labels == predictions
         groupings["true_class"] = (labels, everyone)
-    groupings["predicted_class"] = (predictions, everyone)
+    if labels is None or not multi_label:
+        groupings["predicted_class"] = (predictions, everyone)
     if labels is not None:
         groupings["correct"] = (labels, correct)
         groupings["misclassified"] = (labels, ~correct)
@@ -64,19 +79,21 @@ def importance_table(
     n_boot: int = 1000,
     seed: int = 0,
     wavelengths: Sequence[float] | None = None,
+    multi_label: bool = False,
 ) -> pd.DataFrame:
     """The tidy table: one row per method, grouping, class, target and band.
 
-    `scores[m]` is (N, B), or (N, C, B) when every class is a target (`target_mode == "all"`),
-    with NaN rows for images the method did not explain; `wavelengths` (nm, per band) fill the
-    column wavelength_nm (NaN when unknown). `n` counts each method's own images.
+    `scores[m]` is (N, B), or (N, C, B) when every class is a target (`target_mode == "all"`);
+    multi-label, (P, B) for the (image, label) pairs that `grouping_keys` describes. NaN rows
+    are images (pairs) the method did not explain; `wavelengths` (nm, per band) fill the column
+    wavelength_nm (NaN when unknown). `n` counts each method's own images.
     """
     rng = np.random.default_rng(seed)
     n = len(predictions)
     targets = class_names if target_mode == "all" else [f"{target_mode} class"]
     wavelength = np.full(len(band_names), np.nan) if wavelengths is None else np.asarray(wavelengths)
     frames = []
-    for grouping, cls, mask in _groupings(labels, predictions, class_names):
+    for grouping, cls, mask in _groupings(labels, predictions, class_names, multi_label):
         parts = []
         for methods, explained in _explained_together(scores):
             rows = mask & explained

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from xband import aggregate
 from xband.data import ImageSet, batches, scan
 from xband.methods import Method
-from xband.runner import BatchRunner
+from xband.runner import BatchRunner, Pairs
 from xband.sampling import ALL_IMAGES, ClassStop, StoppingRule, sample_until_settled
 
 
@@ -24,11 +24,15 @@ class Candidates:
     read checks and predictions made when first needed."""
 
     def __init__(self, data: ImageSet, indices: np.ndarray, forward: nn.Module, take, *,
-                 skip_bad: bool, checked: np.ndarray, chunk: int):
+                 skip_bad: bool, checked: np.ndarray, chunk: int, threshold: float | None = None):
         self.data, self.indices, self.forward, self.take = data, indices, forward, take
-        self.skip_bad, self.chunk = skip_bad, chunk
+        self.skip_bad, self.chunk, self.threshold = skip_bad, chunk, threshold
         self.labels = None if data.labels is None else data.labels[indices]
-        self.predictions = np.full(len(indices), -1, dtype=np.int64)
+        # the predicted class (-1: not predicted yet), or multi-label (a threshold) the labels
+        # predicted, (P, C) bools
+        self.predictions = (np.full(len(indices), -1, dtype=np.int64) if threshold is None else
+                            np.zeros((len(indices), len(data.class_names)), dtype=bool))
+        self.predicted = np.zeros(len(indices), dtype=bool)
         self.checked = checked.copy()  # (P,) read and checked already
         self.skipped: list[tuple[str, str]] = []
 
@@ -50,10 +54,13 @@ class Candidates:
             good = np.isin(self.indices[unchecked], kept.kept)
             self.checked[unchecked[good]] = True
             positions = positions[~np.isin(positions, unchecked[~good])]
-        unknown = positions[self.predictions[positions] < 0]
+        unknown = positions[~self.predicted[positions]]
         with torch.inference_mode():
             for part in batches(unknown, self.chunk):
-                self.predictions[part] = self.forward(self.take(part)).argmax(dim=1).cpu().numpy()
+                outputs = self.forward(self.take(part))
+                self.predictions[part] = (outputs.argmax(dim=1) if self.threshold is None
+                                          else outputs > self.threshold).cpu().numpy()
+        self.predicted[unknown] = True
         return positions
 
 
@@ -65,17 +72,18 @@ def first_round(orders: dict[int, np.ndarray], rule: StoppingRule, all_images: b
 
 @dataclass
 class MethodResult:
-    """One method's scores over all candidate images (NaN rows where it explained none)."""
+    """One method's scores over all candidate images (NaN rows where it explained none), or
+    multi-label over every (image, label) pair."""
 
-    scores: np.ndarray  # (P, F) or (P, C, F)
+    scores: np.ndarray  # (P, F) or (P, C, F); (pairs, F)
     group_scores: np.ndarray | None
-    maps: dict[int, np.ndarray] | None  # example position → (B, H, W)
+    maps: dict[int, np.ndarray] | None  # example position (pair number) → (B, H, W)
     seconds: float
     stops: dict[int, ClassStop]  # class → why the method stopped taking its images
 
     @property
     def explained(self) -> np.ndarray:
-        """(P,) whether each candidate image was explained."""
+        """(P,) whether each candidate image (each pair, multi-label) was explained."""
         return np.isfinite(self.scores.reshape(len(self.scores), -1)).all(axis=1)
 
 
@@ -120,6 +128,22 @@ def explain_method(method: Method, runner: BatchRunner, candidates: Candidates, 
     bar.close()
     return MethodResult(scores, groups, maps if method.has_maps else None,
                         time.perf_counter() - started, stops)
+
+
+def explain_pairs(method: Method, runner: BatchRunner, candidates: Candidates, pairs: Pairs, *,
+                  examples: np.ndarray, progress: bool) -> MethodResult:
+    """`method`'s scores for every (image, label) pair of a multi-label run, in pair order: a
+    batch of pairs is one call. Every pair is explained (the rounds until settled are for
+    single-label runs); `examples` are pair numbers."""
+    started = time.perf_counter()
+    with tqdm(total=len(pairs), desc=f"{method.label:<28}", unit="pair", disable=not progress,
+              leave=True, dynamic_ncols=True) as bar:
+        run = runner.run(method, np.arange(len(pairs)), known=candidates.known, targets=pairs,
+                         keep_maps=examples, bar=bar)
+    counts = np.bincount(pairs.target, minlength=len(candidates.data.class_names))
+    stops = {int(c): ClassStop(int(counts[c]), ALL_IMAGES, np.nan) for c in np.flatnonzero(counts)}
+    return MethodResult(run.scores, run.group_scores, run.maps, time.perf_counter() - started,
+                        stops)
 
 
 def _own_class(scores: np.ndarray, known: np.ndarray) -> np.ndarray:

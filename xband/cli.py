@@ -74,7 +74,10 @@ def _run_convert(args: argparse.Namespace) -> None:
     out = args.onnx or (None if loaded.source_format == "onnx"
                         else model_path.with_suffix(".onnx"))
     if out is not None:
-        print(f"wrote {write_onnx(loaded, out, opset=args.opset)}")
+        checked = write_onnx(loaded, out, opset=args.opset)
+        if checked is not None:
+            print(checked.summary().replace("fidelity vs", "fidelity of the written file vs", 1))
+        print(f"wrote {out}")
 
 
 def _explain_parser(sub: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
@@ -177,9 +180,7 @@ def _explain_and_save(model, data, config, args: argparse.Namespace) -> None:
     args.written = out
     for note in result.summary["notes"]:
         print(f"note: {note}")
-    accuracy = result.summary["accuracy"]["overall"]
-    if accuracy is not None:
-        print(f"accuracy on these {len(result.indices)} images: {accuracy:.3f}")
+    _print_accuracy(result.summary["accuracy"], len(result.indices))
     print("\n" + result.sampling_text())
     print("\nTop bands per class (consensus = mean rank over methods; then each method's top band):")
     print(result.top_bands().to_string())
@@ -187,6 +188,20 @@ def _explain_and_save(model, data, config, args: argparse.Namespace) -> None:
         print("\nmodel randomisation: the band ranking barely changes with every layer random "
               f"for {', '.join(result.evaluation.flagged)}: these do not explain the model.")
     print(f"\nreport: {out / 'report.html'}")
+
+
+def _print_accuracy(accuracy: dict, n_images: int) -> None:
+    """Accuracy, or per-label precision, recall and F1 (multi-label), when labels are known."""
+    if accuracy.get("multi_label") and accuracy["per_class"]:
+        import pandas as pd
+
+        table = pd.DataFrame({**accuracy["per_class"], "micro average": accuracy["micro"]}).T
+        table["support"] = table["support"].astype(int)
+        print(f"per-label scores on these {n_images} images (exact match "
+              f"{accuracy['exact_match']:.3f}):")
+        print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    elif accuracy["overall"] is not None:
+        print(f"accuracy on these {n_images} images: {accuracy['overall']:.3f}")
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

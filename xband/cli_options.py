@@ -121,9 +121,14 @@ def add_explain_options(p: argparse.ArgumentParser) -> None:
                        "labels), the predicted class (default without), or every class "
                        "(class × class view)")
     group.add_argument("--output-space", choices=OUTPUTS, default="logits",
-                       help="explain logits (default; a final softmax is stripped) or "
-                       "probabilities")
+                       help="explain logits (default; a final softmax or sigmoid is stripped, a "
+                       "network that ends in neither gives logits) or probabilities")
     group.add_argument("--output", dest="output_space", action=Deprecated, new="--output-space")
+    group.add_argument("--multi-label", action="store_true", default=None,
+                       help="explain each image for each of its labels, with per-label "
+                       "precision, recall and F1 (default when the network ends in a sigmoid or "
+                       "the labels name several classes per image: ';'-separated names in the "
+                       "CSV, or a multi-hot 'y')")
     group.add_argument("--baseline", choices=BASELINES, default="mean",
                        help="value of a removed band: its mean over the data (default) or zero")
     group.add_argument("--max-images", type=int, metavar="N",
@@ -133,11 +138,13 @@ def add_explain_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--all-images", action="store_true",
                        help="explain every image; by default each class's images are explained "
                        "in rounds, in a seeded random order, until its top 3 bands are settled "
-                       "(a bootstrap chance below 5%% that they change, at least 30 images)")
+                       "(a bootstrap chance below 5%% that they change, at least 30 images); "
+                       "a multi-label run explains every (image, label) pair")
     group.add_argument("--budget", metavar="TIME",
                        help="time for the methods together, e.g. 90s, 5m, 1.5h: each method "
                        "gets an equal share (unused time passes on), takes the form that fits "
-                       "(sampled Shapley values) and stops when its share is spent")
+                       "(sampled Shapley values) and stops when its share is spent "
+                       "(single-label runs)")
     group.add_argument("--examples-per-class", type=int, default=2, metavar="K",
                        help="images per class kept whole for per-band maps (default 2)")
     group.add_argument("--accept-low-accuracy", action="store_true",
@@ -257,7 +264,8 @@ def run_config(args: argparse.Namespace):
         all_images=args.all_images, budget=args.budget,
         examples_per_class=args.examples_per_class, batch_size=args.batch_size,
         device=args.device, tuned=not args.untuned, skip_bad=getattr(args, "skip_bad", False),
-        accept_low_accuracy=args.accept_low_accuracy)
+        accept_low_accuracy=args.accept_low_accuracy,
+        multi_label=getattr(args, "multi_label", None))
 
 
 def check_arguments(args: argparse.Namespace) -> dict:

@@ -39,8 +39,8 @@ class RunConfig:
 
     methods: the configured methods, in report order. target: the class whose output is
     explained: "true" (the label), "predicted", "all" (every class), or None (the label when
-    labels are known, else the predicted class). output: "logits" (a final softmax stripped when
-    possible) or "probabilities". baseline: what a removed band becomes: "mean" (its mean over
+    labels are known, else the predicted class). output: "logits" (a final softmax or sigmoid
+    stripped when possible) or "probabilities". baseline: what a removed band becomes: "mean" (its mean over
     the data), "zero", or one value per band. max_images / max_per_class: explain a seeded,
     stratified subset. examples_per_class: images kept whole for per-band maps. tuned: run the
     speed-ups that keep the numbers (xband.forward). skip_bad: leave out unreadable images and
@@ -50,6 +50,9 @@ class RunConfig:
     budget: seconds the methods may take together ("5m" and the like in `build`), shared
     equally, unused time passing on. accept_low_accuracy: go on when the predictions fit the
     labels far better under another class order (otherwise the run stops naming that order).
+    multi_label: explain each image for each of its positive labels (a final sigmoid, several
+    labels per image); None decides from the model and the labels. A multi-label run explains
+    every (image, label) pair (all_images): the sampling and the budget are single-label.
     """
 
     methods: tuple[Method, ...]
@@ -69,6 +72,7 @@ class RunConfig:
     budget: float | None = None
     stopping: StoppingRule = StoppingRule()
     accept_low_accuracy: bool = False
+    multi_label: bool | None = None
 
     def __post_init__(self) -> None:
         fix = object.__setattr__
@@ -90,6 +94,8 @@ class RunConfig:
         fix(self, "seed", whole_number(self.seed, "seed", minimum=0))
         fix(self, "n_boot", whole_number(self.n_boot, "n_boot"))
         fix(self, "budget", parse_budget(self.budget))
+        if self.multi_label is not None and not isinstance(self.multi_label, bool | np.bool_):
+            raise XbandError(f"multi_label must be True, False or None, not {self.multi_label!r}.")
         if not self.methods:
             raise XbandError("no method given.")
 
@@ -108,6 +114,30 @@ class RunConfig:
                              ", or 'y' in the .npz) or explain the predicted class (target "
                              "'predicted').")
         return self
+
+    def with_multi_label_for(self, final_activation: str, multi_hot: bool) -> RunConfig:
+        """The configuration with multi-label decided: asked for, or a final sigmoid, or labels
+        with several classes per image. A multi-label run explains every (image, label) pair
+        (`all_images`): the rounds until settled, and so the budget, are per single class."""
+        multi = self.multi_label
+        if multi is None:
+            multi = final_activation == "sigmoid" or multi_hot
+        elif not multi and multi_hot:
+            raise XbandError("the labels name several classes per image, but multi_label is "
+                             "False: give one label per image, or explain as multi-label.")
+        if multi and self.target == "all":
+            raise XbandError("target 'all' (every class for every image) is for single-label "
+                             "models; a multi-label model is explained for each image's labels "
+                             "(target 'true') or its predicted labels (target 'predicted').")
+        if multi and self.budget is not None:
+            raise XbandError(
+                f"{option('budget', '--budget')} applies to single-label runs, whose classes take "
+                "images in rounds until their top bands are settled; a multi-label run explains "
+                "every (image, label) pair. Leave out the budget and limit the images with "
+                f"{option('max_images', '--max-images')} or "
+                f"{option('max_per_class', '--max-per-class')}.")
+        return dataclasses.replace(self, multi_label=bool(multi),
+                                   all_images=self.all_images or bool(multi))
 
     def method(self, name: str) -> Method:
         return next(m for m in self.methods if m.name == name)
@@ -129,4 +159,5 @@ class RunConfig:
             "all_images": self.all_images,
             "budget_s": self.budget,
             "accept_low_accuracy": self.accept_low_accuracy,
+            "multi_label": self.multi_label,
         }

@@ -80,20 +80,20 @@ def fit_budget(methods: tuple[Method, ...], n_features: int, seconds_per_pass: d
 
 
 def estimate_lines(costs: list[MethodCost], first_round: int, n_classes: int,
-                   n_images: int) -> list[str]:
+                   n_images: int, unit: str = "images") -> list[str]:
     """The cost estimate as printed before the run: per method and in total, for the first
-    round and for every image."""
+    round and for every image (every item of `unit`: multi-label runs count pairs)."""
     first = min(first_round * n_classes, n_images)
-    lines = [f"estimated time (measured pass speed × passes per image × images; first round "
-             f"{first} images, all {n_images}):"]
+    lines = [f"estimated time (measured pass speed × passes per image × {unit}; first round "
+             f"{first} {unit}, all {n_images}):"]
     for cost in costs:
         lines.append(f"  {cost.method:<22} {cost.passes_per_image:>6} passes/image  "
                      f"{_duration(cost.seconds(first)):>9} first round  "
-                     f"{_duration(cost.seconds(n_images)):>9} all images")
+                     f"{_duration(cost.seconds(n_images)):>9} all {unit}")
     total_first = sum(c.seconds(first) for c in costs)
     total_all = sum(c.seconds(n_images) for c in costs)
     lines.append(f"  {'total':<22} {'':>6}                {_duration(total_first):>9} first round  "
-                 f"{_duration(total_all):>9} all images")
+                 f"{_duration(total_all):>9} all {unit}")
     return lines
 
 

@@ -144,7 +144,9 @@ class ImageSet:
     """
 
     images: ImageSource
-    labels: np.ndarray | None  # (N,) class positions, in `class_names` order
+    # (N,) class positions in `class_names` order, or (N, C) bools: the labels present in each
+    # image (multi-label)
+    labels: np.ndarray | None
     band_names: tuple[str, ...] | None  # None: not given; defaults once the band count is known
     class_names: tuple[str, ...] | None  # None: not given; "class i" for each model output
     layout: Layout | None  # band axis of `images`; None: decided with the model
@@ -162,6 +164,17 @@ class ImageSet:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether the labels are multi-hot: several classes per image."""
+        return self.labels is not None and self.labels.ndim == 2
+
+    def as_multi_label(self, n_classes: int) -> ImageSet:
+        """This set with its labels multi-hot (N, C): one label per image becomes one column."""
+        if self.labels is None or self.multi_label:
+            return self
+        return dataclasses.replace(self, labels=np.eye(n_classes, dtype=bool)[self.labels])
 
     @property
     def n_bands(self) -> int:
@@ -243,7 +256,13 @@ class ImageSet:
                 f"has {model.n_classes} outputs. Give one name per model output, in output order "
                 "(classes= in Python, --classes on the command line)."
             )
-        if data.labels is not None:
+        if data.multi_label and data.labels.shape[1] != model.n_classes:
+            raise XbandError(
+                f"{data.source}: the multi-hot labels have {data.labels.shape[1]} columns but the "
+                f"model has {model.n_classes} outputs. Give one column per model output, in "
+                "output order."
+            )
+        if data.labels is not None and not data.multi_label:
             bad = np.flatnonzero(data.labels >= model.n_classes)
             if len(bad):
                 raise XbandError(
@@ -304,7 +323,8 @@ def image_set(
     """Images and labels as one checked `ImageSet`; no model needed.
 
     images: (N, H, W, B) or (N, B, H, W), an array or any `ImageSource` (read lazily); one image
-    of 3 axes is a set of one. labels: class positions (whole numbers from 0) or class names.
+    of 3 axes is a set of one. labels: class positions (whole numbers from 0), class names, or,
+    several per image (multi-label), class names joined by ';' or an (N, C) 0/1 matrix.
     bands: band names in file order; sensor: a preset name (band names, wavelengths, spectral
     groups; `xband sensors` lists them); band_groups: {group: [band names]}, the bands no group
     names forming 'other'. classes: class names in the model's output order (default: sorted
@@ -521,39 +541,32 @@ def _class_names(names: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+LabelInfo = tuple[np.ndarray | None, tuple[str, ...] | None, str, list[str]]
+
+
 def _labels(labels, n_images: int, class_names: tuple[str, ...] | None, source: str,
-            origin: str) -> tuple[np.ndarray | None, tuple[str, ...] | None, str, list[str]]:
-    """Labels as class positions, the class names (from text labels when not given), where the
-    names came from, and a note when xband chose the class order."""
+            origin: str) -> LabelInfo:
+    """Labels as class positions (N,) or as a multi-hot (N, C) bool matrix, the class names
+    (from text labels when not given), where the names came from, and a note when xband chose
+    the class order."""
     if labels is None:
         return None, class_names, origin, []
-    labels = np.asarray(labels).reshape(-1)
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[0] == n_images and labels.shape[1] > 1:
+        return _multi_hot(labels, class_names, source), class_names, origin, []
+    labels = labels.reshape(-1)
     if len(labels) != n_images:
         raise XbandError(f"{source}: {n_images} images but {len(labels)} labels. Give one label "
                          "per image.")
     if labels.dtype.kind in "USO":
-        labels = labels.astype(str)
-        notes = []
-        if class_names is None:
-            class_names = tuple(sorted(set(labels.tolist())))
-            origin = "from the labels, sorted" if origin == "given" else origin
-            if origin == "from the labels, sorted":
-                notes.append(f"classes from the labels, sorted: {', '.join(class_names)} (give "
-                             "classes= / --classes if the model's outputs are in another order)")
-        lookup = {name: i for i, name in enumerate(class_names)}
-        unknown = sorted(set(labels.tolist()) - set(lookup))
-        if unknown:
-            first = int(np.flatnonzero(labels == unknown[0])[0])
-            also = f"; also {', '.join(map(repr, unknown[1:5]))}" if len(unknown) > 1 else ""
-            head = (f"{source}: label {unknown[0]!r} (image {first}{also}) is not among the class "
-                    f"names ({', '.join(class_names)}). Give the class names in the model's "
-                    "output order")
-            raise XbandError(head + " (classes=).", cli=head + " with --classes.")
-        return np.array([lookup[v] for v in labels.tolist()], dtype=np.int64), class_names, \
-            origin, notes
+        return _text_labels(labels.astype(str), class_names, source, origin)
     if labels.dtype.kind not in "biuf":
         raise XbandError(f"{source}: labels of type {labels.dtype} are neither class numbers nor "
                          "class names.")
+    return _class_numbers(labels, source), class_names, origin, []
+
+
+def _class_numbers(labels: np.ndarray, source: str) -> np.ndarray:
     if labels.dtype.kind == "f":
         bad = np.flatnonzero(~np.isfinite(labels) | (np.mod(labels, 1) != 0))
         if len(bad):
@@ -564,7 +577,52 @@ def _labels(labels, n_images: int, class_names: tuple[str, ...] | None, source: 
     if len(bad):
         raise XbandError(f"{source}: label {labels[bad[0]]} (image {bad[0]}) is negative. Map "
                          "labels to the model's output order (0-based).")
-    return labels, class_names, origin, []
+    return labels
+
+
+def _multi_hot(labels: np.ndarray, class_names: tuple[str, ...] | None,
+               source: str) -> np.ndarray:
+    """An (N, C) matrix of 0/1 (labels present) as bools, checked."""
+    if labels.dtype.kind not in "biuf" or not np.isin(labels, (0, 1)).all():
+        raise XbandError(f"{source}: labels of shape {labels.shape} are read as multi-hot (one "
+                         "column per class, 1 where the label is present) but hold values other "
+                         "than 0 and 1. Give 0/1 columns, or one class per image.")
+    if class_names is not None and len(class_names) != labels.shape[1]:
+        raise XbandError(f"{source}: the multi-hot labels have {labels.shape[1]} columns but "
+                         f"{len(class_names)} class names are given. Give one name per column.")
+    return labels.astype(bool)
+
+
+def _text_labels(labels: np.ndarray, class_names: tuple[str, ...] | None, source: str,
+                 origin: str) -> LabelInfo:
+    """Class names, one per image or several joined by ';' (multi-label), as positions or as a
+    multi-hot matrix."""
+    multi = any(";" in text for text in labels.tolist())
+    sets = [[name.strip() for name in text.split(";") if name.strip()] if multi else [text]
+            for text in labels.tolist()]
+    notes = []
+    if class_names is None:
+        class_names = tuple(sorted({name for names in sets for name in names}))
+        origin = "from the labels, sorted" if origin == "given" else origin
+        if origin == "from the labels, sorted":
+            notes.append(f"classes from the labels, sorted: {', '.join(class_names)} (give "
+                         "classes= / --classes if the model's outputs are in another order)")
+    lookup = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted({name for names in sets for name in names} - set(lookup))
+    if unknown:
+        first = next(i for i, names in enumerate(sets) if unknown[0] in names)
+        also = f"; also {', '.join(map(repr, unknown[1:5]))}" if len(unknown) > 1 else ""
+        head = (f"{source}: label {unknown[0]!r} (image {first}{also}) is not among the class "
+                f"names ({', '.join(class_names)}). Give the class names in the model's "
+                "output order")
+        raise XbandError(head + " (classes=).", cli=head + " with --classes.")
+    if not multi:
+        return np.array([lookup[names[0]] for names in sets], dtype=np.int64), class_names, \
+            origin, notes
+    present = np.zeros((len(sets), len(class_names)), dtype=bool)
+    for row, names in enumerate(sets):
+        present[row, [lookup[name] for name in names]] = True
+    return present, class_names, origin, notes
 
 
 @dataclass
@@ -667,7 +725,10 @@ def _value_problems(data: ImageSet, raw: np.ndarray) -> dict[int, str]:
 def stratified_subset(labels: np.ndarray | None, n_images: int, max_images: int | None,
                       seed: int, max_per_class: int | None = None) -> np.ndarray:
     """Indices of at most `max_per_class` images per class (seeded), then of at most `max_images`
-    drawn per class in proportion; sorted."""
+    drawn per class in proportion; sorted. Multi-hot labels: a class's images are those with
+    its label, and each image counts once."""
+    if labels is not None and labels.ndim == 2:
+        return _multi_label_subset(labels, n_images, max_images, seed, max_per_class)
     rng = np.random.default_rng(seed)
     pool = np.arange(n_images)
     if max_per_class is not None:
@@ -688,3 +749,26 @@ def stratified_subset(labels: np.ndarray | None, n_images: int, max_images: int 
         members = pool[labels[pool] == cls]
         picked.append(rng.choice(members, min(q, len(members)), replace=False))
     return np.sort(np.concatenate(picked))
+
+
+def _multi_label_subset(present: np.ndarray, n_images: int, max_images: int | None, seed: int,
+                        max_per_class: int | None) -> np.ndarray:
+    """`stratified_subset` for multi-hot labels: rarest class first, each class's images drawn
+    (seeded) until it has `max_per_class` of them among those picked; then at most `max_images`
+    of those, one image of every class first, the rest drawn at random."""
+    rng = np.random.default_rng(seed)
+    pool = np.arange(n_images)
+    if max_per_class is not None:
+        chosen = np.zeros(n_images, dtype=bool)
+        for c in np.argsort(present.sum(axis=0), kind="stable"):
+            members = rng.permutation(np.flatnonzero(present[:, c] & ~chosen))
+            missing = max(0, max_per_class - int((present[:, c] & chosen).sum()))
+            chosen[members[:missing]] = True
+        pool = np.flatnonzero(chosen)
+    if max_images is None or max_images >= len(pool):
+        return pool
+    first = [rng.choice(pool[present[pool, c]]) for c in range(present.shape[1])
+             if present[pool, c].any()]
+    first = np.unique(first)[:max_images]
+    rest = rng.permutation(np.setdiff1d(pool, first))[:max_images - len(first)]
+    return np.sort(np.concatenate([first, rest]).astype(np.int64))

@@ -68,3 +68,24 @@ def demo_data(n_per_class: int = 60, seed: int = 1) -> tuple[np.ndarray, np.ndar
     x[np.arange(n), distractor] += BLOB_HEIGHT * _blobs(rng, n, IMAGE_SIZE)
     order = rng.permutation(n)
     return np.moveaxis(x[order], 1, 3).copy(), labels[order]
+
+
+def demo_multilabel_data(n: int = 200, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-label patches, channels-first (N, 13, 32, 32) as a PyTorch model takes them, and
+    multi-hot labels (N, 5): each image carries the blobs of one to three classes (each in its
+    class's planted band(s), at its own place), as a BigEarthNet patch carries several labels,
+    and one distractor blob."""
+    rng = np.random.default_rng(seed)
+    noise = _smooth_noise(rng, n, IMAGE_SIZE)
+    x = BAND_LEVEL[None, :, None, None] + BAND_SPREAD[None, :, None, None] * noise
+    present = np.zeros((n, len(CLASS_NAMES)), dtype=np.int64)
+    for i, count in enumerate(rng.integers(1, 4, size=n)):
+        present[i, rng.choice(len(CLASS_NAMES), count, replace=False)] = 1
+    for c, name in enumerate(CLASS_NAMES):
+        members = np.flatnonzero(present[:, c])
+        blob = _blobs(rng, len(members), IMAGE_SIZE)
+        for band in PLANTED[name]:
+            x[members, BAND_NAMES.index(band)] += BLOB_HEIGHT * blob
+    distractor = rng.choice([BAND_NAMES.index(b) for b in DISTRACTORS], size=n)
+    x[np.arange(n), distractor] += BLOB_HEIGHT * _blobs(rng, n, IMAGE_SIZE)
+    return x.astype(np.float32), present

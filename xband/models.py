@@ -11,6 +11,7 @@ import shutil
 import time
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -20,19 +21,23 @@ from xband.imports import keep_triton_out
 keep_triton_out()  # before torch and onnx2torch: TensorFlow may have been imported after xband
 
 import numpy as np  # noqa: E402
+import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from converters.cache import content_hash, export_keras  # noqa: E402
 from converters.fidelity import (  # noqa: E402
+    TOLERANCE_SLOPE,
     Fidelity,
     compare,
+    directional_slopes,
     enforce,
     input_gradient,
     torch_outputs,
 )
 from converters.keras_export import DEFAULT_SPATIAL, PROBE_N, default_probe  # noqa: E402
+from converters.onnx_graph import strip_final_activation  # noqa: E402
 from converters.onnx_to_torch import onnx_to_torch, read_onnx, torch_to_onnx  # noqa: E402
 from xband.data import image_set  # noqa: E402
 from xband.errors import XbandError, option  # noqa: E402
@@ -41,20 +46,22 @@ from xband.layout import Layout  # noqa: E402
 from xband.methods._base import whole_number  # noqa: E402
 
 Output = Literal["logits", "probabilities"]
+ACTIVATIONS = ("softmax", "sigmoid", "none")  # what a network can end in, as xband tells
 
 
 @dataclass
 class LoadedModel:
     """A classifier as a torch module in eval mode, with what xband needs to know about it."""
 
-    module: nn.Module  # computes what the source computes (probabilities if it ends in softmax)
-    # same network without its final softmax; None if not strippable
+    module: nn.Module  # computes what the source computes
+    # the same network without its final softmax or sigmoid; None if it ends in neither, or
+    # if the activation cannot be stripped (inside a module's forward, say)
     logits_module: nn.Module | None
     layout: Layout
     n_bands: int
     n_classes: int
     spatial_size: tuple[int, int] | None
-    ends_with_softmax: bool
+    final_activation: str  # "softmax", "sigmoid" or "none" (the outputs are logits)
     # "keras", "h5", "savedmodel", "onnx", "torch-module", "torchscript", "torch-export",
     # "torch-pickle"
     source_format: str
@@ -67,27 +74,52 @@ class LoadedModel:
 
     def __post_init__(self) -> None:
         self.layout = Layout.parse(self.layout, "layout")
+        if self.final_activation not in ACTIVATIONS:
+            raise ValueError(f"final_activation must be one of {ACTIVATIONS}")
+
+    @property
+    def ends_with_softmax(self) -> bool:
+        return self.final_activation == "softmax"
 
     def summary(self) -> str:
         """What was loaded, notes, and the fidelity figures."""
         size = "any size" if self.spatial_size is None else "x".join(map(str, self.spatial_size))
         head = (f"{self.source_path or 'module'}: {self.source_format}, {self.layout} "
                 f"(bands on axis {self.band_axis}), {self.n_bands} bands, {self.n_classes} "
-                f"classes, input {size}, ends with softmax: {self.ends_with_softmax}"
-                + (" (logits available)" if self.logits_module is not None else ""))
+                f"classes, input {size}; {self.activation_statement()}")
         return "\n".join([head, *self.notes, *([self.fidelity.summary()] if self.fidelity else [])])
+
+    def activation_statement(self) -> str:
+        """What the network ends in and what xband explains, in a few words."""
+        if self.final_activation == "none":
+            return "ends without softmax or sigmoid: its outputs are logits"
+        if self.logits_module is not None:
+            return f"ends with a {self.final_activation}, stripped to explain logits"
+        return (f"ends with a {self.final_activation} that cannot be stripped: "
+                "scores are for probabilities")
 
     @property
     def band_axis(self) -> int:
         """Axis of the bands in a batch laid out as the model expects."""
         return self.layout.band_axis
 
-    def network(self, output: Output = "logits") -> nn.Module:
-        """The module giving `output`; logits fall back to probabilities if no softmax can be
-        stripped."""
-        if output == "logits" and self.logits_module is not None:
-            return self.logits_module
-        return self.module
+    def output_space(self, output: Output = "logits") -> str:
+        """What `network(output)` gives: "logits", or "probabilities" when asked for or when a
+        final activation cannot be stripped."""
+        if output == "logits" and (self.logits_module is not None
+                                   or self.final_activation == "none"):
+            return "logits"
+        return "probabilities"
+
+    def network(self, output: Output = "logits", multi_label: bool = False) -> nn.Module:
+        """The module giving `output`. Logits fall back to probabilities when the final
+        activation cannot be stripped; probabilities of a network that ends in logits are its
+        softmax (its sigmoid for a multi-label model), appended here."""
+        if output == "logits":
+            return self.logits_module if self.logits_module is not None else self.module
+        if self.final_activation != "none":
+            return self.module
+        return nn.Sequential(self.module, nn.Sigmoid() if multi_label else nn.Softmax(dim=-1))
 
     def __call__(self, x: torch.Tensor, output: Output = "logits") -> torch.Tensor:
         return self.network(output)(x)
@@ -261,8 +293,51 @@ def _check_batch_sizes(module: nn.Module, probe: np.ndarray, source: str) -> np.
     return out
 
 
-def _is_probabilities(out: np.ndarray) -> bool:
-    return bool(out.min() >= 0 and np.allclose(out.sum(axis=1), 1, atol=1e-5))
+def _activation_from_outputs(out: np.ndarray) -> str:
+    """What a network ends in, told from its outputs when its structure does not say: rows of
+    non-negative values summing to 1 (softmax), values within [0, 1] (sigmoid), else none."""
+    if out.min() >= 0 and np.allclose(out.sum(axis=1), 1, atol=1e-5):
+        return "softmax"
+    if out.min() >= 0 and out.max() <= 1:
+        return "sigmoid"
+    return "none"
+
+
+def _unstrippable_note(kind: str) -> str:
+    return (f"final activation: the outputs look like {kind} outputs (told from the outputs: the "
+            f"{kind} is inside the network and cannot be stripped), so scores are for "
+            "probabilities; build the network to end in nn.Softmax/nn.Sigmoid inside an "
+            "nn.Sequential (or in the ONNX graph) to explain logits")
+
+
+def _final(conv_kind: str, out: np.ndarray) -> tuple[str, list[str]]:
+    """The final activation (stripped `conv_kind`, else told from the outputs) and its note."""
+    if conv_kind != "none":
+        return conv_kind, []
+    kind = _activation_from_outputs(out)
+    return kind, [] if kind == "none" else [_unstrippable_note(kind)]
+
+
+def _probe_description(req: _Request, n: int) -> str:
+    return (f"user data ({n} images)" if req.probe is not None
+            else f"random uniform [0, 1] ({n} images)")
+
+
+def keras_fidelity(exp, conv, probe_desc: str) -> Fidelity:
+    """Torch against TensorFlow: logits and their input gradient when both sides stripped the
+    same final activation (or neither has one), else the outputs and their gradient."""
+    same = exp.final_activation == conv.final_activation
+    explained = conv.logits_module if same and conv.logits_module is not None else conv.module
+    if same:
+        ref, compared = (exp.outputs if exp.logits is None else exp.logits), "logits"
+    else:
+        ref, compared = exp.outputs, "outputs"
+    # TensorFlow's gradient is of its logits when it knows the activation, else of its outputs
+    grad_matches = same or exp.final_activation is None or exp.final_activation == "none"
+    grad = input_gradient(explained, exp.probe, exp.target) if grad_matches else None
+    return compare(ref, torch_outputs(explained, exp.probe), reference="tensorflow",
+                   probe=probe_desc, compared=compared, ref_grad=exp.grad, grad=grad,
+                   target=exp.target)
 
 
 def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
@@ -277,11 +352,7 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
     layout = req.layout or conv.layout or Layout.CHANNELS_LAST
     n_bands = exp.probe.shape[layout.band_axis]
     out = _check_batch_sizes(conv.module, exp.probe, str(path))
-    grad = input_gradient(conv.module, exp.probe, exp.target)
-    probe_desc = (f"user data ({len(exp.probe)} images)" if req.probe is not None
-                  else f"random uniform [0, 1] ({len(exp.probe)} images)")
-    fid = compare(exp.outputs, out, reference="tensorflow", probe=probe_desc, ref_grad=exp.grad,
-                  grad=grad, target=exp.target)
+    fid = keras_fidelity(exp, conv, _probe_description(req, len(exp.probe)))
     enforce(fid, str(path), req.accept_mismatch)
     if exp.cache_hit:
         notes = [f"Keras->ONNX: cache hit ({exp.onnx_path})"]
@@ -289,10 +360,10 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
         notes = [f"Keras->ONNX: converted, cached at {exp.onnx_path}"]
     if exp.convert_seconds is not None:
         timings["keras_to_onnx"] = exp.convert_seconds
+    kind, activation_notes = _final(conv.final_activation, out)
     return LoadedModel(conv.module, conv.logits_module, layout, n_bands, out.shape[1],
-                       _spatial(conv.input_shape, layout), conv.logits_module is not None
-                       or _is_probabilities(out), fmt, str(path), sha, fid, str(exp.onnx_path),
-                       notes, timings)
+                       _spatial(conv.input_shape, layout), kind, fmt, str(path), sha, fid,
+                       str(exp.onnx_path), notes + activation_notes, timings)
 
 
 def _spatial(shape: list[int | None], layout: Layout) -> tuple[int, int] | None:
@@ -320,30 +391,56 @@ def _from_onnx(path: Path, req: _Request) -> LoadedModel:
     spatial = _spatial(conv.input_shape, layout)
     probe, probe_desc = _make_probe(req, layout, n_bands, spatial, str(path))
     out = _check_batch_sizes(conv.module, probe, str(path))
-    fid = compare(_onnxruntime_outputs(path, probe), out, reference="onnxruntime",
-                  probe=probe_desc)
+    fid = onnx_fidelity(conv.logits_graph.SerializeToString(),
+                        conv.module if conv.logits_module is None else conv.logits_module,
+                        probe, reference="onnxruntime", probe_desc=probe_desc, source=str(path))
     enforce(fid, str(path), req.accept_mismatch)
+    kind, notes = _final(conv.final_activation, out)
     return LoadedModel(conv.module, conv.logits_module, layout, n_bands, out.shape[1], spatial,
-                       conv.logits_module is not None or _is_probabilities(out), "onnx",
-                       str(path), sha, fid, str(path), [], timings)
+                       kind, "onnx", str(path), sha, fid, str(path), notes, timings)
 
 
-def _onnxruntime_outputs(path: Path, x: np.ndarray) -> np.ndarray:
-    """The ONNX file run by onnxruntime (in chunks, padded, if its batch size is fixed)."""
+def onnx_fidelity(graph: bytes, module: nn.Module, probe: np.ndarray, *, reference: str,
+                  probe_desc: str, source: str) -> Fidelity:
+    """`module` against onnxruntime running `graph` (both without the final activation when it
+    was stripped): outputs relative to their range, and the input gradient along one seeded
+    random direction per image, by central differences in onnxruntime (it has no gradients)."""
+    run = _onnxruntime(graph, source)
+    ref = run(probe)
+    target = int(np.argmax(ref.mean(axis=0)))
+    ref_slopes, slopes = directional_slopes(run, module, probe, target)
+    return compare(ref, torch_outputs(module, probe), reference=reference, probe=probe_desc,
+                   compared="logits", ref_grad=ref_slopes, grad=slopes, target=target,
+                   grad_reference="central differences in onnxruntime",
+                   tolerance_grad=TOLERANCE_SLOPE)
+
+
+def _onnxruntime(graph: bytes, source: str) -> Callable[[np.ndarray], np.ndarray]:
+    """An ONNX graph run by onnxruntime (in chunks, padded, if its batch size is fixed)."""
+
+    def fail(err: Exception) -> XbandError:
+        return XbandError(f"{source}: onnxruntime, the reference for the fidelity check, cannot "
+                          f"run this file ({str(err).strip()[-300:]}); re-export it with an "
+                          "older opset or IR version.")
 
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        inp = session.get_inputs()[0]
+        session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise fail(err) from err
+    inp = session.get_inputs()[0]
+
+    def run(x: np.ndarray) -> np.ndarray:
         batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else len(x)
         pad = -len(x) % batch
         padded = np.concatenate([x, np.repeat(x[:1], pad, axis=0)]) if pad else x
-        chunks = [session.run(None, {inp.name: padded[i:i + batch]})[0]
-                  for i in range(0, len(padded), batch)]
-    except Exception as err:
-        raise XbandError(f"{path}: onnxruntime, the reference for the fidelity check, cannot "
-                         f"run this file ({str(err).strip()[-300:]}); re-export it with an "
-                         "older opset or IR version.") from err
-    return np.concatenate(chunks)[:len(x)]
+        try:
+            chunks = [session.run(None, {inp.name: padded[i:i + batch]})[0]
+                      for i in range(0, len(padded), batch)]
+        except Exception as err:
+            raise fail(err) from err
+        return np.concatenate(chunks)[:len(x)]
+
+    return run
 
 
 def _from_torch_file(path: Path, fmt: str, trust_pickle: bool, req: _Request) -> LoadedModel:
@@ -509,33 +606,61 @@ def _from_module(module: nn.Module, fmt: str, path: Path | None, sha: str | None
                          "pass n_bands.")
     probe, probe_desc = _make_probe(req, layout, n_bands, req.input_size, source)
     out = _check_batch_sizes(module, probe, source)
-    logits = None
-    if isinstance(module, nn.Sequential) and isinstance(module[-1], nn.Softmax) \
-            and module[-1].dim in (1, -1):
-        logits = module[:-1]
-    return LoadedModel(module, logits, layout, n_bands, out.shape[1], req.input_size,
-                       logits is not None or _is_probabilities(out), fmt,
+    stripped = _strip_module(module)
+    if stripped is not None and not _strip_holds(*stripped, probe, out):
+        stripped = None
+    logits, kind = stripped or (None, "none")
+    kind, notes = _final(kind, out)
+    return LoadedModel(module, logits, layout, n_bands, out.shape[1], req.input_size, kind, fmt,
                        None if path is None else str(path), sha,
-                       Fidelity(reference="none", probe=probe_desc, n_probe=len(probe)))
+                       Fidelity(reference="none", probe=probe_desc, n_probe=len(probe)),
+                       notes=notes)
 
 
-def write_onnx(model: LoadedModel, out: str | os.PathLike, opset: int = 17) -> Path:
-    """Write the model as an ONNX file at `out` (atomically); torch sources are exported and
-    checked against onnxruntime."""
+def _strip_module(module: nn.Module) -> tuple[nn.Module, str] | None:
+    """(the module without its final activation, "softmax" or "sigmoid") for an nn.Sequential
+    (nested ones too) that ends in nn.Softmax over the class axis or nn.Sigmoid; else None."""
+    if not isinstance(module, nn.Sequential) or len(module) == 0:
+        return None
+    last = module[-1]
+    if isinstance(last, nn.Softmax) and last.dim in (1, -1):
+        return module[:-1], "softmax"
+    if isinstance(last, nn.Sigmoid):
+        return module[:-1], "sigmoid"
+    inner = _strip_module(last)
+    if inner is None:
+        return None
+    return nn.Sequential(*module[:-1], inner[0]).eval(), inner[1]
+
+
+def _strip_holds(logits: nn.Module, kind: str, probe: np.ndarray, out: np.ndarray) -> bool:
+    """The activation applied to the stripped module's outputs gives the module's outputs."""
+    z = torch.from_numpy(torch_outputs(logits, probe))
+    again = (torch.softmax(z, dim=1) if kind == "softmax" else torch.sigmoid(z)).numpy()
+    return bool(np.allclose(again, out, rtol=1e-4, atol=1e-6))
+
+
+def write_onnx(model: LoadedModel, out: str | os.PathLike, opset: int = 17) -> Fidelity | None:
+    """Write the model as an ONNX file at `out` (atomically). Torch sources are exported, and
+    the file is checked against the module (onnxruntime, logits and gradient): returns those
+    figures, or None for a converted source whose ONNX file is copied as it was checked."""
     out = Path(out)
     if model.onnx_path is not None:
         with atomic_path(out) as tmp:
             shutil.copyfile(model.onnx_path, tmp)
-        return out
+        return None
     req = _Request(model.layout, model.n_bands, model.spatial_size, None, opset, False, None)
     probe, probe_desc = _make_probe(req, model.layout, model.n_bands, model.spatial_size, str(out))
-    example = torch.from_numpy(probe)
-
     spatial_axes = None if model.spatial_size else (
         (1, 2) if model.layout is Layout.CHANNELS_LAST else (2, 3))
     with atomic_path(out) as tmp:
-        torch_to_onnx(model.module, example, tmp, opset, spatial_axes)
-        fid = compare(_onnxruntime_outputs(tmp, probe), torch_outputs(model.module, probe),
-                      reference="onnxruntime (written ONNX file)", probe=probe_desc)
+        torch_to_onnx(model.module, torch.from_numpy(probe), tmp, opset, spatial_axes)
+        graph, module = onnx.load(str(tmp)), model.module
+        stripped = strip_final_activation(graph) if model.logits_module is not None else None
+        if stripped is not None:
+            graph, module = stripped[0], model.logits_module
+        fid = onnx_fidelity(graph.SerializeToString(), module, probe,
+                            reference="onnxruntime (written ONNX file)", probe_desc=probe_desc,
+                            source=str(out))
         enforce(fid, str(out), False)
-    return out
+    return fid

@@ -21,7 +21,13 @@ from torch import nn
 
 from converters.cache import cache_root
 from xband import aggregate
-from xband.attribution import Candidates, MethodResult, explain_method, first_round
+from xband.attribution import (
+    Candidates,
+    MethodResult,
+    explain_method,
+    explain_pairs,
+    first_round,
+)
 from xband.config import RunConfig
 from xband.cost import estimate_lines, fit_budget, method_cost, pass_kind
 from xband.data import BandStats, ImageSet, image_set, scan, skip_notes, stratified_subset
@@ -30,7 +36,7 @@ from xband.forward import Networks, PassSizes, check_device, prepare_networks
 from xband.methods import Context, Method
 from xband.models import LoadedModel
 from xband.result import Examples, Explanation, RunRecord, build_summary
-from xband.runner import BandGroups, BatchRunner, Donors
+from xband.runner import BandGroups, BatchRunner, Donors, Pairs
 from xband.sampling import class_orders
 from xband.tuning import PassTiming, cache_file, module_id, pass_timing
 
@@ -55,6 +61,7 @@ def explain(
     skip_bad: bool = False,
     n_boot: int = 1000,
     accept_low_accuracy: bool = False,
+    multi_label: bool | None = None,
     method_options: Mapping[str, Mapping] | None = None,
     progress: bool = True,
     bands: Sequence[str] | None = None,
@@ -69,32 +76,41 @@ def explain(
     `classes` and `sensor` describe data that is not an ImageSet yet.
     methods: "all", names ("saliency,shapley" or a list), or configured methods
     (`xband.methods.IntegratedGradients(n_steps=64)`); method_options: {name: {option: value}}.
-    target: "true" (the label), "predicted", "all" (every class, a class × class view), or None:
-    the label when labels are known, else the predicted class. output: "logits" (a final
-    softmax stripped when possible) or "probabilities". baseline: what a removed band becomes:
-    "mean" (its mean over the data), "zero", or one value per band. max_images / max_per_class:
-    the candidate images, a seeded stratified subset. all_images: explain every candidate image;
-    by default each class's images are explained in rounds until its top bands are settled
-    (xband.sampling). budget: time for the methods together ("5m", "90s", seconds), shared
-    equally; methods take the form that fits and stop when it is spent. skip_bad: leave out
-    unreadable images and images with NaN/Inf/nodata values (listed in the notes). tuned: a
-    faster forward pass with the same numbers (xband.forward). device: "cpu" or "cuda".
-    accept_low_accuracy: go on when the labels fit the predictions far better under another
-    class order (the run otherwise stops, naming that order).
-    Band groups: perturbation methods rerun with a feature per group (`group_importance`).
+    target: "true" (the label), "predicted", "all" (every class), or None: the label when labels are
+    known, else the predicted class. output: "logits" (a final softmax or sigmoid stripped when
+    possible; a network ending in neither gives logits) or "probabilities". baseline: what a removed
+    band becomes: "mean" (its mean over the data), "zero", or one value per band. max_images /
+    max_per_class: the candidate images, a seeded stratified subset. all_images: explain every
+    candidate image; by default each class's images are explained in rounds until its top bands are
+    settled (xband.sampling). budget: time for the methods together ("5m", "90s", seconds) in equal
+    shares; methods take the form that fits and stop when it is spent. skip_bad: leave out
+    unreadable images and images with NaN/Inf/nodata values, listing them in the notes. tuned: a
+    faster forward pass, same numbers (xband.forward). device: "cpu" or "cuda". accept_low_accuracy:
+    go on when the labels fit the predictions far better under another class order (else the run
+    stops, naming it). multi_label: explain every (image, label) pair (default: a network ending in
+    a sigmoid, or multi-hot labels; no sampling or budget), with per-label precision/recall/F1. Band
+    groups: perturbation methods rerun with a feature per group (`group_importance`).
     """
-    if settings is not None:
-        warnings.warn("explain(settings=...) is deprecated; use method_options=",
-                      DeprecationWarning, stacklevel=2)
-        method_options = {**settings, **(method_options or {})}
+    options = _with_settings(method_options, settings)
     config = RunConfig.build(
-        methods, method_options=method_options, target=target, output=output,
+        methods, method_options=options, target=target, output=output,
         baseline=baseline if isinstance(baseline, str) else tuple(np.ravel(baseline)),
         seed=seed, max_images=max_images, max_per_class=max_per_class, all_images=all_images,
         budget=budget, examples_per_class=examples_per_class, batch_size=batch_size, device=device,
-        tuned=tuned, skip_bad=skip_bad, n_boot=n_boot, accept_low_accuracy=accept_low_accuracy)
+        tuned=tuned, skip_bad=skip_bad, n_boot=n_boot, accept_low_accuracy=accept_low_accuracy,
+        multi_label=multi_label)
     return run_explanation(model, as_image_set(data, bands=bands, classes=classes, sensor=sensor),
                            config, progress=progress)
+
+
+def _with_settings(method_options: Mapping[str, Mapping] | None,
+                   settings: Mapping[str, Mapping] | None) -> Mapping[str, Mapping] | None:
+    """`method_options` with the deprecated `settings=` spelling merged in."""
+    if settings is None:
+        return method_options
+    warnings.warn("explain(settings=...) is deprecated; use method_options=",
+                  DeprecationWarning, stacklevel=3)
+    return {**settings, **(method_options or {})}
 
 
 def as_image_set(data, **description) -> ImageSet:
@@ -151,45 +167,68 @@ def run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *,
     started = time.perf_counter()
     check_device(config.device)
     data = data.for_model(model)
-    config = config.with_target_for(data.labels is not None)
+    config = config.with_target_for(data.labels is not None).with_multi_label_for(
+        model.final_activation, data.multi_label)
+    if config.multi_label:
+        data = data.as_multi_label(model.n_classes)
     selection = select_images(model, data, config)
     example = torch.from_numpy(data.take(selection.indices[:2])).to(config.device)
-    networks = prepare_networks(model.network(config.output), model.layout, config.device,
-                                example, tuned=config.tuned)
+    networks = prepare_networks(model.network(config.output, config.multi_label), model.layout,
+                                config.device, example, tuned=config.tuned)
     take = image_feed(data, selection.indices, networks.forward, config.device)
-    timing = measure_passes(model, data, config, networks, example, len(selection.indices))
+    candidates = Candidates(data, selection.indices, networks.forward, take,
+                            skip_bad=config.skip_bad, checked=selection.checked,
+                            chunk=config.batch_size * 4, threshold=decision_threshold(model, config))
+    pairs = plan_pairs(candidates, config) if config.multi_label else None
+    n_items = len(selection.indices) if pairs is None else len(pairs)
+    timing = measure_passes(model, data, config, networks, example, n_items)
     config, budget_notes = fit_to_budget(config, data, timing)
     say = announce or (_stderr if progress else None)
     if say is not None:
-        say(cost_text(config, data, timing, len(selection.indices), model.n_classes))
-    candidates = Candidates(data, selection.indices, networks.forward, take,
-                            skip_bad=config.skip_bad, checked=selection.checked,
-                            chunk=config.batch_size * 4)
-    if candidates.labels is None:  # the predicted classes are the strata
-        candidates.prepare(np.arange(len(candidates)))
-    orders = class_orders(candidates.known, model.n_classes, config.seed)
-    examples = _examples(candidates, orders, config, data)
+        say(cost_text(config, data, timing, n_items, model.n_classes, pairs=pairs is not None))
     runner = make_runner(data, config, selection, networks.forward, timing.sizes, take,
-                         model.n_classes)
-    results = run_methods(config, runner, candidates, orders, examples, timing, data.n_bands,
-                          progress)
-    explained = np.flatnonzero(np.any([r.explained for r in results.values()], axis=0))
+                         model.n_classes, candidates.threshold)
+    work = attribute(config, runner, candidates, pairs, timing, data, progress)
     record = RunRecord(
-        indices=selection.indices[explained], baseline=selection.baseline,
+        indices=selection.indices[work.explained], baseline=selection.baseline,
         band_mean=selection.stats.mean, band_std=selection.stats.std, timing=timing,
         speed_ups=networks.speed_ups,
         timings={"tuning": networks.tuning_s + timing.seconds,
-                 **{m: r.seconds for m, r in results.items()}},
-        notes=(selection.notes + networks.notes + tuple(budget_notes)
+                 **{m: r.seconds for m, r in work.results.items()}},
+        notes=(selection.notes + networks.notes + tuple(budget_notes) + work.notes
                + tuple(skip_notes(candidates.skipped))),
         skipped=selection.skipped + tuple(candidates.skipped),
         run_time_s=time.perf_counter() - started,
-        sampling=sampling_record(config, results, data.class_names, selection.stats_images))
-    return assemble(model, data, config, record, candidates, explained, examples, results)
+        sampling=sampling_record(config, work.results, data.class_names, selection.stats_images))
+    return assemble(model, data, config, record, candidates, work)
 
 
 def _stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def decision_threshold(model: LoadedModel, config: RunConfig) -> float | None:
+    """Multi-label: the output above which a label counts as predicted (logit 0, probability
+    0.5); single-label: None (the largest output is the prediction)."""
+    if not config.multi_label:
+        return None
+    return 0.0 if model.output_space(config.output) == "logits" else 0.5
+
+
+def plan_pairs(candidates: Candidates, config: RunConfig) -> Pairs:
+    """Multi-label: every (image, label) pair of the usable candidate images, for the images'
+    labels (their predicted labels without labels or with target 'predicted'); the images are
+    checked and predicted first."""
+    usable = candidates.prepare(np.arange(len(candidates)))
+    predicted = config.target == "predicted" or candidates.labels is None
+    present = (candidates.predictions if predicted else candidates.labels)[usable]
+    pairs = Pairs.of(present, usable)
+    if not len(pairs):
+        raise XbandError(f"{candidates.data.source}: no image has a "
+                         f"{'predicted ' if predicted else ''}label, so there is no (image, "
+                         "label) pair to explain. Give images with labels (or that the model "
+                         "finds labels in).")
+    return pairs
 
 
 def select_images(model: LoadedModel, data: ImageSet, config: RunConfig) -> Selection:
@@ -198,19 +237,16 @@ def select_images(model: LoadedModel, data: ImageSet, config: RunConfig) -> Sele
     sampled run checks the rest as it reads them), and the removal baseline."""
     indices = stratified_subset(data.labels, len(data), config.max_images, config.seed,
                                 config.max_per_class)
-    _check_classes(data, indices, model.n_classes)
+    _check_classes(data, indices, model.n_classes, config)
     sample = indices if config.all_images else indices[stratified_subset(
         None if data.labels is None else data.labels[indices], len(indices), STATS_IMAGES,
         config.seed)]
     checked = scan(data, sample, skip_bad=config.skip_bad)
     if checked.skipped:
         indices = np.setdiff1d(indices, np.setdiff1d(sample, checked.kept))
-        _check_classes(data, indices, model.n_classes)
+        _check_classes(data, indices, model.n_classes, config, skipping=True)
     skipped = data.skipped + tuple(checked.skipped)
-    notes = [*skip_notes(skipped)]
-    if config.output == "logits" and model.logits_module is None:
-        notes.append("output: the network's final softmax could not be stripped; scores are for "
-                     "probabilities, which saturate near 0 and 1.")
+    notes = [*skip_notes(skipped), *_output_notes(model, config)]
     notes += [n for n in (m.note(data.n_bands) for m in config.methods) if n]
     return Selection(indices, checked.stats, len(checked.kept), np.isin(indices, checked.kept),
                      _baseline(config, checked.stats, data.n_bands), skipped, tuple(notes))
@@ -227,18 +263,56 @@ def _baseline(config: RunConfig, stats: BandStats, n_bands: int) -> np.ndarray:
     return np.asarray(config.baseline, dtype=np.float32)
 
 
-def _check_classes(data: ImageSet, indices: np.ndarray, n_classes: int) -> None:
-    """Every class of the model has images among `indices` (when labels are known)."""
+def _output_notes(model: LoadedModel, config: RunConfig) -> list[str]:
+    """What the scores are for, when it is not what was asked or what the network gives."""
+    if config.output == "logits" and model.output_space("logits") == "probabilities":
+        return [f"output: the network's final {model.final_activation} could not be stripped; "
+                "scores are for probabilities, which saturate near 0 and 1."]
+    if config.output == "probabilities" and model.final_activation == "none":
+        kind = "sigmoid" if config.multi_label else "softmax"
+        return [f"output: the network ends in logits; the probabilities explained are their "
+                f"{kind}, applied by xband."]
+    return []
+
+
+def _label_counts(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Images per class: with the label, or with it among their labels (multi-label)."""
+    if labels.ndim == 2:
+        return labels.sum(axis=0)
+    return np.bincount(labels, minlength=n_classes)
+
+
+def _check_classes(data: ImageSet, indices: np.ndarray, n_classes: int, config: RunConfig,
+                   skipping: bool = False) -> None:
+    """Every class of the model has images among `indices` (when labels are known); if not,
+    say which class, why (absent from the data, left out as bad files, or not drawn) and what
+    to do."""
     if data.labels is None:
         return
-    present = np.bincount(data.labels[indices], minlength=n_classes)
-    empty = [data.class_names[c] for c in np.flatnonzero(present == 0)]
-    if empty:
-        raise XbandError(
-            f"{data.source}: no images of class {', '.join(repr(e) for e in empty)}. Per-class "
-            "importance needs images of every class the model has: add some, or raise "
-            f"{option('max_images', '--max-images')}."
-        )
+    counts = _label_counts(data.labels[indices], n_classes)
+    empty = np.flatnonzero(counts == 0)
+    if not len(empty):
+        return
+    in_data = _label_counts(data.labels, n_classes)[empty]
+    need = ("Per-class importance needs images of every class the model has (and class names in "
+            f"the model's output order: {option('classes=', '--classes')}).")
+    if (in_data == 0).any():
+        names = ", ".join(f"'{data.class_names[c]}' (model output {c})" for c in empty[in_data == 0])
+        raise XbandError(f"{data.source}: the data holds no images of class {names}; the other "
+                         f"classes have {counts[counts > 0].min()}–{counts.max()} each. {need} "
+                         "Add images of that class to the data.")
+    names = ", ".join(f"'{data.class_names[c]}' (model output {c})" for c in empty)
+    if skipping:
+        raise XbandError(f"{data.source}: every image of class {names} was left out as unreadable "
+                         f"or bad ({option('skip_bad=True', '--skip-bad')}; {int(in_data.sum())} "
+                         f"in the data, listed in the notes). {need} Fix or replace those files.")
+    drawn = ", ".join(option(f"{name}={value}", f"--{name.replace('_', '-')} {value}")
+                      for name, value in (("max_images", config.max_images),
+                                          ("max_per_class", config.max_per_class)) if value)
+    raise XbandError(f"{data.source}: none of the {len(indices)} images drawn ({drawn}) is of "
+                     f"class {names}, which has {int(in_data.sum())} in the data. {need} Draw "
+                     f"more images (raise {option('max_images', '--max-images')} or "
+                     f"{option('max_per_class', '--max-per-class')}).")
 
 
 def image_feed(data: ImageSet, indices: np.ndarray, forward: nn.Module,
@@ -282,12 +356,17 @@ def fit_to_budget(config: RunConfig, data: ImageSet,
 
 
 def cost_text(config: RunConfig, data: ImageSet, timing: PassTiming, n_candidates: int,
-              n_classes: int) -> str:
-    """What the run will cost, said before it starts."""
+              n_classes: int, *, pairs: bool = False) -> str:
+    """What the run will cost, said before it starts; multi-label (`pairs`), `n_candidates`
+    counts the (image, label) pairs, every one of them explained."""
     costs = [method_cost(m, data.n_bands, timing.seconds_per_image) for m in config.methods]
     first = n_candidates if config.all_images else config.stopping.first_round
-    lines = estimate_lines(costs, first, n_classes, n_candidates)
-    if config.budget is not None:
+    lines = estimate_lines(costs, first, n_classes, n_candidates,
+                           unit="(image, label) pairs" if pairs else "images")
+    if pairs:
+        lines.append("multi-label: every (image, label) pair is explained (the rounds until "
+                     "settled are for single-label runs)")
+    elif config.budget is not None:
         lines.append(f"budget: {config.budget:.0f} s for the methods together")
     elif not config.all_images:
         lines.append("classes stop taking images once their top bands are settled "
@@ -350,9 +429,10 @@ def pick_examples(known: np.ndarray, predictions: np.ndarray, n_classes: int, pe
 
 
 def make_runner(data: ImageSet, config: RunConfig, selection: Selection, forward: nn.Module,
-                passes: PassSizes, take: Callable[[np.ndarray], torch.Tensor],
-                n_classes: int) -> BatchRunner:
-    """The batch runner over the candidate images, with band groups when the data has them."""
+                passes: PassSizes, take: Callable[[np.ndarray], torch.Tensor], n_classes: int,
+                threshold: float | None = None) -> BatchRunner:
+    """The batch runner over the candidate images, with band groups when the data has them;
+    multi-label, `threshold` is the output above which a label counts as predicted."""
     device = config.device
     ctx = Context(
         forward=forward,
@@ -360,10 +440,49 @@ def make_runner(data: ImageSet, config: RunConfig, selection: Selection, forward
         band_std=torch.from_numpy(selection.stats.std).to(device),
         donors=Donors(len(selection.indices), config.seed, take),
         passes=passes,
+        threshold=threshold,
     )
     groups = BandGroups.of(ctx, data.band_groups, data.n_bands) if data.band_groups else None
     return BatchRunner(ctx, take, seed=config.seed, batch_size=config.batch_size,
                        n_classes=n_classes, groups=groups)
+
+
+@dataclass(frozen=True)
+class Attributed:
+    """What the methods did: their results, the candidate positions of the images explained,
+    the examples kept whole (positions, or pair numbers), and multi-label the pairs explained."""
+
+    results: dict[str, MethodResult]
+    explained: np.ndarray
+    examples: np.ndarray
+    pairs: Pairs | None = None
+    notes: tuple[str, ...] = ()
+
+
+def attribute(config: RunConfig, runner: BatchRunner, candidates: Candidates, pairs: Pairs | None,
+              timing: PassTiming, data: ImageSet, progress: bool) -> Attributed:
+    """Every method over the candidates: single-label, class by class in rounds until settled
+    (or every image); multi-label, every (image, label) pair."""
+    n_classes = len(data.class_names)
+    if pairs is not None:
+        hit = candidates.predictions[pairs.image, pairs.target]
+        examples = pick_examples(pairs.target, np.where(hit, pairs.target, -1), n_classes,
+                                 config.examples_per_class, config.seed)
+        results = {m.name: explain_pairs(m, runner, candidates, pairs, examples=examples,
+                                         progress=progress) for m in config.methods}
+        explained = np.flatnonzero(candidates.predicted)
+        note = (f"multi-label: all {len(pairs)} (image, label) pairs of the {len(explained)} "
+                "images were explained; the rounds until each class's top bands are settled "
+                "are for single-label runs.")
+        return Attributed(results, explained, examples, pairs, (note,))
+    if candidates.labels is None:  # the predicted classes are the strata
+        candidates.prepare(np.arange(len(candidates)))
+    orders = class_orders(candidates.known, n_classes, config.seed)
+    examples = _examples(candidates, orders, config, data)
+    results = run_methods(config, runner, candidates, orders, examples, timing, data.n_bands,
+                          progress)
+    explained = np.flatnonzero(np.any([r.explained for r in results.values()], axis=0))
+    return Attributed(results, explained, examples)
 
 
 def run_methods(config: RunConfig, runner: BatchRunner, candidates: Candidates,
@@ -385,9 +504,11 @@ def run_methods(config: RunConfig, runner: BatchRunner, candidates: Candidates,
 
 def sampling_record(config: RunConfig, results: dict[str, MethodResult],
                     class_names: tuple[str, ...], stats_images: int) -> dict:
-    """How many images each method explained per class, and why it stopped there."""
+    """How many images (multi-label: pairs) each method explained per class, and why it
+    stopped there."""
+    mode = "all images" if config.all_images else "until settled"
     return {
-        "mode": "all images" if config.all_images else "until settled",
+        "mode": "all (image, label) pairs" if config.multi_label else mode,
         "rule": config.stopping.as_dict(),
         "band_statistics_images": stats_images,
         "stops": {m: {class_names[c]: stop.as_dict() for c, stop in r.stops.items()}
@@ -396,17 +517,23 @@ def sampling_record(config: RunConfig, results: dict[str, MethodResult],
 
 
 def assemble(model: LoadedModel, data: ImageSet, config: RunConfig, record: RunRecord,
-             candidates: Candidates, explained: np.ndarray, examples: np.ndarray,
-             results: dict[str, MethodResult]) -> Explanation:
+             candidates: Candidates, work: Attributed) -> Explanation:
     """Per-class tables of every method's per-image scores (over the explained images; NaN rows
-    where a method stopped before an image), and the result object."""
+    where a method stopped before an image), or multi-label per-pair scores, and the result."""
+    explained = work.explained
     labels = None if candidates.labels is None else candidates.labels[explained]
     predictions = candidates.predictions[explained]
-    scores = {m: r.scores[explained] for m, r in results.items()}
-    group_scores = {m: r.group_scores[explained] for m, r in results.items()
+    pairs = rows = None
+    if work.pairs is not None:  # rows are pairs, their images numbered among the explained
+        pairs = Pairs(np.searchsorted(explained, work.pairs.image), work.pairs.target)
+    else:
+        rows = explained
+    scores = {m: _rows(r.scores, rows) for m, r in work.results.items()}
+    group_scores = {m: _rows(r.group_scores, rows) for m, r in work.results.items()
                     if r.group_scores is not None}
-    tables = dict(labels=labels, predictions=predictions, class_names=list(data.class_names),
-                  target_mode=config.target, n_boot=config.n_boot, seed=config.seed)
+    tables = dict(**aggregate.grouping_keys(labels, predictions, pairs),
+                  class_names=list(data.class_names), target_mode=config.target,
+                  n_boot=config.n_boot, seed=config.seed)
     importance = aggregate.importance_table(scores, band_names=list(data.band_names),
                                             wavelengths=data.wavelengths, **tables)
     group_importance = aggregate.importance_table(
@@ -417,8 +544,12 @@ def assemble(model: LoadedModel, data: ImageSet, config: RunConfig, record: RunR
         method_info={m.name: m.info() for m in config.methods},
         labels=labels, predictions=predictions, scores=scores, importance=importance,
         agreement=aggregate.agreement(importance), consensus=aggregate.consensus(importance),
-        examples=Examples.of(data, candidates, examples, results),
+        examples=Examples.of(data, candidates, work.examples, work.results, work.pairs),
         summary=build_summary(model, data, config, record, labels, predictions),
         groups=data.group_bands() or None, group_scores=group_scores or None,
-        group_importance=group_importance,
+        group_importance=group_importance, pairs=pairs,
     )
+
+
+def _rows(scores: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    return scores if rows is None else scores[rows]

@@ -11,6 +11,7 @@ import os
 import warnings
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -444,28 +445,84 @@ def read_hdf5(path: Path, *, x_key: str = "x", y_key: str | None = None,
 
 
 class TorchImages:
-    """A map-style torch `Dataset` of (image, label) items as an `ImageSource`."""
+    """A map-style torch `Dataset` as an `ImageSource`: items (image, label, …) tuples, or dicts
+    (torchgeo's {"image": …, "label": …}) whose image is `image_key`."""
 
-    def __init__(self, dataset):
-        self.dataset = dataset
-        self.shape = (len(dataset), *np.asarray(dataset[0][0]).shape)
+    def __init__(self, dataset, image_key: str = "image"):
+        self.dataset, self.image_key = dataset, image_key
+        self.shape = (len(dataset), *np.asarray(self.image(0)).shape)
+
+    def image(self, i: int):
+        sample = self.dataset[i]
+        return sample[self.image_key] if isinstance(sample, Mapping) else sample[0]
 
     def __getitem__(self, indices: np.ndarray) -> np.ndarray:
-        return np.stack([np.asarray(self.dataset[int(i)][0], dtype=np.float32) for i in indices])
+        return np.stack([np.asarray(self.image(int(i)), dtype=np.float32) for i in indices])
 
 
-def from_torch(data, **description) -> ImageSet:
+def from_torch(data, *, image_key: str = "image", label_key: str = "label",
+               **description) -> ImageSet:
     """The images and labels of a torch `Dataset` or `DataLoader` (its dataset: read by index, so
-    the engine can stream and draw donors). Labels from `dataset.targets`, else from every item.
+    the engine can stream and draw donors). Items are (image, label) tuples or dicts, as
+    torchgeo's classification data sets give ({"image": …, "label": …}; other keys with
+    `image_key`, `label_key`). A label is a class number, or a multi-hot vector (multi-label).
+    Labels come from `dataset.targets` when it has them, else from every item; class and band
+    names from `dataset.classes` and `dataset.bands` (torchgeo) unless given.
     `description`: what `xband.image_set` takes (bands, classes, preprocess, …)."""
     from torch.utils.data import DataLoader, Dataset, IterableDataset
 
     dataset = data.dataset if isinstance(data, DataLoader) else data
+    source = f"torch {type(dataset).__name__}"
     if isinstance(dataset, IterableDataset) or not isinstance(dataset, Dataset):
         raise XbandError("xband needs a map-style torch Dataset (items by index); an iterable "
                          "dataset cannot be read by index. Save the images to a file instead.")
+    if len(dataset) == 0:
+        raise XbandError(f"{source}: holds no images.")
+    labelled = _check_sample(dataset[0], image_key, label_key, source)
     targets = getattr(dataset, "targets", None)
-    if targets is None:
-        targets = [int(dataset[i][1]) for i in range(len(dataset))]
-    return image_set(TorchImages(dataset), np.asarray(targets),
-                     source=f"torch {type(dataset).__name__}", **description)
+    if targets is None and labelled:
+        targets = [_label_of(dataset[i], label_key) for i in range(len(dataset))]
+    images = TorchImages(dataset, image_key)
+    found: dict = {}
+    classes = _names(getattr(dataset, "classes", None))
+    if classes and description.get("classes") is None:
+        found.update(classes=classes, class_origin="from the dataset's classes")
+    bands = _names(getattr(dataset, "bands", None))
+    if bands and len(bands) in (images.shape[1], images.shape[3]):
+        found["bands"] = bands  # checked against a sensor preset when one is given
+    return _with_found(images,
+                       None if targets is None else np.stack([np.asarray(t) for t in targets]),
+                       source=source, found=found, description=description)
+
+
+def _check_sample(sample, image_key: str, label_key: str, source: str) -> bool:
+    """Whether items carry labels; refuses items xband cannot read, saying why."""
+    if not isinstance(sample, Mapping):
+        if isinstance(sample, tuple | list) and len(sample) >= 2:
+            return True
+        raise XbandError(f"{source}: items are {type(sample).__name__}s; xband reads (image, "
+                         "label) tuples or dicts with an image and a label.")
+    keys = ", ".join(map(str, sample))
+    if "mask" in sample and label_key not in sample:
+        raise XbandError(f"{source}: items hold a 'mask' (a label per pixel) and no "
+                         f"'{label_key}': this is a segmentation data set. xband explains "
+                         "classifiers, one label (or several) per image: give a classification "
+                         "data set, or name the label's key with label_key=.")
+    if image_key not in sample:
+        raise XbandError(f"{source}: items are dicts with keys {keys} and no '{image_key}'; "
+                         "name the image's key with image_key= (and the label's with label_key=).")
+    return label_key in sample
+
+
+def _label_of(sample, label_key: str):
+    """An item's label as a number, or a multi-hot vector."""
+    label = sample[label_key] if isinstance(sample, Mapping) else sample[1]
+    label = np.asarray(label)
+    return label.item() if label.size == 1 else label
+
+
+def _names(value) -> list[str] | None:
+    """A dataset's list of class or band names, when it is one."""
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None

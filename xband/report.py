@@ -117,27 +117,52 @@ def _section(title: str, body: str) -> str:
 def output_space_statement(model: Mapping) -> str:
     """One sentence saying which model output the scores explain."""
     space = model.get("output_space", "logits")
-    if space == "logits" and model.get("ends_with_softmax"):
-        return ("Scores are for logits: the model's final softmax was stripped, so 'attribution' "
+    kind = model.get("final_activation") or ("softmax" if model.get("ends_with_softmax")
+                                             else "none")
+    if space == "logits" and kind != "none":
+        return (f"Scores are for logits: the model's final {kind} was stripped, so 'attribution' "
                 "and 'perturbation' scores are in logit units.")
     if space == "logits":
-        return "Scores are for the model's raw outputs (logits); the model has no final softmax."
+        return ("Scores are for the model's raw outputs (logits): the model ends without a "
+                "softmax or sigmoid.")
+    if kind == "none":
+        applied = "sigmoid" if model.get("multi_label") else "softmax"
+        return (f"Scores are for probabilities: the {applied} of the model's raw outputs "
+                "(logits), applied by xband, between 0 and 1.")
+    if kind == "sigmoid":
+        return ("Scores are for the model's probabilities output (one sigmoid per label, between "
+                "0 and 1).")
     return f"Scores are for the model's {space} output (class probabilities, between 0 and 1)."
+
+
+def _accuracy_card(accuracy: Mapping) -> dict:
+    """Accuracy overall and per class, or (multi-label) precision, recall and F1 per label."""
+    if not accuracy.get("multi_label"):
+        return {"overall": accuracy.get("overall"), **(accuracy.get("per_class") or {})}
+    if not accuracy.get("per_class"):
+        return {"per label": "no labels given"}
+
+    def prf(row: Mapping) -> str:
+        return (f"P {row['precision']:.2f} · R {row['recall']:.2f} · F1 {row['f1']:.2f} "
+                f"(n {row['support']})")
+
+    return {"exact match": accuracy.get("exact_match"), "micro average": prf(accuracy["micro"]),
+            **{name: prf(row) for name, row in accuracy["per_class"].items()}}
 
 
 def _header(summary: Mapping) -> str:
     model, data = summary.get("model") or {}, summary.get("data") or {}
     accuracy = summary.get("accuracy") or {}
     hidden = ("ends_with_softmax", "output_space", "output_note")  # said in the output-space line
+    title = "Accuracy per label" if accuracy.get("multi_label") else "Accuracy"
     model_card = {k: v for k, v in model.items() if k not in hidden}
     if model.get("sha256"):
         model_card["sha256"] = str(model["sha256"])[:16] + "…"
     data_card = {k: v for k, v in data.items() if k != "class_counts"}
     data_card.update({f"images of {k}": v for k, v in (data.get("class_counts") or {}).items()})
-    acc_card = {"overall": accuracy.get("overall")}
-    acc_card.update(accuracy.get("per_class") or {})
-    cards = "".join(f'<div class="card"><h3>{title}</h3>{_kv_table(card)}</div>' for title, card in
-                    (("Model", model_card), ("Data", data_card), ("Accuracy", acc_card)))
+    cards = "".join(f'<div class="card"><h3>{name}</h3>{_kv_table(card)}</div>' for name, card in
+                    (("Model", model_card), ("Data", data_card),
+                     (title, _accuracy_card(accuracy))))
     return (f'<div class="grid">{cards}</div>'
             f'<p class="output"><b>Output space.</b> {_e(output_space_statement(model))}</p>')
 

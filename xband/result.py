@@ -19,6 +19,7 @@ from xband.data import ImageSet
 from xband.files import atomic_folder
 from xband.forward import PassSizes
 from xband.methods._base import whole_number
+from xband.runner import Pairs
 from xband.tuning import PassTiming
 from xband.versions import versions
 
@@ -60,24 +61,38 @@ class RunRecord:
 
 @dataclass
 class Examples:
-    """A few images kept whole, with each pixel-map method's attribution maps (K, B, H, W)."""
+    """A few images kept whole, with each pixel-map method's attribution maps (K, B, H, W).
+
+    Multi-label, each example is an image with one of its labels: `label` is the class it is
+    explained for, `label_sets` and `predicted_sets` (K, C) its labels and predicted labels."""
 
     index: np.ndarray  # positions in the data source
     image: np.ndarray
     label: np.ndarray
     prediction: np.ndarray
     maps: dict[str, np.ndarray]
+    label_sets: np.ndarray | None = None
+    predicted_sets: np.ndarray | None = None
 
     @classmethod
-    def of(cls, data: ImageSet, candidates, positions: np.ndarray, results: dict) -> Examples:
-        """The candidate images at `positions`, with the maps each method kept of them (zeros
-        where a method stopped before one)."""
-        indices = candidates.indices[positions]
+    def of(cls, data: ImageSet, candidates, positions: np.ndarray, results: dict,
+           pairs: Pairs | None = None) -> Examples:
+        """The candidate images at `positions` (pair numbers, for multi-label `pairs`), with the
+        maps each method kept of them (zeros where a method stopped before one)."""
+        images = positions if pairs is None else pairs.image[positions]
+        indices = candidates.indices[images]
         image = data.take(indices)
         maps = {m: np.stack([r.maps.get(int(p), np.zeros_like(image[0])) for p in positions])
                 for m, r in results.items() if r.maps is not None and len(positions)}
-        return cls(index=indices, image=image, label=candidates.known[positions],
-                   prediction=candidates.predictions[positions], maps=maps)
+        if pairs is None:
+            return cls(index=indices, image=image, label=candidates.known[positions],
+                       prediction=candidates.predictions[positions], maps=maps)
+        target = pairs.target[positions]
+        hit = candidates.predictions[images, target]
+        return cls(index=indices, image=image, label=target,
+                   prediction=np.where(hit, target, -1), maps=maps,
+                   label_sets=candidates.known[images],
+                   predicted_sets=candidates.predictions[images])
 
 
 def build_summary(model: LoadedModel, data: ImageSet, config: RunConfig, record: RunRecord,
@@ -106,7 +121,8 @@ def build_summary(model: LoadedModel, data: ImageSet, config: RunConfig, record:
         ],
         "band_groups": data.group_bands(),
         "classes": list(data.class_names),
-        "accuracy": _accuracy(labels, predictions, data.class_names),
+        "accuracy": (_label_scores(labels, predictions, data.class_names) if config.multi_label
+                     else _accuracy(labels, predictions, data.class_names)),
         "methods": {
             m.name: {**m.options(), "passes_per_image": m.passes_per_image(data.n_bands),
                      "seconds": round(record.timings[m.name], 3)}
@@ -129,8 +145,17 @@ def build_summary(model: LoadedModel, data: ImageSet, config: RunConfig, record:
 
 
 def _model_summary(model: LoadedModel, config: RunConfig) -> dict:
-    space = ("logits" if config.output == "logits" and model.logits_module is not None
-             else "probabilities")
+    """The model's identity, what it ends in and what the scores are for."""
+    space = model.output_space(config.output)
+    if space == "logits" and model.final_activation != "none":
+        note = f"scores are for logits: the network's final {model.final_activation} was stripped"
+    elif space == "logits":
+        note = "scores are for the network's raw outputs (logits): it has no final softmax/sigmoid"
+    elif model.final_activation == "none":
+        kind = "sigmoid" if config.multi_label else "softmax"
+        note = f"scores are for probabilities: the {kind} of the network's logits, applied by xband"
+    else:
+        note = f"scores are for probabilities: the network's final {model.final_activation}"
     return {
         "path": model.source_path,
         "format": model.source_format,
@@ -138,19 +163,19 @@ def _model_summary(model: LoadedModel, config: RunConfig) -> dict:
         "layout": str(model.layout),
         "n_bands": model.n_bands,
         "n_classes": model.n_classes,
+        "final_activation": model.final_activation,
         "ends_with_softmax": model.ends_with_softmax,
+        "multi_label": config.multi_label,
         "output_space": space,
-        "output_note": (
-            "scores are for logits: the network's final softmax was stripped"
-            if space == "logits" and model.ends_with_softmax
-            else f"scores are for the network's {space}"
-        ),
+        "output_note": note,
     }
 
 
 def _class_counts(labels: np.ndarray | None, names: Sequence[str]) -> dict[str, int]:
     if labels is None:
         return {}
+    if labels.ndim == 2:  # multi-label: images with each label
+        return {name: int(labels[:, c].sum()) for c, name in enumerate(names)}
     return {name: int((labels == c).sum()) for c, name in enumerate(names)}
 
 
@@ -165,14 +190,40 @@ def _accuracy(labels: np.ndarray | None, predictions: np.ndarray, names: Sequenc
     return accuracy
 
 
+def _label_scores(labels: np.ndarray | None, predictions: np.ndarray,
+                  names: Sequence[str]) -> dict:
+    """Multi-label accuracy: per label precision, recall, F1 and support (images with the
+    label), their micro average over every (image, label), and the share of images whose
+    predicted labels are exactly their labels."""
+    scores: dict = {"overall": None, "multi_label": True, "per_class": {}}
+    if labels is None:
+        return scores
+
+    def prf(truth: np.ndarray, guess: np.ndarray) -> dict:
+        hits = int((truth & guess).sum())
+        precision = hits / guess.sum() if guess.sum() else float("nan")
+        recall = hits / truth.sum() if truth.sum() else float("nan")
+        f1 = 2 * hits / (truth.sum() + guess.sum()) if truth.sum() + guess.sum() else float("nan")
+        return {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+                "support": int(truth.sum())}
+
+    scores["per_class"] = {name: prf(labels[:, c], predictions[:, c])
+                           for c, name in enumerate(names)}
+    scores["micro"] = prf(labels, predictions)
+    scores["exact_match"] = float((labels == predictions).all(axis=1).mean())
+    return scores
+
+
 @dataclass
 class Explanation:
     """Per-band, per-class importance by several methods.
 
     `importance` is the tidy table (method, grouping, class, target, band, score, ci_low, ci_high,
     share, …, n, rank); `scores[method]` the per-image band scores, (N, B) or (N, C, B) when every
-    class was a target; rows follow `indices` into the data source. `config` is the run's
-    configuration and `record` what it found; `summary` (summary.json) is written from them.
+    class was a target; rows follow `indices` into the data source. Multi-label, `labels` and
+    `predictions` are (N, C) bools and the scores' rows follow `pairs`: each image with each of
+    its labels (of its predicted labels without labels). `config` is the run's configuration and
+    `record` what it found; `summary` (summary.json) is written from them.
     """
 
     config: RunConfig
@@ -192,6 +243,7 @@ class Explanation:
     groups: dict[str, list[str]] | None = None  # band groups: group → its bands
     group_scores: dict[str, np.ndarray] | None = None  # per-image group scores, like `scores`
     group_importance: pd.DataFrame | None = None  # the tidy table with groups in place of bands
+    pairs: Pairs | None = None  # multi-label: the (image, class) pair of each row of the scores
 
     @property
     def target_mode(self) -> str:
@@ -224,11 +276,15 @@ class Explanation:
             .reindex(index=self.class_names, columns=self.methods)
 
     def sampling_text(self) -> str:
-        """One line per method: images per class and why they stopped."""
+        """One line per method: images (multi-label: pairs) per class and why they stopped."""
         sampling = self.record.sampling
-        head = ("every image explained" if sampling["mode"] == "all images" else
-                f"images per class until the top {sampling['rule']['top_k']} bands were settled")
-        lines = [f"Images explained per class ({head}):"]
+        heads = {"all images": "every image explained",
+                 "all (image, label) pairs": "multi-label: every (image, label) pair explained; "
+                 "sampling until settled is for single-label runs"}
+        head = heads.get(sampling["mode"], f"images per class until the top "
+                         f"{sampling['rule']['top_k']} bands were settled")
+        unit = "Pairs" if self.pairs is not None else "Images"
+        lines = [f"{unit} explained per class ({head}):"]
         for method, stops in sampling["stops"].items():
             counts = sorted(s["n"] for s in stops.values())
             span = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
@@ -312,7 +368,9 @@ class Explanation:
         ex = self.examples
         if ex.maps:
             sections["Per-band maps of example images"] = [
-                (f"maps_image{ex.index[i]}", self._example_title(i),
+                (f"maps_image{ex.index[i]}"
+                 + ("" if ex.label_sets is None else f"_class{ex.label[i]}"),
+                 self._example_title(i),
                  plots.band_maps(ex.image[i], {m: v[i] for m, v in ex.maps.items()},
                                  self.band_names, title=self._example_title(i), method_info=info))
                 for i in range(len(ex.index))
@@ -324,10 +382,17 @@ class Explanation:
         return "true_class" if self.labels is not None else "predicted_class"
 
     def _example_title(self, i: int) -> str:
-        ex = self.examples
+        ex, names = self.examples, self.class_names
+        if ex.label_sets is not None:
+            def listed(row: np.ndarray) -> str:
+                return " + ".join(names[c] for c in np.flatnonzero(row)) or "none"
+
+            truth = "labels" if self.labels is not None else "predicted labels"
+            return (f"image {ex.index[i]} — {truth} {listed(ex.label_sets[i])}, predicted "
+                    f"{listed(ex.predicted_sets[i])}; explained for {names[ex.label[i]]}")
         truth = "class" if self.labels is not None else "predicted"
-        return (f"image {ex.index[i]} — {truth} {self.class_names[ex.label[i]]}, "
-                f"predicted {self.class_names[ex.prediction[i]]}")
+        return (f"image {ex.index[i]} — {truth} {names[ex.label[i]]}, "
+                f"predicted {names[ex.prediction[i]]}")
 
     def save(self, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write tables, per-image scores, figures, summary.json and report.html to `out`.
@@ -353,6 +418,8 @@ class Explanation:
                 class_names=np.array(self.class_names),
                 **{f"scores_{m}": s for m, s in self.scores.items()},
                 **{f"group_scores_{m}": s for m, s in (self.group_scores or {}).items()},
+                **({} if self.pairs is None else {"pair_image": self.pairs.image,
+                                                  "pair_class": self.pairs.target}),
             )
             (tmp / "summary.json").write_text(json.dumps(self.summary, indent=2, default=_jsonable))
             figures_dir = tmp / "figures"

@@ -61,13 +61,13 @@ class Donors:
 
 @dataclass
 class MethodRun:
-    """One method's per-image answers for the images it was given."""
+    """One method's answers for the images (or pairs) it was given, rows in their order."""
 
-    scores: np.ndarray  # (N, F), or (N, C, F) when every class is a target
-    maps: dict[int, np.ndarray] | None  # position → (B, H, W) float32 maps; None: no maps
+    scores: np.ndarray  # (N, F), or (N, C, F) when every class is a target; (P, F) for pairs
+    maps: dict[int, np.ndarray] | None  # position (pair number) → (B, H, W) float32; None: no maps
     seconds: float
     group_scores: np.ndarray | None = None  # like `scores`, per band group
-    batches: int = 0
+    batches: int = 0  # batches run: a run in rounds numbers the next round's from here
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,41 @@ class BandGroups:
         features = torch.from_numpy(feature_of_band).to(ctx.baseline.device)
         return cls(dataclasses.replace(ctx, features=features),
                    np.eye(len(groups))[feature_of_band])
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """(image, class) pairs explained one by one: each image of a multi-label set with each of
+    its positive labels, image by image."""
+
+    image: np.ndarray  # (P,) positions among the explained images
+    target: np.ndarray  # (P,) the class explained
+
+    @classmethod
+    def of(cls, present: np.ndarray, images: np.ndarray | None = None) -> Pairs:
+        """The pairs of an (N, C) 0/1 matrix of labels present; `images`: the positions its rows
+        stand for (default 0…N−1)."""
+        image, target = np.nonzero(present)
+        if images is not None:
+            image = np.asarray(images)[image]
+        return cls(image.astype(np.int64), target.astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One call of a method: a batch of images with the class to explain for each."""
+
+    key: int  # seeds the method's draws: batch number × classes + target class
+    positions: np.ndarray  # the images, among the explained ones
+    target: np.ndarray  # the class explained, per image
+    label: np.ndarray  # the class each image counts as (its target, for pairs)
+    rows: object  # where its scores go: rows of the run, or (rows, class)
+    items: np.ndarray  # what keep_maps lists and the maps are keyed by: positions, pair numbers
+    own: np.ndarray | None = None  # every class a target: whether it is the image's own class
+    done: int = 0  # images (pairs) the job completes, for the progress bar
 
 
 class BatchRunner:
@@ -107,53 +142,91 @@ class BatchRunner:
             warnings.filterwarnings("ignore", category=UserWarning, module="captum")
             return method.attribute(batch, ctx)
 
+    def jobs(self, positions: np.ndarray, known: np.ndarray, targets: np.ndarray | Pairs | None,
+             first_batch: int = 0) -> Iterator[_Job]:
+        """The method calls of a run over `positions` (pair numbers, for `Pairs`), batch by
+        batch (and class by class), batches numbered from `first_batch`."""
+        size, classes = self.batch_size, self.n_classes
+        for batch_no, start in enumerate(range(0, len(positions), size), start=first_batch):
+            rows = np.arange(start, min(start + size, len(positions)))
+            chosen = positions[rows]
+            if isinstance(targets, Pairs):
+                target = targets.target[chosen]
+                yield _Job(batch_no * classes, targets.image[chosen], target, target, rows,
+                           chosen, done=len(rows))
+            elif targets is not None:
+                yield _Job(batch_no * classes, chosen, targets[chosen], known[chosen], rows,
+                           chosen, done=len(rows))
+            else:
+                for goal in range(classes):
+                    yield _Job(batch_no * classes + goal, chosen, np.full(len(rows), goal),
+                               known[chosen], (rows, goal), chosen, known[chosen] == goal,
+                               done=len(rows) if goal == classes - 1 else 0)
+
     def run(self, method: Method, positions: np.ndarray, *, known: np.ndarray,
-            targets: np.ndarray | None, keep_maps: np.ndarray, first_batch: int = 0,
+            targets: np.ndarray | Pairs | None, keep_maps: np.ndarray, first_batch: int = 0,
             bar: tqdm | None = None) -> MethodRun:
         """Scores of `method` for the images at `positions`, rows in that order.
 
         known: the class each image counts as (its label, else its predicted class) and
-        targets: the class explained per image (None: every class), both indexed by position;
-        keep_maps: positions whose maps are kept (of the image's own class when every class is a
-        target). Batches are numbered from `first_batch`: a run in rounds numbers them on, so
-        that no two batches of a method share their random draws.
+        targets: the class explained per image (None: every class, scores (N, C, F), maps of
+        each image's own class), both indexed by position; or `Pairs`, each (image, class) pair
+        explained, `positions` and `keep_maps` then being pair numbers. keep_maps: positions
+        (pair numbers) whose maps are kept. Batches are numbered from `first_batch`: a run in
+        rounds numbers them on, so that no two batches of a method share their random draws.
         """
         started = time.perf_counter()
-        n, device = len(positions), self.ctx.baseline.device
-        goals = range(self.n_classes) if targets is None else [None]
-        scores = groups = None
-        maps: dict[int, np.ndarray] = {}
-        for batch_no, start in enumerate(range(0, n, self.batch_size), start=first_batch):
-            rows = np.arange(start, min(start + self.batch_size, n))
-            pos = positions[rows]
-            x = self.take(pos)
-            label = torch.from_numpy(known[pos]).to(device)
-            for goal in goals:
-                chosen = (torch.from_numpy(targets[pos]) if goal is None
-                          else torch.full((len(pos),), goal, dtype=torch.long))
-                batch = Batch(x=x, target=chosen.to(device), label=label, index=pos)
-                key = batch_no * self.n_classes + (goal or 0)
-                result = self.attribute(method, batch, self.ctx, key)
-                where = rows if goal is None else (rows, goal)
-                if scores is None:
-                    scores = np.zeros((n, *([self.n_classes] if targets is None else []),
-                                       result.scores.shape[1]))
-                scores[where] = result.scores
-                if self.groups is not None and method.grouped:
-                    grouped = self.attribute(method, batch, self.groups.context, key).scores
-                    if groups is None:
-                        groups = np.zeros((*scores.shape[:-1], grouped.shape[1]))
-                    groups[where] = grouped
-                if result.maps is not None:
-                    keep = np.isin(pos, keep_maps)
-                    if goal is not None:  # every class a target: keep the map of its own class
-                        keep &= known[pos] == goal
-                    for row in np.flatnonzero(keep):
-                        maps[int(pos[row])] = result.maps[row].cpu().numpy()
-            if bar is not None:
-                bar.update(len(pos))
+        device = self.ctx.baseline.device
+        out = _Outputs(len(positions), self.n_classes if targets is None else None, keep_maps)
+        x, last = None, None
+        for job in self.jobs(positions, known, targets, first_batch):
+            if job.positions is not last:  # every class of a batch reuses its images
+                x, last = self.take(job.positions), job.positions
+            batch = Batch(x=x, target=torch.from_numpy(job.target).to(device),
+                          label=torch.from_numpy(job.label).to(device), index=job.positions)
+            result = self.attribute(method, batch, self.ctx, job.key)
+            out.scores = _put(out.scores, out.shape, job.rows, result.scores)
+            if self.groups is not None and method.grouped:
+                grouped = self.attribute(method, batch, self.groups.context, job.key).scores
+                out.groups = _put(out.groups, out.shape, job.rows, grouped)
+            if result.maps is not None:
+                out.keep(job, result.maps)
+            if bar is not None and job.done:
+                bar.update(job.done)
+        groups = out.groups
         if self.groups is not None and not method.grouped:
-            groups = scores @ self.groups.membership
-        return MethodRun(scores, maps if method.has_maps else None,
+            groups = out.scores @ self.groups.membership
+        return MethodRun(out.scores, out.maps if method.has_maps else None,
                          time.perf_counter() - started, groups,
-                         batches=-(-n // self.batch_size))
+                         batches=-(-len(positions) // self.batch_size))
+
+
+@dataclass
+class _Outputs:
+    """What a run collects: scores (and group scores) by row, and the kept maps."""
+
+    n: int
+    classes: int | None  # every class a target: the scores' second axis
+    keep_maps: np.ndarray
+    scores: np.ndarray | None = None
+    groups: np.ndarray | None = None
+    maps: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n,) if self.classes is None else (self.n, self.classes)
+
+    def keep(self, job: _Job, maps: torch.Tensor) -> None:
+        keep = np.isin(job.items, self.keep_maps)
+        if job.own is not None:  # every class a target: keep the map of its own class
+            keep &= job.own
+        for row in np.flatnonzero(keep):
+            self.maps[int(job.items[row])] = maps[row].cpu().numpy()
+
+
+def _put(into: np.ndarray | None, shape: tuple[int, ...], rows, values: np.ndarray) -> np.ndarray:
+    """`values` written at `rows` of `into`, made (shape + features) on first use."""
+    if into is None:
+        into = np.zeros((*shape, values.shape[1]))
+    into[rows] = values
+    return into

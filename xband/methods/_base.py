@@ -42,6 +42,8 @@ class Context:
     donors: Callable[[np.ndarray, int], torch.Tensor]  # (positions, repeat) → other images, seeded
     passes: PassSizes  # images per network pass, forward-only and with gradients
     features: torch.Tensor | None = None  # (B,) feature (band group) of each band; None: the bands
+    # multi-label: a label is predicted where its output exceeds this; None: the largest output
+    threshold: float | None = None
 
 
 @dataclass
@@ -170,6 +172,14 @@ def input_gradients(points: torch.Tensor, target: torch.Tensor, ctx: Context) ->
             output = ctx.forward(part).gather(1, goal.view(-1, 1)).sum()
             grads.append(torch.autograd.grad(output, part)[0])
     return torch.cat(grads)
+
+
+def predicted(outputs: torch.Tensor, label: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """Whether `label` is predicted from `outputs` (..., C), `label` shaped like outputs[..., 0]:
+    the largest output, or, multi-label, an output above `ctx.threshold`."""
+    if ctx.threshold is None:
+        return outputs.argmax(dim=-1) == label
+    return outputs.gather(-1, label.unsqueeze(-1)).squeeze(-1) > ctx.threshold
 
 
 def pixel_mean(attr: torch.Tensor) -> np.ndarray:

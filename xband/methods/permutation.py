@@ -6,14 +6,23 @@ from dataclasses import dataclass
 
 import torch
 
-from xband.methods._base import BandAttribution, BandSubsetMethod, Batch, Context, n_features, option
+from xband.methods._base import (
+    BandAttribution,
+    BandSubsetMethod,
+    Batch,
+    Context,
+    n_features,
+    option,
+    predicted,
+)
 from xband.methods._coalitions import masked_outputs
 
 
 @dataclass(frozen=True)
 class Permutation(BandSubsetMethod):
     """Per image, the mean over seeded repeats of [correct(x) − correct(x with band b from another
-    image)]; its mean over a class is that class's accuracy drop (Breiman 2001)."""
+    image)]; its mean over a class is that class's accuracy drop (Breiman 2001). Multi-label:
+    correct means the explained label is predicted, and the mean is the drop in its recall."""
 
     name = "permutation"
     label = "Permutation importance"
@@ -28,10 +37,11 @@ class Permutation(BandSubsetMethod):
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
         shuffled = 1 - torch.eye(n_features(batch.x, ctx.features))  # subset f: all but f
         with torch.inference_mode():
-            correct = (ctx.forward(batch.x).argmax(dim=1) == batch.label).double().cpu()
+            correct = predicted(ctx.forward(batch.x), batch.label, ctx).double().cpu()
         drop = torch.zeros(len(batch.x), len(shuffled), dtype=torch.float64)
         for repeat in range(self.n_repeats):
             donors = ctx.donors(batch.index, repeat)
-            predicted = masked_outputs(batch, ctx, shuffled, donors).argmax(dim=2)
-            drop += correct.unsqueeze(1) - (predicted == batch.label.unsqueeze(1)).double().cpu()
+            outputs = masked_outputs(batch, ctx, shuffled, donors)
+            label = batch.label.unsqueeze(1).expand(*outputs.shape[:2])
+            drop += correct.unsqueeze(1) - predicted(outputs, label, ctx).double().cpu()
         return BandAttribution((drop / self.n_repeats).numpy())
