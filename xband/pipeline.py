@@ -26,13 +26,21 @@ from xband.config import RunConfig
 from xband.cost import estimate_lines, fit_budget, method_cost, pass_kind
 from xband.data import BandStats, ImageSet, image_set, scan, skip_notes, stratified_subset
 from xband.errors import XbandError, option
-from xband.forward import Networks, PassSizes, check_device, prepare_networks
+from xband.forward import Networks, PassSizes, check_device, prepare_networks, speed_up
 from xband.methods import Context, Method
 from xband.models import LoadedModel
 from xband.result import Examples, Explanation, RunRecord, build_summary
 from xband.runner import BandGroups, BatchRunner, Donors
 from xband.sampling import class_orders
-from xband.tuning import PassTiming, cache_file, module_id, pass_timing
+from xband.tuning import (
+    SPEED_UP_COST_S,
+    TUNING_SHARE,
+    PassTiming,
+    cache_file,
+    module_id,
+    pass_timing,
+    plain_timing,
+)
 
 
 def explain(
@@ -155,9 +163,10 @@ def run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *,
     selection = select_images(model, data, config)
     example = torch.from_numpy(data.take(selection.indices[:2])).to(config.device)
     networks = prepare_networks(model.network(config.output), model.layout, config.device,
-                                example, tuned=config.tuned)
+                                example, tuned=False)
+    networks, timing = measure_passes(model, data, config, networks, example,
+                                      len(selection.indices))
     take = image_feed(data, selection.indices, networks.forward, config.device)
-    timing = measure_passes(model, data, config, networks, example, len(selection.indices))
     config, budget_notes = fit_to_budget(config, data, timing)
     say = announce or (_stderr if progress else None)
     if say is not None:
@@ -252,23 +261,34 @@ def image_feed(data: ImageSet, indices: np.ndarray, forward: nn.Module,
 
 
 def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networks: Networks,
-                   example: torch.Tensor, n_candidates: int) -> PassTiming:
-    """Pass sizes and seconds per image-pass for the kinds of passes the methods make, within a
-    tuning budget of 1 s or 5% of the run's estimated time, whichever is more."""
+                   example: torch.Tensor, n_candidates: int) -> tuple[Networks, PassTiming]:
+    """The network as the methods run it, and its pass sizes and seconds per image-pass.
+
+    One pass of each kind the methods make, timed at the batch size, gives the run's estimate.
+    Tuning may then spend 5% of that estimate: on the speed-ups that keep the numbers
+    (xband.forward) when that share covers their usual cost, then on choosing pass sizes
+    (xband.tuning). A run too short to repay tuning runs the network as given."""
     kinds = {pass_kind(m) for m in config.methods}
     images = n_candidates if config.all_images else min(
         n_candidates, config.stopping.first_round * model.n_classes)
-
-    def tuning_budget(seconds_per_pass: dict[str, float]) -> float:
-        run = sum(method_cost(m, data.n_bands, seconds_per_pass).seconds(images)
-                  for m in config.methods)
-        return max(1.0, 0.05 * run)
-
+    plain = plain_timing(networks.forward, example, kinds=kinds, size=config.batch_size)
+    if not config.tuned:
+        return networks, plain
+    estimate = sum(method_cost(m, data.n_bands, plain.seconds_per_image).seconds(images)
+                   for m in config.methods)
+    budget = TUNING_SHARE * estimate
+    if budget < SPEED_UP_COST_S:
+        return networks, dataclasses.replace(
+            plain, source=f"default (an estimated {estimate:.1f} s of passes is too short to "
+            "repay tuning)")
+    started = time.perf_counter()
+    networks = speed_up(networks, example)
     cache = cache_file(cache_root(), model_id=model.sha256 or module_id(model.module),
                        output=config.output, device=config.device,
                        image_shape=(data.n_bands, *data.image_size))
-    return pass_timing(networks.forward, example, kinds=kinds, tuned=config.tuned,
-                       batch_size=config.batch_size, budget_s=tuning_budget, cache=cache)
+    timing = pass_timing(networks.forward, example, kinds=kinds, cache=cache,
+                         budget_s=budget - (time.perf_counter() - started))
+    return networks, dataclasses.replace(timing, seconds=timing.seconds + plain.seconds)
 
 
 def fit_to_budget(config: RunConfig, data: ImageSet,
