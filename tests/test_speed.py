@@ -92,7 +92,10 @@ def test_channels_last_is_dropped_with_a_note_when_the_model_cannot_run_it():
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_tuned_run_gives_the_plain_run_scores(method):
+def test_tuned_run_gives_the_plain_run_scores(method, monkeypatch):
+    import xband.pipeline
+
+    monkeypatch.setattr(xband.pipeline, "SPEED_UP_COST_S", 0.0)  # tune even this short run
     model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
     data = as_data(*images())
     runs = {tuned: explain(model, data, methods=[method], progress=False, n_boot=10, seed=5,

@@ -17,7 +17,7 @@ from xband.errors import XbandError
 from xband.forward import forward_module
 from xband.methods import Saliency, Shapley
 from xband.pipeline import explain
-from xband.tuning import DEFAULT_SIZE, choose_size, pass_timing
+from xband.tuning import DEFAULT_SIZE, choose_size, pass_timing, plain_timing
 
 
 def noisy_timer(per_image: dict[int, float], seed: int, calls: list[int] | None = None):
@@ -63,11 +63,9 @@ def test_steady_choices_are_remembered_and_unsteady_ones_are_not(tmp_path):
     forward = forward_module(bn_cnn(), "channels_first", "cpu")
     example = torch.from_numpy(images(2)[0])
     cache = tmp_path / "tuning" / "model.json"
-    first = pass_timing(forward, example, kinds=["forward"], tuned=True, batch_size=64,
-                        budget_s=lambda seconds: 2.0, cache=cache)
+    first = pass_timing(forward, example, kinds=["forward"], budget_s=2.0, cache=cache)
     if first.source == "measured":
-        again = pass_timing(forward, example, kinds=["forward"], tuned=True, batch_size=64,
-                            budget_s=lambda seconds: 2.0, cache=cache)
+        again = pass_timing(forward, example, kinds=["forward"], budget_s=2.0, cache=cache)
         assert again.source == "remembered" and again.sizes == first.sizes
         assert json.loads(cache.read_text())["sizes"]["forward"] == first.sizes.forward
     else:  # this machine was too busy to trust the timings: nothing may be remembered
@@ -76,9 +74,28 @@ def test_steady_choices_are_remembered_and_unsteady_ones_are_not(tmp_path):
 
 def test_untuned_runs_use_the_batch_size_and_still_time_a_pass():
     forward = forward_module(bn_cnn(), "channels_first", "cpu")
-    timing = pass_timing(forward, torch.from_numpy(images(2)[0]), kinds=["gradient"],
-                         tuned=False, batch_size=16, budget_s=lambda s: 0.0, cache=None)
+    timing = plain_timing(forward, torch.from_numpy(images(2)[0]), kinds=["gradient"], size=16)
     assert timing.sizes.gradient == 16 and timing.seconds_per_image["gradient"] > 0
+
+
+@pytest.mark.parametrize("long_run", [False, True])
+def test_tuning_spends_at_most_its_share_of_the_estimated_run(long_run, monkeypatch, tmp_path):
+    import xband.pipeline
+
+    monkeypatch.setenv("XBAND_CACHE_DIR", str(tmp_path))
+    if long_run:  # as if tuning were cheap next to this run: the speed-ups are tried
+        monkeypatch.setattr(xband.pipeline, "SPEED_UP_COST_S", 0.0)
+    model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
+    result = explain(model, as_data(*images(24)), "saliency", n_boot=10,
+                           progress=False, all_images=True)
+    settings = result.summary["settings"]
+    timing = settings["pass_timing"]
+    if long_run:
+        assert "batchnorm folded into convolutions" in settings["speed_ups"]
+        assert timing["source"].startswith("measured") or timing["source"] == "remembered"
+    else:  # 24 saliency passes: nothing could repay tuning, so the network runs as given
+        assert settings["speed_ups"] == [] and "too short to repay tuning" in timing["source"]
+        assert timing["images_per_pass"] == {"forward": 64, "gradient": 64}
 
 
 def test_budget_text_is_read_and_bad_budgets_are_named():

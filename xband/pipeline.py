@@ -32,13 +32,21 @@ from xband.config import RunConfig
 from xband.cost import estimate_lines, fit_budget, method_cost, pass_kind
 from xband.data import BandStats, ImageSet, image_set, scan, skip_notes, stratified_subset
 from xband.errors import XbandError, option
-from xband.forward import Networks, PassSizes, check_device, prepare_networks
+from xband.forward import Networks, PassSizes, check_device, prepare_networks, speed_up
 from xband.methods import Context, Method
 from xband.models import LoadedModel
 from xband.result import Examples, Explanation, RunRecord, build_summary
 from xband.runner import BandGroups, BatchRunner, Donors, Pairs
 from xband.sampling import class_orders
-from xband.tuning import PassTiming, cache_file, module_id, pass_timing
+from xband.tuning import (
+    SPEED_UP_COST_S,
+    TUNING_SHARE,
+    PassTiming,
+    cache_file,
+    module_id,
+    pass_timing,
+    plain_timing,
+)
 
 
 def explain(
@@ -174,14 +182,15 @@ def run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *,
     selection = select_images(model, data, config)
     example = torch.from_numpy(data.take(selection.indices[:2])).to(config.device)
     networks = prepare_networks(model.network(config.output, config.multi_label), model.layout,
-                                config.device, example, tuned=config.tuned)
+                                config.device, example, tuned=False)
+    networks, timing = measure_passes(model, data, config, networks, example,
+                                      expected_items(data, selection.indices, config))
     take = image_feed(data, selection.indices, networks.forward, config.device)
     candidates = Candidates(data, selection.indices, networks.forward, take,
                             skip_bad=config.skip_bad, checked=selection.checked,
                             chunk=config.batch_size * 4, threshold=decision_threshold(model, config))
     pairs = plan_pairs(candidates, config) if config.multi_label else None
     n_items = len(selection.indices) if pairs is None else len(pairs)
-    timing = measure_passes(model, data, config, networks, example, n_items)
     config, budget_notes = fit_to_budget(config, data, timing)
     say = announce or (_stderr if progress else None)
     if say is not None:
@@ -205,6 +214,15 @@ def run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *,
 
 def _stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def expected_items(data: ImageSet, indices: np.ndarray, config: RunConfig) -> int:
+    """What the run will explain, as far as it is known before any prediction: the candidate
+    images, or multi-label their (image, label) pairs (one per image while the labels explained
+    are the predicted ones)."""
+    if config.multi_label and data.labels is not None and config.target != "predicted":
+        return int(data.labels[indices].sum())
+    return len(indices)
 
 
 def decision_threshold(model: LoadedModel, config: RunConfig) -> float | None:
@@ -326,23 +344,34 @@ def image_feed(data: ImageSet, indices: np.ndarray, forward: nn.Module,
 
 
 def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networks: Networks,
-                   example: torch.Tensor, n_candidates: int) -> PassTiming:
-    """Pass sizes and seconds per image-pass for the kinds of passes the methods make, within a
-    tuning budget of 1 s or 5% of the run's estimated time, whichever is more."""
+                   example: torch.Tensor, n_candidates: int) -> tuple[Networks, PassTiming]:
+    """The network as the methods run it, and its pass sizes and seconds per image-pass.
+
+    One pass of each kind the methods make, timed at the batch size, gives the run's estimate.
+    Tuning may then spend 5% of that estimate: on the speed-ups that keep the numbers
+    (xband.forward) when that share covers their usual cost, then on choosing pass sizes
+    (xband.tuning). A run too short to repay tuning runs the network as given."""
     kinds = {pass_kind(m) for m in config.methods}
     images = n_candidates if config.all_images else min(
         n_candidates, config.stopping.first_round * model.n_classes)
-
-    def tuning_budget(seconds_per_pass: dict[str, float]) -> float:
-        run = sum(method_cost(m, data.n_bands, seconds_per_pass).seconds(images)
-                  for m in config.methods)
-        return max(1.0, 0.05 * run)
-
+    plain = plain_timing(networks.forward, example, kinds=kinds, size=config.batch_size)
+    if not config.tuned:
+        return networks, plain
+    estimate = sum(method_cost(m, data.n_bands, plain.seconds_per_image).seconds(images)
+                   for m in config.methods)
+    budget = TUNING_SHARE * estimate
+    if budget < SPEED_UP_COST_S:
+        return networks, dataclasses.replace(
+            plain, source=f"default (an estimated {estimate:.1f} s of passes is too short to "
+            "repay tuning)")
+    started = time.perf_counter()
+    networks = speed_up(networks, example)
     cache = cache_file(cache_root(), model_id=model.sha256 or module_id(model.module),
                        output=config.output, device=config.device,
                        image_shape=(data.n_bands, *data.image_size))
-    return pass_timing(networks.forward, example, kinds=kinds, tuned=config.tuned,
-                       batch_size=config.batch_size, budget_s=tuning_budget, cache=cache)
+    timing = pass_timing(networks.forward, example, kinds=kinds, cache=cache,
+                         budget_s=budget - (time.perf_counter() - started))
+    return networks, dataclasses.replace(timing, seconds=timing.seconds + plain.seconds)
 
 
 def fit_to_budget(config: RunConfig, data: ImageSet,

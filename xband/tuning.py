@@ -30,6 +30,8 @@ CANDIDATE_SIZES = (32, 64, 128, 256)
 ROUNDS = 3  # timed passes per size, taken in turns with the other sizes
 MARGIN = 0.10  # a size is adopted only if at least this much faster than the default
 KINDS = ("forward", "gradient")
+TUNING_SHARE = 0.05  # of the run's estimated time, at most, spent making it faster
+SPEED_UP_COST_S = 0.5  # about what trying the network speed-ups costs on a small CNN, 2 cores
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class PassTiming:
 
     sizes: PassSizes
     seconds_per_image: dict[str, float]  # "forward", "gradient" → seconds
-    source: str  # "measured", "remembered", "default (untuned)", "given"
+    source: str  # "measured", "remembered", "default", or why the default
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -137,34 +139,29 @@ def _synchronise(x: torch.Tensor) -> None:
 PASSES = {"forward": _forward_pass, "gradient": _gradient_pass}
 
 
-def pass_timing(forward: nn.Module, example: torch.Tensor, *, kinds: Iterable[str],
-                tuned: bool, batch_size: int, budget_s: Callable[[dict[str, float]], float],
-                cache: Path | None) -> PassTiming:
-    """The pass sizes for `kinds` of passes ("forward", "gradient"), with seconds per image.
+def plain_timing(forward: nn.Module, example: torch.Tensor, *, kinds: Iterable[str],
+                 size: int) -> PassTiming:
+    """One pass of each kind of `size` images, timed: passes as given, and the run's estimate."""
+    started = time.perf_counter()
+    seconds = {k: PASSES[k](forward, example)(size) / size for k in KINDS if k in set(kinds)}
+    return PassTiming(PassSizes(size, size), seconds, "default",
+                      time.perf_counter() - started)
 
-    Untuned: every pass is `batch_size` images (timed once, for the cost estimate). Tuned: the
-    sizes remembered in `cache` for this model and machine, else chosen by `choose_size` within
-    `budget_s(seconds per image at the default size)` seconds and remembered.
-    """
+
+def pass_timing(forward: nn.Module, example: torch.Tensor, *, kinds: Iterable[str],
+                budget_s: float, cache: Path | None) -> PassTiming:
+    """The pass sizes for `kinds` of passes ("forward", "gradient"), with seconds per image:
+    those remembered in `cache` for this model and machine, else chosen by `choose_size` within
+    `budget_s` seconds and remembered when the timings were steady."""
     started = time.perf_counter()
     kinds = [k for k in KINDS if k in set(kinds)]
-    if not tuned:
-        seconds = {k: PASSES[k](forward, example)(batch_size) / batch_size for k in kinds}
-        return PassTiming(PassSizes(batch_size, batch_size), seconds, "default (untuned)",
-                          time.perf_counter() - started)
     remembered = _recall(cache, kinds)
     if remembered is not None:
         return remembered
-    measures = {k: PASSES[k](forward, example) for k in kinds}
-    first = {}
-    for kind, measure in measures.items():
-        measure(DEFAULT_SIZE)  # the first pass of a new shape sets up kernels
-        first[kind] = measure(DEFAULT_SIZE)
-    budget = budget_s({k: t / DEFAULT_SIZE for k, t in first.items()})
     choices = {}
-    for i, (kind, measure) in enumerate(measures.items()):
-        left = budget - (time.perf_counter() - started)
-        choices[kind] = choose_size(measure, left / (len(measures) - i), first=first[kind])
+    for i, kind in enumerate(kinds):
+        left = budget_s - (time.perf_counter() - started)
+        choices[kind] = choose_size(PASSES[kind](forward, example), left / (len(kinds) - i))
     sizes = {k: c.size for k, c in choices.items()}
     steady = all(c.steady for c in choices.values())
     timing = PassTiming(PassSizes(sizes.get("forward", DEFAULT_SIZE),

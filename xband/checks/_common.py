@@ -95,13 +95,18 @@ class Setup:
 
     def fast(self, forward: nn.Module) -> nn.Module:
         """`forward` with the explanation's speed-ups (same numbers), if it used them."""
-        return tune(forward, self.x[:2])[0] if self.config.tuned else forward
+        return tune(forward, self.x[:2])[0] if self._sped_up else forward
+
+    @property
+    def _sped_up(self) -> bool:
+        """Whether the explanation ran the network with speed-ups (a short run is not tuned)."""
+        return bool(self.explanation.record.speed_ups)
 
     @cached_property
     def _networks(self) -> Networks:
         """The explained network as the explanation ran it."""
         return prepare_networks(self.model.network(self.config.output), self.model.layout,
-                                self.device, self.x[:2], tuned=self.config.tuned)
+                                self.device, self.x[:2], tuned=self._sped_up)
 
     @property
     def forward(self) -> nn.Module:
