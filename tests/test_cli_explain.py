@@ -312,8 +312,11 @@ def test_interrupt_ends_in_one_line_and_leaves_nothing(signum, when, onnx_model,
             "from xband.cli import main\n"
             f"sys.exit(main(['explain', '--model', {str(onnx_model)!r}, '--data', {str(path)!r}, "
             f"'--out', {str(work / 'out')!r}, '--quiet', '--methods', 'saliency']))\n")
+    # as from a terminal: a test run started in the background (`cmd &`) ignores SIGINT, and
+    # Python keeps an inherited "ignore" (so would xband, rightly, under nohup)
     child = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[1],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not flag.exists() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
