@@ -72,18 +72,21 @@ class PlainPermutations(Shapley):
     """Permutation sampling with independent orders (Captum's ShapleyValueSampling); xband's
     sampled form pairs each order with its reverse."""
 
-    def coalitions(self, n_feat: int):
-        return sampled_shapley_weights([torch.randperm(n_feat).tolist()
-                                        for _ in range(self.n_samples)])
+    def coalitions(self, n_feat: int, n_background: int, n_images: int):
+        present, weights = sampled_shapley_weights([torch.randperm(n_feat).tolist()
+                                                    for _ in range(self.n_samples)])
+        return present, weights, torch.zeros(len(present), dtype=torch.long)
 
 
 class PairedKernelShap(KernelShap):
     """KernelSHAP whose drawn subsets come with their complements."""
 
-    def subsets(self, n_images: int, n_feat: int) -> torch.Tensor:
-        half = KernelShap(n_samples=2 + (self.n_samples - 2 + 1) // 2).subsets(n_images, n_feat)
+    def subsets(self, n_images: int, n_feat: int, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        half, pick = KernelShap(n_samples=2 + (self.n_samples - 2 + 1) // 2).subsets(
+            n_images, n_feat, ctx)
         drawn = half[:, 2:]
-        return torch.cat([half[:, :2], drawn, 1 - drawn], dim=1)[:, :self.n_samples]
+        present = torch.cat([half[:, :2], drawn, 1 - drawn], dim=1)[:, :self.n_samples]
+        return present, torch.zeros(present.shape[:2], dtype=torch.long)  # a constant baseline
 
 
 def scores(method, x: torch.Tensor, target: torch.Tensor, ctx: Context, seed: int) -> np.ndarray:

@@ -88,3 +88,14 @@ def train_multilabel(x: np.ndarray, present: np.ndarray, epochs: int = 80,
         nn.functional.binary_cross_entropy_with_logits(body(xt), yt).backward()
         opt.step()
     return nn.Sequential(body, nn.Sigmoid()).eval()
+
+
+def level_images(n_per_class: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, B, H, W) of noise whose class is the level of band 0 (0, 0.5 or 1): class 1
+    sits at the band's mean, where replacing the band by its mean changes nothing."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), n_per_class)
+    x = rng.normal(scale=0.3, size=(len(labels), N_BANDS, SIZE, SIZE)).astype(np.float32)
+    x[:, 0] += (0.5 * labels + rng.uniform(-0.1, 0.1, len(labels)))[:, None, None]
+    order = rng.permutation(len(labels))
+    return x[order], labels[order]

@@ -208,11 +208,11 @@ def test_batched_surrogates_equal_captum_one_image_at_a_time(method, captum, fea
     mask = ids.view(1, -1, 1, 1).expand(1, N_BANDS, 8, 8).contiguous()
     first = [int(torch.nonzero(ids == f)[0]) for f in range(n_feat)]
     chosen = get_method(method, n_samples=40)
+    ctx = context(forward, baseline, features)
     torch.manual_seed(3)
-    got = chosen.attribute(Batch(x=x, target=target, label=target, index=np.arange(n)),
-                           context(forward, baseline, features))
+    got = chosen.attribute(Batch(x=x, target=target, label=target, index=np.arange(n)), ctx)
     torch.manual_seed(3)  # the subsets the batched run drew: they come first
-    subsets = chosen.subsets(n, n_feat)
+    subsets, _ = chosen.subsets(n, n_feat, ctx)
     want = []
     for i in range(n):
         explainer = captum(forward)
@@ -225,11 +225,23 @@ def test_batched_surrogates_equal_captum_one_image_at_a_time(method, captum, fea
     np.testing.assert_allclose(got.scores, want, rtol=1e-4, atol=1e-5)
 
 
-def test_kernel_shap_subsets_follow_captums_shapley_kernel_in_complementary_pairs():
+@pytest.mark.parametrize("n_background", [1, 4])
+def test_kernel_shap_subsets_follow_captums_shapley_kernel_in_complementary_pairs(n_background):
+    """All bands, none (against each background image), then complementary pairs drawn by the
+    Shapley kernel, a pair against one background drawn uniformly."""
     n_feat = 6
-    draws = get_method("kernel_shap", n_samples=52).subsets(400, n_feat)
+    ctx = context(nn.Identity(), torch.zeros(n_background, n_feat, 8, 8))
+    draws, pick = get_method("kernel_shap", n_samples=52).subsets(400, n_feat, ctx)
+    ends = 1 + n_background
+    assert draws.shape == (400, 52 + n_background - 1, n_feat) and pick.shape == draws.shape[:2]
     assert torch.equal(draws[:, 0], torch.ones(400, n_feat))
-    assert torch.equal(draws[:, 1], torch.zeros(400, n_feat))
+    assert torch.equal(draws[:, 1:ends], torch.zeros(400, n_background, n_feat))
+    assert torch.equal(pick[:, 1:ends], torch.arange(n_background).expand(400, -1))
+    assert torch.equal(pick[:, ends::2], pick[:, ends + 1::2])  # a pair shares its background
+    used = torch.bincount(pick[:, ends:].flatten(), minlength=n_background).float()
+    torch.testing.assert_close(used / used.sum(), torch.full((n_background,), 1 / n_background),
+                               rtol=0, atol=0.01)
+    draws = torch.cat([draws[:, :2], draws[:, ends:]], dim=1)
     assert torch.equal(draws[:, 2::2] + draws[:, 3::2], torch.ones(400, 25, n_feat))
     sizes = draws[:, 2:].sum(dim=2).flatten().long()
     k = torch.arange(1, n_feat, dtype=torch.float)

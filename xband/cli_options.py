@@ -129,8 +129,14 @@ def add_explain_options(p: argparse.ArgumentParser) -> None:
                        "precision, recall and F1 (default when the network ends in a sigmoid or "
                        "the labels name several classes per image: ';'-separated names in the "
                        "CSV, or a multi-hot 'y')")
-    group.add_argument("--baseline", choices=BASELINES, default="mean",
-                       help="value of a removed band: its mean over the data (default) or zero")
+    group.add_argument("--baseline", choices=BASELINES, default="data",
+                       help="what a removed band becomes: that band of each of a few images drawn "
+                       "from the data in turn, scores being the mean over them (data, the "
+                       "default), its mean over the data, or zero")
+    group.add_argument("--background-images", type=int, default=8, metavar="K",
+                       help="background images of the data baseline (default 8; each costs "
+                       "band ablation, exact band Shapley and Integrated Gradients their passes "
+                       "once more)")
     group.add_argument("--max-images", type=int, metavar="N",
                        help="use at most N images, sampled per class in proportion (seeded)")
     group.add_argument("--max-per-class", type=int, metavar="N",
@@ -259,7 +265,8 @@ def run_config(args: argparse.Namespace):
 
     return RunConfig.build(
         args.methods, method_options=parse_method_options(args.method_option), target=args.target,
-        output=args.output_space, baseline=args.baseline, seed=args.seed,
+        output=args.output_space, baseline=args.baseline,
+        background_images=args.background_images, seed=args.seed,
         max_images=args.max_images, max_per_class=getattr(args, "max_per_class", None),
         all_images=args.all_images, budget=args.budget,
         examples_per_class=args.examples_per_class, batch_size=args.batch_size,

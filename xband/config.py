@@ -20,7 +20,7 @@ from xband.sampling import StoppingRule
 
 TARGETS = ("true", "predicted", "all")
 OUTPUTS = ("logits", "probabilities")
-BASELINES = ("mean", "zero")
+BASELINES = ("data", "mean", "zero")
 
 
 def _choice(name: str, value: str, choices: Sequence[str]) -> str:
@@ -37,28 +37,30 @@ def _optional_count(value, name: str, minimum: int = 1) -> int | None:
 class RunConfig:
     """What to explain and how; every field is checked when the object is made.
 
-    methods: the configured methods, in report order. target: the class whose output is
-    explained: "true" (the label), "predicted", "all" (every class), or None (the label when
-    labels are known, else the predicted class). output: "logits" (a final softmax or sigmoid
-    stripped when possible) or "probabilities". baseline: what a removed band becomes: "mean" (its mean over
-    the data), "zero", or one value per band. max_images / max_per_class: explain a seeded,
-    stratified subset. examples_per_class: images kept whole for per-band maps. tuned: run the
-    speed-ups that keep the numbers (xband.forward). skip_bad: leave out unreadable images and
+    methods: the configured methods, in report order. target: the class whose output is explained:
+    "true" (the label), "predicted", "all" (every class), or None (the label when labels are known,
+    else the predicted class). output: "logits" (a final softmax or sigmoid stripped when possible)
+    or "probabilities". baseline: what a removed band becomes: "data" (that band of each of
+    `background_images` images drawn from the data, the score being the mean over them), "mean" (its
+    mean over the data), "zero", or one value per band. max_images / max_per_class: explain a
+    seeded, stratified subset. examples_per_class: images kept whole for per-band maps. tuned: run
+    the speed-ups that keep the numbers (xband.forward). skip_bad: leave out unreadable images and
     images with NaN/Inf/nodata values instead of stopping. n_boot: bootstrap resamples of the
     per-class intervals. all_images: explain every image; otherwise (the default) each class's
-    images are taken in rounds until its top bands are settled (`stopping`; xband.sampling).
-    budget: seconds the methods may take together ("5m" and the like in `build`), shared
-    equally, unused time passing on. accept_low_accuracy: go on when the predictions fit the
-    labels far better under another class order (otherwise the run stops naming that order).
-    multi_label: explain each image for each of its positive labels (a final sigmoid, several
-    labels per image); None decides from the model and the labels. A multi-label run explains
-    every (image, label) pair (all_images): the sampling and the budget are single-label.
+    images are taken in rounds until its top bands are settled (`stopping`; xband.sampling). budget:
+    seconds the methods may take together ("5m" and the like in `build`), shared equally, unused
+    time passing on. accept_low_accuracy: go on when the predictions fit the labels far better under
+    another class order (otherwise the run stops naming that order). multi_label: explain each image
+    for each of its positive labels (a final sigmoid, several labels per image); None decides from
+    the model and the labels. A multi-label run explains every (image, label) pair (all_images): the
+    sampling and the budget are single-label.
     """
 
     methods: tuple[Method, ...]
     target: str | None = None
     output: str = "logits"
-    baseline: str | tuple[float, ...] = "mean"
+    baseline: str | tuple[float, ...] = "data"
+    background_images: int = 8
     batch_size: int = 64
     max_images: int | None = None
     max_per_class: int | None = None
@@ -86,6 +88,7 @@ class RunConfig:
             if not np.isfinite(values).all():
                 raise XbandError("baseline values must be finite numbers, one per band.")
             fix(self, "baseline", tuple(float(v) for v in values))
+        fix(self, "background_images", whole_number(self.background_images, "background_images"))
         fix(self, "batch_size", whole_number(self.batch_size, "batch_size"))
         fix(self, "max_images", _optional_count(self.max_images, "max_images"))
         fix(self, "max_per_class", _optional_count(self.max_per_class, "max_per_class"))
@@ -142,12 +145,19 @@ class RunConfig:
     def method(self, name: str) -> Method:
         return next(m for m in self.methods if m.name == name)
 
+    @property
+    def n_background(self) -> int:
+        """Images a removed band is taken from in turn: `background_images` with the data
+        baseline, 1 (a constant) otherwise."""
+        return self.background_images if self.baseline == "data" else 1
+
     def settings(self) -> dict:
         """The settings as summary.json records them (methods are listed on their own)."""
         return {
             "target": self.target,
             "output": self.output,
             "baseline": self.baseline if isinstance(self.baseline, str) else "user-given",
+            "background_images": self.background_images if self.baseline == "data" else None,
             "batch_size": self.batch_size,
             "max_images": self.max_images,
             "max_per_class": self.max_per_class,

@@ -45,13 +45,16 @@ class MethodCost:
         return self.passes_per_image * self.seconds_per_image * images
 
 
-def method_cost(method: Method, n_features: int, seconds_per_pass: dict[str, float]) -> MethodCost:
-    passes = method.passes_per_image(n_features)
+def method_cost(method: Method, n_features: int, seconds_per_pass: dict[str, float],
+                n_background: int = 1) -> MethodCost:
+    """Seconds per image of `method` with `n_background` background images (1: a constant
+    baseline)."""
+    passes = method.passes_per_image(n_features, n_background)
     return MethodCost(method.name, passes, seconds_per_pass[pass_kind(method)])
 
 
 def fit_budget(methods: tuple[Method, ...], n_features: int, seconds_per_pass: dict[str, float],
-               budget_s: float, n_classes: int, min_images: int
+               budget_s: float, n_classes: int, min_images: int, n_background: int = 1
                ) -> tuple[tuple[Method, ...], list[str]]:
     """The methods in the form that fits an equal share of the budget, and a line per choice.
 
@@ -61,17 +64,18 @@ def fit_budget(methods: tuple[Method, ...], n_features: int, seconds_per_pass: d
     share = budget_s / len(methods)
     chosen, notes = [], []
     for method in methods:
-        cost = method_cost(method, n_features, seconds_per_pass)
+        cost = method_cost(method, n_features, seconds_per_pass, n_background)
         images = int(share / (cost.passes_per_image * cost.seconds_per_image * n_classes))
         if isinstance(method, Shapley) and method.exact(n_features) and images < min_images:
             sampled = method.with_options(max_exact_bands=n_features - 1)
-            fits = int(share / (method_cost(sampled, n_features, seconds_per_pass).seconds(1)
-                                * n_classes))
+            fits = int(share / (method_cost(sampled, n_features, seconds_per_pass,
+                                            n_background).seconds(1) * n_classes))
             if fits > images:
-                notes.append(f"budget: shapley runs sampled ({sampled.passes_per_image(n_features)} "
-                             f"passes per image, about {fits} images per class in its "
-                             f"{share:.0f} s share) instead of exact ({2 ** n_features} passes "
-                             f"per image, {images} images per class)")
+                notes.append(f"budget: shapley runs sampled "
+                             f"({sampled.passes_per_image(n_features, n_background)} passes per "
+                             f"image, about {fits} images per class in its {share:.0f} s share) "
+                             f"instead of exact ({cost.passes_per_image} passes per image, "
+                             f"{images} images per class)")
                 method, images = sampled, fits
         notes.append(f"budget: {method.name} gets {share:.0f} s (about {images} images per "
                      "class at the measured speed; unused time passes to the next method)")

@@ -43,7 +43,8 @@ class RunRecord:
     and band statistics it used, how the network ran, how long each step took."""
 
     indices: np.ndarray  # (N,) positions in the data source of the explained images
-    baseline: np.ndarray  # (B,) what a removed band became
+    baseline: np.ndarray  # (B,) what a removed band became (data baseline: its background mean)
+    background: np.ndarray  # (M,) positions in the data source of the background images
     band_mean: np.ndarray  # (B,) over the explained images, preprocessed
     band_std: np.ndarray  # (B,)
     timing: PassTiming  # images per network pass and seconds per image-pass
@@ -124,7 +125,9 @@ def build_summary(model: LoadedModel, data: ImageSet, config: RunConfig, record:
         "accuracy": (_label_scores(labels, predictions, data.class_names) if config.multi_label
                      else _accuracy(labels, predictions, data.class_names)),
         "methods": {
-            m.name: {**m.options(), "passes_per_image": m.passes_per_image(data.n_bands),
+            m.name: {**m.options(),
+                     "passes_per_image": m.passes_per_image(data.n_bands,
+                                                            max(1, len(record.background))),
                      "seconds": round(record.timings[m.name], 3)}
             for m in config.methods
         },
@@ -133,6 +136,7 @@ def build_summary(model: LoadedModel, data: ImageSet, config: RunConfig, record:
         "settings": {
             **config.settings(),
             "baseline_values": record.baseline.tolist(),
+            "background_image_indices": record.background.tolist(),
             "speed_ups": list(record.speed_ups),
             "images_per_pass": record.passes.as_dict(),
             "tuning_s": round(record.timings["tuning"], 2),

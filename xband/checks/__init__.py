@@ -81,8 +81,9 @@ def evaluate(
                                                                              "batch_size"))
     chosen, baselines = settings["checks"], settings["deletion_baselines"]
     run_baseline = explanation.config.baseline
+    closest = "shuffle" if run_baseline == "data" else run_baseline
     settings.update(images=len(setup.positions), seed=setup.seed,
-                    primary_baseline=run_baseline if run_baseline in baselines else baselines[0])
+                    primary_baseline=closest if closest in baselines else baselines[0])
     result = Evaluation(method_info=explanation.method_info, settings=settings)
     if "randomisation" in chosen:
         result.randomisation = randomisation_check(setup, stages=settings["cascade_stages"],

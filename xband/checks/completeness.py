@@ -23,9 +23,10 @@ def completeness_check(setup: Setup) -> pd.DataFrame:
     forward = setup.forward
     with torch.inference_mode():
         out = torch.cat([forward(part) for part in setup.x.split(setup.passes.forward)])
-        base = forward(setup.baseline.expand(1, -1, *setup.x.shape[2:]))
+        # the mean output over the background images (one for a constant baseline)
+        base = forward(setup.baseline.expand(-1, -1, *setup.x.shape[2:])).mean(dim=0)
     index = torch.arange(len(setup.x), device=setup.x.device)
-    gain = (out[index, setup.target] - base[0, setup.target]).double().cpu().numpy()
+    gain = (out[index, setup.target] - base[setup.target]).double().cpu().numpy()
     images = setup.explanation.indices[setup.positions]
     frames = []
     for n_steps in sorted({max(2, steps // 4), steps, steps * 4}):

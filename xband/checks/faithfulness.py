@@ -18,10 +18,11 @@ import torch
 
 from xband.aggregate import spearman_rows
 from xband.checks._common import Setup, class_means, class_order, nan_mean
-from xband.config import BASELINES
 from xband.errors import XbandError
 
-DELETION_BASELINES = (*BASELINES, "shuffle", "noise")  # the run's, and two drawn from the data
+# two constants, and two drawn from the data (the curves of a run with the data baseline use
+# "shuffle": the band of another image)
+DELETION_BASELINES = ("mean", "zero", "shuffle", "noise")
 RANDOM = "random"
 def replacement(setup: Setup, baseline: str) -> torch.Tensor:
     """(n, B, H, W) values a removed band takes: the band's mean over the data, zero, the band

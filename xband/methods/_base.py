@@ -37,7 +37,9 @@ class Context:
     """What a method may use besides the batch; the same for every method in one run."""
 
     forward: nn.Module  # channels-first input → logits or probabilities
-    baseline: torch.Tensor  # (1, B, 1, 1) value a band takes when it is "removed"
+    # what a "removed" band becomes: (1, B, 1, 1) one value per band, or (M, B, H, W) background
+    # images drawn from the data, the score then being an expectation over them
+    baseline: torch.Tensor
     band_std: torch.Tensor  # (B,) spread of each band over the data
     donors: Callable[[np.ndarray, int], torch.Tensor]  # (positions, repeat) → other images, seeded
     passes: PassSizes  # images per network pass, forward-only and with gradients
@@ -104,11 +106,12 @@ class Method:
                              f"{', '.join(sorted(known)) or 'none'}.")
         return dataclasses.replace(self, **options)
 
-    def passes_per_image(self, n_features: int) -> int:
-        """Forward (+backward) passes one image costs; used to pick sampled forms and to report."""
+    def passes_per_image(self, n_features: int, n_background: int = 1) -> int:
+        """Forward (+backward) passes one image costs with `n_background` background images
+        (1: a constant baseline); used to pick sampled forms and to report."""
         return 1
 
-    def note(self, n_features: int) -> str | None:
+    def note(self, n_features: int, n_background: int = 1) -> str | None:
         """A line for the report when the method runs in a cheaper form than asked."""
         return None
 
@@ -180,6 +183,15 @@ def predicted(outputs: torch.Tensor, label: torch.Tensor, ctx: Context) -> torch
     if ctx.threshold is None:
         return outputs.argmax(dim=-1) == label
     return outputs.gather(-1, label.unsqueeze(-1)).squeeze(-1) > ctx.threshold
+
+
+def background_draws(shape: tuple[int, ...], ctx: Context) -> torch.Tensor:
+    """Which background image each of a `shape` of random evaluations uses, drawn uniformly
+    (all 0, drawing nothing, with a constant baseline): sampled methods draw the background with
+    the subset, an unbiased estimate of the expectation over the background at no extra pass."""
+    if len(ctx.baseline) == 1:
+        return torch.zeros(shape, dtype=torch.long)
+    return torch.randint(len(ctx.baseline), shape)
 
 
 def pixel_mean(attr: torch.Tensor) -> np.ndarray:

@@ -22,13 +22,14 @@ def feature_of_band(n_bands: int, ctx: Context) -> torch.Tensor:
     return torch.arange(n_bands) if ctx.features is None else ctx.features.cpu()
 
 
-def masked_outputs(batch: Batch, ctx: Context, present: torch.Tensor,
-                   absent: torch.Tensor) -> torch.Tensor:
+def masked_outputs(batch: Batch, ctx: Context, present: torch.Tensor, absent: torch.Tensor,
+                   pick: torch.Tensor | None = None) -> torch.Tensor:
     """(N, K, C) outputs for every image with only the features in subset k present.
 
     present: (K, F) 0/1 over features, the same subsets for every image, or (N, K, F) per image.
-    absent: what a removed band becomes, broadcastable to the batch: the (1, B, 1, 1) baseline
-    or (N, B, H, W) other images.
+    absent: what a removed band becomes: (N, B, H, W) other images, one per image; or, with
+    `pick`, the baseline (M, B, H, W) or (M, B, 1, 1), of which subset k of image n takes
+    entry pick[k] ((K,)) or pick[n, k] ((N, K)).
     """
     x = batch.x
     n, n_bands = x.shape[:2]
@@ -36,12 +37,15 @@ def masked_outputs(batch: Batch, ctx: Context, present: torch.Tensor,
     if keep.dim() == 2:
         keep = keep.expand(n, -1, -1)
     n_subsets = keep.shape[1]
-    absent = absent.expand_as(x)
+    if pick is not None:
+        pick = pick.to(x.device).expand(n, n_subsets)
     outputs = None
     with torch.inference_mode():
         for subsets, images in blocks(n, n_subsets, ctx.passes.forward):
             mask = keep[images, subsets].transpose(0, 1)[..., None, None]  # (k, n, B, 1, 1)
-            variants = torch.where(mask, x[images].unsqueeze(0), absent[images].unsqueeze(0))
+            other = (absent[images].unsqueeze(0) if pick is None
+                     else absent[pick[images, subsets].T])  # (k or 1, n, B, H or 1, W or 1)
+            variants = torch.where(mask, x[images].unsqueeze(0), other)
             out = ctx.forward(variants.flatten(0, 1)).view(*mask.shape[:2], -1)
             if outputs is None:
                 outputs = out.new_empty(n, n_subsets, out.shape[-1])
@@ -60,11 +64,31 @@ class LinearSubsetMethod(BandSubsetMethod):
     """Scores that are a fixed linear combination of the target output over fixed band subsets:
     one weight matrix over one masked-outputs path, φ = W v."""
 
-    def coalitions(self, n_feat: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(K, F) 0/1 subsets of features present, and the (F, K) float64 weights W."""
+    def coalitions(self, n_feat: int, n_background: int, n_images: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(K, F) 0/1 subsets of features present, the (F, K) float64 weights W, and the
+        background each subset is evaluated against: (K,), or (N, K) per image."""
         raise NotImplementedError
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
-        present, weights = self.coalitions(n_features(batch.x, ctx.features))
-        values = target_values(masked_outputs(batch, ctx, present, ctx.baseline), batch.target)
+        present, weights, pick = self.coalitions(n_features(batch.x, ctx.features),
+                                                 len(ctx.baseline), len(batch.x))
+        values = target_values(masked_outputs(batch, ctx, present, ctx.baseline, pick),
+                               batch.target)
         return BandAttribution((values.cpu() @ weights.T).numpy())
+
+
+def over_backgrounds(present: torch.Tensor, weights: torch.Tensor, n_background: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A fixed design (subsets, weights) evaluated against every background and averaged: the
+    expectation over the background, exactly. The subset with every feature present does not
+    depend on the background and is evaluated once."""
+    if n_background == 1:
+        return present, weights, torch.zeros(len(present), dtype=torch.long)
+    full = present.bool().all(dim=1)
+    rest = present[~full]
+    return (torch.cat([present[full], rest.repeat(n_background, 1)]),
+            torch.cat([weights[:, full], weights[:, ~full].repeat(1, n_background) / n_background],
+                      dim=1),
+            torch.cat([torch.zeros(int(full.sum()), dtype=torch.long),
+                       torch.arange(n_background).repeat_interleave(len(rest))]))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from xband.methods._coalitions import LinearSubsetMethod
+from xband.methods._coalitions import LinearSubsetMethod, over_backgrounds
 
 
 @dataclass(frozen=True)
@@ -20,11 +20,13 @@ class FeatureAblation(LinearSubsetMethod):
     label = "Band ablation"
     units = "f(x) − f(x with the band at its baseline), output units"
 
-    def passes_per_image(self, n_features: int) -> int:
-        return n_features + 1
+    def passes_per_image(self, n_features: int, n_background: int = 1) -> int:
+        return n_features * n_background + 1
 
-    def coalitions(self, n_feat: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """All features, then all but feature f; W takes the first minus the f-th."""
+    def coalitions(self, n_feat: int, n_background: int, n_images: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All features, then all but feature f; W takes the first minus the f-th (its mean
+        over the backgrounds)."""
         present = torch.cat([torch.ones(1, n_feat), 1 - torch.eye(n_feat)])
         weights = torch.cat([torch.ones(n_feat, 1), -torch.eye(n_feat)], dim=1).double()
-        return present, weights
+        return over_backgrounds(present, weights, n_background)

@@ -33,7 +33,7 @@ class GradientShap(GradientMethod):
 
     n_samples: int = option(16, "draws of (donor image, point on the path) per image")
 
-    def passes_per_image(self, n_features: int) -> int:
+    def passes_per_image(self, n_features: int, n_background: int = 1) -> int:
         return self.n_samples
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:

@@ -25,6 +25,8 @@ class IntegratedGradients(GradientMethod):
 
     Captum's IntegratedGradients (Gauss-Legendre nodes and weights, its default), with the
     (step, image) points built block by block in gradient passes of the measured best size.
+    With background images as the baseline, the mean of IG from each: bands then sum to
+    f(x) − the mean of f over the backgrounds.
     """
 
     name = "integrated_gradients"
@@ -33,14 +35,20 @@ class IntegratedGradients(GradientMethod):
 
     n_steps: int = option(32, "integration steps (gradient passes per image)")
 
-    def passes_per_image(self, n_features: int) -> int:
-        return self.n_steps
+    def passes_per_image(self, n_features: int, n_background: int = 1) -> int:
+        return self.n_steps * n_background
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
+        maps = sum(self.paths(batch, ctx, base) for base in ctx.baseline.split(1)
+                   ) / len(ctx.baseline)
+        return BandAttribution(pixel_sum(maps), maps)
+
+    def paths(self, batch: Batch, ctx: Context, base: torch.Tensor) -> torch.Tensor:
+        """(N, B, H, W) IG maps from the (1, B, H or 1, W or 1) baseline `base`."""
         step_sizes, alphas = (torch.tensor(f(self.n_steps), dtype=batch.x.dtype,
                                            device=batch.x.device)
                               for f in approximation_parameters("gausslegendre"))
-        x, base = batch.x, ctx.baseline
+        x = batch.x
         total = torch.zeros_like(x)
         for steps, images in blocks(len(x), self.n_steps, ctx.passes.gradient):
             alpha = alphas[steps].view(-1, 1, 1, 1, 1)
@@ -49,5 +57,4 @@ class IntegratedGradients(GradientMethod):
             grad = input_gradients(points, target, ctx).view(len(alpha), -1, *x.shape[1:])
             for step, weight in zip(grad, step_sizes[steps], strict=True):  # in step order,
                 total[images] += step * weight  # so that the pass size never changes a sum
-        maps = total * (x - base)
-        return BandAttribution(pixel_sum(maps), maps)
+        return total * (x - base)

@@ -16,7 +16,15 @@ import numpy as np
 import torch
 from sklearn.linear_model import Lasso, LinearRegression
 
-from xband.methods._base import BandAttribution, BandSubsetMethod, Batch, Context, n_features, option
+from xband.methods._base import (
+    BandAttribution,
+    BandSubsetMethod,
+    Batch,
+    Context,
+    background_draws,
+    n_features,
+    option,
+)
 from xband.methods._coalitions import feature_of_band, masked_outputs, target_values
 
 
@@ -26,14 +34,16 @@ class SurrogateMethod(BandSubsetMethod):
 
     n_samples: int = option(64, "band subsets drawn per image (one forward pass each)")
 
-    def passes_per_image(self, n_features: int) -> int:
+    def passes_per_image(self, n_features: int, n_background: int = 1) -> int:
         return self.n_samples
 
-    def subsets(self, n_images: int, n_feat: int) -> torch.Tensor:
-        """(N, n_samples, F) 0/1 band-feature subsets, drawn as Captum's sampler draws them."""
+    def subsets(self, n_images: int, n_feat: int, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, K, F) 0/1 band-feature subsets, drawn as Captum's sampler draws them, and the
+        (N, K) background each is evaluated against."""
         raise NotImplementedError
 
-    def weights(self, batch: Batch, ctx: Context, present: torch.Tensor) -> torch.Tensor:
+    def weights(self, batch: Batch, ctx: Context, present: torch.Tensor,
+                pick: torch.Tensor) -> torch.Tensor:
         """(N, K) sample weights of the surrogate fit, as Captum's similarity function gives them."""
         raise NotImplementedError
 
@@ -42,11 +52,12 @@ class SurrogateMethod(BandSubsetMethod):
         raise NotImplementedError
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
-        present = self.subsets(len(batch.x), n_features(batch.x, ctx.features))
-        values = target_values(masked_outputs(batch, ctx, present, ctx.baseline), batch.target)
+        present, pick = self.subsets(len(batch.x), n_features(batch.x, ctx.features), ctx)
+        values = target_values(masked_outputs(batch, ctx, present, ctx.baseline, pick),
+                               batch.target)
         # float32, as Captum hands them to scikit-learn
         fits = zip(present.float().numpy(), values.float().cpu().numpy(),
-                   self.weights(batch, ctx, present).float().numpy(), strict=True)
+                   self.weights(batch, ctx, present, pick).float().numpy(), strict=True)
         return BandAttribution(np.stack([
             self.surrogate().fit(x, y, sample_weight=w).coef_.astype(np.float64)
             for x, y, w in fits]))
@@ -60,24 +71,28 @@ class Lime(SurrogateMethod):
     label = "LIME (bands)"
     units = "surrogate coefficient: output change when the band is present, output units"
 
-    def subsets(self, n_images: int, n_feat: int) -> torch.Tensor:
-        return torch.bernoulli(torch.full((n_images, self.n_samples, n_feat), 0.5))
+    def subsets(self, n_images: int, n_feat: int, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        present = torch.bernoulli(torch.full((n_images, self.n_samples, n_feat), 0.5))
+        return present, background_draws((n_images, self.n_samples), ctx)
 
     def surrogate(self):
         return Lasso(alpha=0.01)
 
-    def weights(self, batch: Batch, ctx: Context, present: torch.Tensor) -> torch.Tensor:
+    def weights(self, batch: Batch, ctx: Context, present: torch.Tensor,
+                pick: torch.Tensor) -> torch.Tensor:
         """Captum's default kernel, exp(−d²/2) with d the cosine distance between the image and
-        the image with absent bands at the baseline, from per-band sums instead of every pixel."""
+        the image with absent bands from the baseline, from per-band sums instead of every pixel."""
         x = batch.x.double()
-        base = ctx.baseline.double().view(1, 1, -1)
+        base = ctx.baseline.double().expand(-1, -1, *x.shape[2:])  # (M, B, H, W)
         keep = present[..., feature_of_band(x.shape[1], ctx)].to(x.device).double()  # (N, K, B)
         drop = 1 - keep
+        pick = pick.to(x.device)
         square = (x * x).sum(dim=(2, 3)).unsqueeze(1)  # (N, 1, B)
-        total = x.sum(dim=(2, 3)).unsqueeze(1)
-        pixels = x.shape[2] * x.shape[3]
-        dot = (keep * square + drop * base * total).sum(dim=2)
-        norm_perturbed = (keep * square + drop * pixels * base**2).sum(dim=2).sqrt()
+        cross = torch.einsum("nbhw,mbhw->nmb", x, base)  # (N, M, B) Σ pixels x·baseline
+        cross = cross.gather(1, pick.unsqueeze(2).expand(-1, -1, x.shape[1]))  # (N, K, B)
+        base_square = (base * base).sum(dim=(2, 3))[pick]  # (N, K, B)
+        dot = (keep * square + drop * cross).sum(dim=2)
+        norm_perturbed = (keep * square + drop * base_square).sum(dim=2).sqrt()
         norm_image = square.sum(dim=2).sqrt()
         eps = 1e-8
         cosine = dot / (norm_image.clamp(min=eps) * norm_perturbed.clamp(min=eps))
@@ -96,11 +111,15 @@ class KernelShap(SurrogateMethod):
     n_samples: int = option(128, "band subsets per image: all, none, and drawn by the "
                                  "Shapley kernel")
 
-    def subsets(self, n_images: int, n_feat: int) -> torch.Tensor:
-        """All bands, none, then subsets in pairs, each drawn subset followed by its complement:
-        its size k has probability ∝ (F−1)/(k(F−k)), uniform among subsets of that size
-        (Captum's kernel_shap_perturb_generator). Pairs halve the error at the same cost on the
-        models measured (README, "Exact or sampled")."""
+    def passes_per_image(self, n_features: int, n_background: int = 1) -> int:
+        return self.n_samples + n_background - 1
+
+    def subsets(self, n_images: int, n_feat: int, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        """All bands, none (against every background image: their mean is the surrogate's
+        intercept), then subsets in pairs, each drawn subset followed by its complement, a pair
+        against one background: its size k has probability ∝ (F−1)/(k(F−k)), uniform among
+        subsets of that size (Captum's kernel_shap_perturb_generator). Pairs halve the error at
+        the same cost on the models measured (README, "Exact or sampled")."""
         sizes = torch.arange(n_feat, dtype=torch.float)
         probs = torch.tensor(n_feat - 1) / (sizes * (n_feat - sizes))
         probs[0] = 0.0
@@ -109,13 +128,21 @@ class KernelShap(SurrogateMethod):
         rank = torch.randn(n_images, pairs, n_feat).argsort(dim=2).argsort(dim=2)
         drawn = (rank >= n_feat - size).float()  # the `size` features with the largest draws
         paired = torch.stack([drawn, 1 - drawn], dim=2).flatten(1, 2)
-        ends = torch.stack([torch.ones(n_feat), torch.zeros(n_feat)]).expand(n_images, 2, n_feat)
-        return torch.cat([ends, paired], dim=1)[:, :self.n_samples]
+        n_background = len(ctx.baseline)
+        ends = torch.cat([torch.ones(1, n_feat), torch.zeros(n_background, n_feat)])
+        present = torch.cat([ends.expand(n_images, -1, -1), paired], dim=1)
+        pick = torch.cat([torch.zeros(n_images, 1, dtype=torch.long),  # unused: all present
+                          torch.arange(n_background).expand(n_images, -1),
+                          background_draws((n_images, pairs), ctx).repeat_interleave(2, dim=1)],
+                         dim=1)
+        keep = self.passes_per_image(n_feat, n_background)
+        return present[:, :keep], pick[:, :keep]
 
     def surrogate(self):
         return LinearRegression()
 
-    def weights(self, batch: Batch, ctx: Context, present: torch.Tensor) -> torch.Tensor:
+    def weights(self, batch: Batch, ctx: Context, present: torch.Tensor,
+                pick: torch.Tensor) -> torch.Tensor:
         """1, and a large weight for the empty and the full subset (Captum's kernel)."""
         size = present.sum(dim=2)
         ends = (size == 0) | (size == present.shape[2])

@@ -31,7 +31,7 @@ class Permutation(BandSubsetMethod):
 
     n_repeats: int = option(5, "shuffles of each band (each a fresh draw of donor images)")
 
-    def passes_per_image(self, n_features: int) -> int:
+    def passes_per_image(self, n_features: int, n_background: int = 1) -> int:
         return self.n_repeats * n_features
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:

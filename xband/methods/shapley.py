@@ -8,7 +8,7 @@ from math import factorial
 import torch
 
 from xband.methods._base import option
-from xband.methods._coalitions import LinearSubsetMethod
+from xband.methods._coalitions import LinearSubsetMethod, over_backgrounds
 
 
 def coalitions(n_bands: int) -> torch.Tensor:
@@ -32,22 +32,28 @@ def shapley_weights(n_bands: int) -> torch.Tensor:
     return plus - minus
 
 
-def sampled_shapley_weights(permutations: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Subsets and the (F, 1 + S·F) matrix M with φ = M v for Shapley value sampling.
+def sampled_shapley_weights(permutations: list[list[int]], *, shared_start: bool = True
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Subsets and the (F, K) matrix M with φ = M v for Shapley value sampling.
 
-    Along each of the S permutations features join one at a time, starting from none (subset 0,
-    shared); a feature's value is the mean of its marginal gains, as in Captum's
-    ShapleyValueSampling.
+    Along each of the S permutations features join one at a time, starting from none; a
+    feature's value is the mean of its marginal gains, as in Captum's ShapleyValueSampling.
+    shared_start: one empty subset for every permutation (K = 1 + S·F); otherwise each
+    permutation starts from its own (K = S·(F + 1)), to be evaluated against its own background.
     """
     n_feat, n_perm = len(permutations[0]), len(permutations)
-    present = torch.zeros(1 + n_perm * n_feat, n_feat)
-    weights = torch.zeros(n_feat, 1 + n_perm * n_feat, dtype=torch.float64)
+    width = n_feat if shared_start else n_feat + 1
+    start = 1 if shared_start else 0
+    present = torch.zeros(start + n_perm * width, n_feat)
+    weights = torch.zeros(n_feat, start + n_perm * width, dtype=torch.float64)
     for s, order in enumerate(permutations):
+        empty = 0 if shared_start else s * width  # the order's starting column
+        first = start + s * width + (0 if shared_start else 1)  # its first feature joins here
         for k, feature in enumerate(order):
-            column = 1 + s * n_feat + k
+            column = first + k
             present[column, order[: k + 1]] = 1
             weights[feature, column] += 1 / n_perm
-            weights[feature, column - 1 if k else 0] -= 1 / n_perm
+            weights[feature, column - 1 if k else empty] -= 1 / n_perm
     return present, weights
 
 
@@ -72,25 +78,40 @@ class Shapley(LinearSubsetMethod):
     def exact(self, n_features: int) -> bool:
         return n_features <= self.max_exact_bands
 
-    def passes_per_image(self, n_features: int) -> int:
+    def passes_per_image(self, n_features: int, n_background: int = 1) -> int:
         if self.exact(n_features):
-            return 2**n_features
-        return self.n_samples * n_features + 1
+            return (2**n_features - 1) * n_background + 1
+        if n_background == 1:
+            return self.n_samples * n_features + 1
+        return self.n_samples * (n_features + 1)
 
-    def note(self, n_features: int) -> str | None:
+    def note(self, n_features: int, n_background: int = 1) -> str | None:
         if self.exact(n_features):
             return None
+        exact = self.with_options(max_exact_bands=n_features)
         return (
             f"shapley: {n_features} bands → sampled Shapley values ({self.n_samples} "
-            f"antithetic band orders, {self.passes_per_image(n_features)} passes per image); "
-            f"exact values need {2**n_features} passes per image "
+            f"antithetic band orders, {self.passes_per_image(n_features, n_background)} passes "
+            f"per image); exact values need {exact.passes_per_image(n_features, n_background)} "
+            "passes per image "
             f"(--method-option shapley.max_exact_bands={n_features} to pay for them)"
         )
 
-    def coalitions(self, n_feat: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def coalitions(self, n_feat: int, n_background: int, n_images: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Exact: every coalition against every background. Sampled: with background images,
+        each pair of band orders of an image runs against one background drawn for it."""
         if self.exact(n_feat):
-            return coalitions(n_feat), shapley_weights(n_feat)
-        return sampled_shapley_weights(antithetic_permutations(n_feat, self.n_samples))
+            return over_backgrounds(coalitions(n_feat), shapley_weights(n_feat), n_background)
+        orders = antithetic_permutations(n_feat, self.n_samples)
+        if n_background == 1:
+            present, weights = sampled_shapley_weights(orders)
+            return present, weights, torch.zeros(len(present), dtype=torch.long)
+        present, weights = sampled_shapley_weights(orders, shared_start=False)
+        pairs = -(-self.n_samples // 2)
+        drawn = torch.randint(n_background, (n_images, pairs))
+        pick = drawn.repeat_interleave(2, dim=1)[:, :self.n_samples]  # (N, orders)
+        return present, weights, pick.repeat_interleave(n_feat + 1, dim=1)
 
 
 def antithetic_permutations(n_feat: int, n_samples: int) -> list[list[int]]:

@@ -1,0 +1,131 @@
+"""The data baseline: a removed band takes that band of background images drawn from the data,
+and every effect method scores the expectation over them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import xband
+from tests.planted import N_BANDS, level_images, train_torch
+from xband.forward import PassSizes, forward_module
+from xband.methods import Batch, Context, get_method
+
+
+def _context(forward, baseline: torch.Tensor) -> Context:
+    return Context(forward=forward, baseline=baseline, band_std=torch.ones(N_BANDS),
+                   donors=None, passes=PassSizes(forward=7, gradient=5))
+
+
+@pytest.fixture(scope="module")
+def level_task():
+    x, y = level_images(60, seed=0)
+    return train_torch(x, y, epochs=80), level_images(20, seed=1)
+
+
+def _batch(x: np.ndarray, y: np.ndarray) -> Batch:
+    target = torch.from_numpy(y)
+    return Batch(x=torch.from_numpy(x), target=target, label=target, index=np.arange(len(x)))
+
+
+@pytest.mark.parametrize("method", [{"name": "feature_ablation"},
+                                    {"name": "shapley", "max_exact_bands": 6},
+                                    {"name": "integrated_gradients", "n_steps": 8}])
+def test_exact_methods_score_the_mean_over_the_background_images(level_task, method):
+    net, (x, y) = level_task
+    forward = forward_module(net, "channels_first", "cpu")
+    chosen = get_method(**method)
+    batch = _batch(x[:9], y[:9])
+    background = torch.from_numpy(x[20:23])
+    together = chosen.attribute(batch, _context(forward, background)).scores
+    one_by_one = [chosen.attribute(batch, _context(forward, b)).scores for b in background.split(1)]
+    assert np.abs(together).max() > 0
+    np.testing.assert_allclose(together, np.mean(one_by_one, axis=0), rtol=1e-5, atol=1e-7)
+    assert chosen.passes_per_image(N_BANDS, 3) > chosen.passes_per_image(N_BANDS, 1)
+
+
+def test_exact_shapley_values_add_up_to_the_gain_over_the_mean_background_output(level_task):
+    net, (x, y) = level_task
+    forward = forward_module(net, "channels_first", "cpu")
+    background = torch.from_numpy(x[20:24])
+    scores = get_method("shapley", max_exact_bands=6).attribute(
+        _batch(x[:8], y[:8]), _context(forward, background)).scores
+    with torch.no_grad():
+        gain = (forward(torch.from_numpy(x[:8]))[np.arange(8), y[:8]]
+                - forward(background)[:, y[:8]].mean(dim=0))
+    np.testing.assert_allclose(scores.sum(axis=1), gain.double().numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["lime", "kernel_shap", "shapley"])
+def test_sampled_methods_against_copies_of_one_image_equal_that_image_as_baseline(level_task,
+                                                                                  method):
+    """The sampled forms draw a background per subset (or per pair of band orders) after
+    drawing the subsets: with every background the same image, they give that image's scores."""
+    net, (x, y) = level_task
+    forward = forward_module(net, "channels_first", "cpu")
+    chosen = get_method(method, n_samples=16) if method != "shapley" else get_method(
+        "shapley", max_exact_bands=2, n_samples=6)
+    batch = _batch(x[:6], y[:6])
+    image = torch.from_numpy(x[30:31])
+    scores = []
+    for baseline in (image, image.expand(4, -1, -1, -1)):
+        torch.manual_seed(5)
+        scores.append(chosen.attribute(batch, _context(forward, baseline)).scores)
+    assert np.abs(scores[0]).max() > 0
+    np.testing.assert_allclose(scores[1], scores[0], rtol=1e-4, atol=1e-5)
+
+
+def test_the_data_baseline_finds_a_band_whose_class_sits_at_its_mean(level_task):
+    """Class 1 sits at band 0's mean: the mean baseline hides the band, the data baseline not."""
+    net, (x, y) = level_task
+    model = xband.load_model(net, layout="channels_first", verbose=False)
+    data = xband.image_set(x, y, bands=[f"b{i}" for i in range(N_BANDS)],
+                           classes=["low", "middle", "high"])
+    top = {}
+    for baseline in ("mean", "data"):
+        result = xband.explain(model, data, "feature_ablation", baseline=baseline,
+                               all_images=True, progress=False, n_boot=50)
+        table = result.table("feature_ablation")
+        first = table[(table["rank"] == 1) & (table["class"] != "all images")]
+        top[baseline] = first.set_index("class")["band"].to_dict()
+    assert result.summary["accuracy"]["overall"] > 0.9
+    assert top["data"] == {"low": "b0", "middle": "b0", "high": "b0"}
+    assert top["mean"]["middle"] != "b0"
+
+
+def test_a_run_records_its_background_images_and_their_cost(level_task, capsys):
+    net, (x, y) = level_task
+    model = xband.load_model(net, layout="channels_first", verbose=False)
+    data = xband.image_set(x, y, bands=[f"b{i}" for i in range(N_BANDS)])
+    runs = [xband.explain(model, data, "feature_ablation,lime", background_images=3, seed=4,
+                          all_images=True, n_boot=50) for _ in range(2)]
+    said = capsys.readouterr().err
+    settings = runs[0].summary["settings"]
+    chosen = settings["background_image_indices"]
+    assert settings["baseline"] == "data" and settings["background_images"] == 3
+    assert len(chosen) == 3 and len(set(y[chosen])) == 3  # one per class, in proportion
+    assert runs[0].summary["methods"]["feature_ablation"]["passes_per_image"] == 3 * N_BANDS + 1
+    assert f"{3 * N_BANDS + 1} passes/image" in said and "3 background images" in said
+    np.testing.assert_array_equal(runs[0].scores["lime"], runs[1].scores["lime"])
+    mean_run = xband.explain(model, data, "feature_ablation", baseline="mean", all_images=True,
+                             progress=False, n_boot=50)
+    assert mean_run.summary["settings"]["background_image_indices"] == []
+    assert mean_run.summary["methods"]["feature_ablation"]["passes_per_image"] == N_BANDS + 1
+
+
+def test_the_checks_rerun_the_methods_against_the_same_background(level_task):
+    """The checks' reference scores, computed from the recorded background images, are the
+    explanation's own."""
+    net, (x, y) = level_task
+    model = xband.load_model(net, layout="channels_first", verbose=False)
+    data = xband.image_set(x, y, bands=[f"b{i}" for i in range(N_BANDS)])
+    result = xband.explain(model, data, "feature_ablation", background_images=4,
+                           all_images=True, progress=False, n_boot=50)
+    from xband.checks._common import Setup
+
+    setup = Setup.of(model, data, result, max_images=None)
+    assert setup.baseline.shape == (4, N_BANDS, *x.shape[2:])
+    own = setup.reference(result.config.method("feature_ablation"))[0]
+    np.testing.assert_allclose(own, result.scores["feature_ablation"][setup.positions],
+                               rtol=1e-5, atol=1e-6)
