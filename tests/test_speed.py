@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -230,7 +232,8 @@ def test_kernel_shap_subsets_follow_captums_shapley_kernel_in_complementary_pair
     """All bands, none (against each background image), then complementary pairs drawn by the
     Shapley kernel, a pair against one background drawn uniformly."""
     n_feat = 6
-    ctx = context(nn.Identity(), torch.zeros(n_background, n_feat, 8, 8))
+    ctx = dataclasses.replace(context(nn.Identity(), torch.zeros(1, n_feat, 1, 1)),
+                              background=0 if n_background == 1 else n_background)
     draws, pick = get_method("kernel_shap", n_samples=52).subsets(400, n_feat, ctx)
     ends = 1 + n_background
     assert draws.shape == (400, 52 + n_background - 1, n_feat) and pick.shape == draws.shape[:2]

@@ -41,12 +41,12 @@ class RunConfig:
     "true" (the label), "predicted", "all" (every class), or None (the label when labels are known,
     else the predicted class). output: "logits" (a final softmax or sigmoid stripped when possible)
     or "probabilities". baseline: what a removed band becomes: "data" (that band of each of
-    `background_images` images drawn from the data, the score being the mean over them), "mean" (its
-    mean over the data), "zero", or one value per band. max_images / max_per_class: explain a
-    seeded, stratified subset. examples_per_class: images kept whole for per-band maps. tuned: run
-    the speed-ups that keep the numbers (xband.forward). skip_bad: leave out unreadable images and
-    images with NaN/Inf/nodata values instead of stopping. n_boot: bootstrap resamples of the
-    per-class intervals. all_images: explain every image; otherwise (the default) each class's
+    `background_images` other images of the data per image, the score being the mean over them),
+    "mean" (its mean over the data), "zero", or one value per band. max_images / max_per_class:
+    explain a seeded, stratified subset. examples_per_class: images kept whole for per-band maps.
+    tuned: run the speed-ups that keep the numbers (xband.forward). skip_bad: leave out unreadable
+    images and images with NaN/Inf/nodata values instead of stopping. n_boot: bootstrap resamples of
+    the per-class intervals. all_images: explain every image; otherwise (the default) each class's
     images are taken in rounds until its top bands are settled (`stopping`; xband.sampling). budget:
     seconds the methods may take together ("5m" and the like in `build`), shared equally, unused
     time passing on. accept_low_accuracy: go on when the predictions fit the labels far better under
@@ -147,8 +147,8 @@ class RunConfig:
 
     @property
     def n_background(self) -> int:
-        """Images a removed band is taken from in turn: `background_images` with the data
-        baseline, 1 (a constant) otherwise."""
+        """Images a removed band is taken from in turn, per image: `background_images` with
+        the data baseline, 1 (a constant) otherwise."""
         return self.background_images if self.baseline == "data" else 1
 
     def settings(self) -> dict:

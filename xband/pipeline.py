@@ -88,9 +88,9 @@ def explain(
     target: "true" (the label), "predicted", "all" (every class), or None: the label when labels are
     known, else the predicted class. output: "logits" (a final softmax or sigmoid stripped when
     possible; a network ending in neither gives logits) or "probabilities". baseline: what a removed
-    band becomes: "data" (that band of each of `background_images` images drawn from the data, in
-    turn: scores are the mean over them), "mean" (its mean over the data), "zero", or one value
-    per band. max_images /
+    band becomes: "data" (that band of each of `background_images` other images of the data per
+    image, in turn: scores are the mean over them), "mean" (its mean over the data), "zero", or
+    one value per band. max_images /
     max_per_class: the candidate images, a seeded stratified subset. all_images: explain every
     candidate image; by default each class's images are explained in rounds until its top bands are
     settled (xband.sampling). budget: time for the methods together ("5m", "90s", seconds) in equal
@@ -161,15 +161,9 @@ class Selection:
     stats: BandStats  # per-band mean and std, preprocessed
     stats_images: int  # images the statistics come from
     checked: np.ndarray  # (P,) whether each candidate image was read and checked already
-    baseline: np.ndarray  # (B,) what a removed band becomes (data baseline: its background mean)
-    background: np.ndarray  # (M,) positions in the data source of the background images
+    baseline: np.ndarray  # (B,) what a removed band becomes (the data baseline: the band's mean)
     skipped: tuple[tuple[str, str], ...]  # (image, reason) left out so far
     notes: tuple[str, ...]
-
-    @property
-    def n_background(self) -> int:
-        """Images a removed band is taken from in turn (1: a constant baseline)."""
-        return max(1, len(self.background))
 
 
 STATS_IMAGES = 1024  # a sampled run computes band statistics from at most this many images
@@ -194,25 +188,22 @@ def run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *,
     networks = prepare_networks(model.network(config.output, config.multi_label), model.layout,
                                 config.device, example, tuned=False)
     networks, timing = measure_passes(model, data, config, networks, example,
-                                      expected_items(data, selection.indices, config),
-                                      selection.n_background)
+                                      expected_items(data, selection.indices, config))
     take = image_feed(data, selection.indices, networks.forward, config.device)
     candidates = Candidates(data, selection.indices, networks.forward, take,
                             skip_bad=config.skip_bad, checked=selection.checked,
                             chunk=config.batch_size * 4, threshold=decision_threshold(model, config))
     pairs = plan_pairs(candidates, config) if config.multi_label else None
     n_items = len(selection.indices) if pairs is None else len(pairs)
-    config, budget_notes = fit_to_budget(config, data, timing, selection.n_background)
+    config, budget_notes = fit_to_budget(config, data, timing)
     say = announce or (_stderr if progress else None)
     if say is not None:
-        say(cost_text(config, data, timing, n_items, model.n_classes, selection.n_background,
-                      pairs=pairs is not None))
+        say(cost_text(config, data, timing, n_items, model.n_classes, pairs=pairs is not None))
     runner = make_runner(data, config, selection, networks.forward, timing.sizes, take,
                          model.n_classes, candidates.threshold)
     work = attribute(config, runner, candidates, pairs, timing, data, progress)
     record = RunRecord(
         indices=selection.indices[work.explained], baseline=selection.baseline,
-        background=selection.background,
         band_mean=selection.stats.mean, band_std=selection.stats.std, timing=timing,
         speed_ups=networks.speed_ups,
         timings={"tuning": networks.tuning_s + timing.seconds,
@@ -278,35 +269,13 @@ def select_images(model: LoadedModel, data: ImageSet, config: RunConfig) -> Sele
         _check_classes(data, indices, model.n_classes, config, skipping=True)
     skipped = data.skipped + tuple(checked.skipped)
     notes = [*skip_notes(skipped), *_output_notes(model, config)]
-    background = background_images(data, checked.kept, config)
-    n_background = max(1, len(background))
-    notes += [n for n in (m.note(data.n_bands, n_background) for m in config.methods) if n]
-    baseline = (data.take(background).mean(axis=(0, 2, 3)) if len(background)
-                else _baseline(config, checked.stats, data.n_bands))
+    notes += [n for m in config.methods if (n := m.note(data.n_bands, config.n_background))]
     return Selection(indices, checked.stats, len(checked.kept), np.isin(indices, checked.kept),
-                     baseline, background, skipped, tuple(notes))
-
-
-def background_images(data: ImageSet, kept: np.ndarray, config: RunConfig) -> np.ndarray:
-    """Data baseline: positions in the data source of `config.background_images` images drawn
-    (seeded) from the images read and checked (`kept`), the classes taking turns so that each
-    has as many as the number allows; none for a constant baseline."""
-    if config.baseline != "data":
-        return np.empty(0, dtype=np.int64)
-    rng = np.random.default_rng([config.seed, 5])
-    drawn = rng.permutation(kept)
-    if data.labels is not None and data.labels.ndim == 1:  # class by class, in turns
-        labels = data.labels[drawn]
-        turn = np.empty(len(drawn), dtype=np.int64)
-        for c in np.unique(labels):
-            turn[labels == c] = np.arange(int((labels == c).sum()))
-        priority = rng.permutation(int(labels.max()) + 1)[labels]
-        drawn = drawn[np.lexsort((priority, turn))]
-    return np.sort(drawn[:config.background_images])
+                     _baseline(config, checked.stats, data.n_bands), skipped, tuple(notes))
 
 
 def _baseline(config: RunConfig, stats: BandStats, n_bands: int) -> np.ndarray:
-    if config.baseline == "mean":
+    if config.baseline in ("mean", "data"):  # the data baseline's mean value, for the record
         return stats.mean
     if config.baseline == "zero":
         return np.zeros(n_bands, dtype=np.float32)
@@ -379,8 +348,7 @@ def image_feed(data: ImageSet, indices: np.ndarray, forward: nn.Module,
 
 
 def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networks: Networks,
-                   example: torch.Tensor, n_candidates: int, n_background: int
-                   ) -> tuple[Networks, PassTiming]:
+                   example: torch.Tensor, n_candidates: int) -> tuple[Networks, PassTiming]:
     """The network as the methods run it, and its pass sizes and seconds per image-pass.
 
     One pass of each kind the methods make, timed at the batch size, gives the run's estimate.
@@ -393,7 +361,7 @@ def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networ
     plain = plain_timing(networks.forward, example, kinds=kinds, size=config.batch_size)
     if not config.tuned:
         return networks, plain
-    estimate = sum(method_cost(m, data.n_bands, plain.seconds_per_image, n_background
+    estimate = sum(method_cost(m, data.n_bands, plain.seconds_per_image, config.n_background
                                ).seconds(images) for m in config.methods)
     budget = TUNING_SHARE * estimate
     if budget < SPEED_UP_COST_S:
@@ -410,29 +378,29 @@ def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networ
     return networks, dataclasses.replace(timing, seconds=timing.seconds + plain.seconds)
 
 
-def fit_to_budget(config: RunConfig, data: ImageSet, timing: PassTiming,
-                  n_background: int) -> tuple[RunConfig, list[str]]:
+def fit_to_budget(config: RunConfig, data: ImageSet,
+                  timing: PassTiming) -> tuple[RunConfig, list[str]]:
     """The configuration with each method in the form its share of the budget affords."""
     if config.budget is None:
         return config, []
     methods, notes = fit_budget(config.methods, data.n_bands, timing.seconds_per_image,
                                 config.budget, len(data.class_names), config.stopping.min_images,
-                                n_background)
+                                config.n_background)
     return dataclasses.replace(config, methods=methods), notes
 
 
 def cost_text(config: RunConfig, data: ImageSet, timing: PassTiming, n_candidates: int,
-              n_classes: int, n_background: int, *, pairs: bool = False) -> str:
+              n_classes: int, *, pairs: bool = False) -> str:
     """What the run will cost, said before it starts; multi-label (`pairs`), `n_candidates`
     counts the (image, label) pairs, every one of them explained."""
-    costs = [method_cost(m, data.n_bands, timing.seconds_per_image, n_background)
+    costs = [method_cost(m, data.n_bands, timing.seconds_per_image, config.n_background)
              for m in config.methods]
     first = n_candidates if config.all_images else config.stopping.first_round
     lines = estimate_lines(costs, first, n_classes, n_candidates,
                            unit="(image, label) pairs" if pairs else "images")
-    if n_background > 1:
-        lines.append(f"a removed band takes that band of {n_background} background images drawn "
-                     "from the data, in turn (--baseline data; --background-images sets how many, "
+    if config.n_background > 1:
+        lines.append(f"a removed band takes that band of {config.n_background} other images of the "
+                     "data in turn, per image (--baseline data; --background-images sets how many, "
                      "--baseline mean a single value)")
     if pairs:
         lines.append("multi-label: every (image, label) pair is explained (the rounds until "
@@ -505,16 +473,14 @@ def make_runner(data: ImageSet, config: RunConfig, selection: Selection, forward
     """The batch runner over the candidate images, with band groups when the data has them;
     multi-label, `threshold` is the output above which a label counts as predicted."""
     device = config.device
-    baseline = (forward.prepare(torch.from_numpy(data.take(selection.background)).to(device))
-                if len(selection.background)
-                else torch.from_numpy(selection.baseline).view(1, -1, 1, 1).to(device))
     ctx = Context(
         forward=forward,
-        baseline=baseline,
+        baseline=torch.from_numpy(selection.baseline).view(1, -1, 1, 1).to(device),
         band_std=torch.from_numpy(selection.stats.std).to(device),
         donors=Donors(len(selection.indices), config.seed, take),
         passes=passes,
         threshold=threshold,
+        background=config.n_background if config.baseline == "data" else 0,
     )
     groups = BandGroups.of(ctx, data.band_groups, data.n_bands) if data.band_groups else None
     return BatchRunner(ctx, take, seed=config.seed, batch_size=config.batch_size,
@@ -567,7 +533,7 @@ def run_methods(config: RunConfig, runner: BatchRunner, candidates: Candidates,
     share = None if config.budget is None else config.budget / len(config.methods)
     results = {}
     for i, method in enumerate(config.methods):
-        cost = method_cost(method, n_features, timing.seconds_per_image, runner.n_background)
+        cost = method_cost(method, n_features, timing.seconds_per_image, config.n_background)
         results[method.name] = explain_method(
             method, runner, candidates, target=config.target, orders=orders,
             rule=config.stopping, all_images=config.all_images, examples=examples,

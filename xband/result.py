@@ -43,8 +43,7 @@ class RunRecord:
     and band statistics it used, how the network ran, how long each step took."""
 
     indices: np.ndarray  # (N,) positions in the data source of the explained images
-    baseline: np.ndarray  # (B,) what a removed band became (data baseline: its background mean)
-    background: np.ndarray  # (M,) positions in the data source of the background images
+    baseline: np.ndarray  # (B,) what a removed band became (the data baseline: the band's mean)
     band_mean: np.ndarray  # (B,) over the explained images, preprocessed
     band_std: np.ndarray  # (B,)
     timing: PassTiming  # images per network pass and seconds per image-pass
@@ -126,8 +125,7 @@ def build_summary(model: LoadedModel, data: ImageSet, config: RunConfig, record:
                      else _accuracy(labels, predictions, data.class_names)),
         "methods": {
             m.name: {**m.options(),
-                     "passes_per_image": m.passes_per_image(data.n_bands,
-                                                            max(1, len(record.background))),
+                     "passes_per_image": m.passes_per_image(data.n_bands, config.n_background),
                      "seconds": round(record.timings[m.name], 3)}
             for m in config.methods
         },
@@ -136,7 +134,6 @@ def build_summary(model: LoadedModel, data: ImageSet, config: RunConfig, record:
         "settings": {
             **config.settings(),
             "baseline_values": record.baseline.tolist(),
-            "background_image_indices": record.background.tolist(),
             "speed_ups": list(record.speed_ups),
             "images_per_pass": record.passes.as_dict(),
             "tuning_s": round(record.timings["tuning"], 2),

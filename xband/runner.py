@@ -135,11 +135,6 @@ class BatchRunner:
         self.ctx, self.take, self.seed = ctx, take, seed
         self.batch_size, self.n_classes, self.groups = batch_size, n_classes, groups
 
-    @property
-    def n_background(self) -> int:
-        """Images a removed band is taken from in turn (1: a constant baseline)."""
-        return len(self.ctx.baseline)
-
     def attribute(self, method: Method, batch: Batch, ctx: Context, key: int) -> BandAttribution:
         """One method on one batch under the batch's own seed."""
         with seeded(draw_seed(self.seed, method.name, key)), warnings.catch_warnings():

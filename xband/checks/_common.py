@@ -34,7 +34,7 @@ class Setup:
     image_class: np.ndarray  # (n,) class each image counts as: its label, else its predicted class
     target: np.ndarray  # (n,) class whose output is explained
     positions: np.ndarray  # (n,) rows of the explanation's per-image arrays
-    baseline: torch.Tensor  # (1, B, 1, 1) or (M, B, H, W) background images: the explanation's
+    baseline: torch.Tensor  # (1, B, 1, 1) the explanation's (the band means, for the data one)
     batch_size: int
     _reference: dict = field(default_factory=dict)
 
@@ -57,11 +57,9 @@ class Setup:
         target = explanation.predictions if config.target == "predicted" else image_class
         device = check_device(config.device)
         x = torch.from_numpy(data.take(explanation.indices[positions])).to(device)
-        baseline = (data.take(record.background) if len(record.background)
-                    else record.baseline.reshape(1, -1, 1, 1))
         return cls(model=model, explanation=explanation, x=x, image_class=image_class[positions],
                    target=target[positions], positions=positions,
-                   baseline=torch.from_numpy(np.ascontiguousarray(baseline)).to(device),
+                   baseline=torch.from_numpy(record.baseline).view(1, -1, 1, 1).to(device),
                    batch_size=batch_size or config.batch_size)
 
     @property
@@ -122,6 +120,8 @@ class Setup:
             band_std=torch.from_numpy(self.explanation.record.band_std).to(self.device),
             donors=Donors(len(self.positions), self.seed, self._take),
             passes=self.passes,
+            background=self.config.background_images if (
+                baseline is None and self.config.baseline == "data") else 0,
         )
 
     def _take(self, positions: np.ndarray) -> torch.Tensor:

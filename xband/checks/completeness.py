@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from xband.checks._common import Setup
+from xband.methods import Batch
 
 METHOD = "integrated_gradients"
 
@@ -21,12 +22,18 @@ def completeness_check(setup: Setup) -> pd.DataFrame:
     method = setup.config.method(METHOD)
     steps = method.n_steps
     forward = setup.forward
-    with torch.inference_mode():
-        out = torch.cat([forward(part) for part in setup.x.split(setup.passes.forward)])
-        # the mean output over the background images (one for a constant baseline)
-        base = forward(setup.baseline.expand(-1, -1, *setup.x.shape[2:])).mean(dim=0)
     index = torch.arange(len(setup.x), device=setup.x.device)
-    gain = (out[index, setup.target] - base[setup.target]).double().cpu().numpy()
+    target = torch.from_numpy(setup.target).to(setup.x.device)
+
+    def outputs(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([forward(part) for part in x.split(setup.passes.forward)])[index, target]
+
+    ctx = setup.context(forward)
+    with torch.inference_mode():  # the output gain over the baseline (each image's background
+        # images, the mean of their outputs, with the data baseline)
+        base = torch.stack([outputs(b.expand_as(setup.x)) for b in ctx.removal(
+            Batch(setup.x, target, target, np.arange(len(setup.x))))]).mean(dim=0)
+        gain = (outputs(setup.x) - base).double().cpu().numpy()
     images = setup.explanation.indices[setup.positions]
     frames = []
     for n_steps in sorted({max(2, steps // 4), steps, steps * 4}):
@@ -34,7 +41,7 @@ def completeness_check(setup: Setup) -> pd.DataFrame:
             total = setup.reference(method)[0].sum(axis=1)
         else:
             total = setup.attribute(method.with_options(n_steps=n_steps),
-                                    setup.context(setup.forward))[0].sum(axis=1)
+                                    ctx)[0].sum(axis=1)
         delta = total - gain
         frames.append(pd.DataFrame({
             "n_steps": n_steps, "image": images,

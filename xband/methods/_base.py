@@ -37,15 +37,28 @@ class Context:
     """What a method may use besides the batch; the same for every method in one run."""
 
     forward: nn.Module  # channels-first input → logits or probabilities
-    # what a "removed" band becomes: (1, B, 1, 1) one value per band, or (M, B, H, W) background
-    # images drawn from the data, the score then being an expectation over them
-    baseline: torch.Tensor
+    baseline: torch.Tensor  # (1, B, 1, 1) a removed band's value, unless `background` is set
     band_std: torch.Tensor  # (B,) spread of each band over the data
     donors: Callable[[np.ndarray, int], torch.Tensor]  # (positions, repeat) → other images, seeded
     passes: PassSizes  # images per network pass, forward-only and with gradients
     features: torch.Tensor | None = None  # (B,) feature (band group) of each band; None: the bands
     # multi-label: a label is predicted where its output exceeds this; None: the largest output
     threshold: float | None = None
+    # the data baseline: a removed band takes that band of this many other images of the data
+    # per image (donors, repeats 0…M−1), the score being the mean over them; 0: `baseline`
+    background: int = 0
+
+    @property
+    def n_background(self) -> int:
+        """Images a removed band is taken from in turn, per image (1: the constant baseline)."""
+        return max(1, self.background)
+
+    def removal(self, batch: Batch) -> torch.Tensor:
+        """What removed bands of the batch become: (1, 1, B, 1, 1) the constant baseline, or
+        (M, N, B, H, W) M background images per image."""
+        if not self.background:
+            return self.baseline.unsqueeze(0)
+        return torch.stack([self.donors(batch.index, r) for r in range(self.background)])
 
 
 @dataclass
@@ -189,9 +202,9 @@ def background_draws(shape: tuple[int, ...], ctx: Context) -> torch.Tensor:
     """Which background image each of a `shape` of random evaluations uses, drawn uniformly
     (all 0, drawing nothing, with a constant baseline): sampled methods draw the background with
     the subset, an unbiased estimate of the expectation over the background at no extra pass."""
-    if len(ctx.baseline) == 1:
+    if ctx.n_background == 1:
         return torch.zeros(shape, dtype=torch.long)
-    return torch.randint(len(ctx.baseline), shape)
+    return torch.randint(ctx.n_background, shape)
 
 
 def pixel_mean(attr: torch.Tensor) -> np.ndarray:

@@ -23,13 +23,13 @@ def feature_of_band(n_bands: int, ctx: Context) -> torch.Tensor:
 
 
 def masked_outputs(batch: Batch, ctx: Context, present: torch.Tensor, absent: torch.Tensor,
-                   pick: torch.Tensor | None = None) -> torch.Tensor:
+                   pick: torch.Tensor) -> torch.Tensor:
     """(N, K, C) outputs for every image with only the features in subset k present.
 
     present: (K, F) 0/1 over features, the same subsets for every image, or (N, K, F) per image.
-    absent: what a removed band becomes: (N, B, H, W) other images, one per image; or, with
-    `pick`, the baseline (M, B, H, W) or (M, B, 1, 1), of which subset k of image n takes
-    entry pick[k] ((K,)) or pick[n, k] ((N, K)).
+    absent: what a removed band becomes, M alternatives: (M, N, B, H, W) per image, or
+    (M, 1, B, 1, 1) one value per band (`Context.removal`); subset k of image n takes
+    alternative pick[k] ((K,)) or pick[n, k] ((N, K)).
     """
     x = batch.x
     n, n_bands = x.shape[:2]
@@ -37,14 +37,14 @@ def masked_outputs(batch: Batch, ctx: Context, present: torch.Tensor, absent: to
     if keep.dim() == 2:
         keep = keep.expand(n, -1, -1)
     n_subsets = keep.shape[1]
-    if pick is not None:
-        pick = pick.to(x.device).expand(n, n_subsets)
+    pick = pick.to(x.device).expand(n, n_subsets)
+    rows = torch.arange(n, device=x.device) if absent.shape[1] > 1 else torch.zeros(
+        n, dtype=torch.long, device=x.device)
     outputs = None
     with torch.inference_mode():
         for subsets, images in blocks(n, n_subsets, ctx.passes.forward):
             mask = keep[images, subsets].transpose(0, 1)[..., None, None]  # (k, n, B, 1, 1)
-            other = (absent[images].unsqueeze(0) if pick is None
-                     else absent[pick[images, subsets].T])  # (k or 1, n, B, H or 1, W or 1)
+            other = absent[pick[images, subsets].T, rows[images]]  # (k, n, B, H or 1, W or 1)
             variants = torch.where(mask, x[images].unsqueeze(0), other)
             out = ctx.forward(variants.flatten(0, 1)).view(*mask.shape[:2], -1)
             if outputs is None:
@@ -72,8 +72,8 @@ class LinearSubsetMethod(BandSubsetMethod):
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
         present, weights, pick = self.coalitions(n_features(batch.x, ctx.features),
-                                                 len(ctx.baseline), len(batch.x))
-        values = target_values(masked_outputs(batch, ctx, present, ctx.baseline, pick),
+                                                 ctx.n_background, len(batch.x))
+        values = target_values(masked_outputs(batch, ctx, present, ctx.removal(batch), pick),
                                batch.target)
         return BandAttribution((values.cpu() @ weights.T).numpy())
 

@@ -25,8 +25,8 @@ class IntegratedGradients(GradientMethod):
 
     Captum's IntegratedGradients (Gauss-Legendre nodes and weights, its default), with the
     (step, image) points built block by block in gradient passes of the measured best size.
-    With background images as the baseline, the mean of IG from each: bands then sum to
-    f(x) − the mean of f over the backgrounds.
+    With the data baseline, the mean of IG from each of the image's background images: bands
+    then sum to f(x) − the mean of f over them.
     """
 
     name = "integrated_gradients"
@@ -39,12 +39,12 @@ class IntegratedGradients(GradientMethod):
         return self.n_steps * n_background
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
-        maps = sum(self.paths(batch, ctx, base) for base in ctx.baseline.split(1)
-                   ) / len(ctx.baseline)
+        bases = ctx.removal(batch)
+        maps = sum(self.paths(batch, ctx, base) for base in bases) / len(bases)
         return BandAttribution(pixel_sum(maps), maps)
 
     def paths(self, batch: Batch, ctx: Context, base: torch.Tensor) -> torch.Tensor:
-        """(N, B, H, W) IG maps from the (1, B, H or 1, W or 1) baseline `base`."""
+        """(N, B, H, W) IG maps from the baseline `base`: (N, B, H, W), or (1, B, 1, 1)."""
         step_sizes, alphas = (torch.tensor(f(self.n_steps), dtype=batch.x.dtype,
                                            device=batch.x.device)
                               for f in approximation_parameters("gausslegendre"))
@@ -52,7 +52,8 @@ class IntegratedGradients(GradientMethod):
         total = torch.zeros_like(x)
         for steps, images in blocks(len(x), self.n_steps, ctx.passes.gradient):
             alpha = alphas[steps].view(-1, 1, 1, 1, 1)
-            points = (base + alpha * (x[images] - base).unsqueeze(0)).flatten(0, 1)
+            start = base if len(base) == 1 else base[images]
+            points = (start + alpha * (x[images] - start).unsqueeze(0)).flatten(0, 1)
             target = batch.target[images].repeat(len(alpha))
             grad = input_gradients(points, target, ctx).view(len(alpha), -1, *x.shape[1:])
             for step, weight in zip(grad, step_sizes[steps], strict=True):  # in step order,

@@ -42,9 +42,10 @@ class SurrogateMethod(BandSubsetMethod):
         (N, K) background each is evaluated against."""
         raise NotImplementedError
 
-    def weights(self, batch: Batch, ctx: Context, present: torch.Tensor,
+    def weights(self, batch: Batch, ctx: Context, present: torch.Tensor, absent: torch.Tensor,
                 pick: torch.Tensor) -> torch.Tensor:
-        """(N, K) sample weights of the surrogate fit, as Captum's similarity function gives them."""
+        """(N, K) sample weights of the surrogate fit, as Captum's similarity function gives them
+        (absent, pick: as `masked_outputs` takes them)."""
         raise NotImplementedError
 
     def surrogate(self):
@@ -53,11 +54,11 @@ class SurrogateMethod(BandSubsetMethod):
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
         present, pick = self.subsets(len(batch.x), n_features(batch.x, ctx.features), ctx)
-        values = target_values(masked_outputs(batch, ctx, present, ctx.baseline, pick),
-                               batch.target)
+        absent = ctx.removal(batch)
+        values = target_values(masked_outputs(batch, ctx, present, absent, pick), batch.target)
         # float32, as Captum hands them to scikit-learn
         fits = zip(present.float().numpy(), values.float().cpu().numpy(),
-                   self.weights(batch, ctx, present, pick).float().numpy(), strict=True)
+                   self.weights(batch, ctx, present, absent, pick).float().numpy(), strict=True)
         return BandAttribution(np.stack([
             self.surrogate().fit(x, y, sample_weight=w).coef_.astype(np.float64)
             for x, y, w in fits]))
@@ -78,19 +79,18 @@ class Lime(SurrogateMethod):
     def surrogate(self):
         return Lasso(alpha=0.01)
 
-    def weights(self, batch: Batch, ctx: Context, present: torch.Tensor,
+    def weights(self, batch: Batch, ctx: Context, present: torch.Tensor, absent: torch.Tensor,
                 pick: torch.Tensor) -> torch.Tensor:
         """Captum's default kernel, exp(−d²/2) with d the cosine distance between the image and
-        the image with absent bands from the baseline, from per-band sums instead of every pixel."""
+        the image with absent bands replaced, from per-band sums instead of every pixel."""
         x = batch.x.double()
-        base = ctx.baseline.double().expand(-1, -1, *x.shape[2:])  # (M, B, H, W)
+        base = absent.double().expand(-1, len(x), -1, *x.shape[2:])  # (M, N, B, H, W)
         keep = present[..., feature_of_band(x.shape[1], ctx)].to(x.device).double()  # (N, K, B)
         drop = 1 - keep
-        pick = pick.to(x.device)
+        index = pick.to(x.device).unsqueeze(2).expand(-1, -1, x.shape[1])  # (N, K, B)
         square = (x * x).sum(dim=(2, 3)).unsqueeze(1)  # (N, 1, B)
-        cross = torch.einsum("nbhw,mbhw->nmb", x, base)  # (N, M, B) Σ pixels x·baseline
-        cross = cross.gather(1, pick.unsqueeze(2).expand(-1, -1, x.shape[1]))  # (N, K, B)
-        base_square = (base * base).sum(dim=(2, 3))[pick]  # (N, K, B)
+        cross = torch.einsum("nbhw,mnbhw->nmb", x, base).gather(1, index)  # Σ pixels x·replaced
+        base_square = (base * base).sum(dim=(3, 4)).transpose(0, 1).gather(1, index)
         dot = (keep * square + drop * cross).sum(dim=2)
         norm_perturbed = (keep * square + drop * base_square).sum(dim=2).sqrt()
         norm_image = square.sum(dim=2).sqrt()
@@ -128,7 +128,7 @@ class KernelShap(SurrogateMethod):
         rank = torch.randn(n_images, pairs, n_feat).argsort(dim=2).argsort(dim=2)
         drawn = (rank >= n_feat - size).float()  # the `size` features with the largest draws
         paired = torch.stack([drawn, 1 - drawn], dim=2).flatten(1, 2)
-        n_background = len(ctx.baseline)
+        n_background = ctx.n_background
         ends = torch.cat([torch.ones(1, n_feat), torch.zeros(n_background, n_feat)])
         present = torch.cat([ends.expand(n_images, -1, -1), paired], dim=1)
         pick = torch.cat([torch.zeros(n_images, 1, dtype=torch.long),  # unused: all present
@@ -141,7 +141,7 @@ class KernelShap(SurrogateMethod):
     def surrogate(self):
         return LinearRegression()
 
-    def weights(self, batch: Batch, ctx: Context, present: torch.Tensor,
+    def weights(self, batch: Batch, ctx: Context, present: torch.Tensor, absent: torch.Tensor,
                 pick: torch.Tensor) -> torch.Tensor:
         """1, and a large weight for the empty and the full subset (Captum's kernel)."""
         size = present.sum(dim=2)

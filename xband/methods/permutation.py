@@ -41,7 +41,8 @@ class Permutation(BandSubsetMethod):
         drop = torch.zeros(len(batch.x), len(shuffled), dtype=torch.float64)
         for repeat in range(self.n_repeats):
             donors = ctx.donors(batch.index, repeat)
-            outputs = masked_outputs(batch, ctx, shuffled, donors)
+            outputs = masked_outputs(batch, ctx, shuffled, donors.unsqueeze(0),
+                                     torch.zeros(len(shuffled), dtype=torch.long))
             label = batch.label.unsqueeze(1).expand(*outputs.shape[:2])
             drop += correct.unsqueeze(1) - predicted(outputs, label, ctx).double().cpu()
         return BandAttribution((drop / self.n_repeats).numpy())
