@@ -1,14 +1,15 @@
 """How many background images does the data baseline need? Measured, not guessed.
 
-With the data baseline, a band's score for an image is the mean over K background images of its
-score with that one image as the baseline. A class's mean score then varies for two reasons:
-between images (σ²_img, what the bootstrap interval is for) and between backgrounds (σ²_bg / K
-per image). Band ablation is run against each of M = 32 background images (drawn class by class);
-per class and band this prints, for K background images:
+With the data baseline, a band's score for an image is the mean over K other images of the data
+(its background images, drawn per image) of its score with that one image as the baseline. A
+class's mean score then varies for two reasons: between images (σ²_img) and between an image's
+backgrounds (σ²_bg / K per image); both are in the bootstrap interval, the second only widens
+it. Band ablation is run against M = 32 background images per image; per class and band this
+prints, for K background images:
 - how much the backgrounds widen the class's interval, √(1 + σ²_bg / (K σ²_img)), median and 90th
   percentile over each class's top 3 bands;
-- how often a class's top 3 bands with K backgrounds (50 random draws of K of the 32) are its
-  top 3 with all 32.
+- how often a class's top 3 bands with K backgrounds per image (50 random draws of K of the 32)
+  are its top 3 with all 32.
 
     .venv/bin/python scripts/background_size.py [--statlog /work/shared/data/statlog]
 """
@@ -41,26 +42,31 @@ def balanced(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray
     return drawn[np.argsort(turn[drawn], kind="stable")][:n]
 
 
-def per_background(model: xband.LoadedModel, x: np.ndarray, y: np.ndarray,
-                   background: np.ndarray) -> np.ndarray:
-    """(M, N, B) band ablation scores of each image against each background image alone."""
+def per_background(model: xband.LoadedModel, x: np.ndarray, y: np.ndarray, pool: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
+    """(M, N, B) band ablation scores of each image against each of its M background images
+    (drawn from `pool` per image) alone."""
     forward = forward_module(model.network("logits"), model.layout, "cpu")
-    xt, target = torch.from_numpy(x), torch.from_numpy(y)
+    xt, target, pool = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(pool)
     method = get_method("feature_ablation")
+    drawn = torch.from_numpy(rng.integers(0, len(pool), (M, len(x))))
     out = []
-    for base in torch.from_numpy(background).split(1):
-        ctx = Context(forward=forward, baseline=base, band_std=torch.ones(x.shape[1]),
-                      donors=None, passes=PassSizes(forward=256, gradient=64))
+    for row in drawn:
+        ctx = Context(forward=forward, baseline=torch.zeros(1, x.shape[1], 1, 1),
+                      band_std=torch.ones(x.shape[1]), background=1,
+                      donors=lambda positions, repeat, row=row: pool[row[positions]],
+                      passes=PassSizes(forward=256, gradient=64))
         out.append(np.concatenate([
-            method.attribute(Batch(x=part, target=goal, label=goal, index=np.arange(len(part))),
-                             ctx).scores
-            for part, goal in zip(xt.split(256), target.split(256), strict=True)]))
+            method.attribute(Batch(x=xt[part], target=target[part], label=target[part],
+                                   index=part), ctx).scores
+            for part in np.array_split(np.arange(len(x)), -(-len(x) // 256))]))
     return np.stack(out)
 
 
 def summarise(name: str, scores: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> None:
     full = scores.mean(axis=0)  # (N, B)
-    print(f"\n{name}: {scores.shape[1]} images, {scores.shape[2]} bands, {M} background images")
+    print(f"\n{name}: {scores.shape[1]} images, {scores.shape[2]} bands, {M} background images "
+          "per image")
     print("| K | interval widened by (median / 90th pct over class × top-3 band) | "
           "top-3 set as with 32 | passes per image, band ablation |")
     print("|---|---|---|---|")
@@ -90,8 +96,7 @@ def main() -> None:
     model = xband.load_model(demo.MODEL_PATH, probe=x[:16], verbose=False)
     x = np.moveaxis(x, 3, 1).copy()
     chosen = balanced(y, args.per_class * (int(y.max()) + 1), rng)
-    background = x[balanced(y, M, rng)]
-    summarise("demo", per_background(model, x[chosen], y[chosen], background), y[chosen], rng)
+    summarise("demo", per_background(model, x[chosen], y[chosen], x, rng), y[chosen], rng)
     if args.statlog:
         sys.path.insert(0, str(Path(__file__).parent))
         from explain_statlog import load_split
@@ -102,9 +107,7 @@ def main() -> None:
                                  verbose=False)
         x = np.moveaxis(x, 3, 1).copy()
         chosen = balanced(y, args.per_class * (int(y.max()) + 1), rng)
-        background = x[balanced(y, M, rng)]
-        summarise("statlog", per_background(model, x[chosen], y[chosen], background), y[chosen],
-                  rng)
+        summarise("statlog", per_background(model, x[chosen], y[chosen], x, rng), y[chosen], rng)
 
 
 if __name__ == "__main__":
