@@ -61,7 +61,7 @@ def test_planted_band_ranks_first_for_its_class(explained, method):
 def test_integrated_gradients_bands_add_up_to_output_difference(trained):
     model, data = trained
     result = explain(model, data, methods="integrated_gradients", progress=False, n_boot=10,
-                     method_options={"integrated_gradients": {"n_steps": 64}})
+                     baseline="mean", method_options={"integrated_gradients": {"n_steps": 64}})
     forward = ChannelsFirst(model.logits_module, model.layout)
     x = torch.from_numpy(data.images[result.indices])
     baseline = torch.from_numpy(data.images.mean(axis=(0, 2, 3), dtype=np.float64)
@@ -79,7 +79,7 @@ def test_integrated_gradients_bands_add_up_to_output_difference(trained):
 def test_group_scores_are_not_multiplied_by_pixel_count(trained):
     model, data = trained
     result = explain(model, data, methods=["feature_ablation", "shapley"], progress=False,
-                     n_boot=10, method_options={"shapley": {"max_exact_bands": 6}})
+                     n_boot=10, baseline="mean", method_options={"shapley": {"max_exact_bands": 6}})
     forward = ChannelsFirst(model.logits_module, model.layout)
     x = torch.from_numpy(data.images[result.indices[:5]])
     target = torch.from_numpy(result.labels[:5])
@@ -118,9 +118,9 @@ def test_exact_band_shapley_matches_captum_permutations():
 def test_same_seed_gives_identical_tables(trained):
     model, data = trained
     methods = ["gradient_shap", "permutation", "kernel_shap"]
-    first = explain(model, data, methods=methods, seed=11, progress=False, n_boot=50)
-    again = explain(model, data, methods=methods, seed=11, progress=False, n_boot=50)
-    other = explain(model, data, methods=methods, seed=12, progress=False, n_boot=50)
+    # untuned: tuned pass sizes may differ between runs, and with them the float rounding
+    first, again, other = (explain(model, data, methods=methods, seed=seed, progress=False,
+                                   n_boot=50, tuned=False) for seed in (11, 11, 12))
     pd.testing.assert_frame_equal(first.importance, again.importance)
     assert not np.allclose(first.scores["gradient_shap"], other.scores["gradient_shap"])
 

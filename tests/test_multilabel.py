@@ -67,6 +67,9 @@ def test_each_image_is_explained_for_each_of_its_labels(result, net, test_data):
     pairs = result.pairs
     assert len(pairs) == present.sum() == len(result.scores["integrated_gradients"])
     assert present[pairs.image, pairs.target].all()
+    result = explain(load_model(net, verbose=False), (x, present), methods="integrated_gradients",
+                     classes=CLASSES, baseline="mean", progress=False, n_boot=10)
+    assert np.array_equal(result.pairs.image, pairs.image)
     ig = IntegratedGradients(net[0])  # the logits, as explained; Captum's own computation
     baseline = torch.from_numpy(result.record.baseline).view(1, -1, 1, 1).expand(1, N_BANDS,
                                                                                  *x.shape[2:])
