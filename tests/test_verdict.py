@@ -143,6 +143,26 @@ def test_one_trusted_method_is_said_plainly_and_none_gives_no_verdict(importance
     assert all(c.first is None for c in none.classes)
 
 
+def test_multi_label_verdict_says_checks_are_not_available(importance):
+    status = judge(importance, None, method_labels=LABELS, checkable=False).status()
+    assert "single-label" in status and "--evaluate" not in status
+
+
+def test_every_class_as_target_uses_each_class_s_own_rows():
+    """target="all": each class's row is its images explained for their own class."""
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(2), 5)
+    values = rng.uniform(0, 0.1, (len(labels), 2, 4))
+    values[labels == 0, 0, 1] += 1.0  # class 0's images, explained for class 0: band b1
+    values[labels == 0, 1, 3] += 1.0  # … explained for class 1: band b3, not a verdict row
+    values[labels == 1, 1, 2] += 1.0
+    table = aggregate.importance_table({"m": values}, labels=labels, predictions=labels,
+                                       class_names=["a", "b"], band_names=["b0", "b1", "b2", "b3"],
+                                       target_mode="all", n_boot=10)
+    verdict = judge(table, None, method_labels={})
+    assert [c.first for c in verdict.classes] == ["b1", "b2"]
+
+
 def test_band_names_alone_without_sensor(importance):
     verdict = judge(importance.assign(wavelength_nm=np.nan), checks(), method_labels=LABELS)
     assert sentence(verdict, "Forest") == ("Forest: B08 first for 3 of 3 trusted methods; "

@@ -43,7 +43,7 @@ class ClassVerdict:
     name: str
     sentence: str
     agreed: bool  # more than half of the trusted methods put the same band first
-    first: str | None  # that band, else the band most of them put first (None: no votes)
+    first: str | None  # the band most of them put first (None: none has a single first band)
     votes: tuple[tuple[str, int], ...]  # (band, trusted methods with it as their single top band)
     mean_rank: tuple[tuple[str, float], ...]  # (band, mean rank over trusted methods), best first
 
@@ -72,9 +72,11 @@ class Verdict:
     def status(self) -> str:
         """One line: which methods the verdict uses and why the others were left out."""
         if not self.checks_run:
-            why = (f"run the trust checks to find which to trust: {CHECK_COMMAND}"
-                   if self.checkable else "xband's trust checks are for single-label models")
-            return f"Methods used (not checked): {self._names(self.trusted)}. Not checked: {why}."
+            used = f"Methods used, not checked: {self._names(self.trusted)}"
+            if not self.checkable:
+                return f"{used} (xband's trust checks are for single-label models)."
+            return (f"{used}. To use only those that pass the trust checks on this model and "
+                    f"data, {CHECK_COMMAND}.")
         line = (f"Trusted, by {' and '.join(self.checks_run)} on this model and data: "
                 f"{self._names(self.trusted)}.")
         if self.excluded:
@@ -82,7 +84,7 @@ class Verdict:
                                              for m, why in self.excluded) + "."
         missing = [c for c in (RANDOMISATION, DELETION) if c not in self.checks_run]
         if missing:
-            line += f" Not run: {', '.join(missing)} ({CHECK_COMMAND} with every check)."
+            line += f" Not run: {', '.join(missing)} (rerun with --checks all)."
         return line
 
     def text(self) -> str:
@@ -175,30 +177,26 @@ def _methods(n: int) -> str:
     return f"{n} method{'s' if n != 1 else ''}"
 
 
-def _sentence(name: str, votes: Counter, order: list[str], trusted: Sequence[str],
-              describe: Mapping[str, tuple[str, str]], label: str, checked: bool) -> tuple[str, bool,
-                                                                                      str | None]:
-    """The class's sentence, whether the trusted methods agree, and the band most put first."""
-    kind = "trusted methods" if checked else "methods"
-    n = len(trusted)
-    ranked = sorted(votes, key=lambda b: (-votes[b], order.index(b)))
-    first = ranked[0] if ranked else None
-    then = next((b for b in order if b != first), None)
-    tail = f"; then {describe[then][1]}" if then else ""
-    if first is not None and votes[first] > n / 2:
-        whom = (f"the only {kind[:-1]} ({label})" if n == 1
-                else f"{votes[first]} of {n} {kind}")
-        return f"{name}: {describe[first][0]} first for {whom}{tail}", True, first
+def _sentence(name: str, votes: Sequence[tuple[str, int]], order: Sequence[str], n: int,
+              describe: Mapping[str, tuple[str, str]], only: str, kind: str) -> str:
+    """The class's sentence from the `n` methods' `votes` (most first) and the bands in
+    consensus `order`; `only` names the method when there is one, `kind` what the methods are
+    ("trusted methods" or "methods")."""
+    if votes and votes[0][1] > n / 2:
+        first, k = votes[0]
+        then = next((b for b in order if b != first), None)
+        whom = f"the only {kind[:-1]} ({only})" if n == 1 else f"{k} of {n} {kind}"
+        return (f"{name}: {describe[first][0]} first for {whom}"
+                + (f"; then {describe[then][1]}" if then else ""))
     if n == 1:
-        return (f"{name}: no single first band: the only {kind[:-1]} ({label}) ranks several "
-                f"bands level at the top", False, None)
-    if not ranked:
-        return f"{name}: no agreement: no {kind[:-1]} names a single first band", False, None
-    sides = " vs ".join(f"{b} ({_methods(votes[b])})" for b in ranked[:3])
-    rest = n - sum(votes.values())
-    if len(ranked) == 1:
-        sides += f"; {_methods(rest)} name no single first band"
-    return f"{name}: no agreement: {sides}", False, first
+        return (f"{name}: no single first band: the only {kind[:-1]} ({only}) ranks several "
+                "bands level at the top")
+    if not votes:
+        return f"{name}: no agreement: no {kind[:-1]} names a single first band"
+    sides = " vs ".join(f"{b} ({_methods(k)})" for b, k in votes[:3])
+    if len(votes) == 1:
+        sides += f"; no single first band for the other {_methods(n - votes[0][1])}"
+    return f"{name}: no agreement: {sides}"
 
 
 def judge(importance: pd.DataFrame, evaluation, *, method_labels: Mapping[str, str],
@@ -222,16 +220,17 @@ def judge(importance: pd.DataFrame, evaluation, *, method_labels: Mapping[str, s
             continue
         block = mine[mine["class"] == name]
         tops = block[block["rank"] == 1].groupby("method")["band"].agg(list)
-        votes = Counter(bands[0] for bands in tops if len(bands) == 1)  # ties name no band
+        count = Counter(bands[0] for bands in tops if len(bands) == 1)  # a tie names no band
         ranked = means[means["class"] == name]
         order = list(ranked["band"])
-        sentence, agreed, first = _sentence(name, votes, order, trusted, describe,
-                                            method_labels.get(trusted[0], trusted[0]),
-                                            bool(run))
+        votes = tuple(sorted(count.items(), key=lambda bk: (-bk[1], order.index(bk[0]))))
+        sentence = _sentence(name, votes, order, len(trusted), describe,
+                             method_labels.get(trusted[0], trusted[0]),
+                             "trusted methods" if run else "methods")
         classes.append(ClassVerdict(
-            name, sentence, agreed, first,
-            tuple(sorted(votes.items(), key=lambda bv: (-bv[1], order.index(bv[0])))),
-            tuple(zip(order, ranked["mean_rank"].astype(float), strict=True))))
+            name, sentence, agreed=bool(votes) and votes[0][1] > len(trusted) / 2,
+            first=votes[0][0] if votes else None, votes=votes,
+            mean_rank=tuple(zip(order, ranked["mean_rank"].astype(float), strict=True))))
     consensus = pd.DataFrame()
     if trusted:
         shape = ["grouping", "class", "target", "band", "band_index", "wavelength_nm"]
