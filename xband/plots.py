@@ -196,8 +196,9 @@ def band_class_heatmap(importance: pd.DataFrame, method: str, *, grouping: str =
         factor, fmt, suffix = _display(values, value)
         style = {"signed": _is_signed(info, values * factor)}
     shown = values * factor
-    width = 0.62 * len(bands) + 0.09 * max(len(str(c)) for c in table.index) + 2.2
-    fig = Figure(figsize=(max(6.5, width), 0.42 * len(table) + 2.2), layout="constrained")
+    labels_in = 0.09 * max(len(str(c)) for c in table.index)
+    fig = Figure(figsize=(max(6.5, 0.62 * len(bands) + labels_in + 2.2), 0.42 * len(table) + 2.2),
+                 layout="constrained")
     ax = fig.subplots()
     image = _heatmap(ax, shown, table.index, bands, fmt=fmt if shown.size <= 260 else None,
                      **style)
@@ -208,7 +209,8 @@ def band_class_heatmap(importance: pd.DataFrame, method: str, *, grouping: str =
     fig.colorbar(image, ax=ax, label=f"{value}{suffix}", shrink=0.9)
     ax.set_title(_wrap(f"{info['label']} — {_value_text(info, value)}\n"
                        f"{_GROUPING_TEXT.get(grouping, grouping)}; box = top band of the class",
-                       fig.get_figwidth()), fontsize=10, loc="left")
+                       fig.get_figwidth() - labels_in - 0.5),  # it starts where the axes do
+                 fontsize=10, loc="left")
     return fig
 
 

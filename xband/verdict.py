@@ -54,12 +54,20 @@ class Verdict:
 
     methods: tuple[str, ...]  # every method of the run
     trusted: tuple[str, ...]  # the methods the verdict uses
-    excluded: tuple[tuple[str, str], ...]  # (method, why it was left out)
-    checks_run: tuple[str, ...]  # the trust checks that ran (RANDOMISATION, DELETION)
+    failures: tuple[tuple[str, str, str], ...]  # (method, check it failed, what was measured)
+    checks_run: Mapping[str, str]  # the trust checks that ran → what failing one means
     checkable: bool  # False where xband cannot check these methods (multi-label)
     labels: Mapping[str, str]  # method → its label for people
     classes: tuple[ClassVerdict, ...]
     consensus: pd.DataFrame  # the trusted consensus in the importance table's form (rank = mean)
+
+    @property
+    def excluded(self) -> dict[str, str]:
+        """Method → why it was left out."""
+        out: dict[str, list[str]] = {}
+        for method, check, measured in self.failures:
+            out.setdefault(method, []).append(f"{self.checks_run[check]}: {measured}")
+        return {m: "; ".join(why) for m, why in out.items()}
 
     @property
     def checked(self) -> bool:
@@ -79,9 +87,11 @@ class Verdict:
                     f"data, {CHECK_COMMAND}.")
         line = (f"Trusted, by {' and '.join(self.checks_run)} on this model and data: "
                 f"{self._names(self.trusted)}.")
-        if self.excluded:
-            line += " Left out: " + "; ".join(f"{self.labels.get(m, m)} ({why})"
-                                             for m, why in self.excluded) + "."
+        for check, meaning in self.checks_run.items():
+            failed = [f"{self.labels.get(m, m)} ({measured})"
+                      for m, c, measured in self.failures if c == check]
+            if failed:
+                line += f" Left out, {meaning}: {', '.join(failed)}."
         missing = [c for c in (RANDOMISATION, DELETION) if c not in self.checks_run]
         if missing:
             line += f" Not run: {', '.join(missing)} (rerun with --checks all)."
@@ -104,7 +114,7 @@ class Verdict:
             "rule": RULE,
             "methods": list(self.methods),
             "trusted": list(self.trusted),
-            "excluded": dict(self.excluded),
+            "excluded": self.excluded,
             "status": self.status(),
             "how_to_check": None if self.checked or not self.checkable else CHECK_COMMAND,
             "classes": [{"class": c.name, "sentence": c.sentence, "agreed": c.agreed,
@@ -125,36 +135,37 @@ class Verdict:
                                         method_info={CONSENSUS: {"label": label}})
 
 
-def trusted_methods(methods: Sequence[str], evaluation) -> tuple[list[str], dict[str, str],
-                                                                    list[str]]:
+def trusted_methods(methods: Sequence[str], evaluation
+                    ) -> tuple[list[str], list[tuple[str, str, str]], dict[str, str]]:
     """The methods that passed the trust checks that ran in `evaluation` (an
-    `xband.checks.Evaluation`, or None), why each other one did not, and the checks that ran."""
-    reasons: dict[str, list[str]] = {m: [] for m in methods}
-    run = []
+    `xband.checks.Evaluation`, or None); (method, check, what was measured) for each failure;
+    and per check that ran, what failing it means, with its threshold."""
+    failures = []
+    run = {}
     table = None if evaluation is None else evaluation.randomisation
     if table is not None:
-        run.append(RANDOMISATION)
-        final = table.sort_values("layers_randomised", kind="stable").groupby("method").last()
         threshold = evaluation.settings["randomisation_threshold"]
-        for method, row in final[final["flagged"]].iterrows():
-            reasons[method].append(f"its band ranking barely changes with every layer random: "
-                                   f"ρ {row['rank_rho']:.2f} ≥ {threshold:g}")
+        run[RANDOMISATION] = (f"band ranking barely changes with every layer random "
+                              f"(ρ ≥ {threshold:g})")
+        final = table.sort_values("layers_randomised", kind="stable").groupby("method").last()
+        failures += [(m, RANDOMISATION, f"ρ {row['rank_rho']:.2f}")
+                     for m, row in final[final["flagged"]].iterrows()]
     table = None if evaluation is None else evaluation.faithfulness
     if table is not None:
-        run.append(DELETION)
         baseline = evaluation.settings["primary_baseline"]
         rows = table[(table["baseline"] == baseline) & (table["curve"] == "deletion")
                      & (table["metric"] == "accuracy")]
+        needed = TRUST_Z / math.sqrt(max(rows["class"].nunique(), 1))
+        run[DELETION] = (f"deleting bands in its order lowers accuracy no faster than random "
+                         f"orders ({baseline} baseline; mean z ≤ {needed:.2f})")
         for method in methods:
             mine = rows[rows["method"] == method]
             z = mine["z"].fillna(0.0).mean()  # no spread among random orders: no evidence
-            needed = TRUST_Z / math.sqrt(max(len(mine), 1))
             if mine.empty or not z > needed:
-                reasons[method].append(
-                    f"deleting bands in its order lowers accuracy no faster than random orders: "
-                    f"gap {mine['gap'].mean():+.3f}, mean z {z:.2f} ≤ {needed:.2f}")
-    trusted = [m for m in methods if not reasons[m]]
-    return trusted, {m: "; ".join(r) for m, r in reasons.items() if r}, run
+                failures.append((method, DELETION,
+                                 f"z {z:.2f}, accuracy-area gap {mine['gap'].mean():+.3f}"))
+    failed = {m for m, _, _ in failures}
+    return [m for m in methods if m not in failed], failures, run
 
 
 def band_descriptions(importance: pd.DataFrame, band_groups: Mapping[str, Sequence[str]] | None
@@ -207,7 +218,7 @@ def judge(importance: pd.DataFrame, evaluation, *, method_labels: Mapping[str, s
     mean rank of each band over them."""
     rows = aggregate.class_rows(importance)
     methods = list(pd.unique(importance["method"]))
-    trusted, excluded, run = trusted_methods(methods, evaluation)
+    trusted, failures, run = trusted_methods(methods, evaluation)
     describe = band_descriptions(importance, band_groups)
     mine = rows[rows["method"].isin(trusted)]
     means = aggregate.consensus(mine) if not mine.empty else pd.DataFrame(
@@ -237,6 +248,6 @@ def judge(importance: pd.DataFrame, evaluation, *, method_labels: Mapping[str, s
         consensus = (mine[mine["method"] == trusted[0]][shape]
                      .merge(means[["class", "band", "mean_rank"]], on=["class", "band"])
                      .rename(columns={"mean_rank": "rank"}).assign(method=CONSENSUS))
-    return Verdict(methods=tuple(methods), trusted=tuple(trusted),
-                   excluded=tuple(excluded.items()), checks_run=tuple(run), checkable=checkable,
+    return Verdict(methods=tuple(methods), trusted=tuple(trusted), failures=tuple(failures),
+                   checks_run=run, checkable=checkable,
                    labels=dict(method_labels), classes=tuple(classes), consensus=consensus)
