@@ -91,7 +91,7 @@ class Verdict:
             failed = [f"{self.labels.get(m, m)} ({measured})"
                       for m, c, measured in self.failures if c == check]
             if failed:
-                line += f" Left out, {meaning}: {', '.join(failed)}."
+                line += f" Left out because {meaning}: {', '.join(failed)}."
         missing = [c for c in (RANDOMISATION, DELETION) if c not in self.checks_run]
         if missing:
             line += f" Not run: {', '.join(missing)} (rerun with --checks all)."
@@ -145,7 +145,7 @@ def trusted_methods(methods: Sequence[str], evaluation
     table = None if evaluation is None else evaluation.randomisation
     if table is not None:
         threshold = evaluation.settings["randomisation_threshold"]
-        run[RANDOMISATION] = (f"band ranking barely changes with every layer random "
+        run[RANDOMISATION] = (f"the band ranking barely changes with every layer random "
                               f"(ρ ≥ {threshold:g})")
         final = table.sort_values("layers_randomised", kind="stable").groupby("method").last()
         failures += [(m, RANDOMISATION, f"ρ {row['rank_rho']:.2f}")
@@ -156,14 +156,14 @@ def trusted_methods(methods: Sequence[str], evaluation
         rows = table[(table["baseline"] == baseline) & (table["curve"] == "deletion")
                      & (table["metric"] == "accuracy")]
         needed = TRUST_Z / math.sqrt(max(rows["class"].nunique(), 1))
-        run[DELETION] = (f"deleting bands in its order lowers accuracy no faster than random "
-                         f"orders ({baseline} baseline; mean z ≤ {needed:.2f})")
+        run[DELETION] = (f"deleting bands in the method's order lowers accuracy no faster than "
+                         f"random orders ({baseline} baseline; mean z ≤ {needed:.2f})")
         for method in methods:
             mine = rows[rows["method"] == method]
             z = mine["z"].fillna(0.0).mean()  # no spread among random orders: no evidence
             if mine.empty or not z > needed:
                 failures.append((method, DELETION,
-                                 f"z {z:.2f}, accuracy-area gap {mine['gap'].mean():+.3f}"))
+                                 f"z {z:.2f}, gap {mine['gap'].mean():+.3f}"))
     failed = {m for m, _, _ in failures}
     return [m for m in methods if m not in failed], failures, run
 
