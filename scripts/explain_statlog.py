@@ -121,8 +121,10 @@ def _disagreements(result) -> list[str]:
 
 
 def summary_markdown(result, info: dict, seconds: float) -> str:
-    """Accuracy, consensus top bands per class, IG shares and where methods disagree."""
+    """The verdict, accuracy, consensus top bands per class, IG shares and where methods
+    disagree."""
     acc = result.summary["accuracy"]
+    verdict = result.verdict()
     ig = result.table("integrated_gradients")
     shares = ig.pivot_table(index="class", columns="band", values="share", sort=False)[BAND_NAMES]
     top = result.top_bands()
@@ -132,6 +134,12 @@ def summary_markdown(result, info: dict, seconds: float) -> str:
         f"Keras CNN: train accuracy {info['train_accuracy']:.3f}, held-out accuracy on sat.tst "
         f"{info['test_accuracy']:.3f} ({info['n_test']} images); explained {len(result.indices)} "
         f"images (accuracy there {acc['overall']:.3f}); run {seconds:.0f} s.",
+        "",
+        "Verdict per class:",
+        "",
+        *[f"- {c.sentence}" for c in verdict.classes],
+        "",
+        verdict.status(),
         "",
         "| class | n | accuracy | consensus top bands (= tie) | IG share % "
         + " / ".join(BAND_NAMES) + " |",
@@ -182,8 +190,11 @@ def run(args: argparse.Namespace) -> None:
     import xband
 
     model = xband.load_model(model_path, probe=x_test[:32])
-    result = xband.explain(model, xband.read_data(npz), methods="all", target="true", seed=0,
+    data = xband.read_data(npz)
+    result = xband.explain(model, data, methods="all", target="true", seed=0,
                            max_images=args.max_images, progress=not args.quiet)
+    if args.evaluate:
+        result.evaluation = xband.evaluate(model, data, result)
     report = result.save(out / "report")
     for src, dst in KEEP.items():
         if (report / src).is_file():
@@ -204,6 +215,9 @@ def main() -> None:
     parser.add_argument("--max-images", type=int, help="explain at most N test images (default all)")
     parser.add_argument("--reuse-model", action="store_true",
                         help="skip training when OUT/statlog_cnn.keras exists")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="also run the trust checks (xband.evaluate); the verdict then uses "
+                        "only the methods that pass them")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

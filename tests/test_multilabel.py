@@ -96,6 +96,9 @@ def test_same_seed_same_draws_and_report(result, net, test_data, tmp_path):
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["model"]["final_activation"] == "sigmoid"
     assert summary["model"]["multi_label"] and summary["settings"]["multi_label"]
+    verdict = summary["verdict"]  # per label, from the images with it; unchecked
+    assert [c["class"] for c in verdict["classes"]] == CLASSES and not verdict["checked"]
+    assert "single-label" in verdict["status"] and verdict["how_to_check"] is None
 
 
 def test_multilabel_refusals(net, test_data):

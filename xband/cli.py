@@ -173,11 +173,14 @@ def _explain_and_save(model, data, config, args: argparse.Namespace) -> None:
         from xband.checks import evaluate
 
         result.evaluation = evaluate(model, data, result, **args.check_arguments)
+    verdict = result.verdict()
     if args.command == "evaluate":
-        out = result.evaluation.save(args.out, result.summary, overwrite=args.overwrite)
+        out = result.evaluation.save(args.out, {**result.summary, "verdict": verdict.as_dict()},
+                                     overwrite=args.overwrite)
     else:
         out = result.save(args.out, overwrite=args.overwrite)
     args.written = out
+    print("\n" + verdict.text() + "\n")
     for note in result.summary["notes"]:
         print(f"note: {note}")
     _print_accuracy(result.summary["accuracy"], len(result.indices))

@@ -62,6 +62,8 @@ def _value_text(info: dict, value: str) -> str:
     """What a plotted value means, for titles and colour-bar labels."""
     if value == "share":
         return _SHARE_TEXT
+    if value == "rank":
+        return "band rank by mean share (1 = most important)"
     return info.get("units") or _SCORE_TEXT.get(info.get("kind"), "per-band score")
 
 
@@ -167,38 +169,48 @@ def _rotate_if_crowded(ax: Axes, labels: Sequence[str], width_in: float) -> None
         ax.tick_params(axis="x", labelrotation=90)
 
 
-def _outline_row_max(ax: Axes, values: np.ndarray) -> None:
-    """Draw a box around each row's largest finite value (the top band)."""
+def _outline_row_max(ax: Axes, values: np.ndarray, *, lowest: bool = False) -> None:
+    """Draw a box around each row's largest finite value (the top band; with `lowest`, around
+    the smallest: the top rank)."""
     for i, row in enumerate(values):
         if np.isfinite(row).any():
-            j = int(np.nanargmax(row))
+            j = int(np.nanargmin(row) if lowest else np.nanargmax(row))
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.2, ec="black"))
 
 
 def band_class_heatmap(importance: pd.DataFrame, method: str, *, grouping: str = "true_class",
                        value: str = "share",
                        method_info: Mapping[str, Mapping] | None = None) -> Figure:
-    """Class × band heat map of one method's mean share (or score); boxes mark top bands."""
+    """Class × band heat map of one method's mean share, score or rank (for a consensus: the
+    mean rank over methods); boxes mark top bands."""
     info = _info(method, method_info)
     rows = _rows(importance, method, grouping, self_target=True)
     bands = _bands(rows)
-    table = _pivot(rows, _VALUE_COLUMNS[value][0], "class", "band", bands)
+    table = _pivot(rows, "rank" if value == "rank" else _VALUE_COLUMNS[value][0], "class", "band",
+                   bands)
     values = table.to_numpy(dtype=float)
-    factor, fmt, suffix = _display(values, value)
+    if value == "rank":  # 1 is the darkest colour
+        factor, fmt, suffix = 1.0, "{:.1f}", ""
+        style = {"signed": False, "vmin": 1, "vmax": len(bands), "cmap": "YlOrRd_r"}
+    else:
+        factor, fmt, suffix = _display(values, value)
+        style = {"signed": _is_signed(info, values * factor)}
     shown = values * factor
-    width = 0.62 * len(bands) + 0.09 * max(len(str(c)) for c in table.index) + 2.2
-    fig = Figure(figsize=(max(6.5, width), 0.42 * len(table) + 2.2), layout="constrained")
+    labels_in = 0.09 * max(len(str(c)) for c in table.index)
+    fig = Figure(figsize=(max(6.5, 0.62 * len(bands) + labels_in + 2.2), 0.42 * len(table) + 2.2),
+                 layout="constrained")
     ax = fig.subplots()
-    image = _heatmap(ax, shown, table.index, bands, signed=_is_signed(info, shown),
-                     fmt=fmt if shown.size <= 260 else None)
-    _outline_row_max(ax, shown)
+    image = _heatmap(ax, shown, table.index, bands, fmt=fmt if shown.size <= 260 else None,
+                     **style)
+    _outline_row_max(ax, shown, lowest=value == "rank")
     _rotate_if_crowded(ax, bands, 0.62 * len(bands))
     ax.set_xlabel("band")
     ax.set_ylabel("class")
     fig.colorbar(image, ax=ax, label=f"{value}{suffix}", shrink=0.9)
     ax.set_title(_wrap(f"{info['label']} — {_value_text(info, value)}\n"
                        f"{_GROUPING_TEXT.get(grouping, grouping)}; box = top band of the class",
-                       fig.get_figwidth()), fontsize=10, loc="left")
+                       fig.get_figwidth() - labels_in - 0.5),  # it starts where the axes do
+                 fontsize=10, loc="left")
     return fig
 
 

@@ -40,6 +40,13 @@ tbody tr:nth-child(even){background:#f8f9fb}
 figure{margin:14px 0 26px}figure img{max-width:100%;height:auto;border:1px solid #e3e7ec}
 figcaption{font-size:.9em;color:#3c4a5a;margin-top:4px}
 code{background:#eef1f5;padding:0 4px;border-radius:3px}
+.verdict{border:1px solid #d8dee6;border-left:5px solid #2f855a;border-radius:6px;
+padding:4px 16px 8px;margin:10px 0 16px}.verdict.unchecked{border-left-color:#b7791f}
+.verdict h2{margin:6px 0 4px;border:0;padding:0;font-size:1.3em}
+.vgrid{display:grid;grid-template-columns:minmax(0,5fr) minmax(0,6fr);gap:18px;align-items:start}
+.verdict ul{margin:4px 0 8px;padding-left:18px}.verdict li{margin:3px 0}
+.verdict figure{margin:4px 0}.verdict figure img{max-height:420px;width:auto}
+.vstatus{font-size:.88em;color:#3c4a5a;margin:6px 0}
 """
 
 _HOWTO = {
@@ -167,6 +174,22 @@ def _header(summary: Mapping) -> str:
             f'<p class="output"><b>Output space.</b> {_e(output_space_statement(model))}</p>')
 
 
+def _verdict(verdict: Mapping, figure: FigureLike | None) -> str:
+    """The answer first: one sentence per class beside the heat map of the trusted consensus,
+    and which methods the verdict trusts and why the others were left out."""
+    items = "".join(f"<li><b>{_e(c['class'])}</b>: "
+                    f"{_e(c['sentence'].removeprefix(str(c['class']) + ': '))}</li>"
+                    for c in verdict["classes"])
+    trusted = "trusted " if verdict["checks_run"] else ""
+    picture = "" if figure is None else _image(
+        figure, f"Mean rank of each band over the {trusted}methods, per class (1 = most "
+        "important; box = the class's top band).")
+    kind = "verdict" if verdict["checked"] else "verdict unchecked"
+    return (f'<section id="s-verdict" class="{kind}"><h2>Verdict: the bands each class relies '
+            f'on</h2><div class="vgrid"><div><ul>{items}</ul><p class="vstatus">'
+            f'{_e(verdict["status"])}</p></div>{picture}</div></section>')
+
+
 def _fidelity(fidelity: Mapping | None) -> str:
     if not fidelity:
         return "<p>No conversion: the model was loaded natively; there is nothing to compare.</p>"
@@ -203,13 +226,14 @@ def _run_details(summary: Mapping) -> str:
 def render_report(summary: Mapping, *, figures: Mapping[str, Sequence[tuple[str, FigureLike]]],
                   tables: Mapping[str, pd.DataFrame],
                   checks: Mapping[str, tuple[Mapping[str, pd.DataFrame],
-                                             Sequence[tuple[str, FigureLike]]]] | None = None
-                  ) -> str:
+                                             Sequence[tuple[str, FigureLike]]]] | None = None,
+                  verdict_figure: FigureLike | None = None) -> str:
     """The whole report as one HTML page: images inline as data URIs, CSS inline, no scripts.
 
-    `figures` maps a section title to (caption, PNG bytes or Figure) pairs, shown in order;
-    `tables` maps a title to a DataFrame, shown before the figures; `checks` maps a section title
-    to its tables (by title) and figures, shown after the figures.
+    The summary's verdict (with `verdict_figure`, its heat map) comes first, then the model, data
+    and accuracy cards. `figures` maps a section title to (caption, PNG bytes or Figure) pairs,
+    shown in order; `tables` maps a title to a DataFrame, shown before the figures; `checks` maps
+    a section title to its tables (by title) and figures, shown after the figures.
     """
     sections = [("Conversion fidelity", _fidelity(summary.get("fidelity"))),
                 ("Notes and fallbacks", _notes(summary.get("notes") or [])),
@@ -225,9 +249,11 @@ def render_report(summary: Mapping, *, figures: Mapping[str, Sequence[tuple[str,
     nav = "".join(f'<a href="#{_anchor(name)}">{_e(name)}</a>' for name, _ in sections)
     body = "".join(_section(name, content) for name, content in sections)
     model_path = (summary.get("model") or {}).get("path", "")
+    verdict = _verdict(summary["verdict"], verdict_figure) if summary.get("verdict") else ""
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f"<title>xband report — {_e(model_path)}</title><style>{_CSS}</style></head>"
             f"<body><main>"
             f"<h1>xband report</h1><p class=\"lead\">Which input bands the classifier relies on, "
-            f"per class, by several attribution methods.</p>{_header(summary)}<nav>{nav}</nav>"
+            f"per class, by several attribution methods.</p>{verdict}{_header(summary)}"
+            f"<nav>{nav}</nav>"
             f"{body}</main></body></html>")

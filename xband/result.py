@@ -21,6 +21,7 @@ from xband.forward import PassSizes
 from xband.methods._base import whole_number
 from xband.runner import Pairs
 from xband.tuning import PassTiming
+from xband.verdict import Verdict, judge
 from xband.versions import versions
 
 if TYPE_CHECKING:
@@ -28,9 +29,12 @@ if TYPE_CHECKING:
 
 
 class CheckResults(Protocol):
-    """What the report needs of the trust checks (`xband.checks.Evaluation`)."""
+    """What the report and the verdict need of the trust checks (`xband.checks.Evaluation`)."""
 
     flagged: list[str]
+    settings: dict
+    randomisation: pd.DataFrame | None
+    faithfulness: pd.DataFrame | None
 
     def sections(self) -> dict: ...
 
@@ -320,6 +324,13 @@ class Explanation:
             out.append(line)
         return pd.DataFrame(out).set_index("class")
 
+    def verdict(self) -> Verdict:
+        """Per class, the bands the trusted methods put first: those that passed the trust
+        checks attached as `evaluation`, or every method, marked not checked, without them."""
+        return judge(self.importance, self.evaluation,
+                     method_labels={m: i["label"] for m, i in self.method_info.items()},
+                     band_groups=self.summary.get("band_groups"), checkable=self.pairs is None)
+
     def figures(self) -> dict[str, list[tuple[str, str, Figure]]]:
         """Every figure of the report by section, as (file name stem, caption, figure)."""
         info, grouping = self.method_info, self._grouping
@@ -403,7 +414,9 @@ class Explanation:
         folder xband wrote; a folder holding other files is replaced only with `overwrite`, and
         never one that is, holds or lies inside the data or the model.
         """
-        with atomic_folder(out, overwrite=overwrite, inputs=report_inputs(self.summary)) as tmp:
+        verdict = self.verdict()
+        summary = {**self.summary, "verdict": verdict.as_dict()}
+        with atomic_folder(out, overwrite=overwrite, inputs=report_inputs(summary)) as tmp:
             self.importance.to_csv(tmp / "importance.csv", index=False)
             self.consensus.to_csv(tmp / "consensus.csv", index=False)
             self.agreement.to_csv(tmp / "agreement.csv")
@@ -422,9 +435,12 @@ class Explanation:
                 **({} if self.pairs is None else {"pair_image": self.pairs.image,
                                                   "pair_class": self.pairs.target}),
             )
-            (tmp / "summary.json").write_text(json.dumps(self.summary, indent=2, default=_jsonable))
+            (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
             figures_dir = tmp / "figures"
             figures_dir.mkdir()
+            figure = verdict.figure()
+            verdict_figure = None if figure is None else plots.write_figures(
+                [("verdict_consensus", "", figure)], figures_dir)[0][1]
             sections = {section: plots.write_figures(items, figures_dir)
                         for section, items in self.figures().items()}
             checks = {}
@@ -433,7 +449,7 @@ class Explanation:
                 checks = {title: (tables, plots.write_figures(items, figures_dir))
                           for title, (tables, items) in self.evaluation.sections().items()}
             html = report.render_report(
-                self.summary,
+                summary,
                 figures=sections,
                 tables={
                     "Top bands per class": self.top_bands(),
@@ -443,6 +459,7 @@ class Explanation:
                         self.summary["bands"]).set_index("band"),
                 },
                 checks=checks,
+                verdict_figure=verdict_figure,
             )
             (tmp / "report.html").write_text(html, encoding="utf-8")
         return Path(out).resolve()
