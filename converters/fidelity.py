@@ -72,9 +72,9 @@ class Fidelity:
         if self.grad_rel_diff is not None:
             lines.append(f"  input gradient of class {self.grad_target} ({self.grad_reference}): "
                          f"relative diff {self.grad_rel_diff:.3g}")
-        verdict = "PASS" if self.passed else (
+        outcome = "PASS" if self.passed else (
             "MISMATCH ACCEPTED" if self.accepted_mismatch else "FAIL")
-        lines.append(f"  verdict: {verdict} ({self.tolerances()})")
+        lines.append(f"  conversion: {outcome} ({self.tolerances()})")
         return "\n".join(lines)
 
     def tolerances(self) -> str:

@@ -555,7 +555,7 @@ def test_torchscript_cli_writes_checked_onnx(tmp_path, capsys):
     code, out, _ = run_cli(["convert", str(tmp_path / "net.pt")], capsys)
     assert code == 0 and (tmp_path / "net.onnx").exists()
     # the written file's figures against onnxruntime, not "no separate reference"
-    assert "fidelity of the written file vs onnxruntime" in out and "verdict: PASS" in out
+    assert "fidelity of the written file vs onnxruntime" in out and "conversion: PASS" in out
     assert "input gradient of class" in out and "central differences" in out
     session = ort.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
     x = images(3)
