@@ -80,35 +80,26 @@ def explain(
 ) -> Explanation:
     """Per-band, per-class importance of `model` on `data` by every method asked for.
 
-    data: an `ImageSet` (`xband.image_set`, `xband.read_data`), an (images, labels) pair or an
-    image array, a path that `xband.read_data` opens, or a torch Dataset/DataLoader; `bands`,
-    `classes` and `sensor` describe data that is not an ImageSet yet.
-    methods: "all", names ("saliency,shapley" or a list), or configured methods
+    data: an `ImageSet` (`xband.image_set`, `xband.read_data`), an (images, labels) pair or an image
+    array, a path that `xband.read_data` opens, or a torch Dataset/DataLoader; `bands`, `classes`
+    and `sensor` describe data that is not an ImageSet yet. methods: "all", names
+    ("saliency,shapley" or a list), or configured methods
     (`xband.methods.IntegratedGradients(n_steps=64)`); method_options: {name: {option: value}}.
-    target: "true" (the label), "predicted", "all" (every class), or None: the label when labels are
-    known, else the predicted class. output: "logits" (a final softmax or sigmoid stripped when
-    possible; a network ending in neither gives logits) or "probabilities". baseline: what a removed
-    band becomes: "data" (that band of each of `background_images` other images of the data per
-    image, in turn: scores are the mean over them), "mean" (its mean over the data), "zero", or
-    one value per band. max_images /
-    max_per_class: the candidate images, a seeded stratified subset. all_images: explain every
-    candidate image; by default each class's images are explained in rounds until its top bands are
-    settled (xband.sampling). budget: time for the methods together ("5m", "90s", seconds) in equal
-    shares; methods take the form that fits and stop when it is spent. skip_bad: leave out
-    unreadable images and images with NaN/Inf/nodata values, listing them in the notes. tuned: a
-    faster forward pass, same numbers (xband.forward). device: "cpu" or "cuda". accept_low_accuracy:
-    go on when the labels fit the predictions far better under another class order (else the run
-    stops, naming it). multi_label: explain every (image, label) pair (default: a network ending in
-    a sigmoid, or multi-hot labels; no sampling or budget), with per-label precision/recall/F1. Band
-    groups: perturbation methods rerun with a feature per group (`group_importance`).
+    baseline: what a removed band becomes: "data" (that band of each of `background_images` other
+    images of the data per image, in turn: scores are the mean over them), "mean" (its mean over
+    the data), "zero", or one value per band. all_images: explain every candidate image; by default
+    each class's images are explained in rounds until its top bands are settled (xband.sampling).
+    budget: time for the methods together ("5m", "90s", seconds). The other settings are
+    `xband.RunConfig`'s (target, output, max_images, skip_bad, multi_label, ...). Band groups:
+    perturbation methods rerun with a feature per group (`group_importance`).
     """
     options = _with_settings(method_options, settings)
     config = RunConfig.build(
         methods, method_options=options, target=target, output=output,
         baseline=baseline if isinstance(baseline, str) else tuple(np.ravel(baseline)),
         background_images=background_images, seed=seed, max_images=max_images,
-        max_per_class=max_per_class, all_images=all_images,
-        budget=budget, examples_per_class=examples_per_class, batch_size=batch_size, device=device,
+        max_per_class=max_per_class, all_images=all_images, budget=budget,
+        examples_per_class=examples_per_class, batch_size=batch_size, device=device,
         tuned=tuned, skip_bad=skip_bad, n_boot=n_boot, accept_low_accuracy=accept_low_accuracy,
         multi_label=multi_label)
     return run_explanation(model, as_image_set(data, bands=bands, classes=classes, sensor=sensor),
