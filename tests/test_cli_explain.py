@@ -177,6 +177,7 @@ BAD_FILES_AND_OPTIONS = {
            ("--max-per-class", "-1", []), ("--max-per-class", "0", []),
            ("--max-images", "0", []), ("--batch-size", "0", []), ("--batch-size", "-5", []),
            ("--seed", "-1", []), ("--examples-per-class", "-1", []),
+           ("--background-images", "0", []),
            ("--eval-images", "0", ["--evaluate"]), ("--random-orders", "1", ["--evaluate"])]},
 }
 

@@ -209,7 +209,7 @@ def add_check_options(p: argparse.ArgumentParser, *, flag: bool) -> None:
 FLAGS = {"batch_size": "--batch-size", "max_images": "--max-images",
          "max_per_class": "--max-per-class", "examples_per_class": "--examples-per-class",
          "seed": "--seed", "scale": "--scale", "clip": "--clip", "nodata": "--nodata",
-         "classes": "--classes", "bands": "--bands"}
+         "classes": "--classes", "bands": "--bands", "background_images": "--background-images"}
 
 
 def as_flags(err: XbandError) -> str:

@@ -146,10 +146,15 @@ class RunConfig:
         return next(m for m in self.methods if m.name == name)
 
     @property
+    def donor_backgrounds(self) -> int:
+        """Other images a removed band is taken from, per image, with the data baseline; 0 with
+        a constant baseline (`Context.background`)."""
+        return self.background_images if self.baseline == "data" else 0
+
+    @property
     def n_background(self) -> int:
-        """Images a removed band is taken from in turn, per image: `background_images` with
-        the data baseline, 1 (a constant) otherwise."""
-        return self.background_images if self.baseline == "data" else 1
+        """Evaluations per removal: the donor backgrounds, or 1 for a constant baseline."""
+        return max(1, self.donor_backgrounds)
 
     def settings(self) -> dict:
         """The settings as summary.json records them (methods are listed on their own)."""
@@ -157,7 +162,7 @@ class RunConfig:
             "target": self.target,
             "output": self.output,
             "baseline": self.baseline if isinstance(self.baseline, str) else "user-given",
-            "background_images": self.background_images if self.baseline == "data" else None,
+            "background_images": self.donor_backgrounds or None,
             "batch_size": self.batch_size,
             "max_images": self.max_images,
             "max_per_class": self.max_per_class,

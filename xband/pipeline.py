@@ -471,7 +471,7 @@ def make_runner(data: ImageSet, config: RunConfig, selection: Selection, forward
         donors=Donors(len(selection.indices), config.seed, take),
         passes=passes,
         threshold=threshold,
-        background=config.n_background if config.baseline == "data" else 0,
+        background=config.donor_backgrounds,
     )
     groups = BandGroups.of(ctx, data.band_groups, data.n_bands) if data.band_groups else None
     return BatchRunner(ctx, take, seed=config.seed, batch_size=config.batch_size,

@@ -120,8 +120,7 @@ class Setup:
             band_std=torch.from_numpy(self.explanation.record.band_std).to(self.device),
             donors=Donors(len(self.positions), self.seed, self._take),
             passes=self.passes,
-            background=self.config.background_images if (
-                baseline is None and self.config.baseline == "data") else 0,
+            background=self.config.donor_backgrounds if baseline is None else 0,
         )
 
     def _take(self, positions: np.ndarray) -> torch.Tensor:
