@@ -40,8 +40,7 @@ def _backgrounds(x: np.ndarray, m: int, n: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("method", [{"name": "feature_ablation"},
-                                    {"name": "shapley", "max_exact_bands": 6},
-                                    {"name": "integrated_gradients", "n_steps": 8}])
+                                    {"name": "shapley", "max_exact_bands": 6}])
 def test_exact_methods_score_the_mean_over_each_images_background_images(level_task, method):
     net, (x, y) = level_task
     forward = forward_module(net, "channels_first", "cpu")
@@ -54,6 +53,23 @@ def test_exact_methods_score_the_mean_over_each_images_background_images(level_t
     assert np.abs(together).max() > 0
     np.testing.assert_allclose(together, np.mean(one_by_one, axis=0), rtol=1e-5, atol=1e-7)
     assert chosen.passes_per_image(N_BANDS, 3) > chosen.passes_per_image(N_BANDS, 1)
+
+
+def test_integrated_gradients_shares_its_steps_between_the_background_images(level_task):
+    """With K background images, IG runs n_steps // K steps from each: the mean of each path
+    alone at that many steps, for the passes of one path."""
+    net, (x, y) = level_task
+    forward = forward_module(net, "channels_first", "cpu")
+    batch = _batch(x[:9], y[:9])
+    backgrounds = _backgrounds(x, 3, 9)
+    shared = get_method("integrated_gradients", n_steps=24)
+    together = shared.attribute(batch, _context(forward, backgrounds)).scores
+    one_by_one = [get_method("integrated_gradients", n_steps=8).attribute(
+        batch, _context(forward, b)).scores for b in backgrounds.split(1)]
+    assert np.abs(together).max() > 0
+    np.testing.assert_allclose(together, np.mean(one_by_one, axis=0), rtol=1e-5, atol=1e-7)
+    assert shared.passes_per_image(N_BANDS, 3) == shared.passes_per_image(N_BANDS, 1) == 24
+    assert shared.passes_per_image(N_BANDS, 48) == 48  # at least one step per path
 
 
 def test_exact_shapley_values_add_up_to_the_gain_over_the_mean_background_output(level_task):

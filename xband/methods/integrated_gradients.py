@@ -25,32 +25,39 @@ class IntegratedGradients(GradientMethod):
 
     Captum's IntegratedGradients (Gauss-Legendre nodes and weights, its default), with the
     (step, image) points built block by block in gradient passes of the measured best size.
-    With the data baseline, the mean of IG from each of the image's background images: bands
-    then sum to f(x) − the mean of f over them.
+    With the data baseline, the mean of IG from each of the image's K background images, the
+    steps shared between them (n_steps // K per path): bands then sum to f(x) − the mean of f
+    over them, for the passes of one path (scripts/ig_steps.py measures what that costs).
     """
 
     name = "integrated_gradients"
     label = "Integrated Gradients"
     units = "sum over pixels, in output units (bands add up to f(x) − f(baseline))"
 
-    n_steps: int = option(32, "integration steps (gradient passes per image)")
+    n_steps: int = option(32, "integration steps, gradient passes per image (with K background "
+                                  "images: n_steps // K steps from each)")
+
+    def steps_per_path(self, n_background: int) -> int:
+        return max(1, self.n_steps // n_background)
 
     def passes_per_image(self, n_features: int, n_background: int = 1) -> int:
-        return self.n_steps * n_background
+        return self.steps_per_path(n_background) * n_background
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
         bases = ctx.removal(batch)
-        maps = sum(self.paths(batch, ctx, base) for base in bases) / len(bases)
+        steps = self.steps_per_path(len(bases))
+        maps = sum(self.path(batch, ctx, base, steps) for base in bases) / len(bases)
         return BandAttribution(pixel_sum(maps), maps)
 
-    def paths(self, batch: Batch, ctx: Context, base: torch.Tensor) -> torch.Tensor:
-        """(N, B, H, W) IG maps from the baseline `base`: (N, B, H, W), or (1, B, 1, 1)."""
-        step_sizes, alphas = (torch.tensor(f(self.n_steps), dtype=batch.x.dtype,
+    def path(self, batch: Batch, ctx: Context, base: torch.Tensor, n_steps: int) -> torch.Tensor:
+        """(N, B, H, W) IG maps from the baseline `base`, (N, B, H, W) or (1, B, 1, 1), in
+        `n_steps` steps."""
+        step_sizes, alphas = (torch.tensor(f(n_steps), dtype=batch.x.dtype,
                                            device=batch.x.device)
                               for f in approximation_parameters("gausslegendre"))
         x = batch.x
         total = torch.zeros_like(x)
-        for steps, images in blocks(len(x), self.n_steps, ctx.passes.gradient):
+        for steps, images in blocks(len(x), n_steps, ctx.passes.gradient):
             alpha = alphas[steps].view(-1, 1, 1, 1, 1)
             start = base if len(base) == 1 else base[images]
             points = (start + alpha * (x[images] - start).unsqueeze(0)).flatten(0, 1)
