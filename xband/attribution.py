@@ -95,13 +95,17 @@ def explain_method(method: Method, runner: BatchRunner, candidates: Candidates, 
     started = time.perf_counter()
     scores = groups = None
     maps: dict[int, np.ndarray] = {}
-    batches_done = 0
-    bar = tqdm(total=len(candidates), desc=f"{method.label:<28}", unit="img",
-               disable=not progress, leave=True, dynamic_ncols=True)
+    batches_done = rounds = 0
+    bar = tqdm(total=len(candidates) if all_images else 0, desc=f"{method.label:<28}",
+               unit="img", disable=not progress, leave=True, dynamic_ncols=True)
 
     def attribute(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        nonlocal scores, groups, batches_done
+        nonlocal scores, groups, batches_done, rounds
         positions = candidates.prepare(positions)
+        if not all_images:  # the bar runs to the end of this round: its time left is true
+            rounds += 1
+            bar.total = bar.n + len(positions)
+            bar.set_postfix_str(f"round {rounds}, until settled", refresh=True)
         targets = {"true": candidates.labels, "predicted": candidates.predictions,
                    "all": None}[target]
         run = runner.run(method, positions, known=candidates.known, targets=targets,
