@@ -3,6 +3,7 @@ workers running this xband, and clear messages for what cannot run on Ray."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import tifffile
 import torch
 
 import xband
-from tests.planted import N_CLASSES, planted_images, train_torch
+from tests.planted import planted_images, train_torch
 from xband.cli import main
 from xband.engine import RayEngine, import_ray
 from xband.errors import XbandError
@@ -31,7 +32,8 @@ SMALL = ["--method-option", "integrated_gradients.n_steps=8", "--method-option",
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray of 2 CPUs for the module (runs reuse it), shut down at the end."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env=worker_environment(remote=False))
     yield
     ray.shutdown()
 
@@ -52,26 +54,8 @@ def explain(model: Path, data: Path, out: Path, *extra: str) -> int:
                  "--quiet", "--methods", METHODS, "--all-images", *SMALL, *extra])
 
 
-def test_ray_gives_the_single_process_files(local_ray, onnx_model, tmp_path):
-    x, y = planted_images(n_per_class=50, seed=1)  # 200 images
-    np.savez(tmp_path / "data.npz", x=x, y=y)
-    assert explain(onnx_model, tmp_path / "data.npz", tmp_path / "single") == 0
-    assert explain(onnx_model, tmp_path / "data.npz", tmp_path / "ray", "--engine", "ray",
-                   "--workers", "2") == 0
-    single, on_ray = tmp_path / "single", tmp_path / "ray"
-    pd.testing.assert_frame_equal(pd.read_csv(single / "importance.csv"),
-                                  pd.read_csv(on_ray / "importance.csv"))
-    with np.load(single / "scores.npz") as a, np.load(on_ray / "scores.npz") as b:
-        assert sorted(a.files) == sorted(b.files)
-        assert {f"scores_{m}" for m in METHODS.split(",")} <= set(a.files)
-        for key in a.files:
-            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-        assert np.isfinite(a["scores_permutation"]).all() and len(a["scores_shapley"]) == 200
-    maps = sorted(p.name for p in (single / "figures").glob("maps_*"))
-    assert maps and maps == sorted(p.name for p in (on_ray / "figures").glob("maps_*"))
-
-
 def write_folders(root: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    """Class folders of (height, width, bands) GeoTIFFs."""
     for i, (image, label) in enumerate(zip(x, y, strict=True)):
         folder = root / f"kind{label}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -80,23 +64,43 @@ def write_folders(root: Path, x: np.ndarray, y: np.ndarray) -> Path:
     return root
 
 
-def test_a_geotiff_folder_is_read_on_the_workers(local_ray, onnx_model, tmp_path):
-    x, y = planted_images(n_per_class=8, seed=2)
-    data = xband.read_data(write_folders(tmp_path / "tifs", x, y),
-                           classes=[f"kind{c}" for c in range(N_CLASSES)])
-    shipped = portable(data)
-    assert isinstance(shipped.images, RasterFiles)  # paths travel, not pixels
-    assert len(pickle.dumps(shipped.images)) < x[0].nbytes * 4
-    model = xband.load_model(onnx_model, verbose=False)
-    settings = dict(methods="feature_ablation", all_images=True, progress=False, n_boot=20,
-                    background_images=2, batch_size=8)
-    single = xband.explain(model, data, **settings)
-    on_ray = xband.explain(model, data, engine=RayEngine(workers=2), **settings)
-    np.testing.assert_array_equal(single.scores["feature_ablation"],
-                                  on_ray.scores["feature_ablation"])
-    note = next(n for n in on_ray.record.notes if n.startswith("engine: Ray"))
+@pytest.fixture(scope="module")
+def tif_folder(tmp_path_factory) -> Path:
+    x, y = planted_images(n_per_class=50, seed=1)  # 200 images
+    return write_folders(tmp_path_factory.mktemp("data") / "tifs", x, y)
+
+
+@pytest.fixture(scope="module")
+def reports(local_ray, onnx_model, tif_folder, tmp_path_factory) -> tuple[Path, Path]:
+    """The same explanation of 200 GeoTIFFs by one process and by 2 Ray workers."""
+    out = tmp_path_factory.mktemp("reports")
+    assert explain(onnx_model, tif_folder, out / "single") == 0
+    assert explain(onnx_model, tif_folder, out / "ray", "--engine", "ray", "--workers", "2") == 0
+    return out / "single", out / "ray"
+
+
+def test_ray_gives_the_single_process_files(reports):
+    single, on_ray = reports
+    pd.testing.assert_frame_equal(pd.read_csv(single / "importance.csv"),
+                                  pd.read_csv(on_ray / "importance.csv"))
+    assert set(pd.read_csv(single / "importance.csv")["method"]) == set(METHODS.split(","))
+    with np.load(single / "scores.npz") as a, np.load(on_ray / "scores.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        assert np.isfinite(a["scores_permutation"]).all() and len(a["scores_shapley"]) == 200
+    maps = sorted(p.name for p in (single / "figures").glob("maps_*"))
+    assert maps and maps == sorted(p.name for p in (on_ray / "figures").glob("maps_*"))
+
+
+def test_a_geotiff_folder_is_read_on_the_workers(reports, tif_folder):
+    shipped = portable(xband.read_data(tif_folder))
+    assert isinstance(shipped.images, RasterFiles)  # what workers get: paths, not pixels
+    assert len(pickle.dumps(shipped.images)) < np.prod(shipped.images.shape) * 4 / 10
+    notes = json.loads((reports[1] / "summary.json").read_text())["notes"]
+    note = next(n for n in notes if n.startswith("engine: Ray, 2 workers"))
     read = int(note.split("read ")[1].split()[0])
-    assert read >= len(x) * 3  # each image, and two donor images per image, read by workers
+    assert read >= 200 * 3  # each image and its two donor images, read by the workers
 
 
 def test_arrays_reach_workers_without_the_driver_copying_them(local_ray, tmp_path):

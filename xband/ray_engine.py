@@ -46,7 +46,8 @@ def ray_session(engine: RayEngine) -> Iterator[RayEngine]:
         address = engine.address or os.environ.get("RAY_ADDRESS") or None
         local = {} if address else {"num_cpus": engine.workers or os.cpu_count() or 1}
         ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
-                 log_to_driver=False, configure_logging=False, **local)
+                 log_to_driver=False, configure_logging=False,
+                 runtime_env=worker_environment(remote=bool(address)), **local)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the driver shows one bar of its own
     context.print_on_execution_start = False
@@ -238,7 +239,6 @@ class RayRunner(BatchRunner):
         self.ray = import_ray()
         self.plan = self.ray.put(plan)  # once: every actor of every run gets it from the store
         self.engine, self.images_read = engine, 0
-        self.remote = bool(engine.address or os.environ.get("RAY_ADDRESS"))
 
     def run_many(self, methods: Sequence[Method], positions: np.ndarray, *, known: np.ndarray,
                  targets: np.ndarray | Pairs | None, keep_maps: np.ndarray, first_batch: int = 0,
@@ -270,8 +270,7 @@ class RayRunner(BatchRunner):
         resources = {"num_gpus": gpus, "num_cpus": 0} if gpus else {"num_cpus": 1}
         attributed = dataset.map_batches(
             Attributor, fn_constructor_args=(self.plan, tuple(methods)), batch_size=1,
-            concurrency=min(self.engine.workers, len(rows)),
-            runtime_env=worker_environment(self.remote), **resources)
+            concurrency=min(self.engine.workers, len(rows)), **resources)
         yield from attributed.iter_rows()
 
 
