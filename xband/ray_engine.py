@@ -33,13 +33,15 @@ from xband.data import ImageSet
 from xband.engine import ON_RAY, RayEngine, import_ray
 from xband.errors import XbandError
 from xband.methods import Method
-from xband.runner import BatchRunner, JobResult, MethodRun, Pairs, RunnerSpec, _Job, image_feed
+from xband.runner import BatchRunner, Job, JobResult, MethodRun, Pairs, RunnerSpec, image_feed
 
 
 @contextmanager
 def ray_session(engine: RayEngine) -> Iterator[RayEngine]:
     """Ray connected for one run (a cluster at the address, else a local Ray of `workers` CPUs),
-    yielding the engine with its worker count settled; a Ray this started is shut down after."""
+    yielding the engine with its worker count settled; a Ray this started is shut down after.
+    A Ray the caller started is used as it is: its workers need this xband
+    (`ray.init(runtime_env=worker_environment(...))`)."""
     ray = import_ray()
     started = not ray.is_initialized()
     if started:
@@ -192,7 +194,7 @@ class Attributor:
         self.methods = tuple(methods)
 
     def __call__(self, batch: dict) -> dict:
-        job = _Job(key=int(batch["key"][0]), positions=np.asarray(batch["positions"][0]),
+        job = Job(key=int(batch["key"][0]), positions=np.asarray(batch["positions"][0]),
                    target=np.asarray(batch["target"][0]), label=np.asarray(batch["label"][0]),
                    rows=None, items=np.asarray(batch["items"][0]),
                    keep=np.asarray(batch["keep"][0], dtype=bool))
@@ -259,7 +261,7 @@ class RayRunner(BatchRunner):
             raise _xband_error(err) from None
         return {m.name: outputs[m.name].finish(m, self.groups, self.batch_size) for m in methods}
 
-    def _attributed(self, jobs: list[_Job], methods: Sequence[Method]) -> Iterator[dict]:
+    def _attributed(self, jobs: list[Job], methods: Sequence[Method]) -> Iterator[dict]:
         """The jobs as a Ray dataset (one block each, so that idle actors take the next one),
         attributed by the actor pool, streamed back row by row."""
         rows = [{"job": i, "key": job.key, "positions": job.positions, "target": job.target,

@@ -158,8 +158,8 @@ class RunnerSpec:
 
 
 @dataclass(frozen=True)
-class _Job:
-    """One call of a method: a batch of images with the class to explain for each."""
+class Job:
+    """One call of every method: a batch of images with the class to explain for each."""
 
     key: int  # seeds the method's draws: batch number × classes + target class
     positions: np.ndarray  # the images, among the explained ones
@@ -191,7 +191,7 @@ class BatchRunner:
             return method.attribute(batch, ctx)
 
     def jobs(self, positions: np.ndarray, known: np.ndarray, targets: np.ndarray | Pairs | None,
-             first_batch: int = 0, keep_maps: np.ndarray | None = None) -> Iterator[_Job]:
+             first_batch: int = 0, keep_maps: np.ndarray | None = None) -> Iterator[Job]:
         """The method calls of a run over `positions` (pair numbers, for `Pairs`), batch by
         batch (and class by class), batches numbered from `first_batch`; `keep_maps`: the
         positions (pair numbers) whose maps are kept."""
@@ -203,14 +203,14 @@ class BatchRunner:
             keep = np.isin(chosen, examples)
             if isinstance(targets, Pairs):
                 target = targets.target[chosen]
-                yield _Job(batch_no * classes, targets.image[chosen], target, target, rows,
+                yield Job(batch_no * classes, targets.image[chosen], target, target, rows,
                            chosen, keep, done=len(rows))
             elif targets is not None:
-                yield _Job(batch_no * classes, chosen, targets[chosen], known[chosen], rows,
+                yield Job(batch_no * classes, chosen, targets[chosen], known[chosen], rows,
                            chosen, keep, done=len(rows))
             else:  # every class a target: keep the map of each image's own class
                 for goal in range(classes):
-                    yield _Job(batch_no * classes + goal, chosen, np.full(len(rows), goal),
+                    yield Job(batch_no * classes + goal, chosen, np.full(len(rows), goal),
                                known[chosen], (rows, goal), chosen, keep & (known[chosen] == goal),
                                done=len(rows) if goal == classes - 1 else 0)
 
@@ -251,7 +251,7 @@ class BatchRunner:
         classes = self.n_classes if targets is None else None
         return {m.name: _Outputs(n, classes) for m in methods}
 
-    def attribute_job(self, methods: Sequence[Method], job: _Job, x: torch.Tensor
+    def attribute_job(self, methods: Sequence[Method], job: Job, x: torch.Tensor
                       ) -> dict[str, JobResult]:
         """Every method on one job's images `x`: scores, group scores, and the maps to keep."""
         device = self.ctx.baseline.device
@@ -297,7 +297,7 @@ class _Outputs:
     def shape(self) -> tuple[int, ...]:
         return (self.n,) if self.classes is None else (self.n, self.classes)
 
-    def add(self, job: _Job, done: JobResult) -> None:
+    def add(self, job: Job, done: JobResult) -> None:
         """One job's answer, written at its rows."""
         self.scores = _put(self.scores, self.shape, job.rows, done.scores)
         if done.groups is not None:
