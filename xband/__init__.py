@@ -39,6 +39,7 @@ _EXPORTS = {
     "Shapley": "xband.methods",
     "LoadedModel": "xband.models",
     "load_model": "xband.models",
+    "RayEngine": "xband.engine",
     "Fidelity": "converters.fidelity",
     "from_torch": "xband.readers",
     "load_images": "xband.readers",

@@ -134,6 +134,33 @@ def explain_method(method: Method, runner: BatchRunner, candidates: Candidates, 
                         time.perf_counter() - started, stops)
 
 
+def explain_every_image(methods: tuple[Method, ...], runner: BatchRunner, candidates: Candidates,
+                        *, target: str, orders: dict[int, np.ndarray], examples: np.ndarray,
+                        progress: bool) -> dict[str, MethodResult]:
+    """Every method's scores for every candidate image in one pass of the runner, each batch
+    given to every method: what `explain_method` gives with `all_images`, method by method (the
+    same batches and seeds), with one progress bar. The route of a run on Ray."""
+    positions = candidates.prepare(np.concatenate(list(orders.values())))
+    targets = {"true": candidates.labels, "predicted": candidates.predictions, "all": None}[target]
+    with tqdm(total=len(positions), desc=f"{len(methods)} methods", unit="img",
+              disable=not progress, leave=True, dynamic_ncols=True) as bar:
+        runs = runner.run_many(methods, positions, known=candidates.known, targets=targets,
+                               keep_maps=examples, bar=bar)
+    counts = np.bincount(candidates.known[positions], minlength=max(orders) + 1)
+    stops = {c: ClassStop(int(counts[c]), ALL_IMAGES, np.nan) for c in orders}
+    return {name: MethodResult(_at(run.scores, positions, len(candidates)),
+                               None if run.group_scores is None else
+                               _at(run.group_scores, positions, len(candidates)),
+                               run.maps, run.seconds, stops) for name, run in runs.items()}
+
+
+def _at(values: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray:
+    """(n, ...) rows: `values` at `positions`, NaN elsewhere."""
+    out = np.full((n, *values.shape[1:]), np.nan)
+    out[positions] = values
+    return out
+
+
 def explain_pairs(method: Method, runner: BatchRunner, candidates: Candidates, pairs: Pairs, *,
                   examples: np.ndarray, progress: bool) -> MethodResult:
     """`method`'s scores for every (image, label) pair of a multi-label run, in pair order: a

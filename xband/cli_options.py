@@ -178,6 +178,17 @@ def add_run_options(p: argparse.ArgumentParser, *, default_out: str | None = Non
                        "its numbers (BatchNorm folding, channels-last memory, a faster copy for "
                        "forward passes, measured pass sizes)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
+    ray = p.add_argument_group("engine (past one machine: Ray; pip install -e \".[ray]\")")
+    ray.add_argument("--engine", choices=("single", "ray"), default="single",
+                     help="single: this process (default); ray: every image explained by Ray "
+                     "actors, with the same numbers (implies --all-images)")
+    ray.add_argument("--ray-address", metavar="ADDRESS",
+                     help="a running Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
+    ray.add_argument("--workers", type=int, metavar="N",
+                     help="Ray actors, each holding the network (default: one per CPU, or per "
+                     "--gpus-per-worker GPUs, of the cluster)")
+    ray.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
+                     help="GPUs per Ray actor (default 0: CPU)")
 
 
 def add_check_options(p: argparse.ArgumentParser, *, flag: bool) -> None:
@@ -272,7 +283,26 @@ def run_config(args: argparse.Namespace):
         examples_per_class=args.examples_per_class, batch_size=args.batch_size,
         device=args.device, tuned=not args.untuned, skip_bad=getattr(args, "skip_bad", False),
         accept_low_accuracy=args.accept_low_accuracy,
-        multi_label=getattr(args, "multi_label", None))
+        multi_label=getattr(args, "multi_label", None), engine=engine(args))
+
+
+def engine(args: argparse.Namespace):
+    """"single", or the `RayEngine` the Ray options describe; Ray options without
+    --engine ray are refused rather than ignored."""
+    from xband.engine import RayEngine
+
+    given = [flag for flag, value in (("--ray-address", args.ray_address),
+                                      ("--workers", args.workers),
+                                      ("--gpus-per-worker", args.gpus_per_worker or None))
+             if value is not None]
+    if args.engine != "ray":
+        if given:
+            raise XbandError(f"{', '.join(given)} need --engine ray.")
+        return "single"
+    try:
+        return RayEngine(args.ray_address, args.workers, args.gpus_per_worker)
+    except BadValue as err:
+        raise XbandError(err.named("--workers")) from None
 
 
 def check_arguments(args: argparse.Namespace) -> dict:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xband.cost import parse_budget
+from xband.engine import ON_RAY, RayEngine, import_ray
 from xband.errors import XbandError, option
 from xband.methods import Method, resolve_methods
 from xband.methods._base import whole_number
@@ -27,6 +28,16 @@ def _choice(name: str, value: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise XbandError(f"{name} '{value}' is not one of: {', '.join(choices)}.")
     return value
+
+
+def _engine(engine) -> RayEngine | None:
+    """None for one machine ("single"), a `RayEngine` for Ray ("ray" or a configured one)."""
+    if engine is None or engine == "single":
+        return None
+    if engine == "ray" or isinstance(engine, RayEngine):
+        import_ray()  # missing, it is said now, before any work
+        return RayEngine() if engine == "ray" else engine
+    raise XbandError(f"engine {engine!r} is not one of: single, ray (or an xband.RayEngine).")
 
 
 def _optional_count(value, name: str, minimum: int = 1) -> int | None:
@@ -53,7 +64,8 @@ class RunConfig:
     another class order (otherwise the run stops naming that order). multi_label: explain each image
     for each of its positive labels (a final sigmoid, several labels per image); None decides from
     the model and the labels. A multi-label run explains every (image, label) pair (all_images): the
-    sampling and the budget are single-label.
+    sampling and the budget are single-label. engine: None (one machine) or a `RayEngine`
+    (`xband.ray_engine`; "ray" in `build`), which explains every image (all_images) on Ray.
     """
 
     methods: tuple[Method, ...]
@@ -75,9 +87,18 @@ class RunConfig:
     stopping: StoppingRule = StoppingRule()
     accept_low_accuracy: bool = False
     multi_label: bool | None = None
+    engine: RayEngine | None = None
 
     def __post_init__(self) -> None:
         fix = object.__setattr__
+        fix(self, "engine", _engine(self.engine))
+        if self.engine is not None:
+            if self.budget is not None:
+                raise XbandError(
+                    f"{ON_RAY} explains every image; "
+                    f"{option('budget', '--budget')} is for the rounds until settled, which run "
+                    "on one machine. Leave out one of them.")
+            fix(self, "all_images", True)
         if self.target is not None:
             _choice("target", self.target, TARGETS)
         _choice("output", self.output, OUTPUTS)
@@ -175,4 +196,5 @@ class RunConfig:
             "budget_s": self.budget,
             "accept_low_accuracy": self.accept_low_accuracy,
             "multi_label": self.multi_label,
+            "engine": "single" if self.engine is None else self.engine.settings(),
         }

@@ -34,6 +34,13 @@ class ChannelsFirst(nn.Module):
         self.layout = Layout(layout)
         self.memory_format = memory_format
 
+    def __getstate__(self) -> dict:
+        """Picklable (torch.save, Ray workers): the memory format by name."""
+        return {**super().__getstate__(), "memory_format": str(self.memory_format)[len("torch."):]}
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__({**state, "memory_format": getattr(torch, state["memory_format"])})
+
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """`x` in the memory format the network runs in (a no-op when it already is)."""
         return x.contiguous(memory_format=self.memory_format)

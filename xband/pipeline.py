@@ -11,19 +11,20 @@ import shlex
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
-from torch import nn
 
 from converters.cache import cache_root
 from xband import aggregate
 from xband.attribution import (
     Candidates,
     MethodResult,
+    explain_every_image,
     explain_method,
     explain_pairs,
     first_round,
@@ -31,12 +32,13 @@ from xband.attribution import (
 from xband.config import RunConfig
 from xband.cost import estimate_lines, fit_budget, method_cost, pass_kind
 from xband.data import BandStats, ImageSet, image_set, scan, skip_notes, stratified_subset
+from xband.engine import RayEngine
 from xband.errors import XbandError, option
 from xband.forward import Networks, PassSizes, check_device, prepare_networks, speed_up
-from xband.methods import Context, Method
+from xband.methods import Method
 from xband.models import LoadedModel
 from xband.result import Examples, Explanation, RunRecord, build_summary
-from xband.runner import BandGroups, BatchRunner, Donors, Pairs
+from xband.runner import BatchRunner, Pairs, RunnerSpec, image_feed
 from xband.sampling import class_orders
 from xband.tuning import (
     SPEED_UP_COST_S,
@@ -77,6 +79,7 @@ def explain(
     classes: Sequence[str] | None = None,
     sensor: str | None = None,
     settings: Mapping[str, Mapping] | None = None,
+    engine: str | RayEngine = "single",
 ) -> Explanation:
     """Per-band, per-class importance of `model` on `data` by every method asked for.
 
@@ -91,7 +94,9 @@ def explain(
     each class's images are explained in rounds until its top bands are settled (xband.sampling).
     budget: time for the methods together ("5m", "90s", seconds). The other settings are
     `xband.RunConfig`'s (target, output, max_images, skip_bad, multi_label, ...). Band groups:
-    perturbation methods rerun with a feature per group (`group_importance`).
+    perturbation methods rerun with a feature per group (`group_importance`). engine: "single"
+    (this process), "ray" (a local Ray, or the cluster at RAY_ADDRESS) or an `xband.RayEngine`
+    (address, workers, GPUs per worker): every image explained on Ray, with the same numbers.
     """
     options = _with_settings(method_options, settings)
     config = RunConfig.build(
@@ -101,7 +106,7 @@ def explain(
         max_per_class=max_per_class, all_images=all_images, budget=budget,
         examples_per_class=examples_per_class, batch_size=batch_size, device=device,
         tuned=tuned, skip_bad=skip_bad, n_boot=n_boot, accept_low_accuracy=accept_low_accuracy,
-        multi_label=multi_label)
+        multi_label=multi_label, engine=engine)
     return run_explanation(model, as_image_set(data, bands=bands, classes=classes, sensor=sensor),
                            config, progress=progress)
 
@@ -190,9 +195,10 @@ def run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *,
     say = announce or (_stderr if progress else None)
     if say is not None:
         say(cost_text(config, data, timing, n_items, model.n_classes, pairs=pairs is not None))
-    runner = make_runner(data, config, selection, networks.forward, timing.sizes, take,
-                         model.n_classes, candidates.threshold)
-    work = attribute(config, runner, candidates, pairs, timing, data, progress)
+    spec = runner_spec(data, config, selection, timing.sizes, model.n_classes,
+                       candidates.threshold)
+    with engine_runner(spec.build(networks.forward, take), data, config, spec) as runner:
+        work = attribute(config, runner, candidates, pairs, timing, data, progress)
     record = RunRecord(
         indices=selection.indices[work.explained], baseline=selection.baseline,
         band_mean=selection.stats.mean, band_std=selection.stats.std, timing=timing,
@@ -328,16 +334,6 @@ def _check_classes(data: ImageSet, indices: np.ndarray, n_classes: int, config: 
                      f"{option('max_per_class', '--max-per-class')}).")
 
 
-def image_feed(data: ImageSet, indices: np.ndarray, forward: nn.Module,
-               device: str) -> Callable[[np.ndarray], torch.Tensor]:
-    """Positions among the candidate images → their images on `device`, in the memory format
-    the network runs in: copied once per batch instead of once per pass."""
-    def take(positions: np.ndarray) -> torch.Tensor:
-        return forward.prepare(torch.from_numpy(data.take(indices[positions])).to(device))
-
-    return take
-
-
 def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networks: Networks,
                    example: torch.Tensor, n_candidates: int) -> tuple[Networks, PassTiming]:
     """The network as the methods run it, and its pass sizes and seconds per image-pass.
@@ -458,24 +454,29 @@ def pick_examples(known: np.ndarray, predictions: np.ndarray, n_classes: int, pe
     return np.array(sorted(picked), dtype=int)
 
 
-def make_runner(data: ImageSet, config: RunConfig, selection: Selection, forward: nn.Module,
-                passes: PassSizes, take: Callable[[np.ndarray], torch.Tensor], n_classes: int,
-                threshold: float | None = None) -> BatchRunner:
-    """The batch runner over the candidate images, with band groups when the data has them;
-    multi-label, `threshold` is the output above which a label counts as predicted."""
-    device = config.device
-    ctx = Context(
-        forward=forward,
-        baseline=torch.from_numpy(selection.baseline).view(1, -1, 1, 1).to(device),
-        band_std=torch.from_numpy(selection.stats.std).to(device),
-        donors=Donors(len(selection.indices), config.seed, take),
-        passes=passes,
-        threshold=threshold,
-        background=config.donor_backgrounds,
-    )
-    groups = BandGroups.of(ctx, data.band_groups, data.n_bands) if data.band_groups else None
-    return BatchRunner(ctx, take, seed=config.seed, batch_size=config.batch_size,
-                       n_classes=n_classes, groups=groups)
+def runner_spec(data: ImageSet, config: RunConfig, selection: Selection, passes: PassSizes,
+                n_classes: int, threshold: float | None = None) -> RunnerSpec:
+    """What builds the batch runner over the candidate images, with band groups when the data
+    has them; multi-label, `threshold` is the output above which a label counts as predicted."""
+    return RunnerSpec(indices=selection.indices, baseline=selection.baseline,
+                      band_std=selection.stats.std, passes=passes, seed=config.seed,
+                      batch_size=config.batch_size, n_classes=n_classes,
+                      background=config.donor_backgrounds, device=config.device,
+                      band_groups=data.band_groups, n_bands=data.n_bands, threshold=threshold)
+
+
+@contextmanager
+def engine_runner(runner: BatchRunner, data: ImageSet, config: RunConfig, spec: RunnerSpec
+                  ) -> Iterator[BatchRunner]:
+    """The runner of the run's engine: `runner` itself on one machine, or on Ray its jobs
+    distributed to actors (xband.ray_engine) while the `with` block lasts."""
+    if config.engine is None:
+        yield runner
+        return
+    from xband.ray_engine import distributed
+
+    with distributed(runner, data, config.engine, spec) as remote:
+        yield remote
 
 
 @dataclass(frozen=True)
@@ -510,10 +511,16 @@ def attribute(config: RunConfig, runner: BatchRunner, candidates: Candidates, pa
         candidates.prepare(np.arange(len(candidates)))
     orders = class_orders(candidates.known, n_classes, config.seed)
     examples = _examples(candidates, orders, config, data)
-    results = run_methods(config, runner, candidates, orders, examples, timing, data.n_bands,
-                          progress)
+    if config.engine is not None:
+        results = explain_every_image(config.methods, runner, candidates, target=config.target,
+                                      orders=orders, examples=examples, progress=progress)
+        note = (f"engine: Ray, {runner.engine.workers} workers; they read "
+                f"{runner.images_read} images (the batches and their donor images)",)
+    else:
+        results, note = run_methods(config, runner, candidates, orders, examples, timing,
+                                    data.n_bands, progress), ()
     explained = np.flatnonzero(np.any([r.explained for r in results.values()], axis=0))
-    return Attributed(results, explained, examples)
+    return Attributed(results, explained, examples, notes=note)
 
 
 def run_methods(config: RunConfig, runner: BatchRunner, candidates: Candidates,

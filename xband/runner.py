@@ -12,14 +12,17 @@ import dataclasses
 import time
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
+from xband.data import ImageSet
+from xband.forward import PassSizes
 from xband.methods import BandAttribution, Batch, Context, Method
 
 
@@ -109,9 +112,54 @@ class Pairs:
         return len(self.image)
 
 
+def image_feed(data: ImageSet, indices: np.ndarray, forward: nn.Module,
+               device: str) -> Callable[[np.ndarray], torch.Tensor]:
+    """Positions among the candidate images → their images on `device`, in the memory format
+    the network runs in: copied once per batch instead of once per pass."""
+    def take(positions: np.ndarray) -> torch.Tensor:
+        return forward.prepare(torch.from_numpy(data.take(indices[positions])).to(device))
+
+    return take
+
+
 @dataclass(frozen=True)
-class _Job:
-    """One call of a method: a batch of images with the class to explain for each."""
+class RunnerSpec:
+    """What makes a run's batch runner besides the network and the image feed: picklable, so
+    that Ray workers build the same runner as the driver."""
+
+    indices: np.ndarray  # (P,) the candidate images' positions in the data source
+    baseline: np.ndarray  # (B,) a removed band's constant value
+    band_std: np.ndarray  # (B,)
+    passes: PassSizes
+    seed: int
+    batch_size: int
+    n_classes: int
+    background: int  # donor images per image with the data baseline (0: the constant)
+    device: str
+    band_groups: Mapping[str, tuple[int, ...]] | None
+    n_bands: int
+    threshold: float | None = None  # multi-label: the output above which a label is predicted
+
+    def build(self, forward: nn.Module, take: Callable[[np.ndarray], torch.Tensor]
+              ) -> BatchRunner:
+        """The batch runner over the candidate images, with band groups when there are any."""
+        ctx = Context(
+            forward=forward,
+            baseline=torch.from_numpy(self.baseline).view(1, -1, 1, 1).to(self.device),
+            band_std=torch.from_numpy(self.band_std).to(self.device),
+            donors=Donors(len(self.indices), self.seed, take),
+            passes=self.passes,
+            threshold=self.threshold,
+            background=self.background,
+        )
+        groups = BandGroups.of(ctx, self.band_groups, self.n_bands) if self.band_groups else None
+        return BatchRunner(ctx, take, seed=self.seed, batch_size=self.batch_size,
+                           n_classes=self.n_classes, groups=groups)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One call of every method: a batch of images with the class to explain for each."""
 
     key: int  # seeds the method's draws: batch number × classes + target class
     positions: np.ndarray  # the images, among the explained ones
@@ -119,7 +167,7 @@ class _Job:
     label: np.ndarray  # the class each image counts as (its target, for pairs)
     rows: object  # where its scores go: rows of the run, or (rows, class)
     items: np.ndarray  # what keep_maps lists and the maps are keyed by: positions, pair numbers
-    own: np.ndarray | None = None  # every class a target: whether it is the image's own class
+    keep: np.ndarray  # whether each image's maps are kept (an example, of its own class)
     done: int = 0  # images (pairs) the job completes, for the progress bar
 
 
@@ -143,24 +191,27 @@ class BatchRunner:
             return method.attribute(batch, ctx)
 
     def jobs(self, positions: np.ndarray, known: np.ndarray, targets: np.ndarray | Pairs | None,
-             first_batch: int = 0) -> Iterator[_Job]:
+             first_batch: int = 0, keep_maps: np.ndarray | None = None) -> Iterator[Job]:
         """The method calls of a run over `positions` (pair numbers, for `Pairs`), batch by
-        batch (and class by class), batches numbered from `first_batch`."""
+        batch (and class by class), batches numbered from `first_batch`; `keep_maps`: the
+        positions (pair numbers) whose maps are kept."""
         size, classes = self.batch_size, self.n_classes
+        examples = np.empty(0, dtype=np.int64) if keep_maps is None else keep_maps
         for batch_no, start in enumerate(range(0, len(positions), size), start=first_batch):
             rows = np.arange(start, min(start + size, len(positions)))
             chosen = positions[rows]
+            keep = np.isin(chosen, examples)
             if isinstance(targets, Pairs):
                 target = targets.target[chosen]
-                yield _Job(batch_no * classes, targets.image[chosen], target, target, rows,
-                           chosen, done=len(rows))
+                yield Job(batch_no * classes, targets.image[chosen], target, target, rows,
+                           chosen, keep, done=len(rows))
             elif targets is not None:
-                yield _Job(batch_no * classes, chosen, targets[chosen], known[chosen], rows,
-                           chosen, done=len(rows))
-            else:
+                yield Job(batch_no * classes, chosen, targets[chosen], known[chosen], rows,
+                           chosen, keep, done=len(rows))
+            else:  # every class a target: keep the map of each image's own class
                 for goal in range(classes):
-                    yield _Job(batch_no * classes + goal, chosen, np.full(len(rows), goal),
-                               known[chosen], (rows, goal), chosen, known[chosen] == goal,
+                    yield Job(batch_no * classes + goal, chosen, np.full(len(rows), goal),
+                               known[chosen], (rows, goal), chosen, keep & (known[chosen] == goal),
                                done=len(rows) if goal == classes - 1 else 0)
 
     def run(self, method: Method, positions: np.ndarray, *, known: np.ndarray,
@@ -175,53 +226,93 @@ class BatchRunner:
         (pair numbers) whose maps are kept. Batches are numbered from `first_batch`: a run in
         rounds numbers them on, so that no two batches of a method share their random draws.
         """
-        started = time.perf_counter()
-        device = self.ctx.baseline.device
-        out = _Outputs(len(positions), self.n_classes if targets is None else None, keep_maps)
+        return self.run_many((method,), positions, known=known, targets=targets,
+                             keep_maps=keep_maps, first_batch=first_batch, bar=bar)[method.name]
+
+    def run_many(self, methods: Sequence[Method], positions: np.ndarray, *, known: np.ndarray,
+                 targets: np.ndarray | Pairs | None, keep_maps: np.ndarray, first_batch: int = 0,
+                 bar: tqdm | None = None) -> dict[str, MethodRun]:
+        """`run` for several methods over the same images: each batch is read once and given to
+        every method (each under its own seed, so the numbers are those of separate runs)."""
+        outputs = self.outputs(methods, len(positions), targets)
         x, last = None, None
-        for job in self.jobs(positions, known, targets, first_batch):
+        for job in self.jobs(positions, known, targets, first_batch, keep_maps):
             if job.positions is not last:  # every class of a batch reuses its images
                 x, last = self.take(job.positions), job.positions
-            batch = Batch(x=x, target=torch.from_numpy(job.target).to(device),
-                          label=torch.from_numpy(job.label).to(device), index=job.positions)
-            result = self.attribute(method, batch, self.ctx, job.key)
-            out.scores = _put(out.scores, out.shape, job.rows, result.scores)
-            if self.groups is not None and method.grouped:
-                grouped = self.attribute(method, batch, self.groups.context, job.key).scores
-                out.groups = _put(out.groups, out.shape, job.rows, grouped)
-            if result.maps is not None:
-                out.keep(job, result.maps)
+            for name, done in self.attribute_job(methods, job, x).items():
+                outputs[name].add(job, done)
             if bar is not None and job.done:
                 bar.update(job.done)
-        groups = out.groups
-        if self.groups is not None and not method.grouped:
-            groups = out.scores @ self.groups.membership
-        return MethodRun(out.scores, out.maps if method.has_maps else None,
-                         time.perf_counter() - started, groups,
-                         batches=-(-len(positions) // self.batch_size))
+        return {m.name: outputs[m.name].finish(m, self.groups, self.batch_size) for m in methods}
+
+    def outputs(self, methods: Sequence[Method], n: int,
+                targets: np.ndarray | Pairs | None) -> dict[str, _Outputs]:
+        """Empty collectors, one per method, for a run over `n` images (pairs)."""
+        classes = self.n_classes if targets is None else None
+        return {m.name: _Outputs(n, classes) for m in methods}
+
+    def attribute_job(self, methods: Sequence[Method], job: Job, x: torch.Tensor
+                      ) -> dict[str, JobResult]:
+        """Every method on one job's images `x`: scores, group scores, and the maps to keep."""
+        device = self.ctx.baseline.device
+        batch = Batch(x=x, target=torch.from_numpy(job.target).to(device),
+                      label=torch.from_numpy(job.label).to(device), index=job.positions)
+        done = {}
+        for method in methods:
+            started = time.perf_counter()
+            result = self.attribute(method, batch, self.ctx, job.key)
+            grouped = None
+            if self.groups is not None and method.grouped:
+                grouped = self.attribute(method, batch, self.groups.context, job.key).scores
+            maps = None
+            if result.maps is not None:
+                maps = {int(job.items[row]): result.maps[row].cpu().numpy()
+                        for row in np.flatnonzero(job.keep)}
+            done[method.name] = JobResult(result.scores, grouped, maps,
+                                          time.perf_counter() - started)
+        return done
+
+@dataclass
+class JobResult:
+    """One method's answer for one job: scores by row, group scores, the maps kept."""
+
+    scores: np.ndarray
+    groups: np.ndarray | None
+    maps: dict[int, np.ndarray] | None  # position (pair number) → (B, H, W)
+    seconds: float
 
 
 @dataclass
 class _Outputs:
-    """What a run collects: scores (and group scores) by row, and the kept maps."""
+    """What a run of one method collects: scores (and group scores) by row, the kept maps."""
 
     n: int
     classes: int | None  # every class a target: the scores' second axis
-    keep_maps: np.ndarray
     scores: np.ndarray | None = None
     groups: np.ndarray | None = None
     maps: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
 
     @property
     def shape(self) -> tuple[int, ...]:
         return (self.n,) if self.classes is None else (self.n, self.classes)
 
-    def keep(self, job: _Job, maps: torch.Tensor) -> None:
-        keep = np.isin(job.items, self.keep_maps)
-        if job.own is not None:  # every class a target: keep the map of its own class
-            keep &= job.own
-        for row in np.flatnonzero(keep):
-            self.maps[int(job.items[row])] = maps[row].cpu().numpy()
+    def add(self, job: Job, done: JobResult) -> None:
+        """One job's answer, written at its rows."""
+        self.scores = _put(self.scores, self.shape, job.rows, done.scores)
+        if done.groups is not None:
+            self.groups = _put(self.groups, self.shape, job.rows, done.groups)
+        self.maps.update(done.maps or {})
+        self.seconds += done.seconds
+
+    def finish(self, method: Method, groups: BandGroups | None, batch_size: int) -> MethodRun:
+        """The method's run: group scores summed from band scores where it does not remove a
+        group's bands together."""
+        grouped = self.groups
+        if groups is not None and not method.grouped:
+            grouped = self.scores @ groups.membership
+        return MethodRun(self.scores, self.maps if method.has_maps else None, self.seconds,
+                         grouped, batches=-(-self.n // batch_size))
 
 
 def _put(into: np.ndarray | None, shape: tuple[int, ...], rows, values: np.ndarray) -> np.ndarray:

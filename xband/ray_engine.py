@@ -1,0 +1,300 @@
+"""Explaining on Ray: the one batch runner's jobs as a Ray dataset, attributed in `map_batches`
+by a pool of actors that each hold the network.
+
+The driver plans the jobs exactly as on one machine (`BatchRunner.jobs`: images in batches,
+every method's random draws keyed by the seed, the method and the batch), so a job gives the
+same scores on any worker and in any order. Workers read the images themselves, by position,
+from the data source (GeoTIFF paths, a memory-mapped .npy, an HDF5 dataset, or an in-memory
+array placed once in Ray's object store): the batch's images and the donor images that the
+data baseline and permutation importance draw from the whole data set, through the same seeded
+`Donors` permutation as on one machine. The network travels once, as the bytes of its prepared
+torch module; per-image band scores and the example maps come back, and aggregation, bootstrap,
+checks and the report run on the driver.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import converters
+import xband
+from xband.data import ImageSet
+from xband.engine import ON_RAY, RayEngine, import_ray
+from xband.errors import XbandError
+from xband.methods import Method
+from xband.runner import BatchRunner, Job, JobResult, MethodRun, Pairs, RunnerSpec, image_feed
+
+
+@contextmanager
+def ray_session(engine: RayEngine) -> Iterator[RayEngine]:
+    """Ray connected for one run (a cluster at the address, else a local Ray of `workers` CPUs),
+    yielding the engine with its worker count settled; a Ray this started is shut down after.
+    A Ray the caller started is used as it is: its workers need this xband
+    (`ray.init(runtime_env=worker_environment(...))`)."""
+    ray = import_ray()
+    started = not ray.is_initialized()
+    if started:
+        address = engine.address or os.environ.get("RAY_ADDRESS") or None
+        local = {} if address else {"num_cpus": engine.workers or os.cpu_count() or 1}
+        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
+                 log_to_driver=False, configure_logging=False,
+                 runtime_env=worker_environment(remote=bool(address)), **local)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the driver shows one bar of its own
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    try:
+        yield dataclasses.replace(engine, workers=engine.workers or _worker_count(ray, engine))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _worker_count(ray, engine: RayEngine) -> int:
+    """One worker per CPU of the cluster, or per `gpus_per_worker` of its GPUs."""
+    resources = ray.cluster_resources()
+    if engine.gpus_per_worker:
+        return max(1, int(resources.get("GPU", 0) // engine.gpus_per_worker))
+    return max(1, int(resources.get("CPU", 1)))
+
+
+def worker_environment(remote: bool) -> dict:
+    """Ray's runtime environment for the actors, so that they run the driver's own xband: on this
+    machine its folder on PYTHONPATH; on a cluster the package itself, uploaded."""
+    if remote:
+        return {"py_modules": [xband, converters]}
+    root = str(Path(xband.__file__).resolve().parent.parent)
+    paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
+
+
+class SharedArray:
+    """An in-memory image array placed once in Ray's object store; workers read it in place."""
+
+    def __init__(self, array: np.ndarray):
+        ray = import_ray()
+        self.ref, self.shape, self._array = ray.put(array), array.shape, None
+
+    def __getitem__(self, indices):
+        if self._array is None:
+            self._array = import_ray().get(self.ref)
+        return self._array[indices]
+
+    def __getstate__(self) -> dict:
+        return {"ref": self.ref, "shape": self.shape, "_array": None}
+
+
+class NpyFile:
+    """A memory-mapped .npy file, opened again where it is read."""
+
+    def __init__(self, path: str, shape: tuple[int, ...]):
+        self.path, self.shape, self._array = path, shape, None
+
+    def __getitem__(self, indices):
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        return self._array[indices]
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "shape": self.shape, "_array": None}
+
+
+class Hdf5Images:
+    """An HDF5 dataset of images, opened again where it is read."""
+
+    def __init__(self, path: str, key: str, shape: tuple[int, ...]):
+        self.path, self.key, self.shape, self._dataset = path, key, shape, None
+
+    def __getitem__(self, indices):
+        if self._dataset is None:
+            import h5py
+
+            self._dataset = h5py.File(self.path, "r")[self.key]
+        return self._dataset[indices]
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "key": self.key, "shape": self.shape, "_dataset": None}
+
+
+def portable(data: ImageSet) -> ImageSet:
+    """`data` as workers read it: files by path (GeoTIFF lists as they are, a memory-mapped .npy
+    and an HDF5 dataset opened again), arrays from the object store; never the pixels inside."""
+    images = data.images
+    filename = getattr(images, "filename", None)
+    if isinstance(images, np.memmap) and filename and _whole_file(filename, images.shape):
+        return dataclasses.replace(data, images=NpyFile(str(filename), images.shape))
+    if type(images).__module__.startswith("h5py"):
+        return dataclasses.replace(data, images=Hdf5Images(images.file.filename, images.name,
+                                                           images.shape))
+    if isinstance(images, np.ndarray):
+        return dataclasses.replace(data, images=SharedArray(images))
+    return data
+
+
+def _whole_file(filename: str, shape: tuple[int, ...]) -> bool:
+    """Whether the .npy at `filename` holds exactly an array of `shape` (not a view of it)."""
+    try:
+        return np.load(filename, mmap_mode="r", allow_pickle=False).shape == shape
+    except (OSError, ValueError):
+        return False
+
+
+def network_bytes(forward: torch.nn.Module) -> bytes:
+    """The prepared network (speed-ups and all) as the bytes of a torch file, written once by
+    the driver for its own workers."""
+    buffer = io.BytesIO()
+    try:
+        torch.save(forward, buffer)
+    except Exception as err:  # pickling fails in many ways (lambdas, TorchScript, C handles)
+        raise XbandError(f"the network cannot be sent to Ray workers ({type(err).__name__}: "
+                         f"{str(err)[:200]}). Save it as ONNX and explain that file, or run on "
+                         f"one machine (without {ON_RAY})."
+                         ) from None
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What an actor needs to build the run's batch runner: the data as workers read it, the
+    runner's settings (on the actor's device) and the network's bytes."""
+
+    data: ImageSet
+    spec: RunnerSpec
+    network: bytes
+
+
+class Attributor:
+    """A Ray actor: the network loaded once, the run's batch runner over the data; each call
+    attributes one job with every method and says how many images it read."""
+
+    def __init__(self, plan_ref, methods: Sequence[Method]):
+        plan: WorkerPlan = import_ray().get(plan_ref)
+        # the driver wrote these bytes, for this run, from the network it loaded and checked
+        forward = torch.load(io.BytesIO(plan.network), map_location=plan.spec.device,
+                             weights_only=False)
+        feed = image_feed(plan.data, plan.spec.indices, forward, plan.spec.device)
+        self.read = 0
+
+        def take(positions: np.ndarray) -> torch.Tensor:
+            self.read += len(positions)
+            return feed(positions)
+
+        self.runner = plan.spec.build(forward, take)
+        self.methods = tuple(methods)
+
+    def __call__(self, batch: dict) -> dict:
+        job = Job(key=int(batch["key"][0]), positions=np.asarray(batch["positions"][0]),
+                   target=np.asarray(batch["target"][0]), label=np.asarray(batch["label"][0]),
+                   rows=None, items=np.asarray(batch["items"][0]),
+                   keep=np.asarray(batch["keep"][0], dtype=bool))
+        before = self.read
+        x = self.runner.take(job.positions)
+        done = self.runner.attribute_job(self.methods, job, x)
+        out = {"job": batch["job"], "read": np.array([self.read - before])}
+        for name, result in done.items():
+            out.update(_columns(name, result))
+        return out
+
+
+def _columns(name: str, result: JobResult) -> dict:
+    """One method's answer for a job as one-row columns of a Ray Data batch."""
+    out = {f"{name}/scores": result.scores[None], f"{name}/seconds": np.array([result.seconds])}
+    if result.groups is not None:
+        out[f"{name}/groups"] = result.groups[None]
+    if result.maps is not None:
+        items = np.array(sorted(result.maps), dtype=np.int64)
+        out[f"{name}/map_items"] = items[None]
+        maps = [result.maps[i] for i in items]
+        out[f"{name}/maps"] = (np.stack(maps) if maps else np.zeros((0, 1, 1, 1), np.float32))[None]
+    return out
+
+
+def _job_result(name: str, row: dict) -> JobResult:
+    """A method's answer for one job, from a row the actors returned."""
+    maps = None
+    if f"{name}/map_items" in row:
+        items, stacked = np.asarray(row[f"{name}/map_items"]), np.asarray(row[f"{name}/maps"])
+        maps = {int(i): stacked[k] for k, i in enumerate(items)}
+    groups = row.get(f"{name}/groups")
+    return JobResult(np.asarray(row[f"{name}/scores"]),
+                     None if groups is None else np.asarray(groups), maps,
+                     float(row[f"{name}/seconds"]))
+
+
+class RayRunner(BatchRunner):
+    """The batch runner whose jobs run on Ray actors: same jobs, same seeds, same collection."""
+
+    def __init__(self, local: BatchRunner, plan: WorkerPlan, engine: RayEngine):
+        super().__init__(local.ctx, local.take, seed=local.seed, batch_size=local.batch_size,
+                         n_classes=local.n_classes, groups=local.groups)
+        self.ray = import_ray()
+        self.plan = self.ray.put(plan)  # once: every actor of every run gets it from the store
+        self.engine, self.images_read = engine, 0
+
+    def run_many(self, methods: Sequence[Method], positions: np.ndarray, *, known: np.ndarray,
+                 targets: np.ndarray | Pairs | None, keep_maps: np.ndarray, first_batch: int = 0,
+                 bar: tqdm | None = None) -> dict[str, MethodRun]:
+        """`BatchRunner.run_many` with each job attributed by an actor; rows come back in any
+        order and are written where their job says."""
+        jobs = list(self.jobs(positions, known, targets, first_batch, keep_maps))
+        outputs = self.outputs(methods, len(positions), targets)
+        try:
+            for row in self._attributed(jobs, methods):
+                job = jobs[int(row["job"])]
+                for method in methods:
+                    outputs[method.name].add(job, _job_result(method.name, row))
+                self.images_read += int(row["read"])
+                if bar is not None and job.done:
+                    bar.update(job.done)
+        except self.ray.exceptions.RayError as err:
+            raise _xband_error(err) from None
+        return {m.name: outputs[m.name].finish(m, self.groups, self.batch_size) for m in methods}
+
+    def _attributed(self, jobs: list[Job], methods: Sequence[Method]) -> Iterator[dict]:
+        """The jobs as a Ray dataset (one block each, so that idle actors take the next one),
+        attributed by the actor pool, streamed back row by row."""
+        rows = [{"job": i, "key": job.key, "positions": job.positions, "target": job.target,
+                 "label": job.label, "items": job.items, "keep": job.keep}
+                for i, job in enumerate(jobs)]
+        dataset = self.ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+        gpus = self.engine.gpus_per_worker
+        resources = {"num_gpus": gpus, "num_cpus": 0} if gpus else {"num_cpus": 1}
+        attributed = dataset.map_batches(
+            Attributor, fn_constructor_args=(self.plan, tuple(methods)), batch_size=1,
+            concurrency=min(self.engine.workers, len(rows)), **resources)
+        yield from attributed.iter_rows()
+
+
+@contextmanager
+def distributed(runner: BatchRunner, data: ImageSet, engine: RayEngine,
+                spec: RunnerSpec) -> Iterator[RayRunner]:
+    """The run's batch runner on Ray for the length of the `with` block: Ray connected, the
+    data made readable by workers, the network's bytes and the plan placed in the store."""
+    with ray_session(engine) as engine:
+        device = "cuda" if engine.gpus_per_worker else "cpu"
+        plan = WorkerPlan(portable(data), dataclasses.replace(spec, device=device),
+                          network_bytes(runner.ctx.forward))
+        yield RayRunner(runner, plan, engine)
+
+
+def _xband_error(err: Exception) -> Exception:
+    """The XbandError a worker raised (a bad image, say), else Ray's error with what to do."""
+    cause = err
+    while cause is not None:
+        if isinstance(cause, XbandError):
+            return cause
+        cause = cause.__cause__ or getattr(cause, "cause", None)
+    return XbandError(f"the Ray run failed: {type(err).__name__}: {str(err)[:500]}. A worker that "
+                      "dies is restarted by Ray; this failure was not. Run on one machine "
+                      f"(without {ON_RAY}) to see the error plainly.")
