@@ -80,6 +80,7 @@ class MethodResult:
     maps: dict[int, np.ndarray] | None  # example position (pair number) → (B, H, W)
     seconds: float
     stops: dict[int, ClassStop]  # class → why the method stopped taking its images
+    band_scores: np.ndarray | None = None  # regions as features: a gradient method's per band
 
     @property
     def explained(self) -> np.ndarray:
@@ -93,14 +94,15 @@ def explain_method(method: Method, runner: BatchRunner, candidates: Candidates, 
                    deadline: float | None, progress: bool) -> MethodResult:
     """`method`'s scores for every image it takes: all of them, or in rounds until settled."""
     started = time.perf_counter()
-    scores = groups = None
+    scores = None
+    detail: dict[str, np.ndarray] = {}  # group scores, band scores (regions) when the run has them
     maps: dict[int, np.ndarray] = {}
     batches_done = 0
     bar = tqdm(total=len(candidates), desc=f"{method.label:<28}", unit="img",
                disable=not progress, leave=True, dynamic_ncols=True)
 
     def attribute(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        nonlocal scores, groups, batches_done
+        nonlocal scores, batches_done
         positions = candidates.prepare(positions)
         targets = {"true": candidates.labels, "predicted": candidates.predictions,
                    "all": None}[target]
@@ -109,11 +111,11 @@ def explain_method(method: Method, runner: BatchRunner, candidates: Candidates, 
         batches_done += run.batches
         if scores is None:
             scores = np.full((len(candidates), *run.scores.shape[1:]), np.nan)
-            if run.group_scores is not None:
-                groups = np.full((len(candidates), *run.group_scores.shape[1:]), np.nan)
         scores[positions] = run.scores
-        if groups is not None:
-            groups[positions] = run.group_scores
+        for name in ("group_scores", "band_scores"):
+            if (values := getattr(run, name)) is not None:
+                detail.setdefault(name, np.full((len(candidates), *values.shape[1:]), np.nan))
+                detail[name][positions] = values
         maps.update(run.maps or {})
         return positions, aggregate.shares(_own_class(run.scores, candidates.known[positions]))
 
@@ -126,8 +128,8 @@ def explain_method(method: Method, runner: BatchRunner, candidates: Candidates, 
                                      seed=seed, seconds_per_image=seconds_per_image,
                                      deadline=deadline)
     bar.close()
-    return MethodResult(scores, groups, maps if method.has_maps else None,
-                        time.perf_counter() - started, stops)
+    return MethodResult(scores, detail.get("group_scores"), maps if method.has_maps else None,
+                        time.perf_counter() - started, stops, detail.get("band_scores"))
 
 
 def explain_pairs(method: Method, runner: BatchRunner, candidates: Candidates, pairs: Pairs, *,
@@ -143,7 +145,7 @@ def explain_pairs(method: Method, runner: BatchRunner, candidates: Candidates, p
     counts = np.bincount(pairs.target, minlength=len(candidates.data.class_names))
     stops = {int(c): ClassStop(int(counts[c]), ALL_IMAGES, np.nan) for c in np.flatnonzero(counts)}
     return MethodResult(run.scores, run.group_scores, run.maps, time.perf_counter() - started,
-                        stops)
+                        stops, run.band_scores)
 
 
 def _own_class(scores: np.ndarray, known: np.ndarray) -> np.ndarray:

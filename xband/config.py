@@ -16,6 +16,7 @@ from xband.cost import parse_budget
 from xband.errors import XbandError, option
 from xband.methods import Method, resolve_methods
 from xband.methods._base import whole_number
+from xband.regions import RegionSpec, parse_regions
 from xband.sampling import StoppingRule
 
 TARGETS = ("true", "predicted", "all")
@@ -53,7 +54,10 @@ class RunConfig:
     another class order (otherwise the run stops naming that order). multi_label: explain each image
     for each of its positive labels (a final sigmoid, several labels per image); None decides from
     the model and the labels. A multi-label run explains every (image, label) pair (all_images): the
-    sampling and the budget are single-label.
+    sampling and the budget are single-label. regions: explain by spectral region (xband.regions:
+    "auto", "50nm", "VIS=400-700;…", "none"): the regions are the features, perturbation methods
+    run on them only, gradient methods add per-band detail; None: "auto" for more than 30 bands
+    with known wavelengths and no band groups, else band by band.
     """
 
     methods: tuple[Method, ...]
@@ -75,6 +79,7 @@ class RunConfig:
     stopping: StoppingRule = StoppingRule()
     accept_low_accuracy: bool = False
     multi_label: bool | None = None
+    regions: RegionSpec | None = None
 
     def __post_init__(self) -> None:
         fix = object.__setattr__
@@ -101,6 +106,8 @@ class RunConfig:
             raise XbandError(f"multi_label must be True, False or None, not {self.multi_label!r}.")
         if not self.methods:
             raise XbandError("no method given.")
+        if self.regions is not None and not isinstance(self.regions, RegionSpec):
+            fix(self, "regions", parse_regions(self.regions))
 
     @classmethod
     def build(cls, methods: str | Method | Sequence[str | Method] = "all", *,
@@ -142,6 +149,11 @@ class RunConfig:
         return dataclasses.replace(self, multi_label=bool(multi),
                                    all_images=self.all_images or bool(multi))
 
+    @property
+    def by_region(self) -> bool:
+        """Whether the spectral regions are the run's features (`regions`, not 'none')."""
+        return self.regions is not None and not self.regions.per_band
+
     def method(self, name: str) -> Method:
         return next(m for m in self.methods if m.name == name)
 
@@ -175,4 +187,5 @@ class RunConfig:
             "budget_s": self.budget,
             "accept_low_accuracy": self.accept_low_accuracy,
             "multi_label": self.multi_label,
+            "regions": None if self.regions is None else self.regions.text,
         }

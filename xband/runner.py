@@ -68,24 +68,31 @@ class MethodRun:
     seconds: float
     group_scores: np.ndarray | None = None  # like `scores`, per band group
     batches: int = 0  # batches run: a run in rounds numbers the next round's from here
+    band_scores: np.ndarray | None = None  # regions as features: a gradient method's per band
 
 
 @dataclass(frozen=True)
 class BandGroups:
     """Band groups as the runner uses them: the context whose features are the groups, and the
-    (bands × groups) membership matrix that sums band scores into group scores."""
+    (bands × groups) membership matrix that sums band scores into group scores.
+
+    As regions (`regions`), the groups are the run's features: perturbation methods run on them
+    only (their cost follows the group count, not the band count), gradient methods' band
+    scores are summed into them and kept per band as detail."""
 
     context: Context
     membership: np.ndarray  # (B, G)
+    regions: bool = False
 
     @classmethod
-    def of(cls, ctx: Context, groups: dict[str, tuple[int, ...]], n_bands: int) -> BandGroups:
+    def of(cls, ctx: Context, groups: dict[str, tuple[int, ...]], n_bands: int, *,
+           regions: bool = False) -> BandGroups:
         feature_of_band = np.empty(n_bands, dtype=np.int64)
         for g, members in enumerate(groups.values()):
             feature_of_band[list(members)] = g
         features = torch.from_numpy(feature_of_band).to(ctx.baseline.device)
         return cls(dataclasses.replace(ctx, features=features),
-                   np.eye(len(groups))[feature_of_band])
+                   np.eye(len(groups))[feature_of_band], regions)
 
 
 @dataclass(frozen=True)
@@ -178,27 +185,37 @@ class BatchRunner:
         started = time.perf_counter()
         device = self.ctx.baseline.device
         out = _Outputs(len(positions), self.n_classes if targets is None else None, keep_maps)
+        regions_only = self.groups is not None and self.groups.regions and method.grouped
+        ctx = self.groups.context if regions_only else self.ctx
         x, last = None, None
         for job in self.jobs(positions, known, targets, first_batch):
             if job.positions is not last:  # every class of a batch reuses its images
                 x, last = self.take(job.positions), job.positions
             batch = Batch(x=x, target=torch.from_numpy(job.target).to(device),
                           label=torch.from_numpy(job.label).to(device), index=job.positions)
-            result = self.attribute(method, batch, self.ctx, job.key)
+            result = self.attribute(method, batch, ctx, job.key)
             out.scores = _put(out.scores, out.shape, job.rows, result.scores)
-            if self.groups is not None and method.grouped:
+            if self.groups is not None and method.grouped and not regions_only:
                 grouped = self.attribute(method, batch, self.groups.context, job.key).scores
                 out.groups = _put(out.groups, out.shape, job.rows, grouped)
             if result.maps is not None:
                 out.keep(job, result.maps)
             if bar is not None and job.done:
                 bar.update(job.done)
-        groups = out.groups
-        if self.groups is not None and not method.grouped:
-            groups = out.scores @ self.groups.membership
-        return MethodRun(out.scores, out.maps if method.has_maps else None,
-                         time.perf_counter() - started, groups,
-                         batches=-(-len(positions) // self.batch_size))
+        run = MethodRun(out.scores, out.maps if method.has_maps else None,
+                        time.perf_counter() - started, out.groups,
+                        batches=-(-len(positions) // self.batch_size))
+        return self._grouped(run, method)
+
+    def _grouped(self, run: MethodRun, method: Method) -> MethodRun:
+        """`run` with its group scores: a band-by-band method's band scores summed per group;
+        as regions, the region scores become the scores and the band scores the detail."""
+        if self.groups is None or method.grouped:
+            return run
+        summed = run.scores @ self.groups.membership
+        if self.groups.regions:
+            return dataclasses.replace(run, scores=summed, band_scores=run.scores)
+        return dataclasses.replace(run, group_scores=summed)
 
 
 @dataclass
