@@ -100,32 +100,3 @@ def level_images(n_per_class: int = 60, seed: int = 0) -> tuple[np.ndarray, np.n
     order = rng.permutation(len(labels))
     return x[order], labels[order]
 
-
-class Standardise(nn.Module):
-    """Per-band (x − mean) / std inside the network, as a Keras Normalization layer does."""
-
-    def __init__(self, mean: np.ndarray, std: np.ndarray):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-def train_spectral(x: np.ndarray, y: np.ndarray, epochs: int = 100, seed: int = 0,
-                   per_band: bool = False) -> nn.Module:
-    """A small CNN behind standardisation (hyperspectral reflectances are small), by one mean
-    and std for all bands or `per_band`, fitted full-batch; returns logits in eval mode."""
-    torch.manual_seed(seed)
-    axes = (0, 2, 3) if per_band else None
-    mean, std = (np.broadcast_to(f(x, axis=axes), x.shape[1]) for f in (np.mean, np.std))
-    net = nn.Sequential(Standardise(mean, std),
-                        small_cnn(x.shape[1], int(y.max()) + 1))
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(epochs):
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(xt), yt).backward()
-        opt.step()
-    return net.eval()

@@ -331,9 +331,8 @@ def image_set(
     several per image (multi-label), class names joined by ';' or an (N, C) 0/1 matrix.
     bands: band names in file order; sensor: a preset name (band names, wavelengths, spectral
     groups; `xband sensors` lists them); band_groups: {group: [band names]}, the bands no group
-    names forming 'other'; wavelengths: the centre wavelength of each band in nm, or a file
-    that gives them (`xband.wavelengths.read_wavelengths`: one value a line, or an ENVI .hdr).
-    classes: class names in the model's output order (default: sorted
+    names forming 'other'; wavelengths: each band's centre wavelength in nm, or a file (one
+    value a line, or an ENVI .hdr). classes: class names in the model's output order (default: sorted
     label names for text labels, else "class i"). layout: "channels_last" or "channels_first"
     (default: from the shape, else from the model). preprocess: applied to every batch read;
     nodata: a value that marks an image as unusable; item_names: what messages call each image.
@@ -359,15 +358,11 @@ def image_set(
             str(g): tuple(str(b) for b in m) for g, m in band_groups.items()},
         preprocess=preprocess or Preprocess(), nodata=nodata, item_names=item_names,
         skipped=tuple(skipped), notes=tuple(notes) + tuple(label_notes), class_origin=class_origin,
-        wavelengths=_given_wavelengths(wavelengths, source),
+        wavelengths=_given_wavelengths(wavelengths, source, sensor),
         wavelengths_from=_wavelength_source(wavelengths, source),
     )
     if sensor is not None:
         get_sensor(sensor)  # an unknown name fails now
-        if wavelengths is not None:
-            raise XbandError(f"sensor '{sensor}' gives the band wavelengths already; give "
-                             f"{option('sensor', '--sensor')} or "
-                             f"{option('wavelengths', '--wavelengths')}, not both.")
     n_bands = _band_count(data)
     return data if n_bands is None else _described(data, n_bands)
 
@@ -464,11 +459,15 @@ def _band_count(data: ImageSet) -> int | None:
     return None
 
 
-def _given_wavelengths(wavelengths: Sequence[float] | str | os.PathLike | None,
-                       source: str) -> tuple[float, ...] | None:
+def _given_wavelengths(wavelengths: Sequence[float] | str | os.PathLike | None, source: str,
+                       sensor: str | None) -> tuple[float, ...] | None:
     """Wavelengths given as values or as a file, in nm, checked (their count comes later)."""
     if wavelengths is None:
         return None
+    if sensor is not None:
+        raise XbandError(f"sensor '{sensor}' gives the band wavelengths already; give "
+                         f"{option('sensor', '--sensor')} or "
+                         f"{option('wavelengths', '--wavelengths')}, not both.")
     if isinstance(wavelengths, str | os.PathLike):
         return read_wavelengths(wavelengths)
     return checked_wavelengths(wavelengths, f"{source}: wavelengths")

@@ -10,6 +10,8 @@ has no dip of its own, so that the absence of one class's dip is not another cla
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import nn
 
 WAVELENGTH_RANGE_NM = (400.0, 2500.0)
 ABSORPTION_NM = {0: 660.0, 1: 1150.0, 2: 1750.0, 3: 2250.0}  # class → its absorption feature
@@ -65,3 +67,39 @@ def spectral_images(n_per_class: int = 40, *, n_bands: int = 200, size: int = 8,
 def _blob(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     cy, cx = rng.uniform(0.25, 0.75, 2)
     return np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 0.08)
+
+
+class Standardise(nn.Module):
+    """Per-band (x − mean) / std inside the network, as a Keras Normalization layer does."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def spectral_cnn(x: np.ndarray, n_classes: int) -> nn.Module:
+    """Per-band standardisation (from `x`), two 16-filter convolutions, global max pool: the
+    same size whatever the band count but for the first convolution's inputs."""
+    return nn.Sequential(
+        Standardise(x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3))),
+        nn.Conv2d(x.shape[1], 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(16, n_classes),
+    )
+
+
+def train_spectral(x: np.ndarray, y: np.ndarray, epochs: int = 80, seed: int = 0) -> nn.Module:
+    """`spectral_cnn` fitted full-batch (Adam, seeded); returns logits in eval mode."""
+    torch.manual_seed(seed)
+    net = spectral_cnn(x, int(y.max()) + 1)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(epochs):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(xt), yt).backward()
+        opt.step()
+    return net.eval()

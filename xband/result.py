@@ -375,15 +375,8 @@ class Explanation:
                                           method_info=info))
                 for m in self.methods
             ]
-        if self.regions is not None:
-            sections["Importance against wavelength"] = self._region_spectra()
-        elif self.importance["wavelength_nm"].notna().all():
-            sections["Importance against wavelength"] = [
-                (f"spectrum_{m}", f"{info[m]['label']}: mean share per class against wavelength",
-                 plots.importance_spectrum(self.importance, m, grouping=grouping,
-                                           method_info=info))
-                for m in self.methods
-            ]
+        if self.importance["wavelength_nm"].notna().all():
+            sections["Importance against wavelength"] = self._spectra()
         ex = self.examples
         if ex.maps:
             mean, names = self._map_features()
@@ -398,10 +391,15 @@ class Explanation:
             ]
         return sections
 
-    def _region_spectra(self) -> list[tuple[str, str, Figure]]:
-        """Per method, importance against wavelength with the regions shaded: per band for the
-        gradient methods (their band detail), per region for the others."""
+    def _spectra(self) -> list[tuple[str, str, Figure]]:
+        """Per method, importance against wavelength; by region, with the regions shaded: per
+        band for the gradient methods (their band detail), per region for the others."""
         info, bands = self.method_info, self.band_importance
+        if self.regions is None:
+            return [(f"spectrum_{m}", f"{info[m]['label']}: mean share per class against "
+                     "wavelength", plots.importance_spectrum(
+                         self.importance, m, grouping=self._grouping, method_info=info))
+                    for m in self.methods]
         out = []
         for m in self.methods:
             per_band = bands is not None and (bands["method"] == m).any()
@@ -453,10 +451,9 @@ class Explanation:
             self.consensus.to_csv(tmp / "consensus.csv", index=False)
             self.agreement.to_csv(tmp / "agreement.csv")
             self.top_bands().to_csv(tmp / "top_bands.csv")
-            if self.group_importance is not None:
-                self.group_importance.to_csv(tmp / "group_importance.csv", index=False)
-            if self.band_importance is not None:
-                self.band_importance.to_csv(tmp / "band_importance.csv", index=False)
+            for name, table in (("group", self.group_importance), ("band", self.band_importance)):
+                if table is not None:
+                    table.to_csv(tmp / f"{name}_importance.csv", index=False)
             np.savez_compressed(
                 tmp / "scores.npz",
                 indices=self.indices,

@@ -45,6 +45,17 @@ def choices(name: str, given: str | Sequence[str], known: Sequence[str]) -> list
     return list(dict.fromkeys(chosen))
 
 
+def _check_band_by_band(explanation: Explanation) -> None:
+    """The checks work band by band: an explanation by spectral region is refused, saying what
+    to do."""
+    if explanation.regions is not None:
+        raise XbandError(
+            "the trust checks delete, randomise and compare band by band; this explanation is by "
+            f"spectral region ({len(explanation.regions)} regions), which they do not check yet. "
+            "Check a band-by-band run (" + option("regions='none'", "--regions none") + "), or "
+            "leave out the checks.")
+
+
 def evaluate(
     model: LoadedModel,
     data: ImageSet,
@@ -70,12 +81,7 @@ def evaluate(
     cascade_stages: randomisation stages, from the top layer to all layers. threshold: flag a
     method whose band ranking keeps Spearman's ρ ≥ threshold with every layer random.
     """
-    if explanation.regions is not None:
-        raise XbandError(
-            "the trust checks delete, randomise and compare band by band; this explanation is by "
-            f"spectral region ({len(explanation.regions)} regions), which they do not check yet. "
-            "Check a band-by-band run (" + option("regions='none'", "--regions none") + "), or "
-            "leave out the checks.")
+    _check_band_by_band(explanation)
     started = time.perf_counter()
     settings = _settings(checks=checks, baselines=baselines, random_orders=random_orders,
                          cascade_stages=cascade_stages, threshold=threshold, n_boot=n_boot,
