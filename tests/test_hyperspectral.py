@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import xband
+from xband import plots
 from xband.demo_spectra import ABSORPTION_NM, CLASS_NAMES, spectral_images, train_spectral
 from xband.errors import XbandError
 from xband.methods import METHODS
@@ -110,17 +111,16 @@ def test_report_of_a_region_run(spectral, tmp_path):
                            classes=CLASS_NAMES, wavelengths=wavelength, regions="auto",
                            all_images=True, n_boot=20, examples_per_class=1, background_images=2,
                            progress=False)
-    sections = result.figures()
-    assert "Spectral region × class heat maps" in sections
-    spectra = {name: fig for name, _, fig in sections["Importance against wavelength"]}
     # per band for a gradient method (200 points), per region for the others (two per region)
-    line = spectra["spectrum_integrated_gradients"].axes[0].lines[0]
-    assert len(line.get_xdata()) == 200
-    line = spectra["spectrum_shapley"].axes[0].lines[0]
-    assert len(line.get_xdata()) == 2 * len(result.regions)
-    maps = next(s for s in sections if s.startswith("Per-region maps"))
-    assert len(sections[maps][0][2].axes) >= len(result.regions)
+    for method, table, points in (("integrated_gradients", result.band_importance, 200),
+                                  ("shapley", result.importance, 2 * len(result.regions))):
+        fig = plots.region_spectrum(table, method, result.regions, per_band=points == 200)
+        assert len(fig.axes[0].lines[0].get_xdata()) == points
     out = result.save(tmp_path / "report")
+    page = (out / "report.html").read_text()
+    assert "Spectral region × class heat maps" in page and "Per-region maps" in page
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert {"spectrum_integrated_gradients.png", "spectrum_shapley.png"} <= figures
     band_table = (out / "band_importance.csv").read_text()
     assert "B200" in band_table and "shapley" not in band_table
     saved = np.load(out / "scores.npz")
@@ -185,7 +185,7 @@ def test_region_specifications_are_checked():
     regions = band_regions(parse_regions("VIS=400-600"), wavelength, names)
     assert regions == {"VIS": (0, 1), "650-800": (2, 3)}
     assert band_regions(parse_regions("200nm"), wavelength, names) == {
-        "400-600": (0, 1), "600-800": (2,), "800-1000": (3,)}
+        "400-600": (0, 1), "600-800": (2, 3)}  # the last window is closed at its top
     with pytest.raises(XbandError, match="band b2 .550 nm. is in regions 'A' and 'B'"):
         band_regions(parse_regions("A=400-600;B=500-700"), wavelength, names)
     with pytest.raises(XbandError, match="region 'SWIR' .1500-1800 nm. holds no band"):

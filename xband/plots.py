@@ -179,10 +179,11 @@ def _outline_row_max(ax: Axes, values: np.ndarray, *, lowest: bool = False) -> N
 
 
 def band_class_heatmap(importance: pd.DataFrame, method: str, *, grouping: str = "true_class",
-                       value: str = "share",
-                       method_info: Mapping[str, Mapping] | None = None) -> Figure:
+                       value: str = "share", method_info: Mapping[str, Mapping] | None = None,
+                       feature: str = "band") -> Figure:
     """Class × band heat map of one method's mean share, score or rank (for a consensus: the
-    mean rank over methods); boxes mark top bands."""
+    mean rank over methods); boxes mark top bands. feature: what the columns are ("band",
+    "spectral region")."""
     info = _info(method, method_info)
     rows = _rows(importance, method, grouping, self_target=True)
     bands = _bands(rows)
@@ -204,11 +205,11 @@ def band_class_heatmap(importance: pd.DataFrame, method: str, *, grouping: str =
                      **style)
     _outline_row_max(ax, shown, lowest=value == "rank")
     _rotate_if_crowded(ax, bands, 0.62 * len(bands))
-    ax.set_xlabel("band")
+    ax.set_xlabel(feature)
     ax.set_ylabel("class")
     fig.colorbar(image, ax=ax, label=f"{value}{suffix}", shrink=0.9)
     ax.set_title(_wrap(f"{info['label']} — {_value_text(info, value)}\n"
-                       f"{_GROUPING_TEXT.get(grouping, grouping)}; box = top band of the class",
+                       f"{_GROUPING_TEXT.get(grouping, grouping)}; box = top {feature} of the class",
                        fig.get_figwidth() - labels_in - 0.5),  # it starts where the axes do
                  fontsize=10, loc="left")
     return fig

@@ -342,7 +342,8 @@ class Explanation:
         feature = "Band" if self.regions is None else "Spectral region"
         sections[f"{feature} × class heat maps"] = [
             (f"heatmap_{m}", f"{info[m]['label']}: mean share per class",
-             plots.band_class_heatmap(self.importance, m, grouping=grouping, method_info=info))
+             plots.band_class_heatmap(self.importance, m, grouping=grouping, method_info=info,
+                                      feature=feature.lower()))
             for m in self.methods
         ]
         sections[f"{feature} importance per class, with 95% intervals"] = [
