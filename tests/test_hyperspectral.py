@@ -198,3 +198,23 @@ def test_regions_need_wavelengths(spectral):
     model, x, y, _ = spectral
     with pytest.raises(XbandError, match="needs each band's wavelength"):
         xband.explain(model, (x[:4], y[:4]), classes=CLASS_NAMES, regions="auto", progress=False)
+
+
+def test_command_line_reads_wavelengths_and_goes_by_region(spectral, tmp_path, capsys):
+    from xband.cli import main
+
+    model, x, y, wavelength = spectral
+    torch.jit.save(torch.jit.trace(model.module, torch.from_numpy(x[:2])), tmp_path / "net.pt")
+    np.savez(tmp_path / "cubes.npz", x=x[:10], y=y[:10])
+    (tmp_path / "wl.txt").write_text("\n".join(f"{v:.2f}" for v in wavelength))
+    run = ["explain", "--model", str(tmp_path / "net.pt"), "--data", str(tmp_path / "cubes.npz"),
+           "--classes", ",".join(CLASS_NAMES), "--wavelengths", str(tmp_path / "wl.txt"),
+           "--regions", "VIS=400-700;NIR=750-1300", "--methods", "feature_ablation",
+           "--all-images", "--quiet", "--trust-pickle"]
+    assert main([*run, "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "regions: perturbation methods remove or shuffle each of the" in printed
+    assert "VIS" in (tmp_path / "out" / "importance.csv").read_text()
+    assert main([*run, "--out", str(tmp_path / "checked"), "--evaluate"]) == 2
+    assert "--regions none" in capsys.readouterr().err
+    assert not (tmp_path / "checked").exists()

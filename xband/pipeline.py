@@ -613,7 +613,8 @@ def assemble(model: LoadedModel, data: ImageSet, config: RunConfig, record: RunR
         importance = aggregate.importance_table(
             scores, band_names=list(data.band_groups),
             wavelengths=region_centres(data.band_groups, data.wavelengths), **tables)
-        band_importance = aggregate.importance_table(band_scores, **band_table)
+        band_importance = aggregate.importance_table(band_scores, **band_table) \
+            if band_scores else None
     else:
         importance, band_importance = aggregate.importance_table(scores, **band_table), None
     group_importance = aggregate.importance_table(
