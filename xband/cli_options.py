@@ -87,10 +87,11 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                       "band metadata, where present")
     data.add_argument("--regions", metavar="auto|WIDTHnm|R=LO-HI;…",
                       help="explain by spectral region (needs wavelengths): 'auto' (100 nm "
-                      "windows), '50nm' (windows of that width) or "
+                      "windows), '50nm' (windows of that width), "
                       "\"VIS=400-700;NIR=750-1300\" (bands outside every range form regions of "
-                      "their own). Perturbation methods then run on the regions only; gradient "
-                      "methods also give per-band detail")
+                      "their own), or 'none' (band by band; the default below 31 bands or "
+                      "without wavelengths, 'auto' above). Perturbation methods then run on the "
+                      "regions only; gradient methods also give per-band detail")
     data.add_argument("--classes", metavar="NAME1,NAME2,…",
                       help="class names in the model's output order (default: from the file, or "
                       "the class folders' names sorted)")
