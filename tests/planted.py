@@ -99,3 +99,4 @@ def level_images(n_per_class: int = 60, seed: int = 0) -> tuple[np.ndarray, np.n
     x[:, 0] += (0.5 * labels + rng.uniform(-0.1, 0.1, len(labels)))[:, None, None]
     order = rng.permutation(len(labels))
     return x[order], labels[order]
+

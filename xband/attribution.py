@@ -80,6 +80,7 @@ class MethodResult:
     maps: dict[int, np.ndarray] | None  # example position (pair number) → (B, H, W)
     seconds: float
     stops: dict[int, ClassStop]  # class → why the method stopped taking its images
+    band_scores: np.ndarray | None = None  # regions as features: a gradient method's per band
 
     @property
     def explained(self) -> np.ndarray:
@@ -93,14 +94,15 @@ def explain_method(method: Method, runner: BatchRunner, candidates: Candidates, 
                    deadline: float | None, progress: bool) -> MethodResult:
     """`method`'s scores for every image it takes: all of them, or in rounds until settled."""
     started = time.perf_counter()
-    scores = groups = None
+    scores = None
+    detail: dict[str, np.ndarray] = {}  # group scores, band scores (regions) when the run has them
     maps: dict[int, np.ndarray] = {}
     batches_done = rounds = 0
     bar = tqdm(total=len(candidates) if all_images else 0, desc=f"{method.label:<28}",
                unit="img", disable=not progress, leave=True, dynamic_ncols=True)
 
     def attribute(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        nonlocal scores, groups, batches_done, rounds
+        nonlocal scores, batches_done, rounds
         positions = candidates.prepare(positions)
         if not all_images:  # the bar runs to the end of this round: its time left is true
             rounds += 1
@@ -113,11 +115,11 @@ def explain_method(method: Method, runner: BatchRunner, candidates: Candidates, 
         batches_done += run.batches
         if scores is None:
             scores = np.full((len(candidates), *run.scores.shape[1:]), np.nan)
-            if run.group_scores is not None:
-                groups = np.full((len(candidates), *run.group_scores.shape[1:]), np.nan)
         scores[positions] = run.scores
-        if groups is not None:
-            groups[positions] = run.group_scores
+        for name in ("group_scores", "band_scores"):
+            if (values := getattr(run, name)) is not None:
+                detail.setdefault(name, np.full((len(candidates), *values.shape[1:]), np.nan))
+                detail[name][positions] = values
         maps.update(run.maps or {})
         return positions, aggregate.shares(_own_class(run.scores, candidates.known[positions]))
 
@@ -130,8 +132,8 @@ def explain_method(method: Method, runner: BatchRunner, candidates: Candidates, 
                                      seed=seed, seconds_per_image=seconds_per_image,
                                      deadline=deadline)
     bar.close()
-    return MethodResult(scores, groups, maps if method.has_maps else None,
-                        time.perf_counter() - started, stops)
+    return MethodResult(scores, detail.get("group_scores"), maps if method.has_maps else None,
+                        time.perf_counter() - started, stops, detail.get("band_scores"))
 
 
 def explain_every_image(methods: tuple[Method, ...], runner: BatchRunner, candidates: Candidates,
@@ -148,14 +150,16 @@ def explain_every_image(methods: tuple[Method, ...], runner: BatchRunner, candid
                                keep_maps=examples, bar=bar)
     counts = np.bincount(candidates.known[positions], minlength=max(orders) + 1)
     stops = {c: ClassStop(int(counts[c]), ALL_IMAGES, np.nan) for c in orders}
-    return {name: MethodResult(_at(run.scores, positions, len(candidates)),
-                               None if run.group_scores is None else
-                               _at(run.group_scores, positions, len(candidates)),
-                               run.maps, run.seconds, stops) for name, run in runs.items()}
+    n = len(candidates)
+    return {name: MethodResult(_at(run.scores, positions, n), _at(run.group_scores, positions, n),
+                               run.maps, run.seconds, stops, _at(run.band_scores, positions, n))
+            for name, run in runs.items()}
 
 
-def _at(values: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray:
-    """(n, ...) rows: `values` at `positions`, NaN elsewhere."""
+def _at(values: np.ndarray | None, positions: np.ndarray, n: int) -> np.ndarray | None:
+    """(n, ...) rows: `values` at `positions`, NaN elsewhere (None stays None)."""
+    if values is None:
+        return None
     out = np.full((n, *values.shape[1:]), np.nan)
     out[positions] = values
     return out
@@ -174,7 +178,7 @@ def explain_pairs(method: Method, runner: BatchRunner, candidates: Candidates, p
     counts = np.bincount(pairs.target, minlength=len(candidates.data.class_names))
     stops = {int(c): ClassStop(int(counts[c]), ALL_IMAGES, np.nan) for c in np.flatnonzero(counts)}
     return MethodResult(run.scores, run.group_scores, run.maps, time.perf_counter() - started,
-                        stops)
+                        stops, run.band_scores)
 
 
 def _own_class(scores: np.ndarray, known: np.ndarray) -> np.ndarray:

@@ -81,6 +81,17 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                       help="band groups scored as wholes, e.g. \"VIS=B02,B03,B04;NIR=B08,B8A\"; "
                       "bands no group names form 'other' (default with --sensor: its spectral "
                       "groups)")
+    data.add_argument("--wavelengths", metavar="FILE",
+                      help="centre wavelength of each band in nm: a text file of one value a line, "
+                      "or an ENVI .hdr (its 'wavelength = {…}'); default: the GeoTIFF / ENVI "
+                      "band metadata, where present")
+    data.add_argument("--regions", metavar="auto|WIDTHnm|R=LO-HI;…",
+                      help="explain by spectral region (needs wavelengths): 'auto' (100 nm "
+                      "windows), '50nm' (windows of that width), "
+                      "\"VIS=400-700;NIR=750-1300\" (bands outside every range form regions of "
+                      "their own), or 'none' (band by band; the default below 31 bands or "
+                      "without wavelengths, 'auto' above). Perturbation methods then run on the "
+                      "regions only; gradient methods also give per-band detail")
     data.add_argument("--classes", metavar="NAME1,NAME2,…",
                       help="class names in the model's output order (default: from the file, or "
                       "the class folders' names sorted)")
@@ -283,7 +294,8 @@ def run_config(args: argparse.Namespace):
         examples_per_class=args.examples_per_class, batch_size=args.batch_size,
         device=args.device, tuned=not args.untuned, skip_bad=getattr(args, "skip_bad", False),
         accept_low_accuracy=args.accept_low_accuracy,
-        multi_label=getattr(args, "multi_label", None), engine=engine(args))
+        multi_label=getattr(args, "multi_label", None), engine=engine(args),
+        regions=getattr(args, "regions", None))
 
 
 def engine(args: argparse.Namespace):
@@ -375,7 +387,7 @@ def read_images(args: argparse.Namespace):
         skip_bad=args.skip_bad, bands=band_names, classes=names(args.classes, None, "class"),
         layout=args.data_layout, sensor=args.sensor,
         band_groups=parse_groups(args.band_groups) if args.band_groups else None,
-        preprocess=preprocess(args), nodata=args.nodata)
+        wavelengths=args.wavelengths, preprocess=preprocess(args), nodata=args.nodata)
 
 
 def probe_images(data) -> np.ndarray | None:

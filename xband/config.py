@@ -17,6 +17,7 @@ from xband.engine import ON_RAY, RayEngine, import_ray
 from xband.errors import XbandError, option
 from xband.methods import Method, resolve_methods
 from xband.methods._base import whole_number
+from xband.regions import RegionSpec, parse_regions
 from xband.sampling import StoppingRule
 
 TARGETS = ("true", "predicted", "all")
@@ -66,6 +67,10 @@ class RunConfig:
     the model and the labels. A multi-label run explains every (image, label) pair (all_images): the
     sampling and the budget are single-label. engine: None (one machine) or a `RayEngine`
     (`xband.ray_engine`; "ray" in `build`), which explains every image (all_images) on Ray.
+    regions: explain by spectral region (xband.regions: "auto", "50nm", "VIS=400-700;…",
+    "none"): the regions are the features, perturbation methods run on them only, gradient
+    methods add per-band detail; None: "auto" for more than 30 bands with known wavelengths and
+    no band groups, else band by band.
     """
 
     methods: tuple[Method, ...]
@@ -88,6 +93,7 @@ class RunConfig:
     accept_low_accuracy: bool = False
     multi_label: bool | None = None
     engine: RayEngine | None = None
+    regions: RegionSpec | None = None
 
     def __post_init__(self) -> None:
         fix = object.__setattr__
@@ -122,6 +128,8 @@ class RunConfig:
             raise XbandError(f"multi_label must be True, False or None, not {self.multi_label!r}.")
         if not self.methods:
             raise XbandError("no method given.")
+        if self.regions is not None and not isinstance(self.regions, RegionSpec):
+            fix(self, "regions", parse_regions(self.regions))
 
     @classmethod
     def build(cls, methods: str | Method | Sequence[str | Method] = "all", *,
@@ -163,6 +171,11 @@ class RunConfig:
         return dataclasses.replace(self, multi_label=bool(multi),
                                    all_images=self.all_images or bool(multi))
 
+    @property
+    def by_region(self) -> bool:
+        """Whether the spectral regions are the run's features (`regions`, not 'none')."""
+        return self.regions is not None and not self.regions.per_band
+
     def method(self, name: str) -> Method:
         return next(m for m in self.methods if m.name == name)
 
@@ -197,4 +210,5 @@ class RunConfig:
             "accept_low_accuracy": self.accept_low_accuracy,
             "multi_label": self.multi_label,
             "engine": "single" if self.engine is None else self.engine.settings(),
+            "regions": None if self.regions is None else self.regions.text,
         }

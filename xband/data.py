@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import numpy as np
 from xband.bands import SENSORS, get_sensor, partition
 from xband.errors import BadValue, XbandError, option
 from xband.layout import Layout
+from xband.wavelengths import check_count, checked_wavelengths, read_wavelengths
 
 
 class ModelInput(Protocol):
@@ -160,6 +162,7 @@ class ImageSet:
     notes: tuple[str, ...] = ()
     class_origin: str = "given"  # where the class names came from, for messages
     wavelengths: tuple[float, ...] | None = None  # centre wavelength of each band, nm
+    wavelengths_from: str = "the wavelengths"  # where given wavelengths came from, for messages
     band_groups: Mapping[str, tuple[int, ...]] | None = None  # band positions per group
 
     def __len__(self) -> int:
@@ -311,6 +314,7 @@ def image_set(
     layout: str | Layout | None = None,
     sensor: str | None = None,
     band_groups: Mapping[str, Sequence[str]] | None = None,
+    wavelengths: Sequence[float] | str | os.PathLike | None = None,
     preprocess: Preprocess | None = None,
     nodata: float | None = None,
     source: str = "arrays",
@@ -327,7 +331,8 @@ def image_set(
     several per image (multi-label), class names joined by ';' or an (N, C) 0/1 matrix.
     bands: band names in file order; sensor: a preset name (band names, wavelengths, spectral
     groups; `xband sensors` lists them); band_groups: {group: [band names]}, the bands no group
-    names forming 'other'. classes: class names in the model's output order (default: sorted
+    names forming 'other'; wavelengths: each band's centre wavelength in nm, or a file (one
+    value a line, or an ENVI .hdr). classes: class names in the model's output order (default: sorted
     label names for text labels, else "class i"). layout: "channels_last" or "channels_first"
     (default: from the shape, else from the model). preprocess: applied to every batch read;
     nodata: a value that marks an image as unusable; item_names: what messages call each image.
@@ -353,6 +358,8 @@ def image_set(
             str(g): tuple(str(b) for b in m) for g, m in band_groups.items()},
         preprocess=preprocess or Preprocess(), nodata=nodata, item_names=item_names,
         skipped=tuple(skipped), notes=tuple(notes) + tuple(label_notes), class_origin=class_origin,
+        wavelengths=_given_wavelengths(wavelengths, source, sensor),
+        wavelengths_from=_wavelength_source(wavelengths, source),
     )
     if sensor is not None:
         get_sensor(sensor)  # an unknown name fails now
@@ -452,10 +459,33 @@ def _band_count(data: ImageSet) -> int | None:
     return None
 
 
+def _given_wavelengths(wavelengths: Sequence[float] | str | os.PathLike | None, source: str,
+                       sensor: str | None) -> tuple[float, ...] | None:
+    """Wavelengths given as values or as a file, in nm, checked (their count comes later)."""
+    if wavelengths is None:
+        return None
+    if sensor is not None:
+        raise XbandError(f"sensor '{sensor}' gives the band wavelengths already; give "
+                         f"{option('sensor', '--sensor')} or "
+                         f"{option('wavelengths', '--wavelengths')}, not both.")
+    if isinstance(wavelengths, str | os.PathLike):
+        return read_wavelengths(wavelengths)
+    return checked_wavelengths(wavelengths, f"{source}: wavelengths")
+
+
+def _wavelength_source(wavelengths, source: str) -> str:
+    if isinstance(wavelengths, str | os.PathLike):
+        return str(wavelengths)
+    return f"{source}: wavelengths"
+
+
 def _described(data: ImageSet, n_bands: int) -> ImageSet:
     """`data` with band names, wavelengths and groups for `n_bands` bands, checked."""
     names, wavelengths, groups = _bands(data.band_names, data.sensor, data.band_groups_by_name,
                                         n_bands, data.source)
+    if data.wavelengths is not None:
+        check_count(data.wavelengths, n_bands, data.wavelengths_from)
+        wavelengths = data.wavelengths
     _check_stats(data.preprocess, names)
     return dataclasses.replace(data, band_names=tuple(names), wavelengths=wavelengths,
                                band_groups=groups)

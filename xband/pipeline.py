@@ -37,6 +37,15 @@ from xband.errors import XbandError, option
 from xband.forward import Networks, PassSizes, check_device, prepare_networks, speed_up
 from xband.methods import Method
 from xband.models import LoadedModel
+from xband.regions import (
+    AUTO_ABOVE_BANDS,
+    AUTO_WIDTH_NM,
+    band_regions,
+    check_regions_possible,
+    parse_regions,
+    region_bounds,
+    region_centres,
+)
 from xband.result import Examples, Explanation, RunRecord, build_summary
 from xband.runner import BatchRunner, Pairs, RunnerSpec, image_feed
 from xband.sampling import class_orders
@@ -78,6 +87,8 @@ def explain(
     bands: Sequence[str] | None = None,
     classes: Sequence[str] | None = None,
     sensor: str | None = None,
+    wavelengths: Sequence[float] | str | None = None,
+    regions: str | None = None,
     settings: Mapping[str, Mapping] | None = None,
     engine: str | RayEngine = "single",
 ) -> Explanation:
@@ -85,7 +96,9 @@ def explain(
 
     data: an `ImageSet` (`xband.image_set`, `xband.read_data`), an (images, labels) pair or an image
     array, a path that `xband.read_data` opens, or a torch Dataset/DataLoader; `bands`, `classes`
-    and `sensor` describe data that is not an ImageSet yet. methods: "all", names
+    and `sensor` (or `wavelengths`, nm per band or a file) describe data that is not an ImageSet
+    yet. regions: explain by spectral region ("auto", "50nm", "VIS=400-700;NIR=750-1300"; see
+    `xband.RunConfig`). methods: "all", names
     ("saliency,shapley" or a list), or configured methods
     (`xband.methods.IntegratedGradients(n_steps=64)`); method_options: {name: {option: value}}.
     baseline: what a removed band becomes: "data" (that band of each of `background_images` other
@@ -106,9 +119,9 @@ def explain(
         max_per_class=max_per_class, all_images=all_images, budget=budget,
         examples_per_class=examples_per_class, batch_size=batch_size, device=device,
         tuned=tuned, skip_bad=skip_bad, n_boot=n_boot, accept_low_accuracy=accept_low_accuracy,
-        multi_label=multi_label, engine=engine)
-    return run_explanation(model, as_image_set(data, bands=bands, classes=classes, sensor=sensor),
-                           config, progress=progress)
+        multi_label=multi_label, engine=engine, regions=regions)
+    data = as_image_set(data, bands=bands, classes=classes, sensor=sensor, wavelengths=wavelengths)
+    return run_explanation(model, data, config, progress=progress)
 
 
 def _with_settings(method_options: Mapping[str, Mapping] | None,
@@ -174,7 +187,7 @@ def run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *,
     when `progress`)."""
     started = time.perf_counter()
     check_device(config.device)
-    data = data.for_model(model)
+    data, config = with_regions(data.for_model(model), config)
     config = config.with_target_for(data.labels is not None).with_multi_label_for(
         model.final_activation, data.multi_label)
     if config.multi_label:
@@ -211,6 +224,27 @@ def run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *,
         run_time_s=time.perf_counter() - started,
         sampling=sampling_record(config, work.results, data.class_names, selection.stats_images))
     return assemble(model, data, config, record, candidates, work)
+
+
+def with_regions(data: ImageSet, config: RunConfig) -> tuple[ImageSet, RunConfig]:
+    """`data` with its band groups the spectral regions `config` asks for, and the configuration
+    with regions decided: "auto" for many bands with wavelengths known and no band groups."""
+    many = data.n_bands > AUTO_ABOVE_BANDS and data.wavelengths is not None
+    if config.regions is None and many and data.band_groups_by_name is None:
+        config = dataclasses.replace(config, regions=parse_regions("auto"))
+        data = dataclasses.replace(data, notes=data.notes + (
+            f"regions: {data.n_bands} bands with known wavelengths are explained by spectral "
+            f"region ({AUTO_WIDTH_NM:g} nm windows; regions 'none' explains band by band).",))
+    if not config.by_region:
+        return data, config
+    check_regions_possible(data.wavelengths, data.band_groups_by_name is not None)
+    regions = band_regions(config.regions, data.wavelengths, data.band_names)
+    return dataclasses.replace(data, band_groups=regions), config
+
+
+def feature_count(data: ImageSet, config: RunConfig) -> int:
+    """The features the perturbation methods remove: the regions, or the bands."""
+    return len(data.band_groups) if config.by_region else data.n_bands
 
 
 def _stderr(text: str) -> None:
@@ -266,7 +300,8 @@ def select_images(model: LoadedModel, data: ImageSet, config: RunConfig) -> Sele
         _check_classes(data, indices, model.n_classes, config, skipping=True)
     skipped = data.skipped + tuple(checked.skipped)
     notes = [*skip_notes(skipped), *_output_notes(model, config)]
-    notes += [n for m in config.methods if (n := m.note(data.n_bands, config.n_background))]
+    notes += [n for m in config.methods
+              if (n := m.note(feature_count(data, config), config.n_background))]
     return Selection(indices, checked.stats, len(checked.kept), np.isin(indices, checked.kept),
                      _baseline(config, checked.stats, data.n_bands), skipped, tuple(notes))
 
@@ -348,8 +383,8 @@ def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networ
     plain = plain_timing(networks.forward, example, kinds=kinds, size=config.batch_size)
     if not config.tuned:
         return networks, plain
-    estimate = sum(method_cost(m, data.n_bands, plain.seconds_per_image, config.n_background
-                               ).seconds(images) for m in config.methods)
+    estimate = sum(method_cost(m, feature_count(data, config), plain.seconds_per_image,
+                               config.n_background).seconds(images) for m in config.methods)
     budget = TUNING_SHARE * estimate
     if budget < SPEED_UP_COST_S:
         return networks, dataclasses.replace(
@@ -370,7 +405,7 @@ def fit_to_budget(config: RunConfig, data: ImageSet,
     """The configuration with each method in the form its share of the budget affords."""
     if config.budget is None:
         return config, []
-    methods, notes = fit_budget(config.methods, data.n_bands, timing.seconds_per_image,
+    methods, notes = fit_budget(config.methods, feature_count(data, config), timing.seconds_per_image,
                                 config.budget, len(data.class_names), config.stopping.min_images,
                                 config.n_background)
     return dataclasses.replace(config, methods=methods), notes
@@ -380,7 +415,8 @@ def cost_text(config: RunConfig, data: ImageSet, timing: PassTiming, n_candidate
               n_classes: int, *, pairs: bool = False) -> str:
     """What the run will cost, said before it starts; multi-label (`pairs`), `n_candidates`
     counts the (image, label) pairs, every one of them explained."""
-    costs = [method_cost(m, data.n_bands, timing.seconds_per_image, config.n_background)
+    costs = [method_cost(m, feature_count(data, config), timing.seconds_per_image,
+                         config.n_background)
              for m in config.methods]
     first = n_candidates if config.all_images else config.stopping.first_round
     lines = estimate_lines(costs, first, n_classes, n_candidates,
@@ -389,6 +425,11 @@ def cost_text(config: RunConfig, data: ImageSet, timing: PassTiming, n_candidate
         lines.append(f"a removed band takes that band of {config.n_background} other images of the "
                      "data in turn, per image (--baseline data; --background-images sets how many, "
                      "--baseline mean a single value)")
+    if config.by_region:
+        lines.append(f"regions: perturbation methods remove or shuffle each of the "
+                     f"{len(data.band_groups)} regions whole, so their cost follows the region "
+                     f"count, not the {data.n_bands} bands; per-band detail comes from the "
+                     "gradient methods")
     if pairs:
         lines.append("multi-label: every (image, label) pair is explained (the rounds until "
                      "settled are for single-label runs)")
@@ -462,7 +503,8 @@ def runner_spec(data: ImageSet, config: RunConfig, selection: Selection, passes:
                       band_std=selection.stats.std, passes=passes, seed=config.seed,
                       batch_size=config.batch_size, n_classes=n_classes,
                       background=config.donor_backgrounds, device=config.device,
-                      band_groups=data.band_groups, n_bands=data.n_bands, threshold=threshold)
+                      band_groups=data.band_groups, n_bands=data.n_bands, threshold=threshold,
+                      regions=config.by_region)
 
 
 @contextmanager
@@ -518,7 +560,7 @@ def attribute(config: RunConfig, runner: BatchRunner, candidates: Candidates, pa
                 f"{runner.images_read} images (the batches and their donor images)",)
     else:
         results, note = run_methods(config, runner, candidates, orders, examples, timing,
-                                    data.n_bands, progress), ()
+                                    feature_count(data, config), progress), ()
     explained = np.flatnonzero(np.any([r.explained for r in results.values()], axis=0))
     return Attributed(results, explained, examples, notes=note)
 
@@ -566,14 +608,21 @@ def assemble(model: LoadedModel, data: ImageSet, config: RunConfig, record: RunR
         pairs = Pairs(np.searchsorted(explained, work.pairs.image), work.pairs.target)
     else:
         rows = explained
-    scores = {m: _rows(r.scores, rows) for m, r in work.results.items()}
-    group_scores = {m: _rows(r.group_scores, rows) for m, r in work.results.items()
-                    if r.group_scores is not None}
+    scores, group_scores, band_scores = ({m: _rows(v, rows) for m, r in work.results.items()
+                                          if (v := getattr(r, kind)) is not None}
+                                         for kind in ("scores", "group_scores", "band_scores"))
     tables = dict(**aggregate.grouping_keys(labels, predictions, pairs),
                   class_names=list(data.class_names), target_mode=config.target,
                   n_boot=config.n_boot, seed=config.seed)
-    importance = aggregate.importance_table(scores, band_names=list(data.band_names),
-                                            wavelengths=data.wavelengths, **tables)
+    band_table = dict(band_names=list(data.band_names), wavelengths=data.wavelengths, **tables)
+    if config.by_region:  # the regions are the features; bands are gradient detail
+        importance = aggregate.importance_table(
+            scores, band_names=list(data.band_groups),
+            wavelengths=region_centres(data.band_groups, data.wavelengths), **tables)
+        band_importance = aggregate.importance_table(band_scores, **band_table) \
+            if band_scores else None
+    else:
+        importance, band_importance = aggregate.importance_table(scores, **band_table), None
     group_importance = aggregate.importance_table(
         group_scores, band_names=list(data.band_groups), **tables) if group_scores else None
     return Explanation(
@@ -586,6 +635,9 @@ def assemble(model: LoadedModel, data: ImageSet, config: RunConfig, record: RunR
         summary=build_summary(model, data, config, record, labels, predictions),
         groups=data.group_bands() or None, group_scores=group_scores or None,
         group_importance=group_importance, pairs=pairs,
+        regions=None if not config.by_region else region_bounds(data.band_groups,
+                                                                  data.wavelengths),
+        band_scores=band_scores or None, band_importance=band_importance,
     )
 
 

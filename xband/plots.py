@@ -179,10 +179,11 @@ def _outline_row_max(ax: Axes, values: np.ndarray, *, lowest: bool = False) -> N
 
 
 def band_class_heatmap(importance: pd.DataFrame, method: str, *, grouping: str = "true_class",
-                       value: str = "share",
-                       method_info: Mapping[str, Mapping] | None = None) -> Figure:
+                       value: str = "share", method_info: Mapping[str, Mapping] | None = None,
+                       feature: str = "band") -> Figure:
     """Class × band heat map of one method's mean share, score or rank (for a consensus: the
-    mean rank over methods); boxes mark top bands."""
+    mean rank over methods); boxes mark top bands. feature: what the columns are ("band",
+    "spectral region")."""
     info = _info(method, method_info)
     rows = _rows(importance, method, grouping, self_target=True)
     bands = _bands(rows)
@@ -204,11 +205,11 @@ def band_class_heatmap(importance: pd.DataFrame, method: str, *, grouping: str =
                      **style)
     _outline_row_max(ax, shown, lowest=value == "rank")
     _rotate_if_crowded(ax, bands, 0.62 * len(bands))
-    ax.set_xlabel("band")
+    ax.set_xlabel(feature)
     ax.set_ylabel("class")
     fig.colorbar(image, ax=ax, label=f"{value}{suffix}", shrink=0.9)
     ax.set_title(_wrap(f"{info['label']} — {_value_text(info, value)}\n"
-                       f"{_GROUPING_TEXT.get(grouping, grouping)}; box = top band of the class",
+                       f"{_GROUPING_TEXT.get(grouping, grouping)}; box = top {feature} of the class",
                        fig.get_figwidth() - labels_in - 0.5),  # it starts where the axes do
                  fontsize=10, loc="left")
     return fig
@@ -711,3 +712,50 @@ def importance_spectrum(importance: pd.DataFrame, method: str, *, grouping: str 
                        f"{_GROUPING_TEXT.get(grouping, grouping)}, shading = 95% interval",
                        fig.get_figwidth()), fontsize=10, loc="left")
     return fig
+
+
+def region_spectrum(importance: pd.DataFrame, method: str, regions: Mapping[str, tuple[float, float]],
+                    *, per_band: bool, grouping: str = "true_class", value: str = "share",
+                    method_info: Mapping[str, Mapping] | None = None) -> Figure:
+    """Importance against wavelength, one panel per class, the spectral regions shaded and named:
+    a line per band with its 95% interval (`per_band`: a gradient method's band detail), or a
+    step per region over its wavelengths (a method that removes regions whole)."""
+    info = _info(method, method_info)
+    rows = _rows(importance, method, grouping, self_target=True)
+    features = _bands(rows)
+    mean_col, low_col, high_col = _VALUE_COLUMNS[value]
+    factor, _, suffix = _display(_pivot(rows, mean_col, "class", "band", features).to_numpy(float),
+                                 value)
+    classes = list(pd.unique(rows["class"]))
+    fig = Figure(figsize=(9.5, 1.2 + 1.7 * len(classes)), layout="constrained")
+    axes = fig.subplots(len(classes), 1, sharex=True, squeeze=False)[:, 0]
+    if per_band:
+        x = rows.drop_duplicates("band").set_index("band")["wavelength_nm"][features].to_numpy()
+    else:  # each region drawn flat across its first to last band
+        x = np.ravel([regions[f] for f in features])
+    for ax, cls in zip(axes, classes, strict=True):
+        mean, low, high = (_pivot(rows[rows["class"] == cls], col, "class", "band", features)
+                           .to_numpy(float)[0] * factor for col in (mean_col, low_col, high_col))
+        if not per_band:
+            mean, low, high = (np.repeat(v, 2) for v in (mean, low, high))
+        _shade_regions(ax, regions)
+        ax.plot(x, mean, lw=1.3, color="tab:blue")
+        ax.fill_between(x, low, high, color="tab:blue", alpha=0.2, lw=0)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_ylabel(f"{cls}\n{value}{suffix}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for name, (low, high) in regions.items():
+        axes[0].annotate(name, ((low + high) / 2, 1.0), xycoords=("data", "axes fraction"),
+                         ha="center", va="bottom", fontsize=6.5, rotation=90)
+    axes[-1].set_xlabel("wavelength (nm)")
+    what = "per band" if per_band else "per region (removed whole)"
+    fig.suptitle(_wrap(f"{info['label']} against wavelength, {what} — {_value_text(info, value)}; "
+                       f"{_GROUPING_TEXT.get(grouping, grouping)}; shading = 95% interval, grey "
+                       "bands = spectral regions", fig.get_figwidth()), fontsize=10)
+    return fig
+
+
+def _shade_regions(ax: Axes, regions: Mapping[str, tuple[float, float]]) -> None:
+    """Alternate grey spans over the regions' wavelengths."""
+    for i, (low, high) in enumerate(regions.values()):
+        ax.axvspan(low, high, color="0.85" if i % 2 else "0.93", lw=0, zorder=0)

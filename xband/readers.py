@@ -20,13 +20,15 @@ import numpy as np
 from xband.data import BadImage, ImageSet, image_set
 from xband.errors import XbandError, option
 from xband.layout import Layout
+from xband.wavelengths import raster_wavelengths
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".jp2")  # GeoTIFF and JPEG2000 (Sentinel-2 band files)
 SIDECAR_SUFFIXES = (".aux.xml", ".ovr", ".msk", ".tfw", ".j2w", ".prj")  # GDAL's, read with them
 _SKIP_HINT = f"pass {option('skip_bad=True', '--skip-bad')} to leave it out"
 
 
-_DESCRIPTION = ("bands", "classes", "layout", "sensor", "band_groups", "preprocess", "nodata")
+_DESCRIPTION = ("bands", "classes", "layout", "sensor", "band_groups", "wavelengths", "preprocess",
+                "nodata")
 
 
 def read_data(path: str | os.PathLike, *, labels: str | os.PathLike | np.ndarray | None = None,
@@ -36,7 +38,8 @@ def read_data(path: str | os.PathLike, *, labels: str | os.PathLike | np.ndarray
     rows, an .h5/.hdf5 file (`x_key`, `y_key`), or .npz/.npy (with `labels`).
 
     `description`: what `xband.image_set` takes to describe the images (bands, classes, layout,
-    sensor, band_groups, preprocess, nodata); given values win over what the files say.
+    sensor, band_groups, wavelengths, preprocess, nodata); given values win over what the files
+    say (band descriptions, nodata and wavelengths in GeoTIFF / ENVI band metadata).
     """
     unknown = sorted(set(description) - set(_DESCRIPTION))
     if unknown:
@@ -221,6 +224,7 @@ class RasterInfo:
     nodata: float | None  # the nodata value, when the bands share one
     scale: float | None  # a scale or offset other than 1 / 0, as "scale" (the note says which)
     offset: float | None
+    wavelengths: tuple[float, ...] | None = None  # nm, from the band metadata when every band has one
 
 
 def read_raster(path: Path) -> tuple[np.ndarray, RasterInfo]:
@@ -255,7 +259,8 @@ def _raster_info(src) -> RasterInfo:
     odd = scales != {1.0} or offsets != {0.0}
     return RasterInfo(band_names=names if all(names) else None,
                       nodata=nodata.pop() if len(nodata) == 1 else None,
-                      scale=min(scales) if odd else None, offset=min(offsets) if odd else None)
+                      scale=min(scales) if odd else None, offset=min(offsets) if odd else None,
+                      wavelengths=raster_wavelengths(src))
 
 
 def _cause(err: Exception) -> str:
@@ -324,6 +329,8 @@ def _tiff_set(paths: list[Path], labels: list[str], skipped: list[tuple[str, str
     files = RasterFiles(paths)
     found = {"bands": files.info.band_names, "layout": files.layout,
              "nodata": files.info.nodata, **classes}
+    if description.get("sensor") is None:  # a sensor preset names the wavelengths itself
+        found["wavelengths"] = files.info.wavelengths
     notes = [*classes.get("notes", []), *files.notes()]
     return _with_found(files, np.array(labels), source=source, found={**found, "notes": notes},
                        description={**description, "item_names": [str(p) for p in paths],

@@ -249,6 +249,10 @@ class Explanation:
     group_scores: dict[str, np.ndarray] | None = None  # per-image group scores, like `scores`
     group_importance: pd.DataFrame | None = None  # the tidy table with groups in place of bands
     pairs: Pairs | None = None  # multi-label: the (image, class) pair of each row of the scores
+    # explained by spectral region: the features of `importance` and `scores` are the regions
+    regions: dict[str, tuple[float, float]] | None = None  # region → (first, last) band, nm
+    band_scores: dict[str, np.ndarray] | None = None  # gradient methods' per-image band scores
+    band_importance: pd.DataFrame | None = None  # the tidy table of those, per band
 
     @property
     def target_mode(self) -> str:
@@ -335,12 +339,14 @@ class Explanation:
         """Every figure of the report by section, as (file name stem, caption, figure)."""
         info, grouping = self.method_info, self._grouping
         sections: dict[str, list[tuple[str, str, Figure]]] = {}
-        sections["Band × class heat maps"] = [
+        feature = "Band" if self.regions is None else "Spectral region"
+        sections[f"{feature} × class heat maps"] = [
             (f"heatmap_{m}", f"{info[m]['label']}: mean share per class",
-             plots.band_class_heatmap(self.importance, m, grouping=grouping, method_info=info))
+             plots.band_class_heatmap(self.importance, m, grouping=grouping, method_info=info,
+                                      feature=feature.lower()))
             for m in self.methods
         ]
-        sections["Band importance per class, with 95% intervals"] = [
+        sections[f"{feature} importance per class, with 95% intervals"] = [
             (f"bars_{m}", info[m]["label"],
              plots.class_bars(self.importance, m, grouping=grouping, method_info=info))
             for m in self.methods
@@ -371,23 +377,48 @@ class Explanation:
                 for m in self.methods
             ]
         if self.importance["wavelength_nm"].notna().all():
-            sections["Importance against wavelength"] = [
-                (f"spectrum_{m}", f"{info[m]['label']}: mean share per class against wavelength",
-                 plots.importance_spectrum(self.importance, m, grouping=grouping,
-                                           method_info=info))
-                for m in self.methods
-            ]
+            sections["Importance against wavelength"] = self._spectra()
         ex = self.examples
         if ex.maps:
-            sections["Per-band maps of example images"] = [
+            mean, names = self._map_features()
+            sections["Per-band maps of example images" if self.regions is None
+                     else "Per-region maps of example images (mean over each region's bands)"] = [
                 (f"maps_image{ex.index[i]}"
                  + ("" if ex.label_sets is None else f"_class{ex.label[i]}"),
                  self._example_title(i),
-                 plots.band_maps(ex.image[i], {m: v[i] for m, v in ex.maps.items()},
-                                 self.band_names, title=self._example_title(i), method_info=info))
+                 plots.band_maps(mean(ex.image[i]), {m: mean(v[i]) for m, v in ex.maps.items()},
+                                 names, title=self._example_title(i), method_info=info))
                 for i in range(len(ex.index))
             ]
         return sections
+
+    def _spectra(self) -> list[tuple[str, str, Figure]]:
+        """Per method, importance against wavelength; by region, with the regions shaded: per
+        band for the gradient methods (their band detail), per region for the others."""
+        info, bands = self.method_info, self.band_importance
+        if self.regions is None:
+            return [(f"spectrum_{m}", f"{info[m]['label']}: mean share per class against "
+                     "wavelength", plots.importance_spectrum(
+                         self.importance, m, grouping=self._grouping, method_info=info))
+                    for m in self.methods]
+        out = []
+        for m in self.methods:
+            per_band = bands is not None and (bands["method"] == m).any()
+            what = "per band" if per_band else "per region (the method removes regions whole)"
+            out.append((f"spectrum_{m}", f"{info[m]['label']}: mean share per class {what}",
+                        plots.region_spectrum(bands if per_band else self.importance, m,
+                                              self.regions, per_band=per_band,
+                                              grouping=self._grouping, method_info=info)))
+        return out
+
+    def _map_features(self):
+        """(K, B, H, W) maps → what the map figures show, and its names: the bands, or as
+        regions the mean over each region's bands."""
+        if self.regions is None:
+            return (lambda maps: maps), self.band_names
+        index = {name: i for i, name in enumerate(self.band_names)}
+        members = [[index[b] for b in bands] for bands in self.groups.values()]
+        return (lambda maps: np.stack([maps[m].mean(axis=0) for m in members])), list(self.groups)
 
     @property
     def _grouping(self) -> str:
@@ -421,8 +452,9 @@ class Explanation:
             self.consensus.to_csv(tmp / "consensus.csv", index=False)
             self.agreement.to_csv(tmp / "agreement.csv")
             self.top_bands().to_csv(tmp / "top_bands.csv")
-            if self.group_importance is not None:
-                self.group_importance.to_csv(tmp / "group_importance.csv", index=False)
+            for name, table in (("group", self.group_importance), ("band", self.band_importance)):
+                if table is not None:
+                    table.to_csv(tmp / f"{name}_importance.csv", index=False)
             np.savez_compressed(
                 tmp / "scores.npz",
                 indices=self.indices,
@@ -432,6 +464,8 @@ class Explanation:
                 class_names=np.array(self.class_names),
                 **{f"scores_{m}": s for m, s in self.scores.items()},
                 **{f"group_scores_{m}": s for m, s in (self.group_scores or {}).items()},
+                **{f"band_scores_{m}": s for m, s in (self.band_scores or {}).items()},
+                **({} if self.regions is None else {"region_names": np.array(list(self.regions))}),
                 **({} if self.pairs is None else {"pair_image": self.pairs.image,
                                                   "pair_class": self.pairs.target}),
             )

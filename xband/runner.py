@@ -71,24 +71,31 @@ class MethodRun:
     seconds: float
     group_scores: np.ndarray | None = None  # like `scores`, per band group
     batches: int = 0  # batches run: a run in rounds numbers the next round's from here
+    band_scores: np.ndarray | None = None  # regions as features: a gradient method's per band
 
 
 @dataclass(frozen=True)
 class BandGroups:
     """Band groups as the runner uses them: the context whose features are the groups, and the
-    (bands × groups) membership matrix that sums band scores into group scores."""
+    (bands × groups) membership matrix that sums band scores into group scores.
+
+    As regions (`regions`), the groups are the run's features: perturbation methods run on them
+    only (their cost follows the group count, not the band count), gradient methods' band
+    scores are summed into them and kept per band as detail."""
 
     context: Context
     membership: np.ndarray  # (B, G)
+    regions: bool = False
 
     @classmethod
-    def of(cls, ctx: Context, groups: dict[str, tuple[int, ...]], n_bands: int) -> BandGroups:
+    def of(cls, ctx: Context, groups: dict[str, tuple[int, ...]], n_bands: int, *,
+           regions: bool = False) -> BandGroups:
         feature_of_band = np.empty(n_bands, dtype=np.int64)
         for g, members in enumerate(groups.values()):
             feature_of_band[list(members)] = g
         features = torch.from_numpy(feature_of_band).to(ctx.baseline.device)
         return cls(dataclasses.replace(ctx, features=features),
-                   np.eye(len(groups))[feature_of_band])
+                   np.eye(len(groups))[feature_of_band], regions)
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,7 @@ class RunnerSpec:
     band_groups: Mapping[str, tuple[int, ...]] | None
     n_bands: int
     threshold: float | None = None  # multi-label: the output above which a label is predicted
+    regions: bool = False  # the groups are spectral regions: the features of the whole run
 
     def build(self, forward: nn.Module, take: Callable[[np.ndarray], torch.Tensor]
               ) -> BatchRunner:
@@ -152,7 +160,8 @@ class RunnerSpec:
             threshold=self.threshold,
             background=self.background,
         )
-        groups = BandGroups.of(ctx, self.band_groups, self.n_bands) if self.band_groups else None
+        groups = BandGroups.of(ctx, self.band_groups, self.n_bands, regions=self.regions
+                               ) if self.band_groups else None
         return BatchRunner(ctx, take, seed=self.seed, batch_size=self.batch_size,
                            n_classes=self.n_classes, groups=groups)
 
@@ -260,9 +269,11 @@ class BatchRunner:
         done = {}
         for method in methods:
             started = time.perf_counter()
-            result = self.attribute(method, batch, self.ctx, job.key)
+            regions_only = self.groups is not None and self.groups.regions and method.grouped
+            ctx = self.groups.context if regions_only else self.ctx
+            result = self.attribute(method, batch, ctx, job.key)
             grouped = None
-            if self.groups is not None and method.grouped:
+            if self.groups is not None and method.grouped and not regions_only:
                 grouped = self.attribute(method, batch, self.groups.context, job.key).scores
             maps = None
             if result.maps is not None:
@@ -306,13 +317,17 @@ class _Outputs:
         self.seconds += done.seconds
 
     def finish(self, method: Method, groups: BandGroups | None, batch_size: int) -> MethodRun:
-        """The method's run: group scores summed from band scores where it does not remove a
-        group's bands together."""
-        grouped = self.groups
-        if groups is not None and not method.grouped:
-            grouped = self.scores @ groups.membership
-        return MethodRun(self.scores, self.maps if method.has_maps else None, self.seconds,
-                         grouped, batches=-(-self.n // batch_size))
+        """The method's run. A method that does not remove a group's bands together has its
+        band scores summed per group; as regions, the region scores become the scores and the
+        band scores the detail."""
+        run = MethodRun(self.scores, self.maps if method.has_maps else None, self.seconds,
+                        self.groups, batches=-(-self.n // batch_size))
+        if groups is None or method.grouped:
+            return run
+        summed = self.scores @ groups.membership
+        if groups.regions:
+            return dataclasses.replace(run, scores=summed, band_scores=self.scores)
+        return dataclasses.replace(run, group_scores=summed)
 
 
 def _put(into: np.ndarray | None, shape: tuple[int, ...], rows, values: np.ndarray) -> np.ndarray:

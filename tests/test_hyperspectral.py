@@ -1,0 +1,220 @@
+"""Hyperspectral images: wavelengths from files and metadata, spectral regions as features, and
+the planted 200-band set whose classes differ by absorption features at known wavelengths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import xband
+from xband import plots
+from xband.demo_spectra import ABSORPTION_NM, CLASS_NAMES, spectral_images, train_spectral
+from xband.errors import XbandError
+from xband.methods import METHODS
+from xband.regions import band_regions, parse_regions
+from xband.wavelengths import read_wavelengths
+
+GRADIENT_METHODS = [m for m, cls in METHODS.items() if not cls.grouped]
+# sensitivities and the all-zero reference do not measure the effect of a region (README, "The
+# raw-gradient trap"); every other method must find the planted absorption
+EFFECT_METHODS = [m for m in METHODS if m not in ("saliency", "scaled_saliency", "input_x_gradient")]
+
+
+@pytest.fixture(scope="module")
+def spectral():
+    """A small CNN trained on the planted 200-band set, and held-out images of it."""
+    torch.set_num_threads(2)
+    x, y, wavelength = spectral_images(24, seed=0)
+    net = train_spectral(x, y)
+    test_x, test_y, _ = spectral_images(6, seed=1)
+    with torch.no_grad():
+        accuracy = (net(torch.from_numpy(test_x)).argmax(1).numpy() == test_y).mean()
+    assert accuracy >= 0.9  # the planted features are learnt; otherwise the test says nothing
+    return xband.load_model(net), test_x, test_y, wavelength
+
+
+@pytest.fixture(scope="module")
+def by_region(spectral):
+    """Every method on the planted set, by the automatic regions."""
+    model, x, y, wavelength = spectral
+    return xband.explain(model, (x, y), classes=CLASS_NAMES, wavelengths=wavelength,
+                         regions="auto", all_images=True, n_boot=100, examples_per_class=0,
+                         background_images=4, progress=False)
+
+
+def _top(importance, method: str) -> dict[str, str]:
+    rows = importance[(importance["method"] == method) & (importance["grouping"] == "true_class")
+                      & (importance["rank"] == 1)]
+    return dict(zip(rows["class"], rows["band"], strict=True))
+
+
+def _band_at(wavelength: np.ndarray, nm: float) -> str:
+    return f"B{int(np.argmin(np.abs(wavelength - nm))) + 1}"
+
+
+def test_every_effect_method_puts_the_region_of_the_planted_absorption_first(by_region,
+                                                                            spectral):
+    wavelength = spectral[3]
+    assert set(by_region.methods) == set(METHODS)
+    for method in EFFECT_METHODS:
+        top = _top(by_region.importance, method)
+        for c in ABSORPTION_NM:
+            name = CLASS_NAMES[c]
+            planted = _band_at(wavelength, ABSORPTION_NM[c])
+            assert planted in by_region.groups[top[name]], (method, name, top[name])
+
+
+def test_perturbation_methods_run_on_regions_gradient_methods_add_bands(by_region):
+    n_regions = len(by_region.regions)
+    assert n_regions == 21  # 100 nm windows over 400–2500 nm
+    assert all(s.shape[1] == n_regions for s in by_region.scores.values())
+    assert set(by_region.band_scores) == set(GRADIENT_METHODS)
+    assert all(s.shape[1] == 200 for s in by_region.band_scores.values())
+    # a region's score of a gradient method is the sum of its bands' scores
+    ig = by_region.scores["integrated_gradients"]
+    bands = by_region.band_scores["integrated_gradients"]
+    members = [[by_region.band_names.index(b) for b in m] for m in by_region.groups.values()]
+    np.testing.assert_allclose(ig, np.stack([bands[:, m].sum(axis=1) for m in members], axis=1))
+
+
+def test_gradient_curves_peak_at_the_planted_absorption(by_region, spectral):
+    wavelength = spectral[3]
+    table = by_region.band_importance
+    for method in ("integrated_gradients", "gradient_shap"):
+        top = _top(table, method)
+        for c in ABSORPTION_NM:
+            name = CLASS_NAMES[c]
+            peak = wavelength[int(top[name][1:]) - 1]
+            assert abs(peak - ABSORPTION_NM[c]) <= 60, (method, name, peak)
+
+
+def test_named_ranges_and_the_bands_between_them(spectral):
+    model, x, y, wavelength = spectral
+    result = xband.explain(
+        model, (x, y), methods=["feature_ablation", "integrated_gradients"], classes=CLASS_NAMES,
+        wavelengths=wavelength,
+        regions="VIS=400-700;RE=700-750;NIR=750-1300;SWIR1=1500-1800;SWIR2=2000-2500",
+        all_images=True, n_boot=50, examples_per_class=0, background_images=4, progress=False)
+    assert list(result.regions)[:3] == ["VIS", "RE", "NIR"]
+    gaps = [r for r in result.regions if r not in ("VIS", "RE", "NIR", "SWIR1", "SWIR2")]
+    assert len(gaps) == 2 and all(1300 <= result.regions[g][0] < 2000 for g in gaps)
+    expected = {"red dip": "VIS", "NIR dip": "NIR", "SWIR1 dip": "SWIR1", "SWIR2 dip": "SWIR2"}
+    for method in result.methods:
+        top = _top(result.importance, method)
+        assert {name: top[name] for name in expected} == expected, method
+
+
+def test_report_of_a_region_run(spectral, tmp_path):
+    model, x, y, wavelength = spectral
+    result = xband.explain(model, (x[:10], y[:10]), methods=["integrated_gradients", "shapley"],
+                           classes=CLASS_NAMES, wavelengths=wavelength, regions="auto",
+                           all_images=True, n_boot=20, examples_per_class=1, background_images=2,
+                           progress=False)
+    # per band for a gradient method (200 points), per region for the others (two per region)
+    for method, table, points in (("integrated_gradients", result.band_importance, 200),
+                                  ("shapley", result.importance, 2 * len(result.regions))):
+        fig = plots.region_spectrum(table, method, result.regions, per_band=points == 200)
+        assert len(fig.axes[0].lines[0].get_xdata()) == points
+    out = result.save(tmp_path / "report")
+    page = (out / "report.html").read_text()
+    assert "Spectral region × class heat maps" in page and "Per-region maps" in page
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert {"spectrum_integrated_gradients.png", "spectrum_shapley.png"} <= figures
+    band_table = (out / "band_importance.csv").read_text()
+    assert "B200" in band_table and "shapley" not in band_table
+    saved = np.load(out / "scores.npz")
+    assert saved["scores_shapley"].shape[1] == len(result.regions)
+    assert saved["band_scores_integrated_gradients"].shape[1] == 200
+
+
+def test_many_bands_with_wavelengths_go_by_region_unless_told(spectral):
+    model, x, y, wavelength = spectral
+    run = dict(methods=["saliency"], classes=CLASS_NAMES, wavelengths=wavelength,
+               all_images=True, n_boot=20, examples_per_class=0, progress=False)
+    auto = xband.explain(model, (x[:8], y[:8]), **run)
+    assert auto.regions is not None and any("spectral region" in n for n in auto.summary["notes"])
+    per_band = xband.explain(model, (x[:8], y[:8]), regions="none", **run)
+    assert per_band.regions is None and per_band.scores["saliency"].shape[1] == 200
+
+
+def test_checks_refuse_a_region_run(by_region, spectral):
+    with pytest.raises(XbandError, match="by spectral region"):
+        xband.evaluate(spectral[0], (spectral[1], spectral[2]), by_region)
+
+
+def test_wavelengths_from_text_and_envi_header(tmp_path):
+    text = tmp_path / "wl.txt"
+    text.write_text("# nm\n450\n550.5\n650\n")
+    assert read_wavelengths(text) == (450.0, 550.5, 650.0)
+    header = tmp_path / "cube.hdr"
+    header.write_text("ENVI\nsamples = 8\nbands = 3\nwavelength units = Micrometers\n"
+                      "wavelength = {\n 0.45, 0.55,\n 0.65}\n")
+    assert read_wavelengths(header) == pytest.approx((450.0, 550.0, 650.0))
+    micrometres = tmp_path / "um.txt"
+    micrometres.write_text("0.45\n0.55\n")
+    with pytest.raises(XbandError, match="look like micrometres"):
+        read_wavelengths(micrometres)
+    two = tmp_path / "two.txt"
+    two.write_text("450\n550\n")
+    with pytest.raises(XbandError, match=r"two.txt gives 2 wavelengths but the images have 3"):
+        xband.image_set(np.zeros((2, 4, 4, 3), np.float32), bands=["a", "b", "c"],
+                        wavelengths=two)
+    no_field = tmp_path / "bare.hdr"
+    no_field.write_text("ENVI\nbands = 3\n")
+    with pytest.raises(XbandError, match="bare.hdr: the ENVI header has no 'wavelength"):
+        read_wavelengths(no_field)
+
+
+def test_wavelengths_from_geotiff_band_metadata(tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    root = tmp_path / "patches"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        with rasterio.open(root / cls / "p.tif", "w", driver="GTiff", width=4, height=4,
+                           count=3, dtype="float32") as dst:
+            dst.write(np.random.default_rng(0).random((3, 4, 4), dtype=np.float32))
+            for band, nm in enumerate((0.5, 0.6, 0.7), start=1):
+                dst.update_tags(band, wavelength=str(nm), wavelength_units="Micrometers")
+    data = xband.read_data(root)
+    assert data.wavelengths == pytest.approx((500.0, 600.0, 700.0))
+
+
+def test_region_specifications_are_checked():
+    wavelength, names = [450.0, 550.0, 650.0, 800.0], ["b1", "b2", "b3", "b4"]
+    regions = band_regions(parse_regions("VIS=400-600"), wavelength, names)
+    assert regions == {"VIS": (0, 1), "650-800": (2, 3)}
+    assert band_regions(parse_regions("200nm"), wavelength, names) == {
+        "400-600": (0, 1), "600-800": (2, 3)}  # the last window is closed at its top
+    with pytest.raises(XbandError, match="band b2 .550 nm. is in regions 'A' and 'B'"):
+        band_regions(parse_regions("A=400-600;B=500-700"), wavelength, names)
+    with pytest.raises(XbandError, match="region 'SWIR' .1500-1800 nm. holds no band"):
+        band_regions(parse_regions("SWIR=1500-1800"), wavelength, names)
+    with pytest.raises(XbandError, match="is not NAME=LOW-HIGH"):
+        parse_regions("VIS=700-400")
+
+
+def test_regions_need_wavelengths(spectral):
+    model, x, y, _ = spectral
+    with pytest.raises(XbandError, match="needs each band's wavelength"):
+        xband.explain(model, (x[:4], y[:4]), classes=CLASS_NAMES, regions="auto", progress=False)
+
+
+def test_command_line_reads_wavelengths_and_goes_by_region(spectral, tmp_path, capsys):
+    from xband.cli import main
+
+    model, x, y, wavelength = spectral
+    torch.jit.save(torch.jit.trace(model.module, torch.from_numpy(x[:2])), tmp_path / "net.pt")
+    np.savez(tmp_path / "cubes.npz", x=x[:10], y=y[:10])
+    (tmp_path / "wl.txt").write_text("\n".join(f"{v:.2f}" for v in wavelength))
+    run = ["explain", "--model", str(tmp_path / "net.pt"), "--data", str(tmp_path / "cubes.npz"),
+           "--classes", ",".join(CLASS_NAMES), "--wavelengths", str(tmp_path / "wl.txt"),
+           "--regions", "VIS=400-700;NIR=750-1300", "--methods", "feature_ablation",
+           "--all-images", "--quiet", "--trust-pickle"]
+    assert main([*run, "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "regions: perturbation methods remove or shuffle each of the" in printed
+    assert "VIS" in (tmp_path / "out" / "importance.csv").read_text()
+    assert main([*run, "--out", str(tmp_path / "checked"), "--evaluate"]) == 2
+    assert "--regions none" in capsys.readouterr().err
+    assert not (tmp_path / "checked").exists()

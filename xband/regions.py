@@ -1,0 +1,146 @@
+"""Spectral regions: contiguous wavelength windows that become the features of a hyperspectral
+explanation.
+
+`--regions auto` cuts the spectrum into fixed windows of `AUTO_WIDTH_NM` ([k·w, (k+1)·w), the
+last one closed at its top), `--regions 50nm` into windows of another width, and
+`--regions "VIS=400-700;…"` by named ranges. Neighbouring bands are so correlated that removing
+one changes nothing; a region removed whole does, and the region count (not the band count) sets
+what the perturbation methods cost.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from xband.errors import XbandError, option
+
+AUTO_WIDTH_NM = 100.0  # why 100 nm: README "Hyperspectral" (scripts/hyperspectral.py)
+AUTO_ABOVE_BANDS = 30  # more bands than this, wavelengths known, no groups: regions by default
+_EXAMPLE = '"VIS=400-700;RE=700-750;NIR=750-1300;SWIR1=1500-1800;SWIR2=2000-2500"'
+
+
+@dataclass(frozen=True)
+class RegionSpec:
+    """How to cut the spectrum: windows of `width` nm, or named [low, high) ranges in nm."""
+
+    text: str
+    width: float | None = None
+    ranges: Mapping[str, tuple[float, float]] | None = None
+
+    @property
+    def per_band(self) -> bool:
+        """'none': explain band by band, whatever the band count."""
+        return self.width is None and self.ranges is None
+
+
+def parse_regions(text: str) -> RegionSpec:
+    """'auto', '50nm' (windows of that width), 'VIS=400-700;NIR=750-1300' (named ranges), or
+    'none' (band by band)."""
+    spec = str(text).strip()
+    if spec.lower() == "none":
+        return RegionSpec(spec)
+    if spec.lower() == "auto":
+        return RegionSpec(spec, width=AUTO_WIDTH_NM)
+    width = re.fullmatch(r"(\d+(?:\.\d*)?)\s*nm", spec, flags=re.I)
+    if width:
+        if float(width.group(1)) <= 0:
+            raise XbandError(f"regions '{spec}': the window width must be above 0 nm.")
+        return RegionSpec(spec, width=float(width.group(1)))
+    ranges: dict[str, tuple[float, float]] = {}
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        found = re.fullmatch(r"([^=]+?)\s*=\s*(\d+(?:\.\d*)?)\s*-\s*(\d+(?:\.\d*)?)\s*(?:nm)?",
+                             part, flags=re.I)
+        if not found or float(found.group(2)) >= float(found.group(3)):
+            raise XbandError(f"region '{part}' is not NAME=LOW-HIGH in nm with LOW below HIGH; "
+                             f"write e.g. {option('regions=', '--regions ')}{_EXAMPLE}, or "
+                             "'auto', or a window width such as '50nm'.")
+        if found.group(1) in ranges:
+            raise XbandError(f"region '{found.group(1)}' is named twice in '{spec}'.")
+        ranges[found.group(1)] = (float(found.group(2)), float(found.group(3)))
+    if not ranges:
+        raise XbandError(f"regions '{spec}' names no region; write 'auto', a width such as "
+                         f"'50nm', or {_EXAMPLE}.")
+    return RegionSpec(spec, ranges=ranges)
+
+
+def band_regions(spec: RegionSpec, wavelengths: Sequence[float],
+                 band_names: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """Band positions per region, regions in wavelength order. With named ranges, the bands
+    outside every range form regions of their own, one per contiguous run, named by their
+    wavelengths ("1310-1490")."""
+    wavelength = np.asarray(wavelengths, dtype=np.float64)
+    if spec.width is not None:
+        window = np.floor(wavelength / spec.width).astype(np.int64)
+        top = wavelength == wavelength.max()  # the last window is closed at its top
+        window[top & (window * spec.width == wavelength) & (window > window.min())] -= 1
+        return {_span(w * spec.width, (w + 1) * spec.width): tuple(np.flatnonzero(window == w))
+                for w in np.unique(window)}
+    owner = np.full(len(wavelength), -1)
+    names = list(spec.ranges)
+    starts = [low for low, _ in spec.ranges.values()]
+    for r, (low, high) in enumerate(spec.ranges.values()):  # a band at HIGH: here unless it starts one
+        inside = (wavelength >= low) & ((wavelength < high) | (
+            (wavelength == high) & (high not in starts)))
+        if not inside.any():
+            raise XbandError(f"region '{names[r]}' ({low:g}-{high:g} nm) holds no band: the bands "
+                             f"run {wavelength.min():g}-{wavelength.max():g} nm. Change or drop "
+                             "that range.")
+        twice = np.flatnonzero(inside & (owner >= 0))
+        if len(twice):
+            b = twice[0]
+            raise XbandError(f"band {band_names[b]} ({wavelength[b]:g} nm) is in regions "
+                             f"'{names[owner[b]]}' and '{names[r]}'; ranges must not overlap "
+                             "(each is LOW ≤ λ < HIGH, or ≤ HIGH where no range starts at HIGH).")
+        owner[inside] = r
+    return _in_wavelength_order(owner, names, wavelength)
+
+
+def _in_wavelength_order(owner: np.ndarray, names: list[str],
+                         wavelength: np.ndarray) -> dict[str, tuple[int, ...]]:
+    """Regions from each band's range (-1: none), the unowned bands in runs of their own."""
+    runs: list[tuple[int, list[int]]] = []  # (range or -1, bands), in wavelength order
+    for b in np.argsort(wavelength, kind="stable"):
+        if runs and runs[-1][0] == owner[b]:
+            runs[-1][1].append(int(b))
+        else:
+            runs.append((int(owner[b]), [int(b)]))
+    regions: dict[str, tuple[int, ...]] = {}
+    for r, members in runs:
+        name = names[r] if r >= 0 else _span(wavelength[members].min(), wavelength[members].max())
+        regions[name] = tuple(sorted(regions.get(name, ()) + tuple(members)))
+    return regions
+
+
+def _span(low: float, high: float) -> str:
+    return f"{low:.0f}-{high:.0f}"
+
+
+def region_bounds(regions: Mapping[str, Sequence[int]],
+                  wavelengths: Sequence[float]) -> dict[str, tuple[float, float]]:
+    """Each region's first and last band wavelength (nm), for plots and tables."""
+    wavelength = np.asarray(wavelengths, dtype=np.float64)
+    return {name: (float(wavelength[list(m)].min()), float(wavelength[list(m)].max()))
+            for name, m in regions.items()}
+
+
+def region_centres(regions: Mapping[str, Sequence[int]],
+                   wavelengths: Sequence[float]) -> list[float]:
+    """Each region's mean band wavelength (nm)."""
+    wavelength = np.asarray(wavelengths, dtype=np.float64)
+    return [float(wavelength[list(m)].mean()) for m in regions.values()]
+
+
+def check_regions_possible(wavelengths: Sequence[float] | None, band_groups_given: bool) -> None:
+    """Regions need wavelengths and replace band groups: say what to do otherwise."""
+    if wavelengths is None:
+        raise XbandError(f"{option('regions', '--regions')} needs each band's wavelength: give "
+                         f"{option('wavelengths=', '--wavelengths ')}FILE (one nm value a line, "
+                         "or an ENVI .hdr), or images whose GeoTIFF / ENVI metadata carries them.")
+    if band_groups_given:
+        raise XbandError(f"give {option('band_groups', '--band-groups')} or "
+                         f"{option('regions', '--regions')}, not both: regions are band groups "
+                         "by wavelength.")
