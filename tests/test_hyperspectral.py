@@ -138,9 +138,23 @@ def test_many_bands_with_wavelengths_go_by_region_unless_told(spectral):
     assert per_band.regions is None and per_band.scores["saliency"].shape[1] == 200
 
 
-def test_checks_refuse_a_region_run(by_region, spectral):
-    with pytest.raises(XbandError, match="by spectral region"):
-        xband.evaluate(spectral[0], (spectral[1], spectral[2]), by_region)
+def test_checks_delete_and_compare_by_region(by_region, spectral):
+    """In a run by region the checks delete whole regions in each method's region order and
+    rank regions by consensus: band ablation's deletion beats random region orders."""
+    model, x, y, wavelength = spectral
+    data = xband.image_set(x, y, classes=CLASS_NAMES, wavelengths=wavelength)
+    checked = xband.evaluate(model, data, by_region, checks="faithfulness,agreement",
+                             baselines="shuffle", random_orders=4, n_boot=20)
+    n_regions = len(by_region.regions)
+    curves = checked.curves[(checked.curves["order"] == "feature_ablation")
+                            & (checked.curves["curve"] == "deletion")]
+    assert curves.groupby("class")["step"].max().eq(n_regions).all()
+    rows = checked.faithfulness[(checked.faithfulness["method"] == "feature_ablation")
+                                & (checked.faithfulness["curve"] == "deletion")
+                                & (checked.faithfulness["metric"] == "accuracy")]
+    dipped = rows[rows["class"] != "no dip"]
+    assert (dipped["auc"] < dipped["auc_random"]).all(), dipped
+    assert set(checked.consensus["band"]) == set(by_region.regions)
 
 
 def test_wavelengths_from_text_and_envi_header(tmp_path):
@@ -215,6 +229,7 @@ def test_command_line_reads_wavelengths_and_goes_by_region(spectral, tmp_path, c
     printed = capsys.readouterr().out
     assert "regions: perturbation methods remove or shuffle each of the" in printed
     assert "VIS" in (tmp_path / "out" / "importance.csv").read_text()
-    assert main([*run, "--out", str(tmp_path / "checked"), "--evaluate"]) == 2
-    assert "--regions none" in capsys.readouterr().err
-    assert not (tmp_path / "checked").exists()
+    assert main([*run, "--out", str(tmp_path / "checked"), "--evaluate", "--checks",
+                 "faithfulness"]) == 0
+    curves = (tmp_path / "checked" / "deletion_curves.csv")
+    assert curves.exists() and "feature_ablation" in curves.read_text()

@@ -132,10 +132,6 @@ def _check_run(args: argparse.Namespace):
     check_device(args.device)
     config = options.run_config(args)
     args.check_arguments = options.check_arguments(args) if args.evaluate else None
-    if args.evaluate and config.by_region:
-        raise XbandError("the trust checks (--evaluate, xband evaluate) work band by band and do "
-                         "not check a run by spectral region yet: leave out --evaluate, or "
-                         "explain band by band (--regions none).")
     return config
 
 

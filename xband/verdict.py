@@ -179,7 +179,7 @@ def band_descriptions(importance: pd.DataFrame, band_groups: Mapping[str, Sequen
         parts = [region[band]] if band in region else []
         short = f"{band} ({parts[0]})" if parts else band
         if pd.notna(wavelength):
-            parts.append(f"{wavelength:g} nm")
+            parts.append(f"{round(float(wavelength), 1):g} nm")
         out[band] = (f"{band} ({', '.join(parts)})" if parts else band, short)
     return out
 

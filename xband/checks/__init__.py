@@ -25,7 +25,7 @@ from xband.checks.faithfulness import (
 )
 from xband.checks.randomisation import randomisation_check
 from xband.data import ImageSet
-from xband.errors import XbandError, option
+from xband.errors import XbandError
 from xband.methods._base import whole_number
 from xband.models import LoadedModel
 from xband.result import Explanation
@@ -43,17 +43,6 @@ def choices(name: str, given: str | Sequence[str], known: Sequence[str]) -> list
         raise XbandError(f"{name} {', '.join(unknown) or '(none)'}: choose from "
                          f"{', '.join(known)} (or 'all').")
     return list(dict.fromkeys(chosen))
-
-
-def _check_band_by_band(explanation: Explanation) -> None:
-    """The checks work band by band: an explanation by spectral region is refused, saying what
-    to do."""
-    if explanation.regions is not None:
-        raise XbandError(
-            "the trust checks delete, randomise and compare band by band; this explanation is by "
-            f"spectral region ({len(explanation.regions)} regions), which they do not check yet. "
-            "Check a band-by-band run (" + option("regions='none'", "--regions none") + "), or "
-            "leave out the checks.")
 
 
 def evaluate(
@@ -81,7 +70,6 @@ def evaluate(
     cascade_stages: randomisation stages, from the top layer to all layers. threshold: flag a
     method whose band ranking keeps Spearman's ρ ≥ threshold with every layer random.
     """
-    _check_band_by_band(explanation)
     started = time.perf_counter()
     settings = _settings(checks=checks, baselines=baselines, random_orders=random_orders,
                          cascade_stages=cascade_stages, threshold=threshold, n_boot=n_boot,

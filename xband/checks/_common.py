@@ -19,7 +19,7 @@ from xband.forward import Networks, PassSizes, check_device, forward_module, pre
 from xband.methods import Context, Method
 from xband.models import LoadedModel
 from xband.result import Explanation
-from xband.runner import BatchRunner, Donors
+from xband.runner import BandGroups, BatchRunner, Donors
 
 
 @dataclass
@@ -36,6 +36,9 @@ class Setup:
     positions: np.ndarray  # (n,) rows of the explanation's per-image arrays
     baseline: torch.Tensor  # (1, B, 1, 1) the explanation's (the band means, for the data one)
     batch_size: int
+    # explained by spectral region: the bands of each region, the features every check ranks,
+    # deletes and compares (None: the bands)
+    regions: dict[str, tuple[int, ...]] | None = None
     _reference: dict = field(default_factory=dict)
 
     @classmethod
@@ -60,7 +63,7 @@ class Setup:
         return cls(model=model, explanation=explanation, x=x, image_class=image_class[positions],
                    target=target[positions], positions=positions,
                    baseline=torch.from_numpy(record.baseline).view(1, -1, 1, 1).to(device),
-                   batch_size=batch_size or config.batch_size)
+                   batch_size=batch_size or config.batch_size, regions=region_bands(explanation))
 
     @property
     def config(self) -> RunConfig:
@@ -86,6 +89,18 @@ class Setup:
     @property
     def n_bands(self) -> int:
         return int(self.x.shape[1])
+
+    @property
+    def n_features(self) -> int:
+        """What the methods rank: the regions, or the bands."""
+        return len(self.regions) if self.regions is not None else self.n_bands
+
+    def band_mask(self, features: frozenset) -> list[int]:
+        """The bands of a set of features (regions, or bands)."""
+        if self.regions is None:
+            return list(features)
+        members = list(self.regions.values())
+        return [b for f in features for b in members[f]]
 
     @property
     def plain_forward(self) -> nn.Module:
@@ -128,11 +143,14 @@ class Setup:
 
     def attribute(self, method: Method, ctx: Context, *, keep_maps: bool = False
                   ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Per-image band scores (n, B) of `method` on the subset, and its maps (n, B, H, W)
-        when asked and the method has them. Random draws depend only on the run's seed, the
-        method and the batch, so two models see the same draws."""
+        """Per-image scores (n, F) of `method` on the subset, per band or per region as in
+        the explanation, and its maps (n, B, H, W) when asked and the method has them. Random
+        draws depend only on the run's seed, the method and the batch, so two models see the
+        same draws."""
+        groups = None if self.regions is None else BandGroups.of(ctx, self.regions, self.n_bands,
+                                                                 regions=True)
         runner = BatchRunner(ctx, self._take, seed=self.seed, batch_size=self.batch_size,
-                             n_classes=self.model.n_classes)
+                             n_classes=self.model.n_classes, groups=groups)
         everyone = np.arange(len(self.positions))
         run = runner.run(method, everyone, known=self.image_class, targets=self.target,
                          keep_maps=everyone if keep_maps else everyone[:0])
@@ -146,6 +164,20 @@ class Setup:
             self._reference[method.name] = self.attribute(method, self.context(self.forward),
                                                           keep_maps=True)
         return self._reference[method.name]
+
+
+def region_bands(explanation: Explanation) -> dict[str, tuple[int, ...]] | None:
+    """Band positions per spectral region of a region explanation (None: band by band)."""
+    if explanation.regions is None:
+        return None
+    position = {name: b for b, name in enumerate(explanation.band_names)}
+    return {region: tuple(position[b] for b in members)
+            for region, members in explanation.groups.items()}
+
+
+def feature_names(explanation: Explanation) -> list[str]:
+    """What the explanation ranks: its spectral regions, or its bands."""
+    return list(explanation.regions) if explanation.regions is not None else explanation.band_names
 
 
 def known_classes(explanation: Explanation) -> np.ndarray:
@@ -172,7 +204,7 @@ def class_means(scores: np.ndarray, group: np.ndarray, n_classes: int) -> np.nda
 
 
 def class_order(explanation: Explanation, method: str, class_name: str) -> np.ndarray:
-    """Band indices in the order `method` ranks them for a class, most important first."""
+    """Band (region) indices in the order `method` ranks them for a class, most important first."""
     rows = aggregate.class_rows(explanation.importance)
     rows = rows[(rows["method"] == method) & (rows["class"] == class_name)]
     return rows.sort_values(["share", "band_index"], ascending=[False, True],

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from xband.checks._common import known_classes, per_image_shares
+from xband.checks._common import feature_names, known_classes, per_image_shares
 from xband.result import Explanation
 
 
@@ -32,7 +32,7 @@ def consensus_bootstrap(explanation: Explanation, *, n_boot: int = 200, seed: in
         ranks = rankdata(-means, axis=2, method="min").mean(axis=1)  # (1 + n_boot, B)
         consensus = rankdata(ranks, axis=1, method="min")
         boot = consensus[1:]
-        for b, band in enumerate(explanation.band_names):
+        for b, band in enumerate(feature_names(explanation)):
             rows.append({
                 "class": cls, "band": band, "band_index": b, "mean_rank": ranks[0, b],
                 "consensus_rank": int(consensus[0, b]),

@@ -1,10 +1,11 @@
 """Band deletion and insertion curves: does the model follow the ranking a method gives?
 
-Per class, bands are replaced by a baseline one at a time in a method's order (most important
-first: deletion), or restored one at a time into an all-baseline image (insertion), and the
-model's accuracy and mean target score are recorded after each step. The same is done for random
-orders and for the method's reverse order. A faithful ranking deletes accuracy faster, and
-inserts it faster, than random orders: the area between the curves says by how much.
+Per class, bands (spectral regions, in a run by region) are replaced by a baseline one at a
+time in a method's order (most important first: deletion), or restored one at a time into an
+all-baseline image (insertion), and the model's accuracy and mean target score are recorded after
+each step. The same is done for random orders and for the method's reverse order. A faithful
+ranking deletes accuracy faster, and inserts it faster, than random orders: the area between the
+curves says by how much.
 
 Every step keeps a set of bands and replaces the others, so all orders share one evaluation per
 distinct set.
@@ -53,15 +54,15 @@ def _orders(setup: Setup, class_name: str, c: int, n_random: int) -> dict[str, n
         orders[f"reverse:{method.name}"] = order[::-1]
     for r in range(n_random):
         orders[f"{RANDOM}:{r}"] = np.random.default_rng([setup.seed, 17, c, r]).permutation(
-            setup.n_bands)
+            setup.n_features)
     return orders
 
 
-def _kept_sets(order: np.ndarray, n_bands: int) -> dict[str, list[frozenset]]:
-    """Bands kept after each step of deletion and insertion in `order`."""
-    every = frozenset(range(n_bands))
-    return {"deletion": [every - frozenset(order[:k]) for k in range(n_bands + 1)],
-            "insertion": [frozenset(order[:k]) for k in range(n_bands + 1)]}
+def _kept_sets(order: np.ndarray, n_features: int) -> dict[str, list[frozenset]]:
+    """Bands (regions) kept after each step of deletion and insertion in `order`."""
+    every = frozenset(range(n_features))
+    return {"deletion": [every - frozenset(order[:k]) for k in range(n_features + 1)],
+            "insertion": [frozenset(order[:k]) for k in range(n_features + 1)]}
 
 
 def _evaluate_sets(setup: Setup, forward, sets: list[frozenset], x: torch.Tensor,
@@ -69,7 +70,7 @@ def _evaluate_sets(setup: Setup, forward, sets: list[frozenset], x: torch.Tensor
     """(len(sets), 2): accuracy and mean class-c output of the images with only each set kept."""
     masks = torch.zeros(len(sets), setup.n_bands, dtype=torch.bool, device=x.device)
     for i, kept in enumerate(sets):
-        masks[i, list(kept)] = True
+        masks[i, setup.band_mask(kept)] = True
     per_chunk = max(1, setup.passes.forward // len(x))
     results = []
     with torch.inference_mode():
@@ -89,7 +90,7 @@ def deletion_curves(setup: Setup, *, baselines: tuple[str, ...] = DELETION_BASEL
     fraction of bands removed (deletion) or restored (insertion), accuracy, score."""
     forward = setup.forward
     names = setup.explanation.class_names
-    n_bands = setup.n_bands
+    n_features = setup.n_features
     rows = []
     for baseline in baselines:
         fill_all = replacement(setup, baseline)
@@ -98,7 +99,7 @@ def deletion_curves(setup: Setup, *, baselines: tuple[str, ...] = DELETION_BASEL
             if len(members) == 0:
                 continue
             orders = _orders(setup, class_name, c, n_random)
-            steps = {name: _kept_sets(order, n_bands) for name, order in orders.items()}
+            steps = {name: _kept_sets(order, n_features) for name, order in orders.items()}
             unique = list(dict.fromkeys(s for curves in steps.values() for sets in curves.values()
                                         for s in sets))
             values = _evaluate_sets(setup, forward, unique, setup.x[members], fill_all[members], c)
@@ -107,8 +108,8 @@ def deletion_curves(setup: Setup, *, baselines: tuple[str, ...] = DELETION_BASEL
                 for curve, sets in curves.items():
                     for k, kept in enumerate(sets):
                         accuracy, score = values[where[kept]]
-                        rows.append((baseline, class_name, curve, name, k, k / n_bands, accuracy,
-                                     score))
+                        rows.append((baseline, class_name, curve, name, k, k / n_features,
+                                     accuracy, score))
     return pd.DataFrame(rows, columns=["baseline", "class", "curve", "order", "step", "fraction",
                                        "accuracy", "score"])
 
