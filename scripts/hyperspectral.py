@@ -4,7 +4,8 @@ method at 200 bands against 13, and why `--regions auto` cuts 100 nm windows.
 1. Trains the planted CNN (xband.demo_spectra: 200 bands 400–2500 nm, one absorption dip per
    class) and explains held-out images by every method with `--regions auto`; prints each
    method's top region per class and whether it holds the planted dip; writes the figures to
-   --out (importance against wavelength, the region × class heat map).
+   --out (importance against wavelength, the region × class heat map); runs every trust check
+   and prints the verdict.
 2. Times every method per image on the same network size at 13 bands (band by band, as a
    Sentinel-2 run), at 200 bands band by band (`regions='none'`, on fewer images: the
    perturbation methods cost hundreds of times more) and at 200 bands by region.
@@ -62,6 +63,17 @@ def top_regions(result: xband.Explanation, wavelength: np.ndarray) -> pd.DataFra
             cells[f"{CLASS_NAMES[c]} ({nm:g} nm)"] = f"{top[CLASS_NAMES[c]]} {'✓' if hit else '✗'}"
         table[method] = cells
     return pd.DataFrame(table).T
+
+
+def verdict_lines(net, x, y, wavelength, result: xband.Explanation) -> list[str]:
+    """Every trust check on the region run, then the verdict: its sentences and the methods
+    it leaves out, with why."""
+    data = xband.image_set(x, y, classes=CLASS_NAMES, wavelengths=wavelength)
+    result.evaluation = xband.evaluate(xband.load_model(net), data, result)
+    verdict = result.verdict()
+    lines = [c.sentence for c in verdict.classes]
+    lines += [f"left out: {method} ({check}: {why})" for method, check, why in verdict.failures]
+    return lines
 
 
 def write_figures(result: xband.Explanation, out: Path) -> None:
@@ -175,6 +187,8 @@ def main() -> None:
     print("\nTop region per class (✓: holds the planted dip)\n")
     print(markdown(top_regions(result, wavelength)))
     write_figures(result, Path(args.out))
+    print("\nEvery trust check, then the verdict\n")
+    print("\n".join(verdict_lines(net, test_x, test_y, wavelength, result)))
     print("\nPasses and milliseconds per image (2 CPU threads)\n")
     print(markdown(timing_table(net, test_x, test_y, wavelength)))
     print("\nWindow widths on the planted images\n")
