@@ -181,12 +181,13 @@ def _verdict(verdict: Mapping, figure: FigureLike | None) -> str:
                     f"{_e(c['sentence'].removeprefix(str(c['class']) + ': '))}</li>"
                     for c in verdict["classes"])
     trusted = "trusted " if verdict["checks_run"] else ""
+    feature = verdict.get("feature", "band")
     picture = "" if figure is None else _image(
-        figure, f"Mean rank of each band over the {trusted}methods, per class (1 = most "
-        "important; box = the class's top band).")
+        figure, f"Mean rank of each {feature} over the {trusted}methods, per class (1 = most "
+        f"important; box = the class's top {feature}).")
     kind = "verdict" if verdict["checked"] else "verdict unchecked"
-    return (f'<section id="s-verdict" class="{kind}"><h2>Verdict: the bands each class relies '
-            f'on</h2><div class="vgrid"><div><ul>{items}</ul><p class="vstatus">'
+    return (f'<section id="s-verdict" class="{kind}"><h2>Verdict: the {feature}s each class '
+            f'relies on</h2><div class="vgrid"><div><ul>{items}</ul><p class="vstatus">'
             f'{_e(verdict["status"])}</p></div>{picture}</div></section>')
 
 

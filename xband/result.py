@@ -333,7 +333,8 @@ class Explanation:
         checks attached as `evaluation`, or every method, marked not checked, without them."""
         return judge(self.importance, self.evaluation,
                      method_labels={m: i["label"] for m, i in self.method_info.items()},
-                     band_groups=self.summary.get("band_groups"), checkable=self.pairs is None)
+                     band_groups=self.summary.get("band_groups"), checkable=self.pairs is None,
+                     feature="band" if self.regions is None else "spectral region")
 
     def figures(self) -> dict[str, list[tuple[str, str, Figure]]]:
         """Every figure of the report by section, as (file name stem, caption, figure)."""

@@ -60,6 +60,7 @@ class Verdict:
     labels: Mapping[str, str]  # method → its label for people
     classes: tuple[ClassVerdict, ...]
     consensus: pd.DataFrame  # the trusted consensus in the importance table's form (rank = mean)
+    feature: str = "band"  # what is ranked: "band", or "spectral region" in a run by region
 
     @property
     def excluded(self) -> dict[str, str]:
@@ -109,6 +110,7 @@ class Verdict:
     def as_dict(self) -> dict:
         """For summary.json: sentences, trusted and left-out methods, checks, consensus ranks."""
         return {
+            "feature": self.feature,
             "checked": self.checked,
             "checks_run": list(self.checks_run),
             "rule": RULE,
@@ -132,7 +134,8 @@ class Verdict:
                  else f"Mean over {len(self.trusted)} methods (not checked)")
         return plots.band_class_heatmap(self.consensus, CONSENSUS, value="rank",
                                         grouping=self.consensus["grouping"].iloc[0],
-                                        method_info={CONSENSUS: {"label": label}})
+                                        method_info={CONSENSUS: {"label": label}},
+                                        feature=self.feature)
 
 
 def trusted_methods(methods: Sequence[str], evaluation
@@ -212,7 +215,7 @@ def _sentence(name: str, votes: Sequence[tuple[str, int]], order: Sequence[str],
 
 def judge(importance: pd.DataFrame, evaluation, *, method_labels: Mapping[str, str],
           band_groups: Mapping[str, Sequence[str]] | None = None,
-          checkable: bool = True) -> Verdict:
+          checkable: bool = True, feature: str = "band") -> Verdict:
     """The verdict from the importance table and the trust checks (`evaluation`, or None): per
     class (rows of `aggregate.class_rows`) the trusted methods' votes for their top band and the
     mean rank of each band over them."""
@@ -250,4 +253,5 @@ def judge(importance: pd.DataFrame, evaluation, *, method_labels: Mapping[str, s
                      .rename(columns={"mean_rank": "rank"}).assign(method=CONSENSUS))
     return Verdict(methods=tuple(methods), trusted=tuple(trusted), failures=tuple(failures),
                    checks_run=run, checkable=checkable,
-                   labels=dict(method_labels), classes=tuple(classes), consensus=consensus)
+                   labels=dict(method_labels), classes=tuple(classes), consensus=consensus,
+                   feature=feature)
