@@ -98,30 +98,28 @@ def explain(
     array, a path that `xband.read_data` opens, or a torch Dataset/DataLoader; `bands`, `classes`
     and `sensor` (or `wavelengths`, nm per band or a file) describe data that is not an ImageSet
     yet. regions: explain by spectral region ("auto", "50nm", "VIS=400-700;NIR=750-1300"; see
-    `xband.RunConfig`). methods: "all", names
-    ("saliency,shapley" or a list), or configured methods
-    (`xband.methods.IntegratedGradients(n_steps=64)`); method_options: {name: {option: value}}.
+    `xband.RunConfig`). methods: "all", names ("saliency,shapley" or a list), or configured
+    methods (`xband.methods.IntegratedGradients(n_steps=64)`); method_options: {name: {option:
+    value}}.
     baseline: what a removed band becomes: "data" (that band of each of `background_images` other
     images of the data per image, in turn: scores are the mean over them), "mean" (its mean over
     the data), "zero", or one value per band. all_images: explain every candidate image; by default
     each class's images are explained in rounds until its top bands are settled (xband.sampling).
-    budget: time for the methods together ("5m", "90s", seconds). The other settings are
-    `xband.RunConfig`'s (target, output, max_images, skip_bad, multi_label, ...). Band groups:
-    perturbation methods rerun with a feature per group (`group_importance`). engine: "single"
-    (this process), "ray" (a local Ray, or the cluster at RAY_ADDRESS) or an `xband.RayEngine`
-    (address, workers, GPUs per worker): every image explained on Ray, with the same numbers.
+    budget: time for the methods together ("5m", "90s", seconds). Band groups: perturbation
+    methods rerun with a feature per group (`group_importance`). engine: "single", "ray" (a local
+    Ray, or the cluster at RAY_ADDRESS) or an `xband.RayEngine`: every image explained on Ray,
+    with the same numbers. The other settings are `xband.RunConfig`'s.
     """
-    options = _with_settings(method_options, settings)
     config = RunConfig.build(
-        methods, method_options=options, target=target, output=output,
+        methods, method_options=_with_settings(method_options, settings), target=target, output=output,
         baseline=baseline if isinstance(baseline, str) else tuple(np.ravel(baseline)),
         background_images=background_images, seed=seed, max_images=max_images,
         max_per_class=max_per_class, all_images=all_images, budget=budget,
         examples_per_class=examples_per_class, batch_size=batch_size, device=device,
         tuned=tuned, skip_bad=skip_bad, n_boot=n_boot, accept_low_accuracy=accept_low_accuracy,
         multi_label=multi_label, engine=engine, regions=regions)
-    data = as_image_set(data, bands=bands, classes=classes, sensor=sensor, wavelengths=wavelengths)
-    return run_explanation(model, data, config, progress=progress)
+    return run_explanation(model, as_image_set(data, bands=bands, classes=classes, sensor=sensor,
+                                               wavelengths=wavelengths), config, progress=progress)
 
 
 def _with_settings(method_options: Mapping[str, Mapping] | None,
