@@ -86,28 +86,37 @@ def summarise(name: str, scores: np.ndarray, y: np.ndarray, rng: np.random.Gener
               f"{np.mean(same):.2f} | {scores.shape[2] * k + 1} |")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--statlog", type=Path, help="the Statlog folder (sat.tst)")
-    parser.add_argument("--per-class", type=int, default=20, help="images per class")
-    args = parser.parse_args()
-    rng = np.random.default_rng(0)
+def explained_sets(args: argparse.Namespace, rng: np.random.Generator):
+    """(name, model, chosen images (n, B, H, W), their labels, every image as donors) for the
+    demo and, with `--statlog`, the Statlog test split: `--per-class` images per class, drawn
+    in turns."""
     x, y = demo.demo_data()
-    model = xband.load_model(demo.MODEL_PATH, probe=x[:16], verbose=False)
-    x = np.moveaxis(x, 3, 1).copy()
-    chosen = balanced(y, args.per_class * (int(y.max()) + 1), rng)
-    summarise("demo", per_background(model, x[chosen], y[chosen], x, rng), y[chosen], rng)
+    sets = [("demo", xband.load_model(demo.MODEL_PATH, probe=x[:16], verbose=False), x, y)]
     if args.statlog:
         sys.path.insert(0, str(Path(__file__).parent))
         from explain_statlog import load_split
 
         x, y = load_split(args.statlog, "sat.tst")
         root = Path(__file__).resolve().parents[1]
-        model = xband.load_model(root / "docs/statlog/statlog_cnn.keras", probe=x[:32],
-                                 verbose=False)
+        sets.append(("statlog", xband.load_model(root / "docs/statlog/statlog_cnn.keras",
+                                                  probe=x[:32], verbose=False), x, y))
+    for name, model, x, y in sets:
         x = np.moveaxis(x, 3, 1).copy()
         chosen = balanced(y, args.per_class * (int(y.max()) + 1), rng)
-        summarise("statlog", per_background(model, x[chosen], y[chosen], x, rng), y[chosen], rng)
+        yield name, model, x[chosen], y[chosen], x
+
+
+def arguments(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--statlog", type=Path, help="the Statlog folder (sat.tst)")
+    parser.add_argument("--per-class", type=int, default=20, help="images per class")
+    return parser.parse_args()
+
+
+def main() -> None:
+    rng = np.random.default_rng(0)
+    for name, model, x, y, pool in explained_sets(arguments(__doc__.split("\n\n")[0]), rng):
+        summarise(name, per_background(model, x, y, pool, rng), y, rng)
 
 
 if __name__ == "__main__":

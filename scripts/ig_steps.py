@@ -15,7 +15,6 @@ choice of backgrounds alone makes.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,7 +23,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import xband  # noqa: E402
-from xband import demo  # noqa: E402
 from xband.forward import PassSizes, forward_module  # noqa: E402
 from xband.methods import Batch, Context, get_method  # noqa: E402
 
@@ -33,7 +31,7 @@ REFERENCE = 64
 K = 8
 
 sys.path.insert(0, str(Path(__file__).parent))
-from background_size import balanced  # noqa: E402
+from background_size import arguments, explained_sets  # noqa: E402
 
 
 def ig_scores(model: xband.LoadedModel, x: np.ndarray, y: np.ndarray, pool: np.ndarray,
@@ -86,26 +84,9 @@ def summarise(name: str, model: xband.LoadedModel, x: np.ndarray, y: np.ndarray,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--statlog", type=Path, help="the Statlog folder (sat.tst)")
-    parser.add_argument("--per-class", type=int, default=20, help="images per class")
-    args = parser.parse_args()
     rng = np.random.default_rng(0)
-    x, y = demo.demo_data()
-    model = xband.load_model(demo.MODEL_PATH, probe=x[:16], verbose=False)
-    x = np.moveaxis(x, 3, 1).copy()
-    chosen = balanced(y, args.per_class * (int(y.max()) + 1), rng)
-    summarise("demo", model, x[chosen], y[chosen], x, rng)
-    if args.statlog:
-        from explain_statlog import load_split
-
-        x, y = load_split(args.statlog, "sat.tst")
-        root = Path(__file__).resolve().parents[1]
-        model = xband.load_model(root / "docs/statlog/statlog_cnn.keras", probe=x[:32],
-                                 verbose=False)
-        x = np.moveaxis(x, 3, 1).copy()
-        chosen = balanced(y, args.per_class * (int(y.max()) + 1), rng)
-        summarise("statlog", model, x[chosen], y[chosen], x, rng)
+    for name, model, x, y, pool in explained_sets(arguments(__doc__.split("\n\n")[0]), rng):
+        summarise(name, model, x, y, pool, rng)
 
 
 if __name__ == "__main__":

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
 import xband
 from xband.checks.randomisation import ALL_LAYERS
+from xband.demo_spectra import fit_full_batch
 
 N_BANDS, SIZE, N_CLASSES = 6, 12, 3
 SEEDS = {"train": 0, "test": 1}
@@ -124,17 +124,11 @@ model.save(sys.argv[2])
 
 def torch_model(x: np.ndarray, y: np.ndarray, epochs: int = 150) -> xband.LoadedModel:
     """A small CNN (mean and max pooled features) fitted full-batch."""
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(N_BANDS, 16, 3, padding=1), nn.ReLU(),
-                        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, N_CLASSES))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(epochs):
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(xt), yt).backward()
-        opt.step()
-    return xband.load_model(net.eval(), layout="channels_first", verbose=False)
+    net = fit_full_batch(lambda: nn.Sequential(
+        nn.Conv2d(N_BANDS, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
+        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, N_CLASSES)),
+        x, y, epochs=epochs, lr=1e-2)
+    return xband.load_model(net, layout="channels_first", verbose=False)
 
 
 def keras_model(x: np.ndarray, y: np.ndarray, folder: Path) -> xband.LoadedModel:

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from xband.demo_spectra import fit_full_batch
+
 N_BANDS = 6
 SIZE = 12
 PLANTED = {0: 0, 1: 2, 2: 4}  # class → the band that carries its signal
@@ -44,15 +46,8 @@ def small_cnn(n_bands: int = N_BANDS, n_classes: int = N_CLASSES) -> nn.Module:
 
 def train_torch(x: np.ndarray, y: np.ndarray, epochs: int = 60, seed: int = 0) -> nn.Module:
     """A small CNN fitted full-batch; returns logits in eval mode."""
-    torch.manual_seed(seed)
-    net = small_cnn(x.shape[1], int(y.max()) + 1)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(epochs):
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(xt), yt).backward()
-        opt.step()
-    return net.eval()
+    return fit_full_batch(lambda: small_cnn(x.shape[1], int(y.max()) + 1), x, y, epochs=epochs,
+                          lr=1e-2, seed=seed)
 
 
 ML_PLANTED = {0: 0, 1: 2, 2: 4, 3: 5}  # multi-label: class → its band; two classes per image

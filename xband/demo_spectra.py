@@ -9,6 +9,8 @@ has no dip of its own, so that the absence of one class's dip is not another cla
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -92,14 +94,23 @@ def spectral_cnn(x: np.ndarray, n_classes: int) -> nn.Module:
     )
 
 
-def train_spectral(x: np.ndarray, y: np.ndarray, epochs: int = 80, seed: int = 0) -> nn.Module:
-    """`spectral_cnn` fitted full-batch (Adam, seeded); returns logits in eval mode."""
+def fit_full_batch(make_net: Callable[[], nn.Module], x: np.ndarray, y: np.ndarray, *,
+                   epochs: int, lr: float, seed: int = 0) -> nn.Module:
+    """The network `make_net` builds (after seeding torch, so its weights are seeded too),
+    fitted full-batch with Adam on cross-entropy; in eval mode. The planted test sets are small
+    enough to fit in one batch."""
     torch.manual_seed(seed)
-    net = spectral_cnn(x, int(y.max()) + 1)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    net = make_net()
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     for _ in range(epochs):
         opt.zero_grad()
         nn.functional.cross_entropy(net(xt), yt).backward()
         opt.step()
     return net.eval()
+
+
+def train_spectral(x: np.ndarray, y: np.ndarray, epochs: int = 80, seed: int = 0) -> nn.Module:
+    """`spectral_cnn` fitted full-batch (Adam, seeded); returns logits in eval mode."""
+    return fit_full_batch(lambda: spectral_cnn(x, int(y.max()) + 1), x, y, epochs=epochs,
+                          lr=3e-3, seed=seed)
