@@ -9,6 +9,7 @@ import torch
 
 import xband
 from xband import plots
+from xband.bands import get_sensor
 from xband.demo_spectra import ABSORPTION_NM, CLASS_NAMES, spectral_images, train_spectral
 from xband.errors import XbandError
 from xband.methods import METHODS
@@ -228,8 +229,27 @@ def test_command_line_reads_wavelengths_and_goes_by_region(spectral, tmp_path, c
     assert main([*run, "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     assert "regions: perturbation methods remove or shuffle each of the" in printed
+    assert "Top regions per class" in printed
+    assert "Top regions per class" in (tmp_path / "out" / "report.html").read_text()
     assert "VIS" in (tmp_path / "out" / "importance.csv").read_text()
     assert main([*run, "--out", str(tmp_path / "checked"), "--evaluate", "--checks",
                  "faithfulness"]) == 0
     curves = (tmp_path / "checked" / "deletion_curves.csv")
     assert curves.exists() and "feature_ablation" in curves.read_text()
+
+
+def test_enmap_presets_name_the_bands_and_give_their_wavelengths():
+    full, hyspecnet = get_sensor("enmap"), get_sensor("enmap-hyspecnet")
+    assert len(full.bands) == 224 and len(hyspecnet.bands) == 202
+    assert full.wavelengths[0] == pytest.approx(418.416) and full.wavelengths[-1] == pytest.approx(
+        2445.3)
+    assert full.wavelengths[90] > full.wavelengths[91]  # B91 (VNIR) lies past B92 (SWIR)
+    left_out = set(full.band_names) - set(hyspecnet.band_names)
+    assert left_out == {f"B{n}" for n in [*range(127, 142), *range(161, 168)]}
+    regions = band_regions(parse_regions("auto"), hyspecnet.wavelengths, hyspecnet.band_names)
+    assert "1300-1400" not in regions and "1800-1900" not in regions  # the water-vapour gaps
+    assert len(regions["900-1000"]) > 10  # both detectors' bands, by wavelength
+    cubes = np.zeros((2, 4, 4, 202), np.float32)
+    with pytest.raises(XbandError, match="'enmap' has 224 bands but the images have 202. Presets "
+                                         "with 202 bands: enmap-hyspecnet"):
+        xband.image_set(cubes, [0, 1], sensor="enmap")

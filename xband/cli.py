@@ -185,7 +185,8 @@ def _explain_and_save(model, data, config, args: argparse.Namespace) -> None:
         print(f"note: {note}")
     _print_accuracy(result.summary["accuracy"], len(result.indices))
     print("\n" + result.sampling_text())
-    print("\nTop bands per class (consensus = mean rank over methods; then each method's top band):")
+    print(f"\nTop {result.feature}s per class (consensus = mean rank over methods; then each "
+          f"method's top {result.feature}):")
     print(result.top_bands().to_string())
     if result.evaluation is not None and result.evaluation.flagged:
         print("\nmodel randomisation: the band ranking barely changes with every layer random "

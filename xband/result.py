@@ -291,7 +291,7 @@ class Explanation:
                  "all (image, label) pairs": "multi-label: every (image, label) pair explained; "
                  "sampling until settled is for single-label runs"}
         head = heads.get(sampling["mode"], f"images per class until the top "
-                         f"{sampling['rule']['top_k']} bands were settled")
+                         f"{sampling['rule']['top_k']} {self.feature}s were settled")
         unit = "Pairs" if self.pairs is not None else "Images"
         lines = [f"{unit} explained per class ({head}):"]
         for method, stops in sampling["stops"].items():
@@ -335,6 +335,11 @@ class Explanation:
                      method_labels={m: i["label"] for m, i in self.method_info.items()},
                      band_groups=self.summary.get("band_groups"), checkable=self.pairs is None,
                      feature="band" if self.regions is None else "spectral region")
+
+    @property
+    def feature(self) -> str:
+        """What the run ranks: "band", or "region" in a run by spectral region."""
+        return "band" if self.regions is None else "region"
 
     def figures(self) -> dict[str, list[tuple[str, str, Figure]]]:
         """Every figure of the report by section, as (file name stem, caption, figure)."""
@@ -487,7 +492,7 @@ class Explanation:
                 summary,
                 figures=sections,
                 tables={
-                    "Top bands per class": self.top_bands(),
+                    f"Top {self.feature}s per class": self.top_bands(),
                     "Images explained per class and method (why each stopped)":
                         self.sampling_overview(),
                     "Bands: spread over the data and baseline": pd.DataFrame(
