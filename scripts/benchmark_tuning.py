@@ -63,7 +63,7 @@ def main() -> None:
     rows = []
     for method in resolve_methods(args.methods):
         times: dict[bool, list[float]] = {True: [], False: []}
-        sizes = []
+        sizes, sped_up = [], []
         for repeat in range(args.repeats):
             for tuned in ((True, False) if repeat % 2 == 0 else (False, True)):
                 os.environ["XBAND_CACHE_DIR"] = str(folder / f"tuning-{method.name}-{repeat}")
@@ -72,21 +72,25 @@ def main() -> None:
                                        all_images=True, progress=False, examples_per_class=0)
                 times[tuned].append(time.perf_counter() - started)
                 if tuned:
-                    sizes.append(result.summary["settings"]["images_per_pass"])
+                    settings = result.summary["settings"]
+                    sizes.append(settings["images_per_pass"])
+                    sped_up.append(bool(settings["speed_ups"]))
         row = {"method": method.name, "tuned_s": sorted(times[True]),
-               "untuned_s": sorted(times[False]), "pass_sizes": sizes,
+               "untuned_s": sorted(times[False]), "pass_sizes": sizes, "sped_up": sped_up,
                "median_ratio": float(np.median(times[True]) / np.median(times[False]))}
         rows.append(row)
         print(json.dumps(row), flush=True)
     write_text(args.out, json.dumps({"date": time.strftime("%Y-%m-%d"), "images": args.images,
                                      "repeats": args.repeats, "rows": rows}, indent=2))
     print("| method | tuned s, min / median / max | untuned s, min / median / max | "
-          "tuned ÷ untuned (medians) | pass sizes chosen (forward, gradient) |")
-    print("|---|---|---|---|---|")
+          "tuned ÷ untuned (medians) | pass sizes chosen (forward, gradient) | tuned runs "
+          "with speed-ups |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         chosen = sorted({(s["forward"], s["gradient"]) for s in r["pass_sizes"]})
         print(f"| {r['method']} | {_spread(r['tuned_s'])} | {_spread(r['untuned_s'])} | "
-              f"{r['median_ratio']:.2f} | {', '.join(f'{f}/{g}' for f, g in chosen)} |")
+              f"{r['median_ratio']:.2f} | {', '.join(f'{f}/{g}' for f, g in chosen)} | "
+              f"{sum(r['sped_up'])} of {len(r['sped_up'])} |")
 
 
 def _spread(values: list[float]) -> str:

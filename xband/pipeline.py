@@ -57,6 +57,8 @@ from xband.tuning import (
     module_id,
     pass_timing,
     plain_timing,
+    run_seconds,
+    speed_ups_pay,
 )
 
 
@@ -389,13 +391,40 @@ def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networ
             plain, source=f"default (an estimated {estimate:.1f} s of passes is too short to "
             "repay tuning)")
     started = time.perf_counter()
-    networks = speed_up(networks, example)
+    networks = faster_networks(networks, example, passes_by_kind(config.methods, data, config))
     cache = cache_file(cache_root(), model_id=model.sha256 or module_id(model.module),
                        output=config.output, device=config.device,
                        image_shape=(data.n_bands, *data.image_size))
     timing = pass_timing(networks.forward, example, kinds=kinds, cache=cache,
                          budget_s=budget - (time.perf_counter() - started))
     return networks, dataclasses.replace(timing, seconds=timing.seconds + plain.seconds)
+
+
+def passes_by_kind(methods: tuple[Method, ...], data: ImageSet, config: RunConfig
+                   ) -> dict[str, float]:
+    """The run's network passes per image, by kind ("forward", "gradient")."""
+    passes: dict[str, float] = {}
+    for method in methods:
+        kind = pass_kind(method)
+        passes[kind] = passes.get(kind, 0) + method.passes_per_image(feature_count(data, config),
+                                                                     config.n_background)
+    return passes
+
+
+def faster_networks(networks: Networks, example: torch.Tensor,
+                    passes: dict[str, float]) -> Networks:
+    """`networks` with the speed-ups that keep its numbers, when they make the run's passes
+    clearly faster on this machine; as given, with a note, when they do not."""
+    started = time.perf_counter()
+    candidate = speed_up(networks, example)
+    if not candidate.speed_ups or speed_ups_pay(run_seconds(networks.forward, example, passes),
+                                                run_seconds(candidate.forward, example, passes)):
+        return dataclasses.replace(candidate,
+                                   tuning_s=candidate.tuning_s + time.perf_counter() - started)
+    note = (f"speed: {', '.join(candidate.speed_ups)} not used (keeps the numbers but was not "
+            "measurably faster here)")
+    return dataclasses.replace(networks, notes=(*candidate.notes, note),
+                               tuning_s=networks.tuning_s + time.perf_counter() - started)
 
 
 def fit_to_budget(config: RunConfig, data: ImageSet,

@@ -98,11 +98,17 @@ def choose_size(measure: Callable[[int], float], budget_s: float, *, first: floa
                 per_image[size].append(measure(size) / size)
     typical = {size: statistics.median(times) for size, times in per_image.items()}
     best = min(typical, key=typical.get)
-    clearly_faster = (typical[best] <= (1 - margin) * typical[default]
-                      and max(per_image[best]) < min(per_image[default]))
-    chosen = best if best != default and clearly_faster else default
+    faster = best != default and clearly_faster(per_image[best], per_image[default], margin)
+    chosen = best if faster else default
     steady = max(per_image[default]) <= STEADY * min(per_image[default])
     return Choice(chosen, typical[chosen], steady, tuple(sizes))
+
+
+def clearly_faster(candidate: list[float], default: list[float], margin: float = MARGIN) -> bool:
+    """The rule every tuning choice follows: the candidate's median time at least `margin` below
+    the default's, and even its slowest timing below the default's fastest."""
+    return (statistics.median(candidate) <= (1 - margin) * statistics.median(default)
+            and max(candidate) < min(default))
 
 
 def _forward_pass(forward: nn.Module, example: torch.Tensor) -> Callable[[int], float]:
@@ -137,6 +143,27 @@ def _synchronise(x: torch.Tensor) -> None:
 
 
 PASSES = {"forward": _forward_pass, "gradient": _gradient_pass}
+
+
+def speed_ups_pay(time_plain: Callable[[], float], time_sped_up: Callable[[], float], *,
+                  rounds: int = ROUNDS, margin: float = MARGIN) -> bool:
+    """Whether the network with its speed-ups is clearly faster than the plain one: each timed
+    `rounds` times in turns after a warm-up, under `clearly_faster`: a speed-up that keeps the
+    numbers can still be slower on a given machine and model."""
+    time_plain(), time_sped_up()
+    plain, sped_up = [], []
+    for _ in range(rounds):
+        plain.append(time_plain())
+        sped_up.append(time_sped_up())
+    return clearly_faster(sped_up, plain, margin)
+
+
+def run_seconds(forward: nn.Module, example: torch.Tensor,
+                passes: dict[str, float]) -> Callable[[], float]:
+    """A timer of what the run's passes cost with `forward`: one pass of each kind at the
+    default size, weighted by `passes`, the run's passes per image of that kind."""
+    measures = {kind: PASSES[kind](forward, example) for kind in passes}
+    return lambda: sum(n * measures[kind](DEFAULT_SIZE) for kind, n in passes.items())
 
 
 def plain_timing(forward: nn.Module, example: torch.Tensor, *, kinds: Iterable[str],
