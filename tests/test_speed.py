@@ -98,6 +98,7 @@ def test_tuned_run_gives_the_plain_run_scores(method, monkeypatch):
     import xband.pipeline
 
     monkeypatch.setattr(xband.pipeline, "SPEED_UP_COST_S", 0.0)  # tune even this short run
+    monkeypatch.setattr(xband.pipeline, "speed_ups_pay", lambda plain, sped_up: True)  # used
     model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
     data = as_data(*images())
     runs = {tuned: explain(model, data, methods=[method], progress=False, n_boot=10, seed=5,
