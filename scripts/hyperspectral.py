@@ -150,10 +150,10 @@ def timing_table(net200, x, y, wavelength) -> pd.DataFrame:
     table["by region / 13 bands"] = table["ms, 200 bands by region"] / table["ms, 13 bands"]
     table["band by band / 13 bands"] = (table["ms, 200 bands band by band"]
                                         / table["ms, 13 bands"])
-    price = {kind: pass_ms(regions)[kind] / pass_ms(thirteen)[kind] for kind in KINDS}
+    before, after = pass_ms(thirteen), pass_ms(regions)
+    price = {kind: after[kind] / before[kind] for kind in KINDS}
     print("one pass, ms per image, 13 → 200 bands: " + "; ".join(
-        f"{kind} {pass_ms(thirteen)[kind]:.3f} → {pass_ms(regions)[kind]:.3f} "
-        f"({price[kind]:.1f}×)" for kind in KINDS))
+        f"{kind} {before[kind]:.3f} → {after[kind]:.3f} ({price[kind]:.1f}×)" for kind in KINDS))
     kinds = {m.name: pass_kind(m) for m in by_region.config.methods}
     table["by region / 13 bands, per pass price"] = [
         table.loc[m, "by region / 13 bands"] / price[kinds[m]] for m in table.index]

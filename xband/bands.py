@@ -70,15 +70,10 @@ def _spectral_group(nm: float) -> str:
     return _NIR if nm < 1300 else _SWIR
 
 
-def _enmap(left_out: frozenset[int] = frozenset()) -> tuple[Band, ...]:
-    """EnMAP's bands B1…B224 (product numbering) but those `left_out`."""
-    centres = read_wavelengths(Path(__file__).with_name("sensor_data") / "enmap.txt")
-    return tuple(Band(f"B{number}", nm, _spectral_group(nm))
-                 for number, nm in enumerate(centres, start=1) if number not in left_out)
-
-
+_ENMAP = tuple(Band(f"B{number}", nm, _spectral_group(nm)) for number, nm in enumerate(
+    read_wavelengths(Path(__file__).with_name("sensor_data") / "enmap.txt"), start=1))
 # the water-vapour bands HySpecNet-11k (and torchgeo's EnMAP defaults) leave out
-_ENMAP_WATER_VAPOUR = frozenset([*range(127, 142), *range(161, 168)])
+_ENMAP_WATER_VAPOUR = {f"B{n}" for n in [*range(127, 142), *range(161, 168)]}
 
 SENSORS: dict[str, Sensor] = {s.name: s for s in (
     Sensor("sentinel2", "Sentinel-2 MSI L1C, 13 bands, ESA order (B8A after B08)", _s2(_S2_ESA)),
@@ -94,9 +89,10 @@ SENSORS: dict[str, Sensor] = {s.name: s for s in (
     Sensor("rgbn", "red, green, blue, near infrared", (
         Band("red", 650, _VIS), Band("green", 550, _VIS), Band("blue", 470, _VIS),
         Band("nir", 842, _NIR))),
-    Sensor("enmap", "EnMAP HSI, 224 bands 418-2445 nm (VNIR B1-B91, SWIR B92-B224)", _enmap()),
+    Sensor("enmap", "EnMAP HSI, 224 bands 418-2445 nm (VNIR B1-B91, SWIR B92-B224)", _ENMAP),
     Sensor("enmap-hyspecnet", "EnMAP HSI without the water-vapour bands B127-B141 and "
-           "B161-B167: 202 bands, as in HySpecNet-11k", _enmap(_ENMAP_WATER_VAPOUR)),
+           "B161-B167: 202 bands, as in HySpecNet-11k",
+           tuple(b for b in _ENMAP if b.name not in _ENMAP_WATER_VAPOUR)),
 )}
 
 
@@ -115,10 +111,11 @@ def sensor_table() -> str:
     lines = []
     for s in SENSORS.values():
         lines.append(f"{s.name}: {s.title}")
-        shown = s.bands if len(s.bands) <= 13 else (*s.bands[:3], None, *s.bands[-2:])
+        many = len(s.bands) > 13
+        shown = (*s.bands[:3], None, *s.bands[-2:]) if many else s.bands
         lines.append("  " + ", ".join("…" if b is None else f"{b.name} {b.wavelength_nm:g} nm"
                                       for b in shown))
-        if len(s.bands) > 13:
+        if many:
             lines.append(f"  ({len(s.bands)} bands: explained by spectral region, see --regions)")
         else:
             lines.append("  groups: " + "; ".join(f"{g}={','.join(m)}"

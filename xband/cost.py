@@ -53,6 +53,16 @@ def method_cost(method: Method, n_features: int, seconds_per_pass: dict[str, flo
     return MethodCost(method.name, passes, seconds_per_pass[pass_kind(method)])
 
 
+def passes_by_kind(methods: tuple[Method, ...], n_features: int, n_background: int = 1
+                   ) -> dict[str, int]:
+    """The network passes per image the methods make together, by kind of pass."""
+    passes: dict[str, int] = {}
+    for method in methods:
+        kind = pass_kind(method)
+        passes[kind] = passes.get(kind, 0) + method.passes_per_image(n_features, n_background)
+    return passes
+
+
 def fit_budget(methods: tuple[Method, ...], n_features: int, seconds_per_pass: dict[str, float],
                budget_s: float, n_classes: int, min_images: int, n_background: int = 1
                ) -> tuple[tuple[Method, ...], list[str]]:

@@ -30,7 +30,7 @@ from xband.attribution import (
     first_round,
 )
 from xband.config import RunConfig
-from xband.cost import estimate_lines, fit_budget, method_cost, pass_kind
+from xband.cost import estimate_lines, fit_budget, method_cost, pass_kind, passes_by_kind
 from xband.data import BandStats, ImageSet, image_set, scan, skip_notes, stratified_subset
 from xband.engine import RayEngine
 from xband.errors import XbandError, option
@@ -391,24 +391,14 @@ def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networ
             plain, source=f"default (an estimated {estimate:.1f} s of passes is too short to "
             "repay tuning)")
     started = time.perf_counter()
-    networks = faster_networks(networks, example, passes_by_kind(config.methods, data, config))
+    passes = passes_by_kind(config.methods, feature_count(data, config), config.n_background)
+    networks = faster_networks(networks, example, passes)
     cache = cache_file(cache_root(), model_id=model.sha256 or module_id(model.module),
                        output=config.output, device=config.device,
                        image_shape=(data.n_bands, *data.image_size))
     timing = pass_timing(networks.forward, example, kinds=kinds, cache=cache,
                          budget_s=budget - (time.perf_counter() - started))
     return networks, dataclasses.replace(timing, seconds=timing.seconds + plain.seconds)
-
-
-def passes_by_kind(methods: tuple[Method, ...], data: ImageSet, config: RunConfig
-                   ) -> dict[str, float]:
-    """The run's network passes per image, by kind ("forward", "gradient")."""
-    passes: dict[str, float] = {}
-    for method in methods:
-        kind = pass_kind(method)
-        passes[kind] = passes.get(kind, 0) + method.passes_per_image(feature_count(data, config),
-                                                                     config.n_background)
-    return passes
 
 
 def faster_networks(networks: Networks, example: torch.Tensor,
@@ -419,12 +409,12 @@ def faster_networks(networks: Networks, example: torch.Tensor,
     candidate = speed_up(networks, example)
     if not candidate.speed_ups or speed_ups_pay(run_seconds(networks.forward, example, passes),
                                                 run_seconds(candidate.forward, example, passes)):
-        return dataclasses.replace(candidate,
-                                   tuning_s=candidate.tuning_s + time.perf_counter() - started)
-    note = (f"speed: {', '.join(candidate.speed_ups)} not used (keeps the numbers but was not "
-            "measurably faster here)")
-    return dataclasses.replace(networks, notes=(*candidate.notes, note),
-                               tuning_s=networks.tuning_s + time.perf_counter() - started)
+        chosen = candidate
+    else:
+        chosen = dataclasses.replace(networks, notes=(
+            *candidate.notes, f"speed: {', '.join(candidate.speed_ups)} not used (keeps the "
+            "numbers but was not measurably faster here)"))
+    return dataclasses.replace(chosen, tuning_s=networks.tuning_s + time.perf_counter() - started)
 
 
 def fit_to_budget(config: RunConfig, data: ImageSet,
