@@ -73,9 +73,9 @@ class PlainPermutations(Shapley):
     sampled form pairs each order with its reverse."""
 
     def coalitions(self, n_feat: int, n_background: int, n_images: int):
-        present, weights = sampled_shapley_weights([torch.randperm(n_feat).tolist()
-                                                    for _ in range(self.n_samples)])
-        return present, weights, torch.zeros(len(present), dtype=torch.long)
+        orders = torch.rand(n_images, self.n_samples, n_feat).argsort(dim=2)
+        present, weights = sampled_shapley_weights(orders)
+        return present, weights, torch.zeros(present.shape[1], dtype=torch.long)
 
 
 class PairedKernelShap(KernelShap):

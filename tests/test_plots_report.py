@@ -120,14 +120,21 @@ def test_band_maps_one_map_per_band_per_method(bands):
     maps = {"saliency": np.abs(rng.normal(size=image.shape)),
             "integrated_gradients": rng.normal(size=image.shape)}
     fig = plots.band_maps(image, maps, bands, title="image 3 — class red soil", method_info=INFO)
-    grid = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
-    assert len(grid) == len(bands) * 3
-    assert [ax.get_title() for ax in grid[:len(bands)]] == bands
-    assert grid[len(bands)].get_ylabel() == "Saliency"
-    saliency_clims = {ax.images[0].get_clim() for ax in grid[len(bands):2 * len(bands)]}
-    ig_clims = {ax.images[0].get_clim() for ax in grid[2 * len(bands):]}
-    assert len(saliency_clims) == 1 and next(iter(saliency_clims))[0] == 0  # shared, sequential
-    assert len(ig_clims) == 1 and next(iter(ig_clims))[0] == -next(iter(ig_clims))[1]
+    rows = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    assert len(rows) == 3  # the input bands, then one row per method
+    assert [t.get_text() for t in rows[0].texts] == ["input band\n(own 2–98% stretch)", *bands]
+    assert rows[1].texts[0].get_text() == "Saliency"
+    for row, cube in zip(rows, [image, *maps.values()], strict=True):
+        mosaic = row.images[0].get_array()
+        tiles = [mosaic[:, k * (10 + 1):k * (10 + 1) + 10] for k in range(len(bands))]
+        assert len(tiles) == len(bands) and mosaic.shape == (8, len(bands) * 11 - 1)
+        if row is not rows[0]:  # method rows show the maps themselves, band by band
+            np.testing.assert_allclose(np.stack(tiles), cube)
+    assert rows[1].images[0].get_clim()[0] == 0  # one sequential scale for saliency
+    low, high = rows[2].images[0].get_clim()
+    assert low == -high  # a diverging one for integrated gradients
+    colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(colorbars) == 2  # one per method row
 
 
 def test_agreement_matrix_annotates_values_and_nan():

@@ -9,6 +9,8 @@ import pytest
 from tests.planted import N_CLASSES, PLANTED, planted_images, train_torch
 from tests.test_explain import as_loaded
 from xband import explain, image_set
+from xband.config import RunConfig
+from xband.methods import Shapley
 from xband.sampling import (
     ALL_IMAGES,
     BUDGET,
@@ -83,7 +85,7 @@ def test_a_deadline_stops_the_rounds():
 def planted():
     x, y = planted_images(n_per_class=80, seed=0)
     model = as_loaded(train_torch(x, y), x.shape[1], N_CLASSES)
-    return model, planted_images(n_per_class=150, seed=1)
+    return model, planted_images(n_per_class=300, seed=1)
 
 
 def test_default_run_stops_early_and_agrees_with_every_image(planted):
@@ -102,6 +104,27 @@ def test_default_run_stops_early_and_agrees_with_every_image(planted):
     assert {s["reason"] for s in stops.values()} == {SETTLED}
     assert {s["reason"] for s in every.summary["sampling"]["stops"]["saliency"].values()} == {
         ALL_IMAGES}
+    few = "until settled, each image takes few random draws"
+    assert any(n.startswith(few) and "gradient_shap n_samples=4" in n
+               for n in sampled.summary["notes"])
+    assert not any(n.startswith(few) for n in every.summary["notes"])
+    assert sampled.summary["methods"]["gradient_shap"]["n_samples"] == 4
+    assert every.summary["methods"]["gradient_shap"]["n_samples"] == 16
     counts = sampled.table("saliency").groupby("class")["n"].first()
     assert (counts >= RULE.min_images).all()
     assert len(sampled.examples.index) == 2 * N_CLASSES and sampled.examples.maps
+
+
+def test_rounds_until_settled_take_few_draws_per_image_unless_told():
+    """Until settled, methods named take their `until_settled` options and one background image
+    per image; with every image (or options the user set, or configured methods) they do not."""
+    settled = RunConfig.build("shapley,permutation,feature_ablation").for_mode()
+    assert settled.method("shapley").n_samples == Shapley.until_settled["n_samples"] == 2
+    assert settled.method("permutation").n_repeats == 1 and settled.n_background == 1
+    every = RunConfig.build("shapley,permutation", all_images=True).for_mode()
+    assert every.method("shapley").n_samples == Shapley().n_samples == 8
+    assert every.n_background == 8
+    told = RunConfig.build([Shapley(n_samples=6), "permutation"], background_images=4,
+                           method_options={"permutation": {"n_repeats": 3}}).for_mode()
+    assert told.method("shapley").n_samples == 6 and told.method("permutation").n_repeats == 3
+    assert told.n_background == 4

@@ -29,7 +29,7 @@ from xband.forward import (
     tune,
 )
 from xband.methods import METHODS, Batch, Context, get_method
-from xband.methods.shapley import antithetic_permutations
+from xband.methods.shapley import antithetic_orders
 from xband.pipeline import explain
 
 N_BANDS, N_CLASSES = 5, 3
@@ -180,21 +180,26 @@ def test_band_ablation_equals_captum_feature_ablation(features):
 
 
 def test_sampled_shapley_equals_captum_shapley_value_sampling_on_the_same_orders():
+    """Each image has its own band orders; Captum, given them, gives the same values."""
     forward = forward_module(bn_cnn(), "channels_first", "cpu")
     x = torch.from_numpy(images(6)[0])
     target = torch.arange(6) % N_CLASSES
     baseline = torch.zeros(1, N_BANDS, 1, 1)
     mask = torch.arange(N_BANDS).view(1, -1, 1, 1).expand(1, N_BANDS, 8, 8).contiguous()
     torch.manual_seed(11)
-    orders = antithetic_permutations(N_BANDS, 7)
-    assert orders[1] == orders[0][::-1] and len(orders) == 7
+    orders = antithetic_orders(6, N_BANDS, 7)
+    assert (orders[:, 1] == orders[:, 0].flip(1)).all() and orders.shape == (6, 7, N_BANDS)
+    assert not (orders[0] == orders[1]).all()  # not the same orders for every image
     captum = ShapleyValueSampling(forward)
-    captum.permutation_generator = lambda n_features, n_samples: iter(orders)
-    want = captum.attribute(x, baselines=0.0, target=target, feature_mask=mask, n_samples=7)
+    want = []
+    for i in range(6):
+        captum.permutation_generator = lambda n_features, n_samples, i=i: iter(orders[i].tolist())
+        want.append(captum.attribute(x[i:i + 1], baselines=0.0, target=target[i:i + 1],
+                                     feature_mask=mask, n_samples=7)[:, :, 0, 0])
     torch.manual_seed(11)
     got = get_method("shapley", max_exact_bands=2, n_samples=7).attribute(
         Batch(x=x, target=target, label=target, index=np.arange(6)), context(forward, baseline))
-    np.testing.assert_allclose(got.scores, want[:, :, 0, 0].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.scores, torch.cat(want).numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("features", [None, torch.tensor([0, 1, 1, 2, 0])])

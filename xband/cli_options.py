@@ -144,10 +144,10 @@ def add_explain_options(p: argparse.ArgumentParser) -> None:
                        help="what a removed band becomes: that band of each of a few images drawn "
                        "from the data in turn, scores being the mean over them (data, the "
                        "default), its mean over the data, or zero")
-    group.add_argument("--background-images", type=int, default=8, metavar="K",
-                       help="background images of the data baseline (default 8; each costs "
-                       "band ablation, exact band Shapley and Integrated Gradients their passes "
-                       "once more)")
+    group.add_argument("--background-images", type=int, metavar="K",
+                       help="background images of the data baseline per image (default: 1 in "
+                       "rounds until settled, 8 with --all-images; each costs band ablation and "
+                       "exact band Shapley their passes once more)")
     group.add_argument("--max-images", type=int, metavar="N",
                        help="use at most N images, sampled per class in proportion (seeded)")
     group.add_argument("--max-per-class", type=int, metavar="N",
@@ -257,10 +257,13 @@ def method_options_epilog() -> str:
     """Every method's options, for the end of `--help`."""
     from xband.methods import METHODS
 
-    lines = ["method options (--method-option METHOD.OPTION=VALUE, repeatable):"]
+    lines = ["method options (--method-option METHOD.OPTION=VALUE, repeatable; the default "
+             "with --all-images, and [in rounds until settled] where that takes fewer draws):"]
     for name, cls in METHODS.items():
         for option, default, text in cls.option_help():
-            lines.append(f"  {name}.{option}={default}".ljust(40) + f" {text}")
+            settled = cls.until_settled.get(option)
+            shown = f"{default}" if settled is None else f"{default} [{settled}]"
+            lines.append(f"  {name}.{option}={shown}".ljust(40) + f" {text}")
     return "\n".join(lines)
 
 

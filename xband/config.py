@@ -45,6 +45,10 @@ def _optional_count(value, name: str, minimum: int = 1) -> int | None:
     return None if value is None else whole_number(value, name, minimum=minimum)
 
 
+BACKGROUND_UNTIL_SETTLED = 1  # background images per image in rounds until settled
+BACKGROUND_EVERY_IMAGE = 8  # and with every image (`RunConfig.for_mode`)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """What to explain and how; every field is checked when the object is made.
@@ -53,7 +57,8 @@ class RunConfig:
     "true" (the label), "predicted", "all" (every class), or None (the label when labels are known,
     else the predicted class). output: "logits" (a final softmax or sigmoid stripped when possible)
     or "probabilities". baseline: what a removed band becomes: "data" (that band of each of
-    `background_images` other images of the data per image, the score being the mean over them),
+    `background_images` other images of the data per image, the score being the mean over them;
+    None: 1 in rounds until settled, 8 with every image, `for_mode`),
     "mean" (its mean over the data), "zero", or one value per band. max_images / max_per_class:
     explain a seeded, stratified subset. examples_per_class: images kept whole for per-band maps.
     tuned: run the speed-ups that keep the numbers (xband.forward). skip_bad: leave out unreadable
@@ -77,7 +82,7 @@ class RunConfig:
     target: str | None = None
     output: str = "logits"
     baseline: str | tuple[float, ...] = "data"
-    background_images: int = 8
+    background_images: int | None = None
     batch_size: int = 64
     max_images: int | None = None
     max_per_class: int | None = None
@@ -94,6 +99,8 @@ class RunConfig:
     multi_label: bool | None = None
     engine: RayEngine | None = None
     regions: RegionSpec | None = None
+    # the methods in their few-draws forms, for rounds until settled (`build`); None: `methods`
+    methods_until_settled: tuple[Method, ...] | None = None
 
     def __post_init__(self) -> None:
         fix = object.__setattr__
@@ -115,7 +122,8 @@ class RunConfig:
             if not np.isfinite(values).all():
                 raise XbandError("baseline values must be finite numbers, one per band.")
             fix(self, "baseline", tuple(float(v) for v in values))
-        fix(self, "background_images", whole_number(self.background_images, "background_images"))
+        fix(self, "background_images", _optional_count(self.background_images,
+                                                        "background_images"))
         fix(self, "batch_size", whole_number(self.batch_size, "batch_size"))
         fix(self, "max_images", _optional_count(self.max_images, "max_images"))
         fix(self, "max_per_class", _optional_count(self.max_per_class, "max_per_class"))
@@ -135,7 +143,9 @@ class RunConfig:
     def build(cls, methods: str | Method | Sequence[str | Method] = "all", *,
               method_options: Mapping[str, Mapping] | None = None, **settings) -> RunConfig:
         """A configuration from method names or objects, per-method options and settings."""
-        return cls(methods=resolve_methods(methods, method_options), **settings)
+        return cls(methods=resolve_methods(methods, method_options),
+                   methods_until_settled=resolve_methods(methods, method_options,
+                                                         until_settled=True), **settings)
 
     def with_target_for(self, has_labels: bool) -> RunConfig:
         """The configuration with the target decided: the label when known, else the prediction."""
@@ -170,6 +180,21 @@ class RunConfig:
                 f"{option('max_per_class', '--max-per-class')}.")
         return dataclasses.replace(self, multi_label=bool(multi),
                                    all_images=self.all_images or bool(multi))
+
+    def for_mode(self) -> RunConfig:
+        """The configuration once its mode is decided (after `with_multi_label_for`). In rounds
+        until settled each image gets few random draws — the methods' `until_settled` forms
+        and one background image — and a class's answer its precision from more images, which
+        costs less for the same precision (README, "Few draws per image"); with every image,
+        each image's scores are precise on their own: the methods' own options and 8 background
+        images. What the user set is kept."""
+        settled = not self.all_images
+        methods = self.methods_until_settled if settled and self.methods_until_settled else \
+            self.methods
+        background = self.background_images or (
+            BACKGROUND_UNTIL_SETTLED if settled else BACKGROUND_EVERY_IMAGE)
+        return dataclasses.replace(self, methods=methods, background_images=background,
+                                   methods_until_settled=None)
 
     @property
     def by_region(self) -> bool:

@@ -70,7 +70,7 @@ def explain(
     target: str | None = None,
     output: str = "logits",
     baseline: str | Sequence[float] = "data",
-    background_images: int = 8,
+    background_images: int | None = None,
     seed: int = 0,
     max_images: int | None = None,
     max_per_class: int | None = None,
@@ -102,9 +102,11 @@ def explain(
     yet. regions: explain by spectral region ("auto", "50nm", "VIS=400-700;NIR=750-1300"; see
     `xband.RunConfig`). methods: "all", names ("saliency,shapley" or a list), or configured
     methods (`xband.methods.IntegratedGradients(n_steps=64)`); method_options: {name: {option:
-    value}}.
+    value}}. Methods given by name take fewer random draws per image in rounds until settled
+    (their `until_settled` options) unless method_options set them.
     baseline: what a removed band becomes: "data" (that band of each of `background_images` other
-    images of the data per image, in turn: scores are the mean over them), "mean" (its mean over
+    images of the data per image, in turn: scores are the mean over them; None: 1 in rounds until
+    settled, 8 with every image), "mean" (its mean over
     the data), "zero", or one value per band. all_images: explain every candidate image; by default
     each class's images are explained in rounds until its top bands are settled (xband.sampling).
     budget: time for the methods together ("5m", "90s", seconds). Band groups: perturbation
@@ -189,7 +191,7 @@ def run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *,
     check_device(config.device)
     data, config = with_regions(data.for_model(model), config)
     config = config.with_target_for(data.labels is not None).with_multi_label_for(
-        model.final_activation, data.multi_label)
+        model.final_activation, data.multi_label).for_mode()
     if config.multi_label:
         data = data.as_multi_label(model.n_classes)
     selection = select_images(model, data, config)
@@ -302,8 +304,22 @@ def select_images(model: LoadedModel, data: ImageSet, config: RunConfig) -> Sele
     notes = [*skip_notes(skipped), *_output_notes(model, config)]
     notes += [n for m in config.methods
               if (n := m.note(feature_count(data, config), config.n_background))]
+    if not config.all_images:
+        notes.append(few_draws_note(config))
     return Selection(indices, checked.stats, len(checked.kept), np.isin(indices, checked.kept),
                      _baseline(config, checked.stats, data.n_bands), skipped, tuple(notes))
+
+
+def few_draws_note(config: RunConfig) -> str:
+    """What each image is given in rounds until settled, and how to get more per image."""
+    drawn = [f"{m.name} {', '.join(f'{k}={getattr(m, k)}' for k in m.until_settled)}"
+             for m in config.methods if m.until_settled]
+    background = (f"{config.n_background} background image(s) per image"
+                  if config.donor_backgrounds else "a constant baseline")
+    return ("until settled, each image takes few random draws and the classes more images: "
+            + "; ".join([background, *drawn])
+            + " (--all-images gives every image the methods' full draws; README, 'Few draws "
+              "per image until settled')")
 
 
 def _baseline(config: RunConfig, stats: BandStats, n_bands: int) -> np.ndarray:
@@ -453,8 +469,9 @@ def cost_text(config: RunConfig, data: ImageSet, timing: PassTiming, n_candidate
     elif config.budget is not None:
         lines.append(f"budget: {config.budget:.0f} s for the methods together")
     elif not config.all_images:
-        lines.append("classes stop taking images once their top bands are settled "
-                     "(--all-images explains every image)")
+        lines.append("classes stop taking images once their top bands are settled, each image "
+                     "with few random draws (--all-images explains every image, each with the "
+                     "methods' full draws: more passes per image than above)")
     return "\n".join(lines)
 
 

@@ -315,7 +315,9 @@ def band_maps(image: np.ndarray, maps: Mapping[str, np.ndarray], band_names: Seq
     """One small map per input band: the image's bands in grey, then one row per method.
 
     Within a method row all bands share one colour scale (99.5th percentile of |value|), so bands
-    are comparable; each input band is stretched on its own 2–98 percentiles.
+    are comparable; each input band is stretched on its own 2–98 percentiles. A row is one image
+    of the bands side by side (one axes per row, not per map: a figure of 13 bands × 10 rows
+    draws in a fraction of the time).
     """
     n_bands = len(band_names)
     height, width = image.shape[1:]
@@ -323,28 +325,35 @@ def band_maps(image: np.ndarray, maps: Mapping[str, np.ndarray], band_names: Seq
     row_h = cell * height / width
     fig = Figure(figsize=(cell * n_bands + 2.6, row_h * (len(maps) + 1) + 1.2),
                  layout="constrained")
-    axes = fig.subplots(len(maps) + 1, n_bands, squeeze=False)
-    rows = [("input band\n(own 2–98% stretch)", image, "gray", None)]
+    axes = fig.subplots(len(maps) + 1, 1, squeeze=False)[:, 0]
+    low, high = np.nanpercentile(image.reshape(n_bands, -1), [2, 98], axis=1)
+    stretched = (image - low[:, None, None]) / np.maximum(high - low, 1e-12)[:, None, None]
+    rows = [("input band\n(own 2–98% stretch)", np.clip(stretched, 0, 1), "gray", (0.0, 1.0),
+             False)]
     for method, attribution in maps.items():
         finite = np.abs(attribution[np.isfinite(attribution)])
         vmax = float(np.percentile(finite, 99.5)) if finite.size else 1.0
         signed = bool(finite.size and np.nanmin(attribution) < 0)
         rows.append((_info(method, method_info)["label"], attribution,
-                     "RdBu_r" if signed else "magma", (-vmax if signed else 0.0, vmax or 1.0)))
-    for row_axes, (label, cube, cmap, limits) in zip(axes, rows, strict=True):
-        for band, ax in enumerate(row_axes):
-            if limits is None:
-                low, high = np.nanpercentile(cube[band], [2, 98])
-                shown = ax.imshow(cube[band], cmap=cmap, vmin=low, vmax=max(high, low + 1e-12))
-            else:
-                shown = ax.imshow(cube[band], cmap=cmap, vmin=limits[0], vmax=limits[1])
-            ax.set_xticks([])
-            ax.set_yticks([])
-        row_axes[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
-        if limits is not None:
-            fig.colorbar(shown, ax=list(row_axes), shrink=0.9, aspect=8, pad=0.01)
-    for ax, name in zip(axes[0], band_names, strict=True):
-        ax.set_title(str(name), fontsize=9)
+                     "RdBu_r" if signed else "magma", (-vmax if signed else 0.0, vmax or 1.0),
+                     True))
+    gap = max(1, width // 8)
+    starts = np.arange(n_bands) * (width + gap)
+    for ax, (label, cube, cmap, limits, bar) in zip(axes, rows, strict=True):
+        mosaic = np.full((height, starts[-1] + width), np.nan)
+        for band, start in enumerate(starts):
+            mosaic[:, start:start + width] = cube[band]
+        palette = colormaps[cmap].with_extremes(bad="white")
+        shown = ax.imshow(mosaic, cmap=palette, vmin=limits[0], vmax=limits[1],
+                          interpolation="nearest")
+        for start in starts:
+            ax.add_patch(Rectangle((start - 0.5, -0.5), width, height, fill=False, lw=0.8))
+        ax.set_axis_off()
+        ax.text(-0.01, 0.5, label, transform=ax.transAxes, ha="right", va="center", fontsize=9)
+        if bar:
+            fig.colorbar(shown, ax=ax, shrink=0.9, aspect=8, pad=0.01)
+    for start, name in zip(starts, band_names, strict=True):
+        axes[0].text(start + width / 2, -1, str(name), ha="center", va="bottom", fontsize=9)
     fig.suptitle(_wrap(f"{title}\nmethod rows: one colour scale per row (clipped at the 99.5th "
                        f"percentile of |value|), so bands are comparable", fig.get_figwidth()),
                  fontsize=10.5)

@@ -50,12 +50,14 @@ def get_method(name: str, **options) -> Method:
 
 
 def resolve_methods(methods: str | Method | Sequence[str | Method],
-                    options: Mapping[str, Mapping] | None = None) -> tuple[Method, ...]:
+                    options: Mapping[str, Mapping] | None = None, *,
+                    until_settled: bool = False) -> tuple[Method, ...]:
     """The configured methods of a run, in the order given, each once.
 
     methods: "all", a comma-separated string, a configured method, or a list of names and
     configured methods. options: {method name: {option: value}} applied on top, e.g.
-    {"integrated_gradients": {"n_steps": 64}}.
+    {"integrated_gradients": {"n_steps": 64}}. until_settled: methods given by name take their
+    `until_settled` option values (few draws per image) under the options given.
     """
     if isinstance(methods, str):
         methods = list(METHODS) if methods == "all" else [m.strip() for m in methods.split(",")]
@@ -63,7 +65,11 @@ def resolve_methods(methods: str | Method | Sequence[str | Method],
         methods = [methods]
     chosen: dict[str, Method] = {}
     for item in methods:
-        method = item if isinstance(item, Method) else get_method(str(item))
+        if isinstance(item, Method):
+            method = item
+        else:
+            method = get_method(str(item))
+            method = method.with_options(**method.until_settled) if until_settled else method
         chosen.setdefault(method.name, method)
     if not chosen:
         raise XbandError(f"no method given. Choose from: {', '.join(METHODS)} (or 'all').")

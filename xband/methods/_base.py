@@ -95,6 +95,10 @@ class Method:
     units: ClassVar[str]
     grouped: ClassVar[bool] = False  # removes or shuffles the bands of a feature together
     has_maps: ClassVar[bool] = False  # gives per-pixel maps
+    # option values in the rounds until settled: the fewest random draws per image that keep its
+    # scores unbiased, the class's answer taking its precision from more images (README, "Few
+    # draws per image"); options a user sets win
+    until_settled: ClassVar[dict[str, int]] = {}
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -66,16 +66,19 @@ class LinearSubsetMethod(BandSubsetMethod):
 
     def coalitions(self, n_feat: int, n_background: int, n_images: int
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(K, F) 0/1 subsets of features present, the (F, K) float64 weights W, and the
-        background each subset is evaluated against: (K,), or (N, K) per image."""
+        """0/1 subsets of features present, (K, F) or (N, K, F) per image; the float64 weights
+        W, (F, K) or (N, F, K); and the background each subset is evaluated against: (K,), or
+        (N, K) per image."""
         raise NotImplementedError
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
         present, weights, pick = self.coalitions(n_features(batch.x, ctx.features),
                                                  ctx.n_background, len(batch.x))
         values = target_values(masked_outputs(batch, ctx, present, ctx.removal(batch), pick),
-                               batch.target)
-        return BandAttribution((values.cpu() @ weights.T).numpy())
+                               batch.target).cpu()
+        scores = values @ weights.T if weights.dim() == 2 else torch.einsum(
+            "nk,nfk->nf", values, weights)
+        return BandAttribution(scores.numpy())
 
 
 def over_backgrounds(present: torch.Tensor, weights: torch.Tensor, n_background: int

@@ -36,6 +36,7 @@ class IntegratedGradients(GradientMethod):
 
     n_steps: int = option(32, "integration steps, gradient passes per image (with K background "
                                   "images: n_steps // K steps from each)")
+    until_settled = {"n_steps": 8}  # one background image per image then: 8 steps on its path
 
     def steps_per_path(self, n_background: int) -> int:
         return max(1, self.n_steps // n_background)

@@ -33,6 +33,7 @@ class SurrogateMethod(BandSubsetMethod):
     """Fit a surrogate on random band subsets (absent bands at their baseline) per image."""
 
     n_samples: int = option(64, "band subsets drawn per image (one forward pass each)")
+    until_settled = {"n_samples": 32}
 
     def passes_per_image(self, n_features: int, n_background: int = 1) -> int:
         return self.n_samples
@@ -110,6 +111,7 @@ class KernelShap(SurrogateMethod):
 
     n_samples: int = option(128, "band subsets per image: all, none, and drawn by the "
                                  "Shapley kernel")
+    until_settled = {"n_samples": 32}
 
     def passes_per_image(self, n_features: int, n_background: int = 1) -> int:
         return self.n_samples + n_background - 1

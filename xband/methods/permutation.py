@@ -30,6 +30,7 @@ class Permutation(BandSubsetMethod):
     units = "drop in accuracy when the band is shuffled across images"
 
     n_repeats: int = option(5, "shuffles of each band (each a fresh draw of donor images)")
+    until_settled = {"n_repeats": 1}
 
     def passes_per_image(self, n_features: int, n_background: int = 1) -> int:
         return self.n_repeats * n_features

@@ -32,28 +32,30 @@ def shapley_weights(n_bands: int) -> torch.Tensor:
     return plus - minus
 
 
-def sampled_shapley_weights(permutations: list[list[int]], *, shared_start: bool = True
+def sampled_shapley_weights(orders: torch.Tensor, *, shared_start: bool = True
                             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Subsets and the (F, K) matrix M with φ = M v for Shapley value sampling.
+    """Subsets (N, K, F) and weights (N, F, K) with φ_n = W_n v_n for Shapley value sampling
+    along each image's S feature orders (`orders`: (N, S, F)).
 
-    Along each of the S permutations features join one at a time, starting from none; a
-    feature's value is the mean of its marginal gains, as in Captum's ShapleyValueSampling.
-    shared_start: one empty subset for every permutation (K = 1 + S·F); otherwise each
-    permutation starts from its own (K = S·(F + 1)), to be evaluated against its own background.
+    Along each order features join one at a time, starting from none; a feature's value is the
+    mean of its marginal gains, as in Captum's ShapleyValueSampling. shared_start: one empty
+    subset for all of an image's orders (K = 1 + S·F); otherwise each order starts from its own
+    (K = S·(F + 1)), to be evaluated against its own background.
     """
-    n_feat, n_perm = len(permutations[0]), len(permutations)
-    width = n_feat if shared_start else n_feat + 1
-    start = 1 if shared_start else 0
-    present = torch.zeros(start + n_perm * width, n_feat)
-    weights = torch.zeros(n_feat, start + n_perm * width, dtype=torch.float64)
-    for s, order in enumerate(permutations):
-        empty = 0 if shared_start else s * width  # the order's starting column
-        first = start + s * width + (0 if shared_start else 1)  # its first feature joins here
-        for k, feature in enumerate(order):
-            column = first + k
-            present[column, order[: k + 1]] = 1
-            weights[feature, column] += 1 / n_perm
-            weights[feature, column - 1 if k else empty] -= 1 / n_perm
+    n_images, n_orders, n_feat = orders.shape
+    width, start = (n_feat, 1) if shared_start else (n_feat + 1, 0)
+    first = start + torch.arange(n_orders).view(1, -1, 1) * width + (1 - start)  # (1, S, 1)
+    rank = orders.argsort(dim=2)  # (N, S, F): when each feature joins along each order
+    joined = rank.unsqueeze(2) <= torch.arange(n_feat).view(1, 1, -1, 1)  # (N, S, step, F)
+    present = torch.zeros(n_images, start + n_orders * width, n_feat)
+    columns = (first + torch.arange(n_feat).view(1, 1, -1)).flatten()  # (S·F,) order-major
+    present[:, columns] = joined.flatten(1, 2).float()
+    gains = first + rank  # (N, S, F): the column where a feature joins
+    before = gains - 1 if not shared_start else torch.where(rank > 0, gains - 1, 0)
+    weights = torch.zeros(n_images, n_feat, present.shape[1], dtype=torch.float64)
+    share = torch.full((n_images, n_feat, n_orders), 1 / n_orders, dtype=torch.float64)
+    weights.scatter_add_(2, gains.transpose(1, 2), share)
+    weights.scatter_add_(2, before.transpose(1, 2), -share)
     return present, weights
 
 
@@ -74,6 +76,7 @@ class Shapley(LinearSubsetMethod):
                                      "bands or groups; sampled above (from 6 bands on, the "
                                      "sampled form costs fewer passes)")
     n_samples: int = option(8, "band orders drawn when sampling, in antithetic pairs")
+    until_settled = {"n_samples": 2}
 
     def exact(self, n_features: int) -> bool:
         return n_features <= self.max_exact_bands
@@ -99,14 +102,15 @@ class Shapley(LinearSubsetMethod):
 
     def coalitions(self, n_feat: int, n_background: int, n_images: int
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Exact: every coalition against every background. Sampled: with background images,
-        each pair of band orders of an image runs against one background drawn for it."""
+        """Exact: every coalition against every background. Sampled: each image's own band
+        orders (so that images average out each other's draws); with background images, each
+        pair of orders runs against one background drawn for it."""
         if self.exact(n_feat):
             return over_backgrounds(coalitions(n_feat), shapley_weights(n_feat), n_background)
-        orders = antithetic_permutations(n_feat, self.n_samples)
+        orders = antithetic_orders(n_images, n_feat, self.n_samples)
         if n_background == 1:
             present, weights = sampled_shapley_weights(orders)
-            return present, weights, torch.zeros(len(present), dtype=torch.long)
+            return present, weights, torch.zeros(present.shape[1], dtype=torch.long)
         present, weights = sampled_shapley_weights(orders, shared_start=False)
         pairs = -(-self.n_samples // 2)
         drawn = torch.randint(n_background, (n_images, pairs))
@@ -114,12 +118,10 @@ class Shapley(LinearSubsetMethod):
         return present, weights, pick.repeat_interleave(n_feat + 1, dim=1)
 
 
-def antithetic_permutations(n_feat: int, n_samples: int) -> list[list[int]]:
-    """`n_samples` feature orders in pairs, each drawn order followed by its reverse: a band that
-    joins early in one joins late in the other, which halves the error of Shapley value
+def antithetic_orders(n_images: int, n_feat: int, n_samples: int) -> torch.Tensor:
+    """(N, S, F) feature orders per image in pairs, each drawn order followed by its reverse: a
+    band that joins early in one joins late in the other, which halves the error of Shapley value
     sampling at the same cost on the models measured (README, "Exact or sampled")."""
-    orders: list[list[int]] = []
-    while len(orders) < n_samples:
-        order = torch.randperm(n_feat).tolist()
-        orders += [order, order[::-1]]
-    return orders[:n_samples]
+    pairs = -(-n_samples // 2)
+    drawn = torch.rand(n_images, pairs, n_feat).argsort(dim=2)
+    return torch.stack([drawn, drawn.flip(2)], dim=2).flatten(1, 2)[:, :n_samples]
