@@ -185,5 +185,5 @@ def test_the_readme_python_example_runs_as_written(tmp_path):
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
                           text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "B12"
+    assert done.stdout.strip().splitlines()[-1] in {"B04", "B12"}  # Urban's planted pair
     assert (tmp_path / "xband-report" / "report.html").is_file()

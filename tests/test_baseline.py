@@ -99,8 +99,9 @@ def test_sampled_methods_against_copies_of_one_image_equal_that_image_alone(leve
     for backgrounds in (one, one.expand(4, -1, -1, -1, -1)):
         torch.manual_seed(5)
         scores.append(chosen.attribute(batch, _context(forward, backgrounds)).scores)
-    assert np.abs(scores[0]).max() > 0
-    np.testing.assert_allclose(scores[1], scores[0], rtol=1e-4, atol=1e-5)
+    largest = np.abs(scores[0]).max()
+    assert largest > 0  # float32 surrogate fits: equal to rounding of the largest score
+    np.testing.assert_allclose(scores[1], scores[0], rtol=1e-4, atol=1e-5 * largest)
 
 
 def test_the_data_baseline_finds_a_band_whose_class_sits_at_its_mean(level_task):

@@ -123,7 +123,9 @@ def test_rounds_until_settled_take_few_draws_per_image_unless_told():
     assert settled.method("permutation").n_repeats == 1 and settled.n_background == 1
     every = RunConfig.build("shapley,permutation", all_images=True).for_mode()
     assert every.method("shapley").n_samples == Shapley().n_samples == 8
-    assert every.n_background == 8
+    assert every.n_background == 8 and settled.few_draws and not every.few_draws
+    small = RunConfig.build("shapley").for_mode(more_images=False)  # the first round takes all
+    assert small.method("shapley").n_samples == 8 and not small.few_draws
     told = RunConfig.build([Shapley(n_samples=6), "permutation"], background_images=4,
                            method_options={"permutation": {"n_repeats": 3}}).for_mode()
     assert told.method("shapley").n_samples == 6 and told.method("permutation").n_repeats == 3

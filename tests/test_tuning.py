@@ -169,6 +169,7 @@ def test_a_spent_budget_stops_every_method_and_says_so():
     model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
     x, y = images(600)
     result = explain(model, as_data(x, y), methods="saliency,integrated_gradients",
+                     method_options={"integrated_gradients": {"n_steps": 64}},  # kept until settled
                      budget="0.3s", n_boot=10, progress=False)
     stops = result.summary["sampling"]["stops"]
     assert {s["reason"] for m in stops.values() for s in m.values()} <= {"budget spent", "settled"}

@@ -101,6 +101,7 @@ class RunConfig:
     regions: RegionSpec | None = None
     # the methods in their few-draws forms, for rounds until settled (`build`); None: `methods`
     methods_until_settled: tuple[Method, ...] | None = None
+    few_draws: bool = False  # each image takes few draws (`for_mode` decides)
 
     def __post_init__(self) -> None:
         fix = object.__setattr__
@@ -181,20 +182,21 @@ class RunConfig:
         return dataclasses.replace(self, multi_label=bool(multi),
                                    all_images=self.all_images or bool(multi))
 
-    def for_mode(self) -> RunConfig:
+    def for_mode(self, more_images: bool = True) -> RunConfig:
         """The configuration once its mode is decided (after `with_multi_label_for`). In rounds
         until settled each image gets few random draws — the methods' `until_settled` forms
         and one background image — and a class's answer its precision from more images, which
-        costs less for the same precision (README, "Few draws per image"); with every image,
-        each image's scores are precise on their own: the methods' own options and 8 background
-        images. What the user set is kept."""
-        settled = not self.all_images
+        costs less for the same precision (README, "Few draws per image"); with every image, or
+        when the first round takes every image (`more_images` False: fewer draws would only
+        lose precision), each image's scores are precise on their own: the methods' own options
+        and 8 background images. What the user set is kept."""
+        settled = not self.all_images and more_images
         methods = self.methods_until_settled if settled and self.methods_until_settled else \
             self.methods
         background = self.background_images or (
             BACKGROUND_UNTIL_SETTLED if settled else BACKGROUND_EVERY_IMAGE)
         return dataclasses.replace(self, methods=methods, background_images=background,
-                                   methods_until_settled=None)
+                                   methods_until_settled=None, few_draws=settled)
 
     @property
     def by_region(self) -> bool:
@@ -231,6 +233,7 @@ class RunConfig:
             "skip_bad": self.skip_bad,
             "bootstrap_resamples": self.n_boot,
             "all_images": self.all_images,
+            "few_draws_per_image": self.few_draws,
             "budget_s": self.budget,
             "accept_low_accuracy": self.accept_low_accuracy,
             "multi_label": self.multi_label,

@@ -102,14 +102,12 @@ def explain(
     yet. regions: explain by spectral region ("auto", "50nm", "VIS=400-700;NIR=750-1300"; see
     `xband.RunConfig`). methods: "all", names ("saliency,shapley" or a list), or configured
     methods (`xband.methods.IntegratedGradients(n_steps=64)`); method_options: {name: {option:
-    value}}. Methods given by name take fewer random draws per image in rounds until settled
-    (their `until_settled` options) unless method_options set them.
+    value}} (unset, named methods take few draws per image until settled: `RunConfig.for_mode`).
     baseline: what a removed band becomes: "data" (that band of each of `background_images` other
-    images of the data per image, in turn: scores are the mean over them; None: 1 in rounds until
-    settled, 8 with every image), "mean" (its mean over
-    the data), "zero", or one value per band. all_images: explain every candidate image; by default
-    each class's images are explained in rounds until its top bands are settled (xband.sampling).
-    budget: time for the methods together ("5m", "90s", seconds). Band groups: perturbation
+    images per image, scores the mean over them; None: 1 until settled, 8 with every image),
+    "mean" (its mean over the data), "zero", or one value per band. all_images: explain every
+    candidate image; by default each class's images are taken in rounds until its top bands are
+    settled. budget: time for the methods together ("5m", "90s", seconds). Band groups: perturbation
     methods rerun with a feature per group (`group_importance`). engine: "single", "ray" (a local
     Ray, or the cluster at RAY_ADDRESS) or an `xband.RayEngine`: every image explained on Ray,
     with the same numbers. The other settings are `xband.RunConfig`'s.
@@ -191,7 +189,8 @@ def run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *,
     check_device(config.device)
     data, config = with_regions(data.for_model(model), config)
     config = config.with_target_for(data.labels is not None).with_multi_label_for(
-        model.final_activation, data.multi_label).for_mode()
+        model.final_activation, data.multi_label).for_mode(beyond_first_round(data, config,
+                                                                              model.n_classes))
     if config.multi_label:
         data = data.as_multi_label(model.n_classes)
     selection = select_images(model, data, config)
@@ -304,10 +303,17 @@ def select_images(model: LoadedModel, data: ImageSet, config: RunConfig) -> Sele
     notes = [*skip_notes(skipped), *_output_notes(model, config)]
     notes += [n for m in config.methods
               if (n := m.note(feature_count(data, config), config.n_background))]
-    if not config.all_images:
+    if config.few_draws:
         notes.append(few_draws_note(config))
     return Selection(indices, checked.stats, len(checked.kept), np.isin(indices, checked.kept),
                      _baseline(config, checked.stats, data.n_bands), skipped, tuple(notes))
+
+
+def beyond_first_round(data: ImageSet, config: RunConfig, n_classes: int) -> bool:
+    """Whether rounds until settled could take more images than their first round takes."""
+    at_most = min(len(data), config.max_images or len(data),
+                  (config.max_per_class or len(data)) * n_classes)
+    return at_most > config.stopping.first_round * n_classes
 
 
 def few_draws_note(config: RunConfig) -> str:
