@@ -474,10 +474,13 @@ def cost_text(config: RunConfig, data: ImageSet, timing: PassTiming, n_candidate
                      "settled are for single-label runs)")
     elif config.budget is not None:
         lines.append(f"budget: {config.budget:.0f} s for the methods together")
-    elif not config.all_images:
+    elif config.few_draws:
         lines.append("classes stop taking images once their top bands are settled, each image "
                      "with few random draws (--all-images explains every image, each with the "
                      "methods' full draws: more passes per image than above)")
+    elif not config.all_images:
+        lines.append("classes stop taking images once their top bands are settled "
+                     "(--all-images explains every image)")
     return "\n".join(lines)
 
 
