@@ -41,14 +41,22 @@ def test_change_chance_sees_clear_winners_ties_and_close_contests():
 
 
 def fake_attribute(means: dict[int, list[float]], noise: dict[int, float], class_of: np.ndarray,
-                   explained: list[np.ndarray]):
-    rng = np.random.default_rng(5)
+                   explained: list[np.ndarray], methods: tuple[str, ...] = ("m",)):
+    """Shares drawn per class, each method from its own generator; `explained` gets the images
+    each round gives the first method."""
+    rngs = {m: np.random.default_rng(5) for m in methods}
 
-    def attribute(positions: np.ndarray):
-        explained.append(positions)
-        rows = [np.asarray(means[c]) + noise[c] * rng.standard_normal(len(means[c]))
-                for c in class_of[positions]]
-        return positions, np.array(rows)
+    def attribute(positions: np.ndarray, active: dict[str, set[int]]):
+        done = {}
+        for method in methods:
+            mine = positions[np.isin(class_of[positions], list(active[method]))]
+            if method == methods[0]:
+                explained.append(mine)
+            spread = {c: noise[c] * (6 if method != methods[0] else 1) for c in noise}
+            rows = [np.asarray(means[c]) + spread[c] * rngs[method].standard_normal(len(means[c]))
+                    for c in class_of[mine]]
+            done[method] = (mine, np.array(rows).reshape(len(mine), len(means[0])))
+        return done
     return attribute
 
 
@@ -58,8 +66,9 @@ def test_clear_classes_settle_tiny_ones_use_all_and_unclear_ones_go_on():
     means = {0: [0.5, 0.3, 0.15, 0.05], 1: [0.5, 0.3, 0.15, 0.05], 2: [0.26, 0.25, 0.25, 0.24]}
     noise = {0: 0.05, 1: 0.05, 2: 0.3}
     explained: list[np.ndarray] = []
-    stops = sample_until_settled(fake_attribute(means, noise, class_of, explained), orders, RULE,
-                                 class_of=class_of, seed=0, seconds_per_image=0.0)
+    stops = sample_until_settled(fake_attribute(means, noise, class_of, explained), ["m"], orders,
+                                 RULE, class_of=class_of, seed=0,
+                                 seconds_per_image={"m": 0.0})["m"]
     assert stops[0].reason == SETTLED and stops[0].n == RULE.first_round
     assert stops[1].reason == ALL_IMAGES and stops[1].n == 10
     assert stops[2].n > 4 * RULE.first_round  # rounds double: 32, 64, 128, 256, …
@@ -74,11 +83,28 @@ def test_a_deadline_stops_the_rounds():
     class_of = np.repeat([0, 1], [400, 400])
     orders = class_orders(class_of, 2, seed=1)
     flat = {0: [0.25] * 4, 1: [0.25] * 4}
-    stops = sample_until_settled(fake_attribute(flat, {0: 0.3, 1: 0.3}, class_of, []), orders,
-                                 RULE, class_of=class_of, seed=0, seconds_per_image=1.0,
-                                 deadline=0.0)
+    stops = sample_until_settled(fake_attribute(flat, {0: 0.3, 1: 0.3}, class_of, []), ["m"],
+                                 orders, RULE, class_of=class_of, seed=0,
+                                 seconds_per_image={"m": 1.0}, deadline=0.0)["m"]
     assert {s.reason for s in stops.values()} == {BUDGET}
     assert all(s.n == 1 for s in stops.values())  # every class still gets an answer
+
+
+def test_methods_take_rounds_together_and_stop_on_their_own():
+    """A noisier method goes on taking a class's images after a clearer one has settled it, and
+    each method stops where it would alone."""
+    class_of = np.repeat([0, 1], [600, 600])
+    orders = class_orders(class_of, 2, seed=1)
+    means = {0: [0.5, 0.25, 0.15, 0.1], 1: [0.4, 0.3, 0.2, 0.1]}
+    noise = {0: 0.1, 1: 0.1}
+    together = sample_until_settled(
+        fake_attribute(means, noise, class_of, [], ("clear", "noisy")), ["clear", "noisy"],
+        orders, RULE, class_of=class_of, seed=0, seconds_per_image={"clear": 0, "noisy": 0})
+    alone = sample_until_settled(fake_attribute(means, noise, class_of, []), ["m"], orders, RULE,
+                                 class_of=class_of, seed=0, seconds_per_image={"m": 0})["m"]
+    assert together["clear"] == alone
+    for c in (0, 1):
+        assert together["noisy"][c].n > together["clear"][c].n
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from xband.forward import (
     forward_module,
     tune,
 )
-from xband.methods import METHODS, Batch, Context, get_method
+from xband.methods import METHODS, Batch, Context, SharedOutputs, get_method
 from xband.methods.shapley import antithetic_orders
 from xband.pipeline import explain
 
@@ -302,3 +302,43 @@ def test_pass_sizes_change_the_numbers_only_at_float_rounding(method):
             Batch(x=x, target=target, label=target, index=np.arange(12)), ctx).scores)
     for other in scores[1:]:
         np.testing.assert_allclose(other, scores[0], rtol=1e-5, atol=1e-6 * np.abs(scores[0]).max())
+
+
+def test_methods_on_one_batch_share_masked_copies_and_keep_their_numbers():
+    """With one background image, band ablation, permutation, sampled Shapley and KernelSHAP ask
+    for some of the same masked copies of an image (all bands, all but one, none, one): with the
+    batch's shared outputs each copy goes through the network once, and every method's scores
+    are those it gives alone."""
+    forward = forward_module(bn_cnn(), "channels_first", "cpu")
+    seen = []
+    forward.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    x = torch.from_numpy(images(12)[0])
+    target = torch.arange(12) % N_CLASSES
+    donors = torch.from_numpy(images(12, seed=4)[0])
+    ctx = Context(forward=forward, baseline=torch.zeros(1, N_BANDS, 1, 1),
+                  band_std=torch.ones(N_BANDS), background=1, passes=PassSizes(7, 7),
+                  donors=lambda index, repeat: donors[(index + repeat) % 12])
+    methods = [get_method("feature_ablation"), get_method("permutation", n_repeats=1),
+               get_method("shapley", n_samples=2, max_exact_bands=4), get_method("kernel_shap", n_samples=16)]
+
+    def run(method, shared):
+        torch.manual_seed(0)
+        batch = Batch(x=x, target=target, label=target, index=np.arange(12), shared=shared)
+        return method.attribute(batch, ctx).scores
+
+    alone, evaluated = {}, {}
+    for method in methods:
+        shared = SharedOutputs()
+        alone[method.name] = run(method, shared)
+        evaluated[method.name] = shared.evaluated
+    # Shapley's two orders both end with every band: that copy is made once
+    assert evaluated["shapley"] == 12 * 2 * N_BANDS
+    seen.clear()
+    shared = SharedOutputs()
+    together = {method.name: run(method, shared) for method in methods}
+    assert sum(seen) == shared.evaluated  # each copy through the network once
+    # permutation's copies (all bands; all but one, from donor repeat 0) are band ablation's
+    assert shared.evaluated <= sum(evaluated.values()) - evaluated["permutation"]
+    for name, scores in alone.items():
+        np.testing.assert_allclose(together[name], scores, rtol=1e-5,
+                                   atol=1e-6 * np.abs(scores).max())

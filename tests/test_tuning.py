@@ -153,15 +153,26 @@ def test_the_estimate_is_said_before_the_methods_run_and_recorded():
     assert "passes/image" in said[0] and "total" in said[0]
     timing = result.summary["settings"]["pass_timing"]
     assert set(timing["seconds_per_image_pass"]) == {"forward", "gradient"}
+    k = result.config.n_background  # band ablation: each band against each background image
+    ablation = next(line for line in said[0].splitlines() if "feature_ablation" in line)
+    assert ablation.split()[1] == str(N_BANDS * k + 1)
+    # with band groups, the methods that remove bands run once more, on the groups
+    said.clear()
+    names = image_set(*images(24)).band_names
+    grouped = image_set(*images(24), band_groups={"a": names[:2], "b": names[2:]})
+    run_explanation(model, grouped, config, progress=False, announce=said.append)
+    ablation = next(line for line in said[0].splitlines() if "feature_ablation" in line)
+    assert ablation.split()[1] == str(N_BANDS * k + 1 + 2 * k + 1)
+    assert "2 groups whole" in said[0]
 
 
 def test_a_budget_share_too_small_for_exact_shapley_takes_the_sampled_form():
     methods = (Shapley(max_exact_bands=10), Saliency())
     seconds = {"forward": 1e-3, "gradient": 1e-3}  # a second per thousand passes
-    fitted, notes = fit_budget(methods, 10, seconds, budget_s=60, n_classes=4, min_images=30)
+    fitted, notes = fit_budget(methods, (10,), seconds, budget_s=60, n_classes=4, min_images=30)
     assert not fitted[0].exact(10) and fitted[1] == methods[1]
     assert "shapley runs sampled" in notes[0] and "instead of exact (1024 passes" in notes[0]
-    roomy, _ = fit_budget(methods, 10, seconds, budget_s=3600, n_classes=4, min_images=30)
+    roomy, _ = fit_budget(methods, (10,), seconds, budget_s=3600, n_classes=4, min_images=30)
     assert roomy[0].exact(10)
 
 

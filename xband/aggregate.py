@@ -55,6 +55,14 @@ def _groupings(
                 yield grouping, name, mask
 
 
+def resample_counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """(size, n) counts of each of n rows in `size` bootstrap resamples (n draws with
+    replacement each): a multinomial draw, made from uniform row indices, which is several
+    times faster than `Generator.multinomial` for thousands of rows."""
+    drawn = rng.integers(0, n, size=(size, n)) + n * np.arange(size)[:, None]
+    return np.bincount(drawn.ravel(), minlength=size * n).reshape(size, n)
+
+
 def _bootstrap_interval(
     values: np.ndarray, rng: np.random.Generator, n_boot: int, chunk: int = 200
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +70,7 @@ def _bootstrap_interval(
     n = len(values)
     means = []
     for start in range(0, n_boot, chunk):
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, n_boot - start))
+        counts = resample_counts(rng, n, min(chunk, n_boot - start))
         means.append(counts @ values / n)
     means = np.concatenate(means)
     return np.percentile(means, 2.5, axis=0), np.percentile(means, 97.5, axis=0)

@@ -5,7 +5,8 @@ method needs them, so a sampled run never reads the images it does not explain."
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from tqdm.auto import tqdm
 from xband import aggregate
 from xband.data import ImageSet, batches, scan
 from xband.methods import Method
-from xband.runner import BatchRunner, Pairs
+from xband.runner import BatchRunner, MethodRun, Pairs
 from xband.sampling import ALL_IMAGES, ClassStop, StoppingRule, sample_until_settled
 
 
@@ -88,60 +89,86 @@ class MethodResult:
         return np.isfinite(self.scores.reshape(len(self.scores), -1)).all(axis=1)
 
 
-def explain_method(method: Method, runner: BatchRunner, candidates: Candidates, *,
-                   target: str, orders: dict[int, np.ndarray], rule: StoppingRule,
-                   all_images: bool, examples: np.ndarray, seed: int, seconds_per_image: float,
-                   deadline: float | None, progress: bool) -> MethodResult:
-    """`method`'s scores for every image it takes: all of them, or in rounds until settled."""
-    started = time.perf_counter()
-    scores = None
-    detail: dict[str, np.ndarray] = {}  # group scores, band scores (regions) when the run has them
-    maps: dict[int, np.ndarray] = {}
+def explain_until_settled(methods: tuple[Method, ...], runner: BatchRunner,
+                          candidates: Candidates, *, target: str, orders: dict[int, np.ndarray],
+                          rule: StoppingRule, examples: np.ndarray, seed: int,
+                          seconds_per_image: dict[str, float], deadline: float | None,
+                          progress: bool) -> dict[str, MethodResult]:
+    """Every method's scores, class by class in rounds until each method's answer for each class
+    is settled (xband.sampling): a round's images are read once and given to every method still
+    going on their class, which share the network's outputs for the masked copies they have in
+    common."""
+    collected = {m.name: _Collected() for m in methods}
     batches_done = rounds = 0
-    bar = tqdm(total=len(candidates) if all_images else 0, desc=f"{method.label:<28}",
-               unit="img", disable=not progress, leave=True, dynamic_ncols=True)
+    targets = {"true": candidates.labels, "predicted": candidates.predictions, "all": None}[target]
+    bar = tqdm(total=0, desc=f"{len(methods)} methods", unit="img", disable=not progress,
+               leave=True, dynamic_ncols=True)
 
-    def attribute(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        nonlocal scores, batches_done, rounds
+    def attribute(positions: np.ndarray, active: Mapping[str, set[int]]
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        nonlocal batches_done, rounds
         positions = candidates.prepare(positions)
-        if not all_images:  # the bar runs to the end of this round: its time left is true
-            rounds += 1
-            bar.total = bar.n + len(positions)
-            bar.set_postfix_str(f"round {rounds}, until settled", refresh=True)
-        targets = {"true": candidates.labels, "predicted": candidates.predictions,
-                   "all": None}[target]
-        run = runner.run(method, positions, known=candidates.known, targets=targets,
-                         keep_maps=examples, first_batch=batches_done, bar=bar)
-        batches_done += run.batches
-        if scores is None:
-            scores = np.full((len(candidates), *run.scores.shape[1:]), np.nan)
-        scores[positions] = run.scores
+        going = [m for m in methods if active[m.name]]
+        known = candidates.known[positions]
+        takes = {m.name: np.isin(known, list(active[m.name])) for m in going}
+        rounds += 1  # the bar runs to the end of this round: its time left is true
+        bar.total = bar.n + len(positions)
+        bar.set_postfix_str(f"round {rounds}, {len(going)} methods until settled", refresh=True)
+        runs = runner.run_many(going, positions, known=candidates.known, targets=targets,
+                               keep_maps=examples, first_batch=batches_done, bar=bar,
+                               takes=takes) if len(positions) else {}
+        batches_done += -(-len(positions) // runner.batch_size)
+        done = {}
+        for method in going:
+            mine = takes[method.name]
+            if method.name in runs:
+                collected[method.name].add(runs[method.name], positions, mine, len(candidates))
+            scores = runs[method.name].scores[mine] if method.name in runs else np.empty((0, 0))
+            done[method.name] = (positions[mine], aggregate.shares(_own_class(
+                scores, known[mine])) if len(scores) else np.empty((0, 0)))
+        return done
+
+    stops = sample_until_settled(attribute, [m.name for m in methods], orders, rule,
+                                 class_of=candidates.known, seed=seed,
+                                 seconds_per_image=seconds_per_image, deadline=deadline)
+    bar.close()
+    return {m.name: collected[m.name].result(m, stops[m.name]) for m in methods}
+
+
+@dataclass
+class _Collected:
+    """One method's answers gathered over the rounds, at the candidates' positions."""
+
+    scores: np.ndarray | None = None
+    detail: dict[str, np.ndarray] = field(default_factory=dict)  # group, band scores
+    maps: dict[int, np.ndarray] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def add(self, run: MethodRun, positions: np.ndarray, mine: np.ndarray, n: int) -> None:
+        """A round's run over `positions`, of which the method explained those `mine` marks."""
+        if self.scores is None:
+            self.scores = np.full((n, *run.scores.shape[1:]), np.nan)
+        self.scores[positions[mine]] = run.scores[mine]
         for name in ("group_scores", "band_scores"):
             if (values := getattr(run, name)) is not None:
-                detail.setdefault(name, np.full((len(candidates), *values.shape[1:]), np.nan))
-                detail[name][positions] = values
-        maps.update(run.maps or {})
-        return positions, aggregate.shares(_own_class(run.scores, candidates.known[positions]))
+                self.detail.setdefault(name, np.full((n, *values.shape[1:]), np.nan))
+                self.detail[name][positions[mine]] = values[mine]
+        self.maps.update(run.maps or {})
+        self.seconds += run.seconds
 
-    if all_images:
-        positions = attribute(np.concatenate(list(orders.values())))[0]
-        counts = np.bincount(candidates.known[positions], minlength=max(orders) + 1)
-        stops = {c: ClassStop(int(counts[c]), ALL_IMAGES, np.nan) for c in orders}
-    else:
-        stops = sample_until_settled(attribute, orders, rule, class_of=candidates.known,
-                                     seed=seed, seconds_per_image=seconds_per_image,
-                                     deadline=deadline)
-    bar.close()
-    return MethodResult(scores, detail.get("group_scores"), maps if method.has_maps else None,
-                        time.perf_counter() - started, stops, detail.get("band_scores"))
+    def result(self, method: Method, stops: dict[int, ClassStop]) -> MethodResult:
+        """The method's result; its seconds are those of its own calls (a pass it shares is
+        counted by the method that made it first)."""
+        return MethodResult(self.scores, self.detail.get("group_scores"),
+                            self.maps if method.has_maps else None, self.seconds, stops,
+                            self.detail.get("band_scores"))
 
 
 def explain_every_image(methods: tuple[Method, ...], runner: BatchRunner, candidates: Candidates,
                         *, target: str, orders: dict[int, np.ndarray], examples: np.ndarray,
                         progress: bool) -> dict[str, MethodResult]:
     """Every method's scores for every candidate image in one pass of the runner, each batch
-    given to every method: what `explain_method` gives with `all_images`, method by method (the
-    same batches and seeds), with one progress bar. The route of a run on Ray."""
+    read once and given to every method (each under its own seed), with one progress bar."""
     positions = candidates.prepare(np.concatenate(list(orders.values())))
     targets = {"true": candidates.labels, "predicted": candidates.predictions, "all": None}[target]
     with tqdm(total=len(positions), desc=f"{len(methods)} methods", unit="img",

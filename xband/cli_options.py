@@ -159,9 +159,9 @@ def add_explain_options(p: argparse.ArgumentParser) -> None:
                        "a multi-label run explains every (image, label) pair")
     group.add_argument("--budget", metavar="TIME",
                        help="time for the methods together, e.g. 90s, 5m, 1.5h: each method "
-                       "gets an equal share (unused time passes on), takes the form that fits "
-                       "(sampled Shapley values) and stops when its share is spent "
-                       "(single-label runs)")
+                       "takes the form an equal share affords (sampled Shapley values); the "
+                       "methods take their rounds together, shrunk to end when the budget is "
+                       "spent (single-label runs)")
     group.add_argument("--examples-per-class", type=int, default=2, metavar="K",
                        help="images per class kept whole for per-band maps (default 2)")
     group.add_argument("--accept-low-accuracy", action="store_true",

@@ -4,6 +4,7 @@ pass, per method; and how a time budget is shared between the methods."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from xband.errors import XbandError
@@ -45,25 +46,33 @@ class MethodCost:
         return self.passes_per_image * self.seconds_per_image * images
 
 
-def method_cost(method: Method, n_features: int, seconds_per_pass: dict[str, float],
+def method_passes(method: Method, features: Sequence[int], n_background: int = 1) -> int:
+    """Passes per image of `method`: over the run's features (bands or regions), and for a
+    method that removes features whole once more over each further set (the band groups)."""
+    return sum(method.passes_per_image(n, n_background)
+               for n in (features if method.grouped else features[:1]))
+
+
+def method_cost(method: Method, features: Sequence[int], seconds_per_pass: dict[str, float],
                 n_background: int = 1) -> MethodCost:
-    """Seconds per image of `method` with `n_background` background images (1: a constant
-    baseline)."""
-    passes = method.passes_per_image(n_features, n_background)
+    """Seconds per image of `method` over the feature sets `features` (`method_passes`) with
+    `n_background` background images (1: a constant baseline)."""
+    passes = method_passes(method, features, n_background)
     return MethodCost(method.name, passes, seconds_per_pass[pass_kind(method)])
 
 
-def passes_by_kind(methods: tuple[Method, ...], n_features: int, n_background: int = 1
+def passes_by_kind(methods: tuple[Method, ...], features: Sequence[int], n_background: int = 1
                    ) -> dict[str, int]:
     """The network passes per image the methods make together, by kind of pass."""
     passes: dict[str, int] = {}
     for method in methods:
         kind = pass_kind(method)
-        passes[kind] = passes.get(kind, 0) + method.passes_per_image(n_features, n_background)
+        passes[kind] = passes.get(kind, 0) + method_passes(method, features, n_background)
     return passes
 
 
-def fit_budget(methods: tuple[Method, ...], n_features: int, seconds_per_pass: dict[str, float],
+def fit_budget(methods: tuple[Method, ...], features: Sequence[int],
+               seconds_per_pass: dict[str, float],
                budget_s: float, n_classes: int, min_images: int, n_background: int = 1
                ) -> tuple[tuple[Method, ...], list[str]]:
     """The methods in the form that fits an equal share of the budget, and a line per choice.
@@ -74,21 +83,22 @@ def fit_budget(methods: tuple[Method, ...], n_features: int, seconds_per_pass: d
     share = budget_s / len(methods)
     chosen, notes = [], []
     for method in methods:
-        cost = method_cost(method, n_features, seconds_per_pass, n_background)
+        cost = method_cost(method, features, seconds_per_pass, n_background)
         images = int(share / (cost.passes_per_image * cost.seconds_per_image * n_classes))
-        if isinstance(method, Shapley) and method.exact(n_features) and images < min_images:
-            sampled = method.with_options(max_exact_bands=n_features - 1)
-            fits = int(share / (method_cost(sampled, n_features, seconds_per_pass,
+        if isinstance(method, Shapley) and method.exact(features[0]) and images < min_images:
+            sampled = method.with_options(max_exact_bands=features[0] - 1)
+            fits = int(share / (method_cost(sampled, features, seconds_per_pass,
                                             n_background).seconds(1) * n_classes))
             if fits > images:
                 notes.append(f"budget: shapley runs sampled "
-                             f"({sampled.passes_per_image(n_features, n_background)} passes per "
+                             f"({method_passes(sampled, features, n_background)} passes per "
                              f"image, about {fits} images per class in its {share:.0f} s share) "
                              f"instead of exact ({cost.passes_per_image} passes per image, "
                              f"{images} images per class)")
                 method, images = sampled, fits
-        notes.append(f"budget: {method.name} gets {share:.0f} s (about {images} images per "
-                     "class at the measured speed; unused time passes to the next method)")
+        notes.append(f"budget: {method.name} planned at {share:.0f} s (about {images} images "
+                     "per class at the measured speed; the methods take their rounds together "
+                     "until the budget is spent)")
         chosen.append(method)
     return tuple(chosen), notes
 

@@ -25,8 +25,8 @@ from xband.attribution import (
     Candidates,
     MethodResult,
     explain_every_image,
-    explain_method,
     explain_pairs,
+    explain_until_settled,
     first_round,
 )
 from xband.config import RunConfig
@@ -248,6 +248,13 @@ def feature_count(data: ImageSet, config: RunConfig) -> int:
     return len(data.band_groups) if config.by_region else data.n_bands
 
 
+def feature_sets(data: ImageSet, config: RunConfig) -> tuple[int, ...]:
+    """The feature counts perturbation methods run over: the bands (or regions), then the band
+    groups when the data has them (each group removed whole)."""
+    groups = () if config.by_region or not data.band_groups else (len(data.band_groups),)
+    return (feature_count(data, config), *groups)
+
+
 def _stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -405,7 +412,7 @@ def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networ
     plain = plain_timing(networks.forward, example, kinds=kinds, size=config.batch_size)
     if not config.tuned:
         return networks, plain
-    estimate = sum(method_cost(m, feature_count(data, config), plain.seconds_per_image,
+    estimate = sum(method_cost(m, feature_sets(data, config), plain.seconds_per_image,
                                config.n_background).seconds(images) for m in config.methods)
     budget = TUNING_SHARE * estimate
     if budget < SPEED_UP_COST_S:
@@ -413,7 +420,7 @@ def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networ
             plain, source=f"default (an estimated {estimate:.1f} s of passes is too short to "
             "repay tuning)")
     started = time.perf_counter()
-    passes = passes_by_kind(config.methods, feature_count(data, config), config.n_background)
+    passes = passes_by_kind(config.methods, feature_sets(data, config), config.n_background)
     networks = faster_networks(networks, example, passes)
     cache = cache_file(cache_root(), model_id=model.sha256 or module_id(model.module),
                        output=config.output, device=config.device,
@@ -444,7 +451,7 @@ def fit_to_budget(config: RunConfig, data: ImageSet,
     """The configuration with each method in the form its share of the budget affords."""
     if config.budget is None:
         return config, []
-    methods, notes = fit_budget(config.methods, feature_count(data, config), timing.seconds_per_image,
+    methods, notes = fit_budget(config.methods, feature_sets(data, config), timing.seconds_per_image,
                                 config.budget, len(data.class_names), config.stopping.min_images,
                                 config.n_background)
     return dataclasses.replace(config, methods=methods), notes
@@ -454,7 +461,7 @@ def cost_text(config: RunConfig, data: ImageSet, timing: PassTiming, n_candidate
               n_classes: int, *, pairs: bool = False) -> str:
     """What the run will cost, said before it starts; multi-label (`pairs`), `n_candidates`
     counts the (image, label) pairs, every one of them explained."""
-    costs = [method_cost(m, feature_count(data, config), timing.seconds_per_image,
+    costs = [method_cost(m, feature_sets(data, config), timing.seconds_per_image,
                          config.n_background)
              for m in config.methods]
     first = n_candidates if config.all_images else config.stopping.first_round
@@ -464,6 +471,11 @@ def cost_text(config: RunConfig, data: ImageSet, timing: PassTiming, n_candidate
         lines.append(f"a removed band takes that band of {config.n_background} other images of the "
                      "data in turn, per image (--baseline data; --background-images sets how many, "
                      "--baseline mean a single value)")
+    if len(feature_sets(data, config)) > 1:
+        lines.append(f"band groups: perturbation methods also remove or shuffle each of the "
+                     f"{len(data.band_groups)} groups whole (counted above); a masked copy of "
+                     "an image that several methods ask for goes through the network once, so "
+                     "the run makes fewer passes than the sum")
     if config.by_region:
         lines.append(f"regions: perturbation methods remove or shuffle each of the "
                      f"{len(data.band_groups)} regions whole, so their cost follows the region "
@@ -596,33 +608,34 @@ def attribute(config: RunConfig, runner: BatchRunner, candidates: Candidates, pa
         candidates.prepare(np.arange(len(candidates)))
     orders = class_orders(candidates.known, n_classes, config.seed)
     examples = _examples(candidates, orders, config, data)
-    if config.engine is not None:
+    if config.all_images or config.engine is not None:
         results = explain_every_image(config.methods, runner, candidates, target=config.target,
                                       orders=orders, examples=examples, progress=progress)
-        note = (f"engine: Ray, {runner.engine.workers} workers; they read "
-                f"{runner.images_read} images (the batches and their donor images)",)
     else:
-        results, note = run_methods(config, runner, candidates, orders, examples, timing,
-                                    feature_count(data, config), progress), ()
+        results = explain_until_settled(
+            config.methods, runner, candidates, target=config.target, orders=orders,
+            rule=config.stopping, examples=examples, seed=config.seed,
+            seconds_per_image={m.name: method_cost(m, feature_sets(data, config),
+                                                   timing.seconds_per_image,
+                                                   config.n_background).seconds(1)
+                               for m in config.methods},
+            deadline=None if config.budget is None else time.perf_counter() + config.budget,
+            progress=progress)
+    notes = [shared_note(runner)] if runner.copies_reused else []
+    if config.engine is not None:
+        notes.append(f"engine: Ray, {runner.engine.workers} workers; they read "
+                     f"{runner.images_read} images (the batches and their donor images)")
     explained = np.flatnonzero(np.any([r.explained for r in results.values()], axis=0))
-    return Attributed(results, explained, examples, notes=note)
+    return Attributed(results, explained, examples, notes=tuple(notes))
 
 
-def run_methods(config: RunConfig, runner: BatchRunner, candidates: Candidates,
-                orders: dict[int, np.ndarray], examples: np.ndarray, timing: PassTiming,
-                n_features: int, progress: bool) -> dict[str, MethodResult]:
-    """Every method in turn; under a budget each gets an equal share, unused time passing on."""
-    started = time.perf_counter()
-    share = None if config.budget is None else config.budget / len(config.methods)
-    results = {}
-    for i, method in enumerate(config.methods):
-        cost = method_cost(method, n_features, timing.seconds_per_image, config.n_background)
-        results[method.name] = explain_method(
-            method, runner, candidates, target=config.target, orders=orders,
-            rule=config.stopping, all_images=config.all_images, examples=examples,
-            seed=config.seed, seconds_per_image=cost.seconds(1),
-            deadline=None if share is None else started + share * (i + 1), progress=progress)
-    return results
+def shared_note(runner: BatchRunner) -> str:
+    """How many masked copies of images the perturbation methods shared."""
+    total = runner.copies_evaluated + runner.copies_reused
+    return (f"shared passes: of {total:,} masked copies of images the perturbation methods "
+            f"asked for (bands and band groups), {runner.copies_reused:,} "
+            f"({runner.copies_reused / total:.0%}) were the same copy of the same image "
+            "and went through the network once")
 
 
 def sampling_record(config: RunConfig, results: dict[str, MethodResult],

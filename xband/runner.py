@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from xband.data import ImageSet
 from xband.forward import PassSizes
-from xband.methods import BandAttribution, Batch, Context, Method
+from xband.methods import BandAttribution, Batch, Context, Method, SharedOutputs
 
 
 def draw_seed(seed: int, method: str, key: int) -> int:
@@ -179,6 +179,11 @@ class Job:
     keep: np.ndarray  # whether each image's maps are kept (an example, of its own class)
     done: int = 0  # images (pairs) the job completes, for the progress bar
 
+    @property
+    def row_numbers(self) -> np.ndarray:
+        """The job's rows of the run, without the class (every class a target)."""
+        return self.rows[0] if isinstance(self.rows, tuple) else self.rows
+
 
 class BatchRunner:
     """Runs configured methods over the explained images, `batch_size` images at a time.
@@ -191,6 +196,8 @@ class BatchRunner:
                  batch_size: int, n_classes: int, groups: BandGroups | None = None):
         self.ctx, self.take, self.seed = ctx, take, seed
         self.batch_size, self.n_classes, self.groups = batch_size, n_classes, groups
+        # masked copies of images through the network, and those one method reused from another
+        self.copies_evaluated = self.copies_reused = 0
 
     def attribute(self, method: Method, batch: Batch, ctx: Context, key: int) -> BandAttribution:
         """One method on one batch under the batch's own seed."""
@@ -240,19 +247,31 @@ class BatchRunner:
 
     def run_many(self, methods: Sequence[Method], positions: np.ndarray, *, known: np.ndarray,
                  targets: np.ndarray | Pairs | None, keep_maps: np.ndarray, first_batch: int = 0,
-                 bar: tqdm | None = None) -> dict[str, MethodRun]:
+                 bar: tqdm | None = None, takes: Mapping[str, np.ndarray] | None = None
+                 ) -> dict[str, MethodRun]:
         """`run` for several methods over the same images: each batch is read once and given to
-        every method (each under its own seed, so the numbers are those of separate runs)."""
+        every method (each under its own seed), which share the network's outputs for the
+        masked copies they have in common (`SharedOutputs`). takes: per method, which of
+        `positions` it explains ((len(positions),) bools; default: all); rows it leaves are NaN.
+        """
         outputs = self.outputs(methods, len(positions), targets)
-        x, last = None, None
+        x, last, shared = None, None, SharedOutputs()
         for job in self.jobs(positions, known, targets, first_batch, keep_maps):
             if job.positions is not last:  # every class of a batch reuses its images
-                x, last = self.take(job.positions), job.positions
-            for name, done in self.attribute_job(methods, job, x).items():
+                self._count(shared)
+                x, last, shared = self.take(job.positions), job.positions, SharedOutputs()
+            chosen = None if takes is None else {
+                name: rows[job.row_numbers] for name, rows in takes.items()}
+            for name, done in self.attribute_job(methods, job, x, shared, chosen).items():
                 outputs[name].add(job, done)
             if bar is not None and job.done:
                 bar.update(job.done)
+        self._count(shared)
         return {m.name: outputs[m.name].finish(m, self.groups, self.batch_size) for m in methods}
+
+    def _count(self, shared: SharedOutputs) -> None:
+        self.copies_evaluated += shared.evaluated
+        self.copies_reused += shared.reused
 
     def outputs(self, methods: Sequence[Method], n: int,
                 targets: np.ndarray | Pairs | None) -> dict[str, _Outputs]:
@@ -260,27 +279,37 @@ class BatchRunner:
         classes = self.n_classes if targets is None else None
         return {m.name: _Outputs(n, classes) for m in methods}
 
-    def attribute_job(self, methods: Sequence[Method], job: Job, x: torch.Tensor
-                      ) -> dict[str, JobResult]:
-        """Every method on one job's images `x`: scores, group scores, and the maps to keep."""
+    def attribute_job(self, methods: Sequence[Method], job: Job, x: torch.Tensor,
+                      shared: SharedOutputs | None = None,
+                      chosen: Mapping[str, np.ndarray] | None = None) -> dict[str, JobResult]:
+        """Every method on one job's images `x`: scores, group scores, and the maps to keep.
+        shared: outputs of masked copies of these images computed before; chosen: per method,
+        the job's rows it explains (default: all; a method with none is left out)."""
         device = self.ctx.baseline.device
         batch = Batch(x=x, target=torch.from_numpy(job.target).to(device),
-                      label=torch.from_numpy(job.label).to(device), index=job.positions)
+                      label=torch.from_numpy(job.label).to(device), index=job.positions,
+                      shared=shared if shared is not None else SharedOutputs())
         done = {}
         for method in methods:
+            rows = None if chosen is None else chosen[method.name]
+            if rows is not None and not rows.any():
+                continue
+            part = batch if rows is None or rows.all() else batch.rows(rows)
             started = time.perf_counter()
             regions_only = self.groups is not None and self.groups.regions and method.grouped
             ctx = self.groups.context if regions_only else self.ctx
-            result = self.attribute(method, batch, ctx, job.key)
+            result = self.attribute(method, part, ctx, job.key)
             grouped = None
             if self.groups is not None and method.grouped and not regions_only:
-                grouped = self.attribute(method, batch, self.groups.context, job.key).scores
+                grouped = self.attribute(method, part, self.groups.context, job.key).scores
             maps = None
             if result.maps is not None:
-                maps = {int(job.items[row]): result.maps[row].cpu().numpy()
-                        for row in np.flatnonzero(job.keep)}
+                keep = job.keep if rows is None else job.keep & rows
+                kept = np.flatnonzero(keep if rows is None else keep[rows])
+                items = job.items if rows is None else job.items[rows]
+                maps = {int(items[row]): result.maps[row].cpu().numpy() for row in kept}
             done[method.name] = JobResult(result.scores, grouped, maps,
-                                          time.perf_counter() - started)
+                                          time.perf_counter() - started, rows)
         return done
 
 @dataclass
@@ -291,6 +320,7 @@ class JobResult:
     groups: np.ndarray | None
     maps: dict[int, np.ndarray] | None  # position (pair number) → (B, H, W)
     seconds: float
+    rows: np.ndarray | None = None  # (job rows,) bools: the rows answered; None: all
 
 
 @dataclass
@@ -309,10 +339,13 @@ class _Outputs:
         return (self.n,) if self.classes is None else (self.n, self.classes)
 
     def add(self, job: Job, done: JobResult) -> None:
-        """One job's answer, written at its rows."""
-        self.scores = _put(self.scores, self.shape, job.rows, done.scores)
+        """One job's answer, written at its rows (those it answered)."""
+        rows = job.rows
+        if done.rows is not None:
+            rows = (rows[0][done.rows], rows[1]) if isinstance(rows, tuple) else rows[done.rows]
+        self.scores = _put(self.scores, self.shape, rows, done.scores)
         if done.groups is not None:
-            self.groups = _put(self.groups, self.shape, job.rows, done.groups)
+            self.groups = _put(self.groups, self.shape, rows, done.groups)
         self.maps.update(done.maps or {})
         self.seconds += done.seconds
 
@@ -331,8 +364,8 @@ class _Outputs:
 
 
 def _put(into: np.ndarray | None, shape: tuple[int, ...], rows, values: np.ndarray) -> np.ndarray:
-    """`values` written at `rows` of `into`, made (shape + features) on first use."""
+    """`values` written at `rows` of `into`, made (shape + features) of NaN on first use."""
     if into is None:
-        into = np.zeros((*shape, values.shape[1]))
+        into = np.full((*shape, values.shape[1]), np.nan)
     into[rows] = values
     return into

@@ -10,10 +10,12 @@ method explained are a prefix of those another explained.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from xband.aggregate import resample_counts
 
 ALL_IMAGES = "all images"
 SETTLED = "settled"
@@ -74,7 +76,7 @@ def change_chance(shares: np.ndarray, rule: StoppingRule, rng: np.random.Generat
     mean = shares.mean(axis=0)
     top = np.zeros(n_bands, dtype=bool)
     top[np.argsort(-mean, kind="stable")[:k]] = True
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=rule.n_boot)
+    counts = resample_counts(rng, n, rule.n_boot)
     boot = counts @ shares / n  # (n_boot, bands)
     boot_top = np.zeros_like(boot, dtype=bool)
     np.put_along_axis(boot_top, np.argsort(-boot, axis=1, kind="stable")[:, :k], True, axis=1)
@@ -84,62 +86,82 @@ def change_chance(shares: np.ndarray, rule: StoppingRule, rng: np.random.Generat
 
 
 def sample_until_settled(
-    attribute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    attribute: Callable[[np.ndarray, Mapping[str, set[int]]],
+                        Mapping[str, tuple[np.ndarray, np.ndarray]]],
+    methods: Sequence[str],
     orders: dict[int, np.ndarray],
     rule: StoppingRule,
     *,
     class_of: np.ndarray,
     seed: int,
-    seconds_per_image: float,
+    seconds_per_image: Mapping[str, float],
     deadline: float | None = None,
-) -> dict[int, ClassStop]:
-    """Explain images class by class in rounds until every class has stopped.
+) -> dict[str, dict[int, ClassStop]]:
+    """Explain images class by class in rounds until every method has stopped every class.
 
-    attribute(positions) explains the usable ones of those images and returns them with their
-    band shares for the class each counts as (`class_of`). seconds_per_image: the expected
-    cost, refined as rounds finish; deadline: a `time.perf_counter()` value after which no
-    round starts, and by which rounds are shrunk to end.
+    A round takes each class's next images (its first round, then as many as it has) for every
+    method still going on that class, so the methods work on the same new images together.
+    attribute(positions, active) explains the usable ones of those images by each method for the
+    classes in `active[method]`, and returns per method the images it explained and their band
+    shares for the class each counts as (`class_of`). seconds_per_image: each method's expected
+    cost, scaled as rounds finish by what they took; deadline: a `time.perf_counter()` value
+    after which no round starts, and by which rounds are shrunk to end. Each method's bootstrap
+    draws are its own, so its stops do not depend on the other methods.
     """
-    rng = np.random.default_rng([seed, 37])
+    rngs = {m: np.random.default_rng([seed, 37]) for m in methods}
     taken = {c: 0 for c in orders}  # images of the order used up (explained or left out)
-    shares: dict[int, list[np.ndarray]] = {c: [] for c in orders}
-    stops: dict[int, ClassStop] = {}
-    while len(stops) < len(orders):
-        active = [c for c in orders if c not in stops]
-        want = {c: min(taken[c] or rule.first_round, len(orders[c]) - taken[c]) for c in active}
-        affordable = _affordable(want, taken, seconds_per_image, deadline)
-        if affordable is None:
-            stops.update({c: ClassStop(_count(shares[c]), BUDGET, np.nan) for c in active})
+    shares: dict[str, dict[int, list[np.ndarray]]] = {m: {c: [] for c in orders} for m in methods}
+    stops: dict[str, dict[int, ClassStop]] = {m: {} for m in methods}
+    scale = 1.0  # measured seconds over expected ones
+    while True:
+        active = {m: {c for c in orders if c not in stops[m]} for m in methods}
+        classes = [c for c in orders if any(c in going for going in active.values())]
+        if not classes:
             break
-        new = [orders[c][taken[c]:taken[c] + affordable[c]] for c in active]
+        want = {c: min(taken[c] or rule.first_round, len(orders[c]) - taken[c]) for c in classes}
+        cost = {c: sum(seconds_per_image[m] for m in methods if c in active[m]) for c in classes}
+        affordable = _affordable(want, taken, {c: scale * v for c, v in cost.items()}, deadline)
+        if affordable is None:
+            for m in methods:
+                stops[m].update({c: ClassStop(_count(shares[m][c]), BUDGET, np.nan)
+                                 for c in active[m]})
+            break
         started = time.perf_counter()
-        used, result = attribute(np.concatenate(new))
-        seconds_per_image = (time.perf_counter() - started) / max(len(used), 1)
-        for c in active:
+        done = attribute(np.concatenate([orders[c][taken[c]:taken[c] + affordable[c]]
+                                         for c in classes]), active)
+        expected = sum(seconds_per_image[m] * len(used) for m, (used, _) in done.items())
+        if expected > 0:
+            scale = (time.perf_counter() - started) / expected
+        for m, (used, result) in done.items():
+            for c in active[m]:
+                if len(used):
+                    shares[m][c].append(result[class_of[used] == c])
+                stop = _stop(np.concatenate(shares[m][c]) if shares[m][c] else np.empty((0, 0)),
+                             taken[c] + affordable[c] >= len(orders[c]), rule, rngs[m],
+                             over_budget=affordable[c] < want[c])
+                if stop is not None:
+                    stops[m][c] = stop
+        for c in classes:
             taken[c] += affordable[c]
-            shares[c].append(result[class_of[used] == c])
-            stop = _stop(np.concatenate(shares[c]), taken[c] >= len(orders[c]), rule, rng,
-                         over_budget=affordable[c] < want[c])
-            if stop is not None:
-                stops[c] = stop
-    return {c: stops[c] for c in orders}
+    return {m: {c: stops[m][c] for c in orders} for m in methods}
 
 
 def _count(parts: list[np.ndarray]) -> int:
     return int(sum(len(p) for p in parts))
 
 
-def _affordable(want: dict[int, int], taken: dict[int, int], seconds_per_image: float,
+def _affordable(want: dict[int, int], taken: dict[int, int], seconds_per_image: dict[int, float],
                 deadline: float | None) -> dict[int, int] | None:
-    """Images per class that fit before the deadline; at least one of a class that has none yet,
-    so that every method answers for every class. None: not one more image fits."""
+    """Images per class that fit before the deadline (`seconds_per_image`: per class, all its
+    methods together); at least one of a class that has none yet, so that every method answers
+    for every class. None: not one more image fits."""
     if deadline is None:
         return want
     left = deadline - time.perf_counter()
-    total = sum(want.values())
-    if total * seconds_per_image <= left:
+    total = sum(n * seconds_per_image[c] for c, n in want.items())
+    if total <= left:
         return want
-    fraction = max(left, 0.0) / (total * seconds_per_image)
+    fraction = max(left, 0.0) / total
     fitted = {c: max(int(n * fraction), 0 if taken[c] else min(n, 1)) for c, n in want.items()}
     return fitted if sum(fitted.values()) > 0 else None
 

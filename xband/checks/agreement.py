@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from xband.aggregate import resample_counts
 from xband.checks._common import feature_names, known_classes, per_image_shares
 from xband.result import Explanation
 
@@ -26,7 +27,7 @@ def consensus_bootstrap(explanation: Explanation, *, n_boot: int = 200, seed: in
         n = len(values)
         if n == 0:
             continue
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)
+        counts = resample_counts(rng, n, n_boot)
         means = np.concatenate([values.mean(axis=0)[None],
                                 np.einsum("rn,nmb->rmb", counts, values) / n])
         ranks = rankdata(-means, axis=2, method="min").mean(axis=1)  # (1 + n_boot, B)

@@ -17,6 +17,7 @@ from xband.methods._base import (
     Context,
     GradientMethod,
     Method,
+    SharedOutputs,
 )
 from xband.methods.feature_ablation import FeatureAblation
 from xband.methods.gradient_shap import GradientShap
@@ -34,8 +35,8 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
 
 __all__ = ["METHODS", "BandAttribution", "BandSubsetMethod", "Batch", "Context", "FeatureAblation",
            "GradientMethod", "GradientShap", "InputXGradient", "IntegratedGradients", "KernelShap",
-           "Lime", "Method", "Permutation", "Saliency", "ScaledSaliency", "Shapley",
-           "get_method", "resolve_methods"]
+           "Lime", "Method", "Permutation", "Saliency", "ScaledSaliency", "SharedOutputs",
+           "Shapley", "get_method", "resolve_methods"]
 
 
 def get_method(name: str, **options) -> Method:

@@ -22,6 +22,17 @@ from xband.errors import BadValue, XbandError
 from xband.forward import PassSizes
 
 
+class SharedOutputs:
+    """The network's outputs for masked copies of images, kept while the methods work on one
+    batch: a copy is named by its image's position, which alternative its removed bands took
+    (`Context.removal_keys`) and which bands it keeps, so that band ablation, permutation,
+    Shapley, LIME and KernelSHAP, on bands and on band groups, pay for a copy once."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple, torch.Tensor] = {}  # name → (C,) outputs
+        self.evaluated = self.reused = 0  # copies through the network, copies found here
+
+
 @dataclass
 class Batch:
     """Images to explain, channels-first in the model's input space."""
@@ -30,6 +41,14 @@ class Batch:
     target: torch.Tensor  # (N,) class whose output is explained
     label: torch.Tensor  # (N,) true class, or predicted class where labels are unknown
     index: np.ndarray  # (N,) positions among the explained images
+    # outputs of masked copies already computed for these images (None: computed per call)
+    shared: SharedOutputs | None = None
+
+    def rows(self, chosen: np.ndarray) -> Batch:
+        """The batch of the `chosen` rows ((N,) bools), sharing its computed outputs."""
+        pick = torch.from_numpy(np.flatnonzero(chosen)).to(self.x.device)
+        return Batch(self.x[pick], self.target[pick], self.label[pick], self.index[chosen],
+                     self.shared)
 
 
 @dataclass
@@ -52,6 +71,13 @@ class Context:
     def n_background(self) -> int:
         """Images a removed band is taken from in turn, per image (1: the constant baseline)."""
         return max(1, self.background)
+
+    def removal_keys(self) -> tuple[tuple, ...]:
+        """A name for each alternative of `removal`, the same whichever method asks: the
+        constant baseline, or donor repeat r (the images permutation importance shuffles in)."""
+        if not self.background:
+            return (("constant",),)
+        return tuple(("donor", r) for r in range(self.background))
 
     def removal(self, batch: Batch) -> torch.Tensor:
         """What removed bands of the batch become: (1, 1, B, 1, 1) the constant baseline, or

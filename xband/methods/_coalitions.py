@@ -12,9 +12,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from xband.methods._base import BandAttribution, BandSubsetMethod, Batch, Context, blocks, n_features
+from xband.methods._base import (
+    BandAttribution,
+    BandSubsetMethod,
+    Batch,
+    Context,
+    SharedOutputs,
+    n_features,
+)
 
 
 def feature_of_band(n_bands: int, ctx: Context) -> torch.Tensor:
@@ -23,34 +31,53 @@ def feature_of_band(n_bands: int, ctx: Context) -> torch.Tensor:
 
 
 def masked_outputs(batch: Batch, ctx: Context, present: torch.Tensor, absent: torch.Tensor,
-                   pick: torch.Tensor) -> torch.Tensor:
+                   pick: torch.Tensor, keys: tuple[tuple, ...]) -> torch.Tensor:
     """(N, K, C) outputs for every image with only the features in subset k present.
 
     present: (K, F) 0/1 over features, the same subsets for every image, or (N, K, F) per image.
     absent: what a removed band becomes, M alternatives: (M, N, B, H, W) per image, or
     (M, 1, B, 1, 1) one value per band (`Context.removal`); subset k of image n takes
-    alternative pick[k] ((K,)) or pick[n, k] ((N, K)).
+    alternative pick[k] ((K,)) or pick[n, k] ((N, K)); keys: the M alternatives' names
+    (`Context.removal_keys`). A copy computed before for the batch (`Batch.shared`), or twice
+    in this call, goes through the network once.
     """
     x = batch.x
     n, n_bands = x.shape[:2]
-    keep = present.to(torch.bool)[..., feature_of_band(n_bands, ctx)].to(x.device)
+    keep = present.to(torch.bool)[..., feature_of_band(n_bands, ctx)]
     if keep.dim() == 2:
         keep = keep.expand(n, -1, -1)
     n_subsets = keep.shape[1]
-    pick = pick.to(x.device).expand(n, n_subsets)
+    pick = pick.expand(n, n_subsets).cpu().numpy()
+    shared = batch.shared if batch.shared is not None else SharedOutputs()
+    names = copy_names(batch.index, keep.cpu().numpy(), pick, keys)
+    missing = list(dict.fromkeys(name for name in names if name not in shared.rows))
+    first = {name: i for i, name in reversed(list(enumerate(names)))}
+    todo = torch.tensor([first[name] for name in missing], dtype=torch.long)  # flat n·K + k
+    keep, pick = keep.to(x.device), torch.from_numpy(pick).to(x.device)
     rows = torch.arange(n, device=x.device) if absent.shape[1] > 1 else torch.zeros(
         n, dtype=torch.long, device=x.device)
-    outputs = None
     with torch.inference_mode():
-        for subsets, images in blocks(n, n_subsets, ctx.passes.forward):
-            mask = keep[images, subsets].transpose(0, 1)[..., None, None]  # (k, n, B, 1, 1)
-            other = absent[pick[images, subsets].T, rows[images]]  # (k, n, B, H or 1, W or 1)
-            variants = torch.where(mask, x[images].unsqueeze(0), other)
-            out = ctx.forward(variants.flatten(0, 1)).view(*mask.shape[:2], -1)
-            if outputs is None:
-                outputs = out.new_empty(n, n_subsets, out.shape[-1])
-            outputs[images, subsets] = out.transpose(0, 1)
-    return outputs
+        for part in todo.split(ctx.passes.forward):
+            image, subset = (part // n_subsets).to(x.device), (part % n_subsets).to(x.device)
+            mask = keep[image, subset][..., None, None]  # (P, B, 1, 1)
+            other = absent[pick[image, subset], rows[image]]  # (P, B, H or 1, W or 1)
+            out = ctx.forward(torch.where(mask, x[image], other))
+            for i, row in zip(part.tolist(), out, strict=True):
+                shared.rows[names[i]] = row
+    shared.evaluated += len(missing)
+    shared.reused += len(set(names)) - len(missing)
+    return torch.stack([shared.rows[name] for name in names]).view(n, n_subsets, -1)
+
+
+def copy_names(positions: np.ndarray, keep: np.ndarray, pick: np.ndarray,
+               keys: tuple[tuple, ...]) -> list[tuple]:
+    """The name of each masked copy, (N·K,) in row order from (N, K, B) bands kept and (N, K)
+    alternatives picked: image position, the alternative's key (None with every band kept:
+    nothing is removed), and the kept bands as bits."""
+    bits = np.packbits(keep, axis=2)
+    full = keep.all(axis=2)
+    return [(int(positions[i]), None if full[i, k] else keys[pick[i, k]], bits[i, k].tobytes())
+            for i in range(keep.shape[0]) for k in range(keep.shape[1])]
 
 
 def target_values(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -74,8 +101,9 @@ class LinearSubsetMethod(BandSubsetMethod):
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
         present, weights, pick = self.coalitions(n_features(batch.x, ctx.features),
                                                  ctx.n_background, len(batch.x))
-        values = target_values(masked_outputs(batch, ctx, present, ctx.removal(batch), pick),
-                               batch.target).cpu()
+        outputs = masked_outputs(batch, ctx, present, ctx.removal(batch), pick,
+                                 ctx.removal_keys())
+        values = target_values(outputs, batch.target).cpu()
         scores = values @ weights.T if weights.dim() == 2 else torch.einsum(
             "nk,nfk->nf", values, weights)
         return BandAttribution(scores.numpy())

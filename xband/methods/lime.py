@@ -56,7 +56,8 @@ class SurrogateMethod(BandSubsetMethod):
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
         present, pick = self.subsets(len(batch.x), n_features(batch.x, ctx.features), ctx)
         absent = ctx.removal(batch)
-        values = target_values(masked_outputs(batch, ctx, present, absent, pick), batch.target)
+        values = target_values(masked_outputs(batch, ctx, present, absent, pick,
+                                              ctx.removal_keys()), batch.target)
         # float32, as Captum hands them to scikit-learn
         fits = zip(present.float().numpy(), values.float().cpu().numpy(),
                    self.weights(batch, ctx, present, absent, pick).float().numpy(), strict=True)

@@ -36,14 +36,15 @@ class Permutation(BandSubsetMethod):
         return self.n_repeats * n_features
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
-        shuffled = 1 - torch.eye(n_features(batch.x, ctx.features))  # subset f: all but f
-        with torch.inference_mode():
-            correct = predicted(ctx.forward(batch.x), batch.label, ctx).double().cpu()
-        drop = torch.zeros(len(batch.x), len(shuffled), dtype=torch.float64)
+        n_feat = n_features(batch.x, ctx.features)
+        subsets = torch.cat([torch.ones(1, n_feat), 1 - torch.eye(n_feat)])  # all; all but f
+        drop = torch.zeros(len(batch.x), n_feat, dtype=torch.float64)
         for repeat in range(self.n_repeats):
             donors = ctx.donors(batch.index, repeat)
-            outputs = masked_outputs(batch, ctx, shuffled, donors.unsqueeze(0),
-                                     torch.zeros(len(shuffled), dtype=torch.long))
+            outputs = masked_outputs(batch, ctx, subsets, donors.unsqueeze(0),
+                                     torch.zeros(len(subsets), dtype=torch.long),
+                                     (("donor", repeat),))
             label = batch.label.unsqueeze(1).expand(*outputs.shape[:2])
-            drop += correct.unsqueeze(1) - predicted(outputs, label, ctx).double().cpu()
+            correct = predicted(outputs, label, ctx).double().cpu()
+            drop += correct[:, :1] - correct[:, 1:]
         return BandAttribution((drop / self.n_repeats).numpy())
