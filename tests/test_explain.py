@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -189,6 +192,47 @@ def test_interrupted_save_leaves_nothing(explained, tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(xband.result.report, "render_report", broken)
+    with pytest.raises(KeyboardInterrupt):
+        explained.save(tmp_path / "report")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not sys.platform.startswith("linux"),
+                    reason="figures are drawn in worker processes with 2 cores or more on Linux")
+def test_figures_drawn_in_worker_processes_are_the_same_files(explained, tmp_path, monkeypatch):
+    import xband.plots
+
+    used = []
+    in_workers = xband.plots._draw_in_workers
+    monkeypatch.setattr(xband.plots, "_draw_in_workers",
+                        lambda *a: used.append(a[2]) or in_workers(*a))
+    monkeypatch.setattr(xband.plots, "FIGURES_PER_WORKER", 1)
+    parallel = _folder_bytes(explained.save(tmp_path / "parallel"))
+    assert used and used[0] >= 2
+    monkeypatch.setattr(xband.plots, "FIGURES_PER_WORKER", 10**9)
+    alone = _folder_bytes(explained.save(tmp_path / "alone"))
+    assert len(used) == 1
+    assert len([n for n in alone if n.endswith(".png")]) > 10
+    assert parallel.keys() == alone.keys()
+    assert [n for n in alone if parallel[n] != alone[n]] == []
+
+
+def _interrupted_drawing(draw, path):  # Ctrl-C in a drawing worker (module level: pickled)
+    raise KeyboardInterrupt
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not sys.platform.startswith("linux"),
+                    reason="figures are drawn in worker processes with 2 cores or more on Linux")
+def test_interrupt_while_workers_draw_leaves_nothing(explained, tmp_path, monkeypatch):
+    import xband.plots
+
+    monkeypatch.setattr(xband.plots, "FIGURES_PER_WORKER", 1)
+    monkeypatch.setattr(xband.plots, "_draw_and_save", _interrupted_drawing)
     with pytest.raises(KeyboardInterrupt):
         explained.save(tmp_path / "report")
     assert list(tmp_path.iterdir()) == []

@@ -71,7 +71,11 @@ def test_clear_classes_settle_tiny_ones_use_all_and_unclear_ones_go_on():
                                  seconds_per_image={"m": 0.0})["m"]
     assert stops[0].reason == SETTLED and stops[0].n == RULE.first_round
     assert stops[1].reason == ALL_IMAGES and stops[1].n == 10
-    assert stops[2].n > 4 * RULE.first_round  # rounds double: 32, 64, 128, 256, …
+    assert stops[2].n > 4 * RULE.first_round
+    ends = [RULE.first_round]  # rounds of 32, 32, 32, 48, 72, … images: a class grows by half
+    while ends[-1] < 500:
+        ends.append(min(ends[-1] + max(RULE.first_round, int(RULE.growth * ends[-1])), 500))
+    assert ends[:5] == [32, 64, 96, 144, 216] and stops[2].n in ends
     taken = np.concatenate(explained)
     assert len(np.unique(taken)) == len(taken)  # no image twice
     for c, order in orders.items():  # each class's images in its seeded order: a prefix
@@ -156,3 +160,31 @@ def test_rounds_until_settled_take_few_draws_per_image_unless_told():
                            method_options={"permutation": {"n_repeats": 3}}).for_mode()
     assert told.method("shapley").n_samples == 6 and told.method("permutation").n_repeats == 3
     assert told.n_background == 4
+
+
+def test_band_groups_take_images_until_their_own_ranking_is_settled(planted):
+    model, (x, y) = planted
+    names = [f"b{i}" for i in range(x.shape[1])]
+    groups = {"low": names[:2], "mid": names[2:4], "high": names[4:]}
+    data = image_set(x, y, bands=names, band_groups=groups)
+    result = explain(model, data, methods="saliency,feature_ablation", n_boot=50,
+                     progress=False)
+    sampling = result.summary["sampling"]
+    assert list(sampling["group_stops"]) == ["feature_ablation"]  # saliency's groups are sums
+    group_stops = sampling["group_stops"]["feature_ablation"]
+    band_stops = sampling["stops"]["feature_ablation"]
+    # 3 groups: their top 3 cannot change, so each class stops after its first round
+    assert {s["n"] for s in group_stops.values()} == {RULE.first_round}
+    assert any(band_stops[c]["n"] > group_stops[c]["n"] for c in band_stops)
+    known = result.labels
+    for scores, stops in ((result.group_scores["feature_ablation"], group_stops),
+                          (result.scores["feature_ablation"], band_stops)):
+        done = np.isfinite(scores).all(axis=1)
+        for c, name in enumerate(result.class_names):
+            assert (done & (known == c)).sum() == stops[name]["n"]
+    table = result.group_importance
+    rows = table[(table["method"] == "feature_ablation") & (table["grouping"] == "true_class")
+                 & table["class"].isin(result.class_names)]
+    assert set(rows["n"]) == {RULE.first_round}
+    assert "feature_ablation (band groups)" in result.sampling_text()
+    assert result.sampling_overview()["feature_ablation"].str.contains("; band groups 32").all()

@@ -26,6 +26,7 @@ from xband.forward import (
     PassSizes,
     check_device,
     forward_module,
+    relu_after_max_pool,
     tune,
 )
 from xband.methods import METHODS, Batch, Context, SharedOutputs, get_method
@@ -91,6 +92,40 @@ def test_channels_last_is_dropped_with_a_note_when_the_model_cannot_run_it():
     assert applied == ["batchnorm folded into convolutions"]
     assert len(notes) == 1 and "channels-last memory not used" in notes[0]
     assert "view" in notes[0]
+
+
+class ReluPoolNet(nn.Module):
+    """Conv-ReLU-MaxPool twice; the second ReLU's output also feeds a skip sum."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.conv2 = nn.Conv2d(N_BANDS, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.relu, self.pool = nn.ReLU(inplace=True), nn.MaxPool2d(2)
+        self.head = nn.Linear(8, N_CLASSES)
+
+    def forward(self, x):
+        h = self.pool(self.relu(self.conv1(x)))
+        r = torch.relu(self.conv2(h))
+        h = self.pool(r) + r[:, :, ::2, ::2]
+        return self.head(h.mean(dim=(2, 3)))
+
+
+def test_relu_moved_after_max_pooling_keeps_every_bit_and_only_where_pooling_is_its_one_use():
+    forward = forward_module(ReluPoolNet().eval(), "channels_first", "cpu")
+    moved = relu_after_max_pool(forward)
+    relus = [n for n in moved.network.graph.nodes if n.target is torch.relu or n.target == "relu"]
+    # the first ReLU now runs on pooled values; the second, used twice, stays where it was
+    assert [n.args[0].target for n in relus] == ["pool", "conv2"]
+    x = torch.from_numpy(images(6)[0]).requires_grad_(True)
+    gradients = []
+    for net in (forward, moved):
+        out = net(x)
+        gradients.append(torch.autograd.grad(out[:, 1].sum(), x)[0])
+        assert torch.equal(out, forward(x))
+    assert torch.equal(*gradients)
+    _, applied, _ = tune(forward, x.detach()[:2])
+    assert "ReLU after max-pooling" in applied
 
 
 @pytest.mark.parametrize("method", list(METHODS))

@@ -1,5 +1,6 @@
 """The forward pass every method calls: channels-first images in, eval mode, weights frozen, and
-made faster with the same numbers (BatchNorm folded into convolutions, channels-last memory).
+made faster with the same numbers (BatchNorm folded into convolutions, ReLU moved after
+max-pooling, channels-last memory).
 
 Each speed-up is kept only when its outputs and input gradients match the plain forward on
 an example batch; otherwise it is dropped with a note (a model that calls `.view` on its
@@ -90,6 +91,48 @@ def fold_batchnorm(forward: ChannelsFirst) -> ChannelsFirst:
     return ChannelsFirst(fuse(forward.network), forward.layout, forward.memory_format)
 
 
+def _relu_then_max_pool(network: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, torch.fx.Node]]:
+    """(ReLU, max-pooling) node pairs where the pooling is the ReLU's only use."""
+    modules = dict(network.named_modules())
+
+    def is_relu(node: object) -> bool:
+        return isinstance(node, torch.fx.Node) and len(node.users) == 1 and (
+            (node.op == "call_module" and type(modules[node.target]) is nn.ReLU)
+            or (node.op == "call_function" and node.target in (torch.relu, nn.functional.relu)
+                and not node.kwargs.get("inplace", False)))
+
+    def is_max_pool(node: torch.fx.Node) -> bool:
+        return (node.op == "call_module"
+                and type(modules[node.target]) in (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+                and not modules[node.target].return_indices)
+
+    return [(node.args[0], node) for node in network.graph.nodes
+            if is_max_pool(node) and node.args and is_relu(node.args[0])]
+
+
+def _has_relu_before_max_pool(forward: ChannelsFirst) -> bool:
+    try:
+        return bool(_relu_then_max_pool(torch.fx.symbolic_trace(forward.network)))
+    except Exception:  # a network torch.fx cannot trace goes without this speed-up
+        return False
+
+
+def relu_after_max_pool(forward: ChannelsFirst) -> ChannelsFirst:
+    """A copy in which a ReLU whose only use is a max-pooling runs after it, on the pooled (4×
+    fewer) values: max-pooling and ReLU commute, so the outputs and gradients are the same."""
+    network = torch.fx.symbolic_trace(copy.deepcopy(forward.network))
+    graph = network.graph
+    for relu, pool in _relu_then_max_pool(network):
+        pool.replace_input_with(relu, relu.args[0])
+        with graph.inserting_after(pool):
+            after = graph.call_function(torch.relu, (pool,))
+        pool.replace_all_uses_with(after, delete_user_cb=lambda user, after=after: user is not after)
+        graph.erase_node(relu)
+    graph.lint()
+    network.recompile()
+    return ChannelsFirst(network, forward.layout, forward.memory_format)
+
+
 def channels_last(forward: ChannelsFirst) -> ChannelsFirst:
     """A copy whose 4-d weights and input are in channels-last (NHWC) memory order."""
     network = copy.deepcopy(forward.network).to(memory_format=torch.channels_last)
@@ -99,6 +142,7 @@ def channels_last(forward: ChannelsFirst) -> ChannelsFirst:
 Step = Callable[[ChannelsFirst], ChannelsFirst]
 STEPS: dict[str, tuple[Callable[[ChannelsFirst], bool], Step]] = {
     "batchnorm folded into convolutions": (_has_batchnorm, fold_batchnorm),
+    "ReLU after max-pooling": (_has_relu_before_max_pool, relu_after_max_pool),
     "channels-last memory": (lambda forward: True, channels_last),
 }
 

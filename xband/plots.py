@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import io
 import math
+import multiprocessing
 import os
+import signal
 import sys
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -29,6 +33,9 @@ from xband.files import write_bytes
 
 _SELF_TARGETS = ("true class", "predicted class")
 DPI = 130
+FIGURES_PER_WORKER = 6  # figures a drawing worker must have to repay its start
+Drawing = tuple[str, str, Callable[[], Figure]]  # (file stem, caption, what draws the figure)
+Key = TypeVar("Key", bound=Hashable)
 
 _GROUPING_TEXT = {
     "true_class": "mean over the images of each true class",
@@ -444,15 +451,67 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> None:
         pyplot.close(fig)
 
 
-def write_figures(items: list[tuple[str, str, Figure]],
-                  folder: os.PathLike) -> list[tuple[str, bytes]]:
-    """Write each (file stem, caption, figure) as folder/stem.png; (caption, PNG bytes) pairs."""
-    rendered = []
-    for stem, caption, fig in items:
-        path = Path(folder) / f"{stem}.png"
-        save_figure(fig, path)  # also releases the figure
-        rendered.append((caption, path.read_bytes()))
-    return rendered
+def write_figures(sections: Mapping[Key, Sequence[tuple[str, str, Figure | Callable[[], Figure]]]],
+                  folder: os.PathLike) -> dict[Key, list[tuple[str, bytes]]]:
+    """Write each section's (file stem, caption, figure) as folder/stem.png, and give per section
+    its (caption, PNG bytes) pairs. A figure given as a function that draws it (a `Drawing`'s)
+    is drawn in a worker process when there are enough of them to repay starting the workers;
+    its PNG is the same either way."""
+    folder = Path(folder)
+    figures = [(folder / f"{stem}.png", figure)
+               for items in sections.values() for stem, _, figure in items]
+    drawn = [(path, figure) for path, figure in figures if isinstance(figure, Figure)]
+    to_draw = [(path, figure) for path, figure in figures if not isinstance(figure, Figure)]
+    workers = _drawing_workers(len(to_draw))
+    if workers > 1:
+        _draw_in_workers(to_draw, drawn, workers)
+    else:
+        for path, figure in figures:
+            save_figure(figure if isinstance(figure, Figure) else figure(), path)
+    return {key: [(caption, (folder / f"{stem}.png").read_bytes()) for stem, caption, _ in items]
+            for key, items in sections.items()}
+
+
+def _drawing_workers(n_figures: int) -> int:
+    """Processes to draw `n_figures` in: one per core where forking is safe and there are enough
+    figures for each worker to repay its start (a fork, plus sending it the tables); else 1."""
+    if (not sys.platform.startswith("linux") or n_figures < FIGURES_PER_WORKER
+            or _ray_running()):  # Ray's threads must not be forked
+        return 1
+    cores = len(os.sched_getaffinity(0))
+    return max(1, min(cores, n_figures // FIGURES_PER_WORKER))
+
+
+def _ray_running() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def _draw_in_workers(to_draw: list[tuple[Path, Callable[[], Figure]]],
+                     drawn: list[tuple[Path, Figure]], workers: int) -> None:
+    """Draw and write `to_draw` in `workers` forked processes, and `drawn` here meanwhile. On
+    Ctrl-C or an error, figures not started are dropped and the running ones awaited, so that
+    no worker writes into a folder being removed."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_worker_signals)
+    try:
+        pending = [pool.submit(_draw_and_save, draw, path) for path, draw in to_draw]
+        for path, figure in drawn:
+            save_figure(figure, path)
+        for future in pending:
+            future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_signals() -> None:
+    """A drawing worker leaves Ctrl-C to its parent, which stops the pool, and ends on SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _draw_and_save(draw: Callable[[], Figure], path: Path) -> None:
+    save_figure(draw(), path)
 
 
 def _distinct_colours(names: Sequence[str]) -> dict[str, tuple]:

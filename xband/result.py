@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -26,6 +27,8 @@ from xband.versions import versions
 
 if TYPE_CHECKING:
     from xband.models import LoadedModel
+
+GROUP_RUN = " (band groups)"  # a method's scores on the band groups, in the sampling tables
 
 
 class CheckResults(Protocol):
@@ -268,21 +271,29 @@ class Explanation:
 
     def sampling_table(self) -> pd.DataFrame:
         """Per class and method: images explained, why the method stopped there, and the
-        bootstrap chance that the class's top bands would still change."""
+        bootstrap chance that the class's top bands would still change; a method's scores on
+        the band groups, where they took images on their own, as "<method> (band groups)"."""
         rows = [{"class": cls, "method": method, **stop}
-                for method, stops in self.record.sampling["stops"].items()
-                for cls, stop in stops.items()]
+                for method, stops in self._stops().items() for cls, stop in stops.items()]
         return pd.DataFrame(rows).rename(columns={"n": "images", "reason": "stopped because",
                                                   "change_chance": "chance top bands change"})
 
+    def _stops(self) -> dict[str, dict[str, dict]]:
+        sampling = self.record.sampling
+        return {**sampling["stops"], **{f"{m}{GROUP_RUN}": stops for m, stops in
+                                        sampling.get("group_stops", {}).items()}}
+
     def sampling_overview(self) -> pd.DataFrame:
-        """Class × method: "images (why the method stopped)"."""
+        """Class × method: "images (why the method stopped)", and its band groups' after."""
         table = self.sampling_table()
         chance = table["chance top bands change"].map(
             lambda p: "" if p is None or p != p else f", chance of change {p:.2f}")
         text = table["images"].astype(str) + " (" + table["stopped because"] + chance + ")"
-        return table.assign(text=text).pivot(index="class", columns="method", values="text") \
-            .reindex(index=self.class_names, columns=self.methods)
+        cells = table.assign(text=text).pivot(index="class", columns="method", values="text")
+        for method in self.methods:
+            if f"{method}{GROUP_RUN}" in cells:
+                cells[method] += "; band groups " + cells.pop(f"{method}{GROUP_RUN}")
+        return cells.reindex(index=self.class_names, columns=self.methods)
 
     def sampling_text(self) -> str:
         """One line per method: images (multi-label: pairs) per class and why they stopped."""
@@ -294,11 +305,11 @@ class Explanation:
                          f"{sampling['rule']['top_k']} {self.feature}s were settled")
         unit = "Pairs" if self.pairs is not None else "Images"
         lines = [f"{unit} explained per class ({head}):"]
-        for method, stops in sampling["stops"].items():
+        for method, stops in self._stops().items():
             counts = sorted(s["n"] for s in stops.values())
             span = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
             reasons = sorted({s["reason"] for s in stops.values()})
-            lines.append(f"  {method:<22} {span} per class ({', '.join(reasons)})")
+            lines.append(f"  {method:<34} {span} per class ({', '.join(reasons)})")
         return "\n".join(lines)
 
     def table(self, method: str | None = None) -> pd.DataFrame:
@@ -343,34 +354,40 @@ class Explanation:
 
     def figures(self) -> dict[str, list[tuple[str, str, Figure]]]:
         """Every figure of the report by section, as (file name stem, caption, figure)."""
+        return {section: [(stem, caption, draw()) for stem, caption, draw in items]
+                for section, items in self._drawings().items()}
+
+    def _drawings(self) -> dict[str, list[plots.Drawing]]:
+        """Every figure of the report by section, not drawn yet: (file name stem, caption, a
+        function that draws it), so that `save` can draw them in parallel."""
         info, grouping = self.method_info, self._grouping
-        sections: dict[str, list[tuple[str, str, Figure]]] = {}
+        sections: dict[str, list[plots.Drawing]] = {}
         feature = "Band" if self.regions is None else "Spectral region"
         sections[f"{feature} × class heat maps"] = [
             (f"heatmap_{m}", f"{info[m]['label']}: mean share per class",
-             plots.band_class_heatmap(self.importance, m, grouping=grouping, method_info=info,
-                                      feature=feature.lower()))
+             partial(plots.band_class_heatmap, self.importance, m, grouping=grouping,
+                     method_info=info, feature=feature.lower()))
             for m in self.methods
         ]
         sections[f"{feature} importance per class, with 95% intervals"] = [
             (f"bars_{m}", info[m]["label"],
-             plots.class_bars(self.importance, m, grouping=grouping, method_info=info))
+             partial(plots.class_bars, self.importance, m, grouping=grouping, method_info=info))
             for m in self.methods
         ]
         sections["Methods side by side"] = [
             ("methods_panel", "Band rank by every method, per class (1 = most important)",
-             plots.methods_panel(self.importance, grouping=grouping, method_info=info)),
+             partial(plots.methods_panel, self.importance, grouping=grouping, method_info=info)),
         ]
         if len(self.methods) > 1:
             sections["Agreement between methods"] = [
                 ("agreement", "Spearman's ρ between band rankings, mean over classes",
-                 plots.agreement_matrix(self.agreement, method_info=info)),
+                 partial(plots.agreement_matrix, self.agreement, method_info=info)),
             ]
         if self.target_mode == "all":
             sections["How each band pushes images of one class toward another"] = [
                 (f"class_target_{m}", f"{info[m]['label']}: class × target",
-                 plots.class_target_heatmap(self.importance, m, grouping=grouping,
-                                            method_info=info))
+                 partial(plots.class_target_heatmap, self.importance, m, grouping=grouping,
+                         method_info=info))
                 for m in self.methods
             ]
         if self.group_importance is not None:
@@ -378,8 +395,8 @@ class Explanation:
             sections["Band groups × class heat maps"] = [
                 (f"groups_heatmap_{m}",
                  f"{info[m]['label']}: mean share per class and band group ({members})",
-                 plots.band_class_heatmap(self.group_importance, m, grouping=grouping,
-                                          method_info=info))
+                 partial(plots.band_class_heatmap, self.group_importance, m, grouping=grouping,
+                         method_info=info))
                 for m in self.methods
             ]
         if self.importance["wavelength_nm"].notna().all():
@@ -392,29 +409,30 @@ class Explanation:
                 (f"maps_image{ex.index[i]}"
                  + ("" if ex.label_sets is None else f"_class{ex.label[i]}"),
                  self._example_title(i),
-                 plots.band_maps(mean(ex.image[i]), {m: mean(v[i]) for m, v in ex.maps.items()},
-                                 names, title=self._example_title(i), method_info=info))
+                 partial(plots.band_maps, mean(ex.image[i]),
+                         {m: mean(v[i]) for m, v in ex.maps.items()}, names,
+                         title=self._example_title(i), method_info=info))
                 for i in range(len(ex.index))
             ]
         return sections
 
-    def _spectra(self) -> list[tuple[str, str, Figure]]:
+    def _spectra(self) -> list[plots.Drawing]:
         """Per method, importance against wavelength; by region, with the regions shaded: per
         band for the gradient methods (their band detail), per region for the others."""
         info, bands = self.method_info, self.band_importance
         if self.regions is None:
             return [(f"spectrum_{m}", f"{info[m]['label']}: mean share per class against "
-                     "wavelength", plots.importance_spectrum(
-                         self.importance, m, grouping=self._grouping, method_info=info))
+                     "wavelength", partial(plots.importance_spectrum, self.importance, m,
+                                           grouping=self._grouping, method_info=info))
                     for m in self.methods]
         out = []
         for m in self.methods:
             per_band = bands is not None and (bands["method"] == m).any()
             what = "per band" if per_band else "per region (the method removes regions whole)"
             out.append((f"spectrum_{m}", f"{info[m]['label']}: mean share per class {what}",
-                        plots.region_spectrum(bands if per_band else self.importance, m,
-                                              self.regions, per_band=per_band,
-                                              grouping=self._grouping, method_info=info)))
+                        partial(plots.region_spectrum, bands if per_band else self.importance, m,
+                                self.regions, per_band=per_band, grouping=self._grouping,
+                                method_info=info)))
         return out
 
     def _map_features(self):
@@ -478,19 +496,19 @@ class Explanation:
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
             figures_dir = tmp / "figures"
             figures_dir.mkdir()
-            figure = verdict.figure()
-            verdict_figure = None if figure is None else plots.write_figures(
-                [("verdict_consensus", "", figure)], figures_dir)[0][1]
-            sections = {section: plots.write_figures(items, figures_dir)
-                        for section, items in self.figures().items()}
-            checks = {}
+            checks = {} if self.evaluation is None else self.evaluation.sections()
             if self.evaluation is not None:
                 self.evaluation.write_tables(tmp)
-                checks = {title: (tables, plots.write_figures(items, figures_dir))
-                          for title, (tables, items) in self.evaluation.sections().items()}
+            figure = verdict.figure()
+            written = plots.write_figures(
+                {("verdict", ""): [] if figure is None else [("verdict_consensus", "", figure)],
+                 **{("section", title): items for title, items in self._drawings().items()},
+                 **{("check", title): items for title, (_, items) in checks.items()}},
+                figures_dir)
             html = report.render_report(
                 summary,
-                figures=sections,
+                figures={title: pngs for (part, title), pngs in written.items()
+                         if part == "section"},
                 tables={
                     f"Top {self.feature}s per class": self.top_bands(),
                     "Images explained per class and method (why each stopped)":
@@ -498,8 +516,9 @@ class Explanation:
                     "Bands: spread over the data and baseline": pd.DataFrame(
                         self.summary["bands"]).set_index("band"),
                 },
-                checks=checks,
-                verdict_figure=verdict_figure,
+                checks={title: (tables, written[("check", title)])
+                        for title, (tables, _) in checks.items()},
+                verdict_figure=next((png for _, png in written[("verdict", "")]), None),
             )
             (tmp / "report.html").write_text(html, encoding="utf-8")
         return Path(out).resolve()

@@ -30,7 +30,9 @@ class StoppingRule:
     bootstrap chance that the top-k set changes must fall below this; min_images: never stop a
     class with fewer images (unless it has no more); tie: bands whose mean shares differ by less
     than this (a share of Σ|s|) may swap places without counting as a change; n_boot: bootstrap
-    resamples per test; first_round: images per class in the first round (later rounds double).
+    resamples per test; first_round: images per class in the first round; growth: each later
+    round takes this fraction of the images a class has taken so far (at least first_round), so
+    that a class stops at most that fraction past the images it needed.
     """
 
     top_k: int = 3
@@ -39,6 +41,7 @@ class StoppingRule:
     tie: float = 0.01
     n_boot: int = 200
     first_round: int = 32
+    growth: float = 0.5
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -118,7 +121,8 @@ def sample_until_settled(
         classes = [c for c in orders if any(c in going for going in active.values())]
         if not classes:
             break
-        want = {c: min(taken[c] or rule.first_round, len(orders[c]) - taken[c]) for c in classes}
+        want = {c: min(max(rule.first_round, int(rule.growth * taken[c])),
+                       len(orders[c]) - taken[c]) for c in classes}
         cost = {c: sum(seconds_per_image[m] for m in methods if c in active[m]) for c in classes}
         affordable = _affordable(want, taken, {c: scale * v for c, v in cost.items()}, deadline)
         if affordable is None:

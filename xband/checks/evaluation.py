@@ -6,10 +6,10 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.figure import Figure
 
 from xband import plots, report
 from xband.aggregate import agreement_matrix
@@ -17,7 +17,7 @@ from xband.checks.completeness import completeness_summary
 from xband.files import atomic_folder
 from xband.result import report_inputs
 
-Section = tuple[dict[str, pd.DataFrame], list[tuple[str, str, Figure]]]
+Section = tuple[dict[str, pd.DataFrame], list[plots.Drawing]]  # tables, figures to draw
 
 RANDOMISATION = "Sanity check: model randomisation"
 FAITHFULNESS = "Faithfulness: band deletion and insertion"
@@ -60,7 +60,8 @@ class Evaluation:
         return list(pd.unique(self.randomisation.loc[self.randomisation["flagged"], "method"]))
 
     def sections(self) -> dict[str, Section]:
-        """Report sections in order: title → (tables by title, [(file stem, caption, figure)])."""
+        """Report sections in order: title → (tables by title, [(file stem, caption, what draws
+        the figure)])."""
         info = self.method_info
         out: dict[str, Section] = {}
         if self.randomisation is not None:
@@ -75,9 +76,9 @@ class Evaluation:
                 {"Band-ranking ρ, trained vs randomised (mean over classes), by layers re-drawn":
                  pivot},
                 [("randomisation_bars", "Similarity with every layer re-drawn",
-                  plots.randomisation_bars(table, threshold=threshold, method_info=info)),
+                  partial(plots.randomisation_bars, table, threshold=threshold, method_info=info)),
                  ("randomisation_cascade", "Cascading randomisation from the output layer down",
-                  plots.randomisation_cascade(table, method_info=info))],
+                  partial(plots.randomisation_cascade, table, method_info=info))],
             )
         if self.faithfulness is not None:
             baseline = self.settings["primary_baseline"]
@@ -86,9 +87,10 @@ class Evaluation:
                  "ranking ρ between the run's baseline and a zero (or mean) one":
                  self.stability.set_index("method")},
                 [("faithfulness_gaps", "Area between each method's curves and random orders",
-                  plots.faithfulness_gaps(self.faithfulness, method_info=info))]
+                  partial(plots.faithfulness_gaps, self.faithfulness, method_info=info))]
                 + [(f"deletion_{m}", f"{info[m]['label']}: deletion and insertion curves",
-                    plots.deletion_curves(self.curves, m, baseline=baseline, method_info=info))
+                    partial(plots.deletion_curves, self.curves, m, baseline=baseline,
+                            method_info=info))
                    for m in pd.unique(self.faithfulness["method"])],
             )
         if self.pairs is not None and len(info) > 1:
@@ -96,7 +98,7 @@ class Evaluation:
                 {"Kendall's τ between band rankings, mean over classes":
                  agreement_matrix(self.pairs, "kendall")},
                 [("agreement_kendall_by_class", "Kendall's τ between methods, per class",
-                  plots.agreement_by_class(self.pairs, method_info=info))],
+                  partial(plots.agreement_by_class, self.pairs, method_info=info))],
             )
         if self.consensus is not None:
             k = self.settings["consensus_top_k"]
@@ -105,14 +107,14 @@ class Evaluation:
                 {f"Consensus top {k} per class, 95% bootstrap interval of the rank":
                  top.drop(columns="band_index").set_index(["class", "band"])},
                 [("consensus_intervals", "Consensus rank with bootstrap intervals",
-                  plots.consensus_intervals(self.consensus))],
+                  partial(plots.consensus_intervals, self.consensus))],
             )
         if self.completeness is not None:
             steps = self.settings["integrated_gradients_steps"]
             out[COMPLETENESS] = (
                 {"Convergence delta by number of steps": completeness_summary(self.completeness)},
                 [("completeness", "Band sums against f(x) − f(baseline)",
-                  plots.completeness_plot(self.completeness, steps))],
+                  partial(plots.completeness_plot, self.completeness, steps))],
             )
         return out
 
@@ -131,8 +133,10 @@ class Evaluation:
         with atomic_folder(out, overwrite=overwrite, inputs=report_inputs(summary)) as tmp:
             self.write_tables(tmp)
             (tmp / "figures").mkdir()
-            checks = {title: (tables, plots.write_figures(items, tmp / "figures"))
-                      for title, (tables, items) in self.sections().items()}
+            sections = self.sections()
+            written = plots.write_figures({title: items for title, (_, items) in sections.items()},
+                                          tmp / "figures")
+            checks = {title: (tables, written[title]) for title, (tables, _) in sections.items()}
             html = report.render_report(summary, figures={}, tables={}, checks=checks)
             (tmp / "report.html").write_text(html, encoding="utf-8")
         return Path(out).resolve()
