@@ -161,30 +161,3 @@ def test_rounds_until_settled_take_few_draws_per_image_unless_told():
     assert told.method("shapley").n_samples == 6 and told.method("permutation").n_repeats == 3
     assert told.n_background == 4
 
-
-def test_band_groups_take_images_until_their_own_ranking_is_settled(planted):
-    model, (x, y) = planted
-    names = [f"b{i}" for i in range(x.shape[1])]
-    groups = {"low": names[:2], "mid": names[2:4], "high": names[4:]}
-    data = image_set(x, y, bands=names, band_groups=groups)
-    result = explain(model, data, methods="saliency,feature_ablation", n_boot=50,
-                     progress=False)
-    sampling = result.summary["sampling"]
-    assert list(sampling["group_stops"]) == ["feature_ablation"]  # saliency's groups are sums
-    group_stops = sampling["group_stops"]["feature_ablation"]
-    band_stops = sampling["stops"]["feature_ablation"]
-    # 3 groups: their top 3 cannot change, so each class stops after its first round
-    assert {s["n"] for s in group_stops.values()} == {RULE.first_round}
-    assert any(band_stops[c]["n"] > group_stops[c]["n"] for c in band_stops)
-    known = result.labels
-    for scores, stops in ((result.group_scores["feature_ablation"], group_stops),
-                          (result.scores["feature_ablation"], band_stops)):
-        done = np.isfinite(scores).all(axis=1)
-        for c, name in enumerate(result.class_names):
-            assert (done & (known == c)).sum() == stops[name]["n"]
-    table = result.group_importance
-    rows = table[(table["method"] == "feature_ablation") & (table["grouping"] == "true_class")
-                 & table["class"].isin(result.class_names)]
-    assert set(rows["n"]) == {RULE.first_round}
-    assert "feature_ablation (band groups)" in result.sampling_text()
-    assert result.sampling_overview()["feature_ablation"].str.contains("; band groups 32").all()

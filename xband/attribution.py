@@ -82,16 +82,11 @@ class MethodResult:
     seconds: float
     stops: dict[int, ClassStop]  # class → why the method stopped taking its images
     band_scores: np.ndarray | None = None  # regions as features: a gradient method's per band
-    group_stops: dict[int, ClassStop] | None = None  # its run on the band groups, when its own
 
     @property
     def explained(self) -> np.ndarray:
-        """(P,) whether each candidate image (each pair, multi-label) was explained, by bands or
-        by band groups."""
-        done = np.isfinite(self.scores.reshape(len(self.scores), -1)).all(axis=1)
-        if self.group_scores is not None:
-            done |= np.isfinite(self.group_scores.reshape(len(self.scores), -1)).all(axis=1)
-        return done
+        """(P,) whether each candidate image (each pair, multi-label) was explained."""
+        return np.isfinite(self.scores.reshape(len(self.scores), -1)).all(axis=1)
 
 
 def explain_until_settled(methods: tuple[Method, ...], runner: BatchRunner,
@@ -102,11 +97,8 @@ def explain_until_settled(methods: tuple[Method, ...], runner: BatchRunner,
     """Every method's scores, class by class in rounds until each method's answer for each class
     is settled (xband.sampling): a round's images are read once and given to every method still
     going on their class, which share the network's outputs for the masked copies they have in
-    common. A method that removes band groups whole takes images for its group scores until
-    the top groups are settled, on their own (a few groups settle long before many bands)."""
+    common."""
     collected = {m.name: _Collected() for m in methods}
-    on_groups = runner.groups is not None and not runner.groups.regions
-    group_entry = {m.name: f"{m.name} (band groups)" for m in methods if on_groups and m.grouped}
     batches_done = rounds = 0
     targets = {"true": candidates.labels, "predicted": candidates.predictions, "all": None}[target]
     bar = tqdm(total=0, desc=f"{len(methods)} methods", unit="img", disable=not progress,
@@ -116,47 +108,31 @@ def explain_until_settled(methods: tuple[Method, ...], runner: BatchRunner,
                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         nonlocal batches_done, rounds
         positions = candidates.prepare(positions)
-        going = [m for m in methods if active[m.name] or active.get(group_entry.get(m.name))]
+        going = [m for m in methods if active[m.name]]
         known = candidates.known[positions]
         takes = {m.name: np.isin(known, list(active[m.name])) for m in going}
-        group_takes = {m.name: np.isin(known, list(active[group_entry[m.name]]))
-                       for m in going if m.name in group_entry}
         rounds += 1  # the bar runs to the end of this round: its time left is true
         bar.total = bar.n + len(positions)
         bar.set_postfix_str(f"round {rounds}, {len(going)} methods until settled", refresh=True)
         runs = runner.run_many(going, positions, known=candidates.known, targets=targets,
                                keep_maps=examples, first_batch=batches_done, bar=bar,
-                               takes=takes, group_takes=group_takes) if len(positions) else {}
+                               takes=takes) if len(positions) else {}
         batches_done += -(-len(positions) // runner.batch_size)
         done = {}
         for method in going:
-            run = runs.get(method.name)
             mine = takes[method.name]
-            group_mine = group_takes.get(method.name, mine)
-            if run is not None:
-                collected[method.name].add(run, positions, mine, group_mine, len(candidates))
-            done[method.name] = (positions[mine], _shares(run and run.scores, mine, known))
-            if method.name in group_entry:
-                done[group_entry[method.name]] = (
-                    positions[group_mine], _shares(run and run.group_scores, group_mine, known))
+            if method.name in runs:
+                collected[method.name].add(runs[method.name], positions, mine, len(candidates))
+            scores = runs[method.name].scores[mine] if method.name in runs else np.empty((0, 0))
+            done[method.name] = (positions[mine], aggregate.shares(_own_class(
+                scores, known[mine])) if len(scores) else np.empty((0, 0)))
         return done
 
-    # group runs cost no seconds of their own in the budget: the methods' estimates count them
-    stops = sample_until_settled(attribute, [m.name for m in methods] + list(group_entry.values()),
-                                 orders, rule, class_of=candidates.known, seed=seed,
-                                 seconds_per_image={**dict.fromkeys(group_entry.values(), 0.0),
-                                                    **seconds_per_image},
-                                 deadline=deadline)
+    stops = sample_until_settled(attribute, [m.name for m in methods], orders, rule,
+                                 class_of=candidates.known, seed=seed,
+                                 seconds_per_image=seconds_per_image, deadline=deadline)
     bar.close()
-    return {m.name: collected[m.name].result(m, stops[m.name], stops.get(group_entry.get(m.name)))
-            for m in methods}
-
-
-def _shares(scores: np.ndarray | None, mine: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Band (group) shares of the images `mine` marks, for the class each counts as."""
-    if scores is None or not mine.any():
-        return np.empty((0, 0))
-    return aggregate.shares(_own_class(scores[mine], known[mine]))
+    return {m.name: collected[m.name].result(m, stops[m.name]) for m in methods}
 
 
 @dataclass
@@ -168,27 +144,24 @@ class _Collected:
     maps: dict[int, np.ndarray] = field(default_factory=dict)
     seconds: float = 0.0
 
-    def add(self, run: MethodRun, positions: np.ndarray, mine: np.ndarray,
-            group_mine: np.ndarray, n: int) -> None:
-        """A round's run over `positions`, of which the method explained those `mine` marks
-        (`group_mine`: on the band groups)."""
+    def add(self, run: MethodRun, positions: np.ndarray, mine: np.ndarray, n: int) -> None:
+        """A round's run over `positions`, of which the method explained those `mine` marks."""
         if self.scores is None:
             self.scores = np.full((n, *run.scores.shape[1:]), np.nan)
         self.scores[positions[mine]] = run.scores[mine]
-        for name, rows in (("group_scores", group_mine), ("band_scores", mine)):
+        for name in ("group_scores", "band_scores"):
             if (values := getattr(run, name)) is not None:
                 self.detail.setdefault(name, np.full((n, *values.shape[1:]), np.nan))
-                self.detail[name][positions[rows]] = values[rows]
+                self.detail[name][positions[mine]] = values[mine]
         self.maps.update(run.maps or {})
         self.seconds += run.seconds
 
-    def result(self, method: Method, stops: dict[int, ClassStop],
-               group_stops: dict[int, ClassStop] | None) -> MethodResult:
+    def result(self, method: Method, stops: dict[int, ClassStop]) -> MethodResult:
         """The method's result; its seconds are those of its own calls (a pass it shares is
         counted by the method that made it first)."""
         return MethodResult(self.scores, self.detail.get("group_scores"),
                             self.maps if method.has_maps else None, self.seconds, stops,
-                            self.detail.get("band_scores"), group_stops)
+                            self.detail.get("band_scores"))
 
 
 def explain_every_image(methods: tuple[Method, ...], runner: BatchRunner, candidates: Candidates,

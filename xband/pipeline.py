@@ -473,10 +473,9 @@ def cost_text(config: RunConfig, data: ImageSet, timing: PassTiming, n_candidate
                      "--baseline mean a single value)")
     if len(feature_sets(data, config)) > 1:
         lines.append(f"band groups: perturbation methods also remove or shuffle each of the "
-                     f"{len(data.band_groups)} groups whole (counted above for every image; "
-                     "until settled, the groups stop taking images once their own top groups "
-                     "are settled); a masked copy of an image that several methods ask for goes "
-                     "through the network once, so the run makes fewer passes than the sum")
+                     f"{len(data.band_groups)} groups whole (counted above); a masked copy of "
+                     "an image that several methods ask for goes through the network once, so "
+                     "the run makes fewer passes than the sum")
     if config.by_region:
         lines.append(f"regions: perturbation methods remove or shuffle each of the "
                      f"{len(data.band_groups)} regions whole, so their cost follows the region "
@@ -642,7 +641,7 @@ def shared_note(runner: BatchRunner) -> str:
 def sampling_record(config: RunConfig, results: dict[str, MethodResult],
                     class_names: tuple[str, ...], stats_images: int) -> dict:
     """How many images (multi-label: pairs) each method explained per class, and why it
-    stopped there; for its scores on the band groups too, where they took images on their own."""
+    stopped there."""
     mode = "all images" if config.all_images else "until settled"
     return {
         "mode": "all (image, label) pairs" if config.multi_label else mode,
@@ -650,8 +649,6 @@ def sampling_record(config: RunConfig, results: dict[str, MethodResult],
         "band_statistics_images": stats_images,
         "stops": {m: {class_names[c]: stop.as_dict() for c, stop in r.stops.items()}
                   for m, r in results.items()},
-        "group_stops": {m: {class_names[c]: stop.as_dict() for c, stop in r.group_stops.items()}
-                        for m, r in results.items() if r.group_stops is not None},
     }
 
 

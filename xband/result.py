@@ -28,8 +28,6 @@ from xband.versions import versions
 if TYPE_CHECKING:
     from xband.models import LoadedModel
 
-GROUP_RUN = " (band groups)"  # a method's scores on the band groups, in the sampling tables
-
 
 class CheckResults(Protocol):
     """What the report and the verdict need of the trust checks (`xband.checks.Evaluation`)."""
@@ -271,29 +269,21 @@ class Explanation:
 
     def sampling_table(self) -> pd.DataFrame:
         """Per class and method: images explained, why the method stopped there, and the
-        bootstrap chance that the class's top bands would still change; a method's scores on
-        the band groups, where they took images on their own, as "<method> (band groups)"."""
+        bootstrap chance that the class's top bands would still change."""
         rows = [{"class": cls, "method": method, **stop}
-                for method, stops in self._stops().items() for cls, stop in stops.items()]
+                for method, stops in self.record.sampling["stops"].items()
+                for cls, stop in stops.items()]
         return pd.DataFrame(rows).rename(columns={"n": "images", "reason": "stopped because",
                                                   "change_chance": "chance top bands change"})
 
-    def _stops(self) -> dict[str, dict[str, dict]]:
-        sampling = self.record.sampling
-        return {**sampling["stops"], **{f"{m}{GROUP_RUN}": stops for m, stops in
-                                        sampling.get("group_stops", {}).items()}}
-
     def sampling_overview(self) -> pd.DataFrame:
-        """Class × method: "images (why the method stopped)", and its band groups' after."""
+        """Class × method: "images (why the method stopped)"."""
         table = self.sampling_table()
         chance = table["chance top bands change"].map(
             lambda p: "" if p is None or p != p else f", chance of change {p:.2f}")
         text = table["images"].astype(str) + " (" + table["stopped because"] + chance + ")"
-        cells = table.assign(text=text).pivot(index="class", columns="method", values="text")
-        for method in self.methods:
-            if f"{method}{GROUP_RUN}" in cells:
-                cells[method] += "; band groups " + cells.pop(f"{method}{GROUP_RUN}")
-        return cells.reindex(index=self.class_names, columns=self.methods)
+        return table.assign(text=text).pivot(index="class", columns="method", values="text") \
+            .reindex(index=self.class_names, columns=self.methods)
 
     def sampling_text(self) -> str:
         """One line per method: images (multi-label: pairs) per class and why they stopped."""
@@ -305,11 +295,11 @@ class Explanation:
                          f"{sampling['rule']['top_k']} {self.feature}s were settled")
         unit = "Pairs" if self.pairs is not None else "Images"
         lines = [f"{unit} explained per class ({head}):"]
-        for method, stops in self._stops().items():
+        for method, stops in sampling["stops"].items():
             counts = sorted(s["n"] for s in stops.values())
             span = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
             reasons = sorted({s["reason"] for s in stops.values()})
-            lines.append(f"  {method:<34} {span} per class ({', '.join(reasons)})")
+            lines.append(f"  {method:<22} {span} per class ({', '.join(reasons)})")
         return "\n".join(lines)
 
     def table(self, method: str | None = None) -> pd.DataFrame:
@@ -461,6 +451,30 @@ class Explanation:
         return (f"image {ex.index[i]} — {truth} {names[ex.label[i]]}, "
                 f"predicted {names[ex.prediction[i]]}")
 
+    def _write_tables(self, folder: Path) -> None:
+        """The CSV tables and the per-image scores (scores.npz) into `folder`."""
+        self.importance.to_csv(folder / "importance.csv", index=False)
+        self.consensus.to_csv(folder / "consensus.csv", index=False)
+        self.agreement.to_csv(folder / "agreement.csv")
+        self.top_bands().to_csv(folder / "top_bands.csv")
+        for name, table in (("group", self.group_importance), ("band", self.band_importance)):
+            if table is not None:
+                table.to_csv(folder / f"{name}_importance.csv", index=False)
+        np.savez_compressed(
+            folder / "scores.npz",
+            indices=self.indices,
+            labels=self.labels if self.labels is not None else np.array([]),
+            predictions=self.predictions,
+            band_names=np.array(self.band_names),
+            class_names=np.array(self.class_names),
+            **{f"scores_{m}": s for m, s in self.scores.items()},
+            **{f"group_scores_{m}": s for m, s in (self.group_scores or {}).items()},
+            **{f"band_scores_{m}": s for m, s in (self.band_scores or {}).items()},
+            **({} if self.regions is None else {"region_names": np.array(list(self.regions))}),
+            **({} if self.pairs is None else {"pair_image": self.pairs.image,
+                                              "pair_class": self.pairs.target}),
+        )
+
     def save(self, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write tables, per-image scores, figures, summary.json and report.html to `out`.
 
@@ -472,27 +486,7 @@ class Explanation:
         verdict = self.verdict()
         summary = {**self.summary, "verdict": verdict.as_dict()}
         with atomic_folder(out, overwrite=overwrite, inputs=report_inputs(summary)) as tmp:
-            self.importance.to_csv(tmp / "importance.csv", index=False)
-            self.consensus.to_csv(tmp / "consensus.csv", index=False)
-            self.agreement.to_csv(tmp / "agreement.csv")
-            self.top_bands().to_csv(tmp / "top_bands.csv")
-            for name, table in (("group", self.group_importance), ("band", self.band_importance)):
-                if table is not None:
-                    table.to_csv(tmp / f"{name}_importance.csv", index=False)
-            np.savez_compressed(
-                tmp / "scores.npz",
-                indices=self.indices,
-                labels=self.labels if self.labels is not None else np.array([]),
-                predictions=self.predictions,
-                band_names=np.array(self.band_names),
-                class_names=np.array(self.class_names),
-                **{f"scores_{m}": s for m, s in self.scores.items()},
-                **{f"group_scores_{m}": s for m, s in (self.group_scores or {}).items()},
-                **{f"band_scores_{m}": s for m, s in (self.band_scores or {}).items()},
-                **({} if self.regions is None else {"region_names": np.array(list(self.regions))}),
-                **({} if self.pairs is None else {"pair_image": self.pairs.image,
-                                                  "pair_class": self.pairs.target}),
-            )
+            self._write_tables(tmp)
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
             figures_dir = tmp / "figures"
             figures_dir.mkdir()

@@ -247,13 +247,12 @@ class BatchRunner:
 
     def run_many(self, methods: Sequence[Method], positions: np.ndarray, *, known: np.ndarray,
                  targets: np.ndarray | Pairs | None, keep_maps: np.ndarray, first_batch: int = 0,
-                 bar: tqdm | None = None, takes: Mapping[str, np.ndarray] | None = None,
-                 group_takes: Mapping[str, np.ndarray] | None = None) -> dict[str, MethodRun]:
+                 bar: tqdm | None = None, takes: Mapping[str, np.ndarray] | None = None
+                 ) -> dict[str, MethodRun]:
         """`run` for several methods over the same images: each batch is read once and given to
         every method (each under its own seed), which share the network's outputs for the
         masked copies they have in common (`SharedOutputs`). takes: per method, which of
-        `positions` it explains ((len(positions),) bools; default: all); group_takes: the same
-        for its run on the band groups (default: its `takes`); rows it leaves are NaN.
+        `positions` it explains ((len(positions),) bools; default: all); rows it leaves are NaN.
         """
         outputs = self.outputs(methods, len(positions), targets)
         x, last, shared = None, None, SharedOutputs()
@@ -263,10 +262,7 @@ class BatchRunner:
                 x, last, shared = self.take(job.positions), job.positions, SharedOutputs()
             chosen = None if takes is None else {
                 name: rows[job.row_numbers] for name, rows in takes.items()}
-            chosen_groups = None if group_takes is None else {
-                name: rows[job.row_numbers] for name, rows in group_takes.items()}
-            for name, done in self.attribute_job(methods, job, x, shared, chosen,
-                                                 chosen_groups).items():
+            for name, done in self.attribute_job(methods, job, x, shared, chosen).items():
                 outputs[name].add(job, done)
             if bar is not None and job.done:
                 bar.update(job.done)
@@ -285,13 +281,10 @@ class BatchRunner:
 
     def attribute_job(self, methods: Sequence[Method], job: Job, x: torch.Tensor,
                       shared: SharedOutputs | None = None,
-                      chosen: Mapping[str, np.ndarray] | None = None,
-                      chosen_groups: Mapping[str, np.ndarray] | None = None
-                      ) -> dict[str, JobResult]:
+                      chosen: Mapping[str, np.ndarray] | None = None) -> dict[str, JobResult]:
         """Every method on one job's images `x`: scores, group scores, and the maps to keep.
         shared: outputs of masked copies of these images computed before; chosen: per method,
-        the job's rows it explains (default: all); chosen_groups: the rows its run on the band
-        groups explains (default: `chosen`'s). A method with no rows for either is left out."""
+        the job's rows it explains (default: all; a method with none is left out)."""
         device = self.ctx.baseline.device
         batch = Batch(x=x, target=torch.from_numpy(job.target).to(device),
                       label=torch.from_numpy(job.label).to(device), index=job.positions,
@@ -299,48 +292,35 @@ class BatchRunner:
         done = {}
         for method in methods:
             rows = None if chosen is None else chosen[method.name]
-            regions_only = self.groups is not None and self.groups.regions and method.grouped
-            on_groups = self.groups is not None and method.grouped and not regions_only
-            group_rows = (chosen_groups or {}).get(method.name, rows) if on_groups else None
-            if not _any(rows) and not (on_groups and _any(group_rows)):
+            if rows is not None and not rows.any():
                 continue
+            part = batch if rows is None or rows.all() else batch.rows(rows)
             started = time.perf_counter()
-            result = grouped = maps = None
-            if _any(rows):
-                ctx = self.groups.context if regions_only else self.ctx
-                result = self.attribute(method, _part(batch, rows), ctx, job.key)
-            if on_groups and _any(group_rows):
-                grouped = self.attribute(method, _part(batch, group_rows), self.groups.context,
-                                         job.key).scores
-            if result is not None and result.maps is not None:
+            regions_only = self.groups is not None and self.groups.regions and method.grouped
+            ctx = self.groups.context if regions_only else self.ctx
+            result = self.attribute(method, part, ctx, job.key)
+            grouped = None
+            if self.groups is not None and method.grouped and not regions_only:
+                grouped = self.attribute(method, part, self.groups.context, job.key).scores
+            maps = None
+            if result.maps is not None:
                 keep = job.keep if rows is None else job.keep & rows
                 kept = np.flatnonzero(keep if rows is None else keep[rows])
                 items = job.items if rows is None else job.items[rows]
                 maps = {int(items[row]): result.maps[row].cpu().numpy() for row in kept}
-            done[method.name] = JobResult(None if result is None else result.scores, grouped,
-                                          maps, time.perf_counter() - started, rows, group_rows)
+            done[method.name] = JobResult(result.scores, grouped, maps,
+                                          time.perf_counter() - started, rows)
         return done
-
-
-def _any(rows: np.ndarray | None) -> bool:
-    """Whether a job's row choice (None: all rows) holds any row."""
-    return rows is None or bool(rows.any())
-
-
-def _part(batch: Batch, rows: np.ndarray | None) -> Batch:
-    return batch if rows is None or rows.all() else batch.rows(rows)
-
 
 @dataclass
 class JobResult:
     """One method's answer for one job: scores by row, group scores, the maps kept."""
 
-    scores: np.ndarray | None  # None: only its run on the band groups had rows
+    scores: np.ndarray
     groups: np.ndarray | None
     maps: dict[int, np.ndarray] | None  # position (pair number) → (B, H, W)
     seconds: float
     rows: np.ndarray | None = None  # (job rows,) bools: the rows answered; None: all
-    group_rows: np.ndarray | None = None  # the same for the group scores
 
 
 @dataclass
@@ -360,22 +340,20 @@ class _Outputs:
 
     def add(self, job: Job, done: JobResult) -> None:
         """One job's answer, written at its rows (those it answered)."""
-        if done.scores is not None:
-            self.scores = _put(self.scores, self.shape, _answered(job, done.rows), done.scores)
+        rows = job.rows
+        if done.rows is not None:
+            rows = (rows[0][done.rows], rows[1]) if isinstance(rows, tuple) else rows[done.rows]
+        self.scores = _put(self.scores, self.shape, rows, done.scores)
         if done.groups is not None:
-            self.groups = _put(self.groups, self.shape, _answered(job, done.group_rows),
-                               done.groups)
+            self.groups = _put(self.groups, self.shape, rows, done.groups)
         self.maps.update(done.maps or {})
         self.seconds += done.seconds
 
     def finish(self, method: Method, groups: BandGroups | None, batch_size: int) -> MethodRun:
         """The method's run. A method that does not remove a group's bands together has its
         band scores summed per group; as regions, the region scores become the scores and the
-        band scores the detail. Rows it did not answer are NaN (all of them when only its run
-        on the band groups had rows)."""
-        scores = self.scores if self.scores is not None else np.full(
-            (*self.shape, groups.membership.shape[0]), np.nan)
-        run = MethodRun(scores, self.maps if method.has_maps else None, self.seconds,
+        band scores the detail."""
+        run = MethodRun(self.scores, self.maps if method.has_maps else None, self.seconds,
                         self.groups, batches=-(-self.n // batch_size))
         if groups is None or method.grouped:
             return run
@@ -383,13 +361,6 @@ class _Outputs:
         if groups.regions:
             return dataclasses.replace(run, scores=summed, band_scores=self.scores)
         return dataclasses.replace(run, group_scores=summed)
-
-
-def _answered(job: Job, rows: np.ndarray | None):
-    """The run's rows of the job's rows a method answered (`rows`, None: all)."""
-    if rows is None:
-        return job.rows
-    return (job.rows[0][rows], job.rows[1]) if isinstance(job.rows, tuple) else job.rows[rows]
 
 
 def _put(into: np.ndarray | None, shape: tuple[int, ...], rows, values: np.ndarray) -> np.ndarray:
