@@ -2,7 +2,8 @@
 answer is the one every image would give.
 
     python scripts/benchmark_dataset.py [--images 27000] [--folder /tmp/xband-eurosat]
-        [--reference REFERENCE/importance.csv] [--device cpu] [--all-images-only [--few-draws]]
+        [--reference REFERENCE/importance.csv] [--device cpu] [--seed 0]
+        [--all-images-only [--few-draws]]
 
 Builds (once, seeded) 27,000 synthetic Sentinel-2 patches of 64×64×13 in EuroSAT-MS's storage
 (uint16 reflectance ×10000, bands last) in 10 classes, each class marked by three planted bands
@@ -11,10 +12,12 @@ small CNN (Conv-BN-ReLU-MaxPool ×2, global average pool) on 6,000 more and expo
 Then times the default `xband explain` (every method; images per class until settled) from the
 command line, tuning and model loading included, and compares each method's top-3 bands per
 class with those of an every-image run (`--all-images-only` makes just that reference, and
-`--reference` reads it). `--few-draws` gives every image the draws of the rounds until settled
-(one background image, one antithetic pair of band orders, …): the answer the default run's
-estimators give on all 27,000 images, about an hour on 2 CPU cores; without it each image takes
-the full draws of `--all-images` (about 5 hours here, minutes on a GPU with `--device cuda`).
+`--reference` reads it); `--seed` changes which images the rounds take, to see how much the
+time to the answer depends on that draw. `--few-draws` gives every image the draws of the
+rounds until settled (one background image, one antithetic pair of band orders, …): the answer
+the default run's estimators give on all 27,000 images, about 1.5 hours on 2 CPU cores; without
+it each image takes the full draws of `--all-images` (about 5 hours here; minutes on a GPU with
+`--device cuda`).
 """
 
 from __future__ import annotations
@@ -170,6 +173,7 @@ def main() -> None:
     parser.add_argument("--folder", default="/tmp/xband-eurosat")
     parser.add_argument("--reference", help="importance.csv of an every-image run")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0, help="xband explain's --seed")
     parser.add_argument("--all-images-only", action="store_true")
     parser.add_argument("--few-draws", action="store_true",
                         help="with --all-images-only: each image the draws of the rounds until "
@@ -184,10 +188,12 @@ def main() -> None:
                             args.device, *draws)
         print(f"every image: {seconds:.0f} s; table: {out / 'importance.csv'}")
         return
-    seconds = run_xband(x_path, y_path, model_path, folder / "default", "--device", args.device)
-    sampled = pd.read_csv(folder / "default" / "importance.csv")
-    summary = json.loads((folder / "default" / "summary.json").read_text())
-    print(f"default xband explain: {seconds:.0f} s wall ({args.images} images, "
+    out = folder / ("default" if args.seed == 0 else f"default-seed{args.seed}")
+    seconds = run_xband(x_path, y_path, model_path, out, "--device", args.device,
+                        "--seed", str(args.seed))
+    sampled = pd.read_csv(out / "importance.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    print(f"default xband explain (seed {args.seed}): {seconds:.0f} s wall ({args.images} images, "
           f"{summary['data']['n_images']} explained)")
     if args.reference:
         diffs = differences(sampled, pd.read_csv(args.reference))

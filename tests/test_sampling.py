@@ -72,10 +72,10 @@ def test_clear_classes_settle_tiny_ones_use_all_and_unclear_ones_go_on():
     assert stops[0].reason == SETTLED and stops[0].n == RULE.first_round
     assert stops[1].reason == ALL_IMAGES and stops[1].n == 10
     assert stops[2].n > 4 * RULE.first_round
-    ends = [RULE.first_round]  # rounds of 32, 32, 32, 48, 72, … images: a class grows by half
+    ends = [RULE.first_round]  # rounds of 32, 32, 32, 32, 32, 40, … images: a quarter more
     while ends[-1] < 500:
         ends.append(min(ends[-1] + max(RULE.first_round, int(RULE.growth * ends[-1])), 500))
-    assert ends[:5] == [32, 64, 96, 144, 216] and stops[2].n in ends
+    assert ends[:7] == [32, 64, 96, 128, 160, 200, 250] and stops[2].n in ends
     taken = np.concatenate(explained)
     assert len(np.unique(taken)) == len(taken)  # no image twice
     for c, order in orders.items():  # each class's images in its seeded order: a prefix

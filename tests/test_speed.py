@@ -32,6 +32,7 @@ from xband.forward import (
 from xband.methods import METHODS, Batch, Context, SharedOutputs, get_method
 from xband.methods.shapley import antithetic_orders
 from xband.pipeline import explain
+from xband.runner import Donors
 
 N_BANDS, N_CLASSES = 5, 3
 
@@ -377,3 +378,25 @@ def test_methods_on_one_batch_share_masked_copies_and_keep_their_numbers():
     for name, scores in alone.items():
         np.testing.assert_allclose(together[name], scores, rtol=1e-5,
                                    atol=1e-6 * np.abs(scores).max())
+
+
+def test_donors_of_a_batch_are_read_once_for_every_method_that_asks():
+    """Band ablation, Shapley, LIME, … on bands and on band groups each ask for the batch's
+    donor images: they are read from the data once, and each repeat and batch gets its own."""
+    reads = []
+
+    def take(positions):
+        reads.append(positions.copy())
+        return torch.from_numpy(positions.astype(np.float32))
+
+    donors = Donors(50, seed=3, take=take)
+    first, again = donors(np.arange(8), 0), donors(np.arange(8), 0)
+    assert again is first and len(reads) == 1
+    other_repeat, other_batch = donors(np.arange(8), 1), donors(np.arange(8, 16), 0)
+    assert len(reads) == 3 and not torch.equal(other_repeat, first)
+    assert torch.equal(other_batch, take(donors.order(0)[np.arange(8, 16)]))
+    for start in range(0, 8 * Donors.KEPT, 8):  # older batches are let go
+        donors(np.arange(start, start + 8) % 50, 2)
+    reads.clear()
+    donors(np.arange(8), 0)
+    assert len(reads) == 1

@@ -47,11 +47,16 @@ def seeded(seed: int) -> Iterator[None]:
 class Donors:
     """Other images of the explained set: in repeat r, the donor of position p is position
     perm_r[p] of a seeded permutation of all n positions. Donors are real images of the data
-    (GradientShap's baselines, permutation importance's shuffled bands)."""
+    (GradientShap's baselines, permutation importance's shuffled bands). The last few batches'
+    donors are kept: every method of a batch, on bands and on band groups, asks for the same
+    ones, which are then read once."""
+
+    KEPT = 8  # (batch, repeat) donor sets kept
 
     def __init__(self, n: int, seed: int, take: Callable[[np.ndarray], torch.Tensor]):
         self.n, self.seed, self.take = n, seed, take
         self._orders: dict[int, np.ndarray] = {}
+        self._recent: dict[tuple[int, bytes], torch.Tensor] = {}  # read-only: callers copy
 
     def order(self, repeat: int) -> np.ndarray:
         if repeat not in self._orders:
@@ -59,7 +64,12 @@ class Donors:
         return self._orders[repeat]
 
     def __call__(self, positions: np.ndarray, repeat: int) -> torch.Tensor:
-        return self.take(self.order(repeat)[positions])
+        key = (repeat, np.asarray(positions, dtype=np.int64).tobytes())
+        if key not in self._recent:
+            if len(self._recent) >= self.KEPT:
+                del self._recent[next(iter(self._recent))]
+            self._recent[key] = self.take(self.order(repeat)[positions])
+        return self._recent[key]
 
 
 @dataclass

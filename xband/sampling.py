@@ -41,7 +41,7 @@ class StoppingRule:
     tie: float = 0.01
     n_boot: int = 200
     first_round: int = 32
-    growth: float = 0.5
+    growth: float = 0.25
 
     def as_dict(self) -> dict:
         return asdict(self)
