@@ -167,6 +167,33 @@ def differences(sampled: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
     return lines
 
 
+def all_images_rows(out: Path, reference: pd.DataFrame) -> list[str]:
+    """How far the sampled run's "all images" shares lie from the every-image run's: as written
+    (each class weighed by its images in the data), and as plain means over the images
+    explained (recomputed from scores.npz), which lean toward the classes that took many."""
+    from xband.aggregate import importance_table
+
+    def everyone(table: pd.DataFrame) -> pd.Series:
+        rows = table[(table["grouping"] == "true_class") & (table["class"] == "all images")]
+        return rows.set_index(["method", "band"])["share"]
+
+    saved = np.load(out / "scores.npz")
+    methods = [name.removeprefix("scores_") for name in saved.files if name.startswith("scores_")]
+    plain = importance_table({m: saved[f"scores_{m}"] for m in methods}, labels=saved["labels"],
+                             predictions=saved["predictions"],
+                             class_names=list(saved["class_names"]),
+                             band_names=list(saved["band_names"]), target_mode="true", n_boot=10)
+    truth, lines = everyone(reference), []
+    for name, table in (("as written (classes by their images)", pd.read_csv(out / "importance.csv")),
+                        ("plain means over the images explained", plain)):
+        shares = everyone(table)
+        gap = 100 * (shares - truth.reindex(shares.index)).abs()
+        first = sum(shares[m].idxmax() == truth[m].idxmax() for m in methods)
+        lines.append(f"{name}: |share - every image| max {gap.max():.1f}, mean {gap.mean():.2f} "
+                     f"percentage points; first band equal for {first} of {len(methods)} methods")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=27000)
@@ -206,6 +233,9 @@ def main() -> None:
               f"(method, class) pairs; the first band for {first}, the first two in order for "
               f"{two}")
         for line in diffs:
+            print("  " + line)
+        print("the 'all images' rows against the every-image run's:")
+        for line in all_images_rows(out, reference):
             print("  " + line)
 
 

@@ -8,12 +8,14 @@ import pytest
 
 from tests.planted import N_CLASSES, PLANTED, planted_images, train_torch
 from tests.test_explain import as_loaded
-from xband import explain, image_set
+from xband import aggregate, explain, image_set
+from xband.aggregate import importance_table
 from xband.config import RunConfig
 from xband.methods import Shapley
 from xband.sampling import (
     ALL_IMAGES,
     BUDGET,
+    LEADER_SETTLED,
     SETTLED,
     StoppingRule,
     change_chance,
@@ -72,10 +74,11 @@ def test_clear_classes_settle_tiny_ones_use_all_and_unclear_ones_go_on():
     assert stops[0].reason == SETTLED and stops[0].n == RULE.first_round
     assert stops[1].reason == ALL_IMAGES and stops[1].n == 10
     assert stops[2].n > 4 * RULE.first_round
-    ends = [RULE.first_round]  # rounds of 32, 32, 32, 32, 32, 40, … images: a quarter more
+    ends = [RULE.first_round]  # rounds of 32 images up to 256, then an eighth more
     while ends[-1] < 500:
         ends.append(min(ends[-1] + max(RULE.first_round, int(RULE.growth * ends[-1])), 500))
-    assert ends[:7] == [32, 64, 96, 128, 160, 200, 250] and stops[2].n in ends
+    assert ends[:11] == [32, 64, 96, 128, 160, 192, 224, 256, 288, 324, 364]
+    assert stops[2].n in ends
     taken = np.concatenate(explained)
     assert len(np.unique(taken)) == len(taken)  # no image twice
     for c, order in orders.items():  # each class's images in its seeded order: a prefix
@@ -109,6 +112,39 @@ def test_methods_take_rounds_together_and_stop_on_their_own():
     assert together["clear"] == alone
     for c in (0, 1):
         assert together["noisy"][c].n > together["clear"][c].n
+
+
+def test_an_answer_that_follows_another_stops_with_it_or_sooner():
+    """A method's band-group answer stops when its band answer does, or sooner when its own top
+    groups settle first; it never takes images past the band answer."""
+    class_of = np.repeat([0, 1], [600, 600])
+    orders = class_orders(class_of, 2, seed=1)
+    clear, close = [0.5, 0.25, 0.15, 0.1], [0.28, 0.26, 0.24, 0.22]
+    groups, bands = "m (band groups)", "m"
+
+    def attribute(means: dict[str, dict[int, list[float]]]):
+        rng = np.random.default_rng(5)
+
+        def draw(positions: np.ndarray, active: dict[str, set[int]]):
+            done = {}
+            for answer in means:
+                used = positions[np.isin(class_of[positions], list(active.get(answer, ())))]
+                centre = np.array([means[answer][c] for c in class_of[used]]).reshape(-1, 4)
+                done[answer] = (used, centre + 0.1 * rng.standard_normal(centre.shape))
+            return {answer: done[answer] for answer in active}
+        return draw
+
+    # class 0: groups clear, bands close; class 1: groups close, bands clear
+    means = {bands: {0: close, 1: clear}, groups: {0: clear, 1: close}}
+    stops = sample_until_settled(attribute(means), [bands, groups], orders, RULE,
+                                 class_of=class_of, seed=0, seconds_per_image={bands: 0},
+                                 follows={groups: bands})
+    assert stops[groups][0].reason == SETTLED and stops[groups][0].n < stops[bands][0].n
+    assert stops[bands][1].reason == SETTLED
+    assert stops[groups][1].n == stops[bands][1].n and stops[groups][1].reason == LEADER_SETTLED
+    alone = sample_until_settled(attribute({groups: means[groups]}), [groups], orders, RULE,
+                                 class_of=class_of, seed=0, seconds_per_image={groups: 0})[groups]
+    assert alone[1].n > stops[groups][1].n  # on its own it would have gone on
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +197,75 @@ def test_rounds_until_settled_take_few_draws_per_image_unless_told():
     assert told.method("shapley").n_samples == 6 and told.method("permutation").n_repeats == 3
     assert told.n_background == 4
 
+
+
+def test_band_groups_stop_with_their_method_or_sooner(planted):
+    """In a run until settled, a method's band-group scores cover a prefix of the images its band
+    scores cover, class by class, and the summary says where and why each stopped."""
+    model, (x, y) = planted
+    names = image_set(x, y).band_names
+    data = image_set(x, y, band_groups={"a": names[:2], "b": names[2:3], "c": names[3:4],
+                                        "d": names[4:]})
+    result = explain(model, data, methods="saliency,feature_ablation,permutation", n_boot=20,
+                     progress=False)
+    sampling = result.summary["sampling"]
+    assert set(sampling["group_stops"]) == {"feature_ablation", "permutation"}  # not saliency
+    for method, stops in sampling["group_stops"].items():
+        banded = np.isfinite(result.scores[method]).all(axis=1)
+        grouped = np.isfinite(result.group_scores[method]).all(axis=1)
+        assert not (grouped & ~banded).any()
+        for name, stop in stops.items():
+            c = result.class_names.index(name)
+            assert stop["n"] == (grouped & (result.labels == c)).sum()
+            assert stop["n"] <= sampling["stops"][method][name]["n"]
+            assert stop["reason"] in {SETTLED, LEADER_SETTLED, ALL_IMAGES}
+            if stop["n"] < sampling["stops"][method][name]["n"]:
+                assert stop["reason"] == SETTLED
+    overview = result.sampling_overview()
+    assert overview["permutation"].str.contains("; band groups: ").all()
+    assert not overview["saliency"].str.contains("band groups").any()
+    assert "band groups (methods that remove them whole)" in result.sampling_text()
+
+
+def test_rows_mixing_classes_weigh_each_class_by_its_candidates_not_its_images_explained():
+    """A class that settled on 30 of its 900 images counts 9 times as much as one that needed
+    all 100 of its images in the 'all images' rows; each class's own rows are unchanged."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], [30, 100])
+    centre = np.where(labels[:, None] == 0, [0.6, 0.2, 0.2], [0.2, 0.6, 0.2])
+    scores = {"m": centre + 0.05 * rng.standard_normal((130, 3))}
+    table = dict(labels=labels, predictions=labels, class_names=["a", "b"],
+                 band_names=["x", "y", "z"], target_mode="true", n_boot=200)
+    plain = importance_table(scores, **table)
+    weighted = importance_table(scores, **table, strata=(labels, np.array([900, 100])))
+
+    def rows(frame, cls):
+        return frame[(frame["grouping"] == "true_class") & (frame["class"] == cls)
+                     ].set_index("band")
+
+    shares = aggregate.shares(scores["m"])
+    expected = 0.9 * shares[labels == 0].mean(axis=0) + 0.1 * shares[labels == 1].mean(axis=0)
+    everyone = rows(weighted, "all images")
+    np.testing.assert_allclose(everyone["share"].to_numpy(), expected)
+    assert everyone["rank"].idxmin() == "x" and rows(plain, "all images")["rank"].idxmin() == "y"
+    assert (everyone["share_ci_low"] < everyone["share"]).all()
+    assert (everyone["share"] < everyone["share_ci_high"]).all()
+    assert (everyone["n"] == 130).all()
+    for cls in ("a", "b"):
+        np.testing.assert_allclose(rows(weighted, cls)["share"], rows(plain, cls)["share"])
+
+
+def test_images_no_method_answered_for_leave_their_rows_out():
+    """Band groups that settled sooner than the bands leave images without any group score:
+    their groupings (here the misclassified images of class b) have no rows, and no error."""
+    labels = np.repeat([0, 1], [40, 40])
+    predictions = labels.copy()
+    predictions[75:] = 0  # five misclassified images of class b, which no method answered for
+    scores = {"m": np.random.default_rng(0).standard_normal((80, 3))}
+    scores["m"][75:] = np.nan
+    table = importance_table(scores, labels=labels, predictions=predictions,
+                             class_names=["a", "b"], band_names=["x", "y", "z"],
+                             target_mode="true", n_boot=50)
+    misclassified = table[table["grouping"] == "misclassified"]
+    assert misclassified.empty
+    assert set(table.loc[table["grouping"] == "true_class", "class"]) == {"all images", "a", "b"}

@@ -64,14 +64,16 @@ def resample_counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
 
 
 def _bootstrap_interval(
-    values: np.ndarray, rng: np.random.Generator, n_boot: int, chunk: int = 200
+    values: np.ndarray, rng: np.random.Generator, n_boot: int, weights: np.ndarray,
+    chunk: int = 200,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """2.5 and 97.5 percentiles of the mean of each column over `n_boot` resamples of rows."""
+    """2.5 and 97.5 percentiles of the (`weights`-weighted) mean of each column over `n_boot`
+    resamples of rows."""
     n = len(values)
     means = []
     for start in range(0, n_boot, chunk):
-        counts = resample_counts(rng, n, min(chunk, n_boot - start))
-        means.append(counts @ values / n)
+        counts = resample_counts(rng, n, min(chunk, n_boot - start)) * weights
+        means.append(counts @ values / counts.sum(axis=1, keepdims=True))
     means = np.concatenate(means)
     return np.percentile(means, 2.5, axis=0), np.percentile(means, 97.5, axis=0)
 
@@ -88,13 +90,18 @@ def importance_table(
     seed: int = 0,
     wavelengths: Sequence[float] | None = None,
     multi_label: bool = False,
+    strata: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """The tidy table: one row per method, grouping, class, target and band.
 
     `scores[m]` is (N, B), or (N, C, B) when every class is a target (`target_mode == "all"`);
     multi-label, (P, B) for the (image, label) pairs that `grouping_keys` describes. NaN rows
     are images (pairs) the method did not explain; `wavelengths` (nm, per band) fill the column
-    wavelength_nm (NaN when unknown). `n` counts each method's own images.
+    wavelength_nm (NaN when unknown). `n` counts each method's own images. strata: for a run
+    that explained some images of each class, (each row's class as sampled (N,), each class's
+    images among all candidates (C,)): a row weighs its class's candidates over the images the
+    method explained of it, so that rows mixing classes (all images, a predicted class) stand
+    for the candidates, not for how many images each class needed.
     """
     rng = np.random.default_rng(seed)
     n = len(predictions)
@@ -107,13 +114,17 @@ def importance_table(
             rows = mask & explained
             if not rows.any():
                 continue
+            weights = _stratum_weights(strata, explained)[rows]
             # one matrix with these methods' scores and shares, so one bootstrap serves them all
             flat = np.concatenate([scores[m].reshape(n, -1)[rows] for m in methods]
                                   + [shares(scores[m]).reshape(n, -1)[rows] for m in methods],
                                   axis=1)
             index = pd.MultiIndex.from_product([methods, targets, band_names],
                                                names=["method", "target", "band"])
-            parts.append(_summarise(flat, rng, n_boot, index, wavelength).assign(n=int(rows.sum())))
+            parts.append(_summarise(flat, rng, n_boot, index, wavelength, weights).assign(
+                n=int(rows.sum())))
+        if not parts:  # no method explained these images (band groups that settled sooner)
+            continue
         order = {m: i for i, m in enumerate(scores)}
         frame = pd.concat(parts, ignore_index=True).sort_values(
             "method", key=lambda s: s.map(order), kind="stable")
@@ -144,14 +155,27 @@ def _explained_together(scores: dict[str, np.ndarray]) -> list[tuple[list[str], 
     return groups
 
 
+def _stratum_weights(strata: tuple[np.ndarray, np.ndarray] | None,
+                     explained: np.ndarray) -> np.ndarray:
+    """(N,) each row's weight: its class's candidates over the explained images of the class
+    (`importance_table`'s strata); 1 without strata."""
+    if strata is None:
+        return np.ones(len(explained))
+    stratum, candidates = strata
+    taken = np.bincount(stratum[explained], minlength=len(candidates))
+    return candidates[stratum] / np.maximum(taken[stratum], 1)
+
+
 def _summarise(values: np.ndarray, rng: np.random.Generator, n_boot: int, index: pd.MultiIndex,
-               wavelength: np.ndarray) -> pd.DataFrame:
-    """Mean, std and bootstrap interval of every column of `values` (scores, then shares), one
-    row per (method, target, band) of `index`."""
+               wavelength: np.ndarray, weights: np.ndarray) -> pd.DataFrame:
+    """Weighted mean, std and bootstrap interval of every column of `values` (scores, then
+    shares), one row per (method, target, band) of `index`."""
     half = len(index)
-    mean = values.mean(axis=0)
-    std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(values.shape[1])
-    low, high = _bootstrap_interval(values, rng, n_boot)
+    mean = np.average(values, axis=0, weights=weights)
+    n = len(values)
+    spread = np.average((values - mean) ** 2, axis=0, weights=weights)
+    std = np.sqrt(spread * n / (n - 1)) if n > 1 else np.zeros(values.shape[1])
+    low, high = _bootstrap_interval(values, rng, n_boot, weights)
     frame = pd.DataFrame(
         {
             "score": mean[:half], "score_std": std[:half],

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xband import aggregate
-from xband.data import ImageSet, batches, scan
+from xband.data import ImageSet, batches, check_images
 from xband.methods import Method
 from xband.runner import BatchRunner, MethodRun, Pairs
 from xband.sampling import ALL_IMAGES, ClassStop, StoppingRule, sample_until_settled
@@ -50,9 +50,10 @@ class Candidates:
         positions = np.sort(positions)
         unchecked = positions[~self.checked[positions]]
         if len(unchecked):
-            kept = scan(self.data, self.indices[unchecked], skip_bad=self.skip_bad)
-            self.skipped += kept.skipped
-            good = np.isin(self.indices[unchecked], kept.kept)
+            kept, skipped = check_images(self.data, self.indices[unchecked],
+                                         skip_bad=self.skip_bad)
+            self.skipped += skipped
+            good = np.isin(self.indices[unchecked], kept)
             self.checked[unchecked[good]] = True
             positions = positions[~np.isin(positions, unchecked[~good])]
         unknown = positions[~self.predicted[positions]]
@@ -82,6 +83,7 @@ class MethodResult:
     seconds: float
     stops: dict[int, ClassStop]  # class → why the method stopped taking its images
     band_scores: np.ndarray | None = None  # regions as features: a gradient method's per band
+    group_stops: dict[int, ClassStop] | None = None  # why its band-group answer stopped, if apart
 
     @property
     def explained(self) -> np.ndarray:
@@ -99,6 +101,8 @@ def explain_until_settled(methods: tuple[Method, ...], runner: BatchRunner,
     going on their class, which share the network's outputs for the masked copies they have in
     common."""
     collected = {m.name: _Collected() for m in methods}
+    groups_of = {m.name: _groups_answer(m.name) for m in methods
+                 if m.grouped and runner.groups is not None and not runner.groups.regions}
     batches_done = rounds = 0
     targets = {"true": candidates.labels, "predicted": candidates.predictions, "all": None}[target]
     bar = tqdm(total=0, desc=f"{len(methods)} methods", unit="img", disable=not progress,
@@ -111,28 +115,50 @@ def explain_until_settled(methods: tuple[Method, ...], runner: BatchRunner,
         going = [m for m in methods if active[m.name]]
         known = candidates.known[positions]
         takes = {m.name: np.isin(known, list(active[m.name])) for m in going}
+        group_takes = {m.name: np.isin(known, list(active[groups_of[m.name]])) for m in going
+                       if m.name in groups_of}
         rounds += 1  # the bar runs to the end of this round: its time left is true
         bar.total = bar.n + len(positions)
         bar.set_postfix_str(f"round {rounds}, {len(going)} methods until settled", refresh=True)
         runs = runner.run_many(going, positions, known=candidates.known, targets=targets,
                                keep_maps=examples, first_batch=batches_done, bar=bar,
-                               takes=takes) if len(positions) else {}
+                               takes=takes, group_takes=group_takes) if len(positions) else {}
         batches_done += -(-len(positions) // runner.batch_size)
         done = {}
         for method in going:
             mine = takes[method.name]
             if method.name in runs:
                 collected[method.name].add(runs[method.name], positions, mine, len(candidates))
-            scores = runs[method.name].scores[mine] if method.name in runs else np.empty((0, 0))
-            done[method.name] = (positions[mine], aggregate.shares(_own_class(
-                scores, known[mine])) if len(scores) else np.empty((0, 0)))
+            run = runs.get(method.name)
+            done[method.name] = _answer(None if run is None else run.scores, mine, positions,
+                                        known)
+            if method.name in groups_of:
+                done[groups_of[method.name]] = _answer(
+                    None if run is None else run.group_scores, group_takes[method.name],
+                    positions, known)
         return done
 
-    stops = sample_until_settled(attribute, [m.name for m in methods], orders, rule,
-                                 class_of=candidates.known, seed=seed,
-                                 seconds_per_image=seconds_per_image, deadline=deadline)
+    answers = [m.name for m in methods] + list(groups_of.values())
+    stops = sample_until_settled(attribute, answers, orders, rule, class_of=candidates.known,
+                                 seed=seed, seconds_per_image=seconds_per_image,
+                                 deadline=deadline, follows={g: m for m, g in groups_of.items()})
     bar.close()
-    return {m.name: collected[m.name].result(m, stops[m.name]) for m in methods}
+    return {m.name: collected[m.name].result(m, stops[m.name], stops.get(groups_of.get(m.name)))
+            for m in methods}
+
+
+def _groups_answer(method: str) -> str:
+    """The name under which the sampler stops a method's band-group answer."""
+    return f"{method} (band groups)"
+
+
+def _answer(scores: np.ndarray | None, mine: np.ndarray, positions: np.ndarray,
+            known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The images a method answered of a round's `positions` (`mine` marks them) and their
+    shares for their own class, as the sampler takes them."""
+    if scores is None or not mine.any():
+        return positions[mine][:0], np.empty((0, 0))
+    return positions[mine], aggregate.shares(_own_class(scores[mine], known[mine]))
 
 
 @dataclass
@@ -156,12 +182,13 @@ class _Collected:
         self.maps.update(run.maps or {})
         self.seconds += run.seconds
 
-    def result(self, method: Method, stops: dict[int, ClassStop]) -> MethodResult:
+    def result(self, method: Method, stops: dict[int, ClassStop],
+               group_stops: dict[int, ClassStop] | None = None) -> MethodResult:
         """The method's result; its seconds are those of its own calls (a pass it shares is
         counted by the method that made it first)."""
         return MethodResult(self.scores, self.detail.get("group_scores"),
                             self.maps if method.has_maps else None, self.seconds, stops,
-                            self.detail.get("band_scores"))
+                            self.detail.get("band_scores"), group_stops)
 
 
 def explain_every_image(methods: tuple[Method, ...], runner: BatchRunner, candidates: Candidates,

@@ -691,8 +691,7 @@ def scan(data: ImageSet, indices: np.ndarray, batch_size: int = 256, *,
     total = np.zeros(data.n_bands)
     total_sq = np.zeros(data.n_bands)
     kept, skipped = [], []
-    for chunk in batches(indices, batch_size):
-        good, raw, bad = _read_checked(data, chunk, skip_bad)
+    for good, raw, bad in _checked_chunks(data, indices, batch_size, skip_bad):
         kept.append(good)
         skipped += bad
         if not len(good):
@@ -708,6 +707,23 @@ def scan(data: ImageSet, indices: np.ndarray, batch_size: int = 256, *,
     std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0))
     stats = BandStats(mean=mean.astype(np.float32), std=std.astype(np.float32))
     return Scan(stats, np.concatenate(kept), skipped)
+
+
+def check_images(data: ImageSet, indices: np.ndarray, batch_size: int = 256, *,
+                 skip_bad: bool = False) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """`scan`'s checks without its statistics: the usable indices, and (image, reason) for the
+    images left out (with `skip_bad`; else the first bad image raises `XbandError`)."""
+    kept, skipped = [np.empty(0, dtype=np.int64)], []
+    for good, _, bad in _checked_chunks(data, indices, batch_size, skip_bad):
+        kept.append(good)
+        skipped += bad
+    return np.concatenate(kept), skipped
+
+
+def _checked_chunks(data: ImageSet, indices: np.ndarray, batch_size: int, skip_bad: bool
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]]:
+    for chunk in batches(indices, batch_size):
+        yield _read_checked(data, chunk, skip_bad)
 
 
 def _read_checked(data: ImageSet, chunk: np.ndarray, skip_bad: bool

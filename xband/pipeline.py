@@ -48,7 +48,7 @@ from xband.regions import (
 )
 from xband.result import Examples, Explanation, RunRecord, build_summary
 from xband.runner import BatchRunner, Pairs, RunnerSpec, image_feed
-from xband.sampling import class_orders
+from xband.sampling import ALL_IMAGES, ClassStop, class_orders
 from xband.tuning import (
     SPEED_UP_COST_S,
     TUNING_SHARE,
@@ -641,15 +641,21 @@ def shared_note(runner: BatchRunner) -> str:
 def sampling_record(config: RunConfig, results: dict[str, MethodResult],
                     class_names: tuple[str, ...], stats_images: int) -> dict:
     """How many images (multi-label: pairs) each method explained per class, and why it
-    stopped there."""
+    stopped there; for a method that removes band groups whole, also for its group answer."""
     mode = "all images" if config.all_images else "until settled"
     return {
         "mode": "all (image, label) pairs" if config.multi_label else mode,
         "rule": config.stopping.as_dict(),
         "band_statistics_images": stats_images,
-        "stops": {m: {class_names[c]: stop.as_dict() for c, stop in r.stops.items()}
-                  for m, r in results.items()},
+        "stops": {m: _named(r.stops, class_names) for m, r in results.items()},
+        **({"group_stops": {m: _named(r.group_stops, class_names) for m, r in results.items()
+                            if r.group_stops is not None}}
+           if any(r.group_stops is not None for r in results.values()) else {}),
     }
+
+
+def _named(stops: dict[int, ClassStop], class_names: tuple[str, ...]) -> dict[str, dict]:
+    return {class_names[c]: stop.as_dict() for c, stop in stops.items()}
 
 
 def assemble(model: LoadedModel, data: ImageSet, config: RunConfig, record: RunRecord,
@@ -669,7 +675,7 @@ def assemble(model: LoadedModel, data: ImageSet, config: RunConfig, record: RunR
                                          for kind in ("scores", "group_scores", "band_scores"))
     tables = dict(**aggregate.grouping_keys(labels, predictions, pairs),
                   class_names=list(data.class_names), target_mode=config.target,
-                  n_boot=config.n_boot, seed=config.seed)
+                  n_boot=config.n_boot, seed=config.seed, strata=_strata(candidates, work))
     band_table = dict(band_names=list(data.band_names), wavelengths=data.wavelengths, **tables)
     if config.by_region:  # the regions are the features; bands are gradient detail
         importance = aggregate.importance_table(
@@ -695,6 +701,17 @@ def assemble(model: LoadedModel, data: ImageSet, config: RunConfig, record: RunR
                                                                   data.wavelengths),
         band_scores=band_scores or None, band_importance=band_importance,
     )
+
+
+def _strata(candidates: Candidates, work: Attributed) -> tuple[np.ndarray, np.ndarray] | None:
+    """`aggregate.importance_table`'s strata for a run until settled: each explained image's
+    class as sampled (its label, else its predicted class) and each class's candidates; None
+    where every image (every pair) was explained."""
+    stopped = {stop.reason for r in work.results.values() for stop in r.stops.values()}
+    if work.pairs is not None or stopped <= {ALL_IMAGES}:
+        return None
+    known = candidates.known
+    return known[work.explained], np.bincount(known, minlength=len(candidates.data.class_names))
 
 
 def _rows(scores: np.ndarray, rows: np.ndarray | None) -> np.ndarray:

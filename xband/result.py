@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -268,22 +268,31 @@ class Explanation:
         return list(self.scores)
 
     def sampling_table(self) -> pd.DataFrame:
-        """Per class and method: images explained, why the method stopped there, and the
-        bootstrap chance that the class's top bands would still change."""
-        rows = [{"class": cls, "method": method, **stop}
-                for method, stops in self.record.sampling["stops"].items()
+        """Per class, method and answer (its bands; its band groups, for a method that removes
+        them whole): images explained, why the method stopped there, and the bootstrap chance
+        that the class's top bands (band groups) would still change."""
+        sampling = self.record.sampling
+        rows = [{"class": cls, "method": method, "answer": answer, **stop}
+                for answer, key in ((f"{self.feature}s", "stops"), ("band groups", "group_stops"))
+                for method, stops in sampling.get(key, {}).items()
                 for cls, stop in stops.items()]
         return pd.DataFrame(rows).rename(columns={"n": "images", "reason": "stopped because",
                                                   "change_chance": "chance top bands change"})
 
     def sampling_overview(self) -> pd.DataFrame:
-        """Class × method: "images (why the method stopped)"."""
+        """Class × method: "images (why the method stopped)", and where a method's band groups
+        stopped apart, "; band groups: images (why)"."""
         table = self.sampling_table()
         chance = table["chance top bands change"].map(
             lambda p: "" if p is None or p != p else f", chance of change {p:.2f}")
         text = table["images"].astype(str) + " (" + table["stopped because"] + chance + ")"
-        return table.assign(text=text).pivot(index="class", columns="method", values="text") \
-            .reindex(index=self.class_names, columns=self.methods)
+        cells = table.assign(text=text).pivot(index="class", columns=["answer", "method"],
+                                              values="text")
+        overview = cells[f"{self.feature}s"].copy()
+        if "band groups" in cells.columns.get_level_values(0):
+            for method, groups in cells["band groups"].items():
+                overview[method] += "; band groups: " + groups
+        return overview.reindex(index=self.class_names, columns=self.methods)
 
     def sampling_text(self) -> str:
         """One line per method: images (multi-label: pairs) per class and why they stopped."""
@@ -296,10 +305,10 @@ class Explanation:
         unit = "Pairs" if self.pairs is not None else "Images"
         lines = [f"{unit} explained per class ({head}):"]
         for method, stops in sampling["stops"].items():
-            counts = sorted(s["n"] for s in stops.values())
-            span = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
-            reasons = sorted({s["reason"] for s in stops.values()})
-            lines.append(f"  {method:<22} {span} per class ({', '.join(reasons)})")
+            lines.append(f"  {method:<22} {_stops_text(stops.values())}")
+        if groups := sampling.get("group_stops"):
+            lines.append(f"  band groups (methods that remove them whole): "
+                         f"{_stops_text(s for stops in groups.values() for s in stops.values())}")
         return "\n".join(lines)
 
     def table(self, method: str | None = None) -> pd.DataFrame:
@@ -522,6 +531,14 @@ def report_inputs(summary: Mapping) -> dict[str, str | None]:
     """The files a report was made from (data, model), which its folder must keep apart from."""
     return {"data": summary.get("data", {}).get("path"),
             "model": summary.get("model", {}).get("path")}
+
+
+def _stops_text(stops: Iterable[Mapping]) -> str:
+    """ "32–312 per class (settled, …)": the span of images and the reasons of some stops."""
+    stops = list(stops)
+    counts = sorted(s["n"] for s in stops)
+    span = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
+    return f"{span} per class ({', '.join(sorted({s['reason'] for s in stops}))})"
 
 
 def _jsonable(value):

@@ -257,12 +257,14 @@ class BatchRunner:
 
     def run_many(self, methods: Sequence[Method], positions: np.ndarray, *, known: np.ndarray,
                  targets: np.ndarray | Pairs | None, keep_maps: np.ndarray, first_batch: int = 0,
-                 bar: tqdm | None = None, takes: Mapping[str, np.ndarray] | None = None
-                 ) -> dict[str, MethodRun]:
+                 bar: tqdm | None = None, takes: Mapping[str, np.ndarray] | None = None,
+                 group_takes: Mapping[str, np.ndarray] | None = None) -> dict[str, MethodRun]:
         """`run` for several methods over the same images: each batch is read once and given to
         every method (each under its own seed), which share the network's outputs for the
         masked copies they have in common (`SharedOutputs`). takes: per method, which of
         `positions` it explains ((len(positions),) bools; default: all); rows it leaves are NaN.
+        group_takes: likewise for the band groups of a method that removes them whole (default:
+        the rows of `takes`).
         """
         outputs = self.outputs(methods, len(positions), targets)
         x, last, shared = None, None, SharedOutputs()
@@ -270,9 +272,11 @@ class BatchRunner:
             if job.positions is not last:  # every class of a batch reuses its images
                 self._count(shared)
                 x, last, shared = self.take(job.positions), job.positions, SharedOutputs()
-            chosen = None if takes is None else {
-                name: rows[job.row_numbers] for name, rows in takes.items()}
-            for name, done in self.attribute_job(methods, job, x, shared, chosen).items():
+            chosen, chosen_groups = ({name: rows[job.row_numbers] for name, rows in which.items()}
+                                     if which is not None else None
+                                     for which in (takes, group_takes))
+            for name, done in self.attribute_job(methods, job, x, shared, chosen,
+                                                 chosen_groups).items():
                 outputs[name].add(job, done)
             if bar is not None and job.done:
                 bar.update(job.done)
@@ -291,10 +295,13 @@ class BatchRunner:
 
     def attribute_job(self, methods: Sequence[Method], job: Job, x: torch.Tensor,
                       shared: SharedOutputs | None = None,
-                      chosen: Mapping[str, np.ndarray] | None = None) -> dict[str, JobResult]:
+                      chosen: Mapping[str, np.ndarray] | None = None,
+                      chosen_groups: Mapping[str, np.ndarray] | None = None
+                      ) -> dict[str, JobResult]:
         """Every method on one job's images `x`: scores, group scores, and the maps to keep.
         shared: outputs of masked copies of these images computed before; chosen: per method,
-        the job's rows it explains (default: all; a method with none is left out)."""
+        the job's rows it explains (default: all; a method with none is left out);
+        chosen_groups: likewise for its band groups (default: those of `chosen`)."""
         device = self.ctx.baseline.device
         batch = Batch(x=x, target=torch.from_numpy(job.target).to(device),
                       label=torch.from_numpy(job.label).to(device), index=job.positions,
@@ -309,9 +316,15 @@ class BatchRunner:
             regions_only = self.groups is not None and self.groups.regions and method.grouped
             ctx = self.groups.context if regions_only else self.ctx
             result = self.attribute(method, part, ctx, job.key)
-            grouped = None
+            grouped, group_rows = None, rows
             if self.groups is not None and method.grouped and not regions_only:
-                grouped = self.attribute(method, part, self.groups.context, job.key).scores
+                if chosen_groups is not None and method.name in chosen_groups:
+                    group_rows = chosen_groups[method.name]
+                if group_rows is None or group_rows.any():
+                    group_part = batch if group_rows is None or group_rows.all() else (
+                        part if group_rows is rows else batch.rows(group_rows))
+                    grouped = self.attribute(method, group_part, self.groups.context,
+                                             job.key).scores
             maps = None
             if result.maps is not None:
                 keep = job.keep if rows is None else job.keep & rows
@@ -319,7 +332,7 @@ class BatchRunner:
                 items = job.items if rows is None else job.items[rows]
                 maps = {int(items[row]): result.maps[row].cpu().numpy() for row in kept}
             done[method.name] = JobResult(result.scores, grouped, maps,
-                                          time.perf_counter() - started, rows)
+                                          time.perf_counter() - started, rows, group_rows)
         return done
 
 @dataclass
@@ -331,6 +344,7 @@ class JobResult:
     maps: dict[int, np.ndarray] | None  # position (pair number) → (B, H, W)
     seconds: float
     rows: np.ndarray | None = None  # (job rows,) bools: the rows answered; None: all
+    group_rows: np.ndarray | None = None  # (job rows,) bools: those `groups` answers; None: all
 
 
 @dataclass
@@ -350,12 +364,10 @@ class _Outputs:
 
     def add(self, job: Job, done: JobResult) -> None:
         """One job's answer, written at its rows (those it answered)."""
-        rows = job.rows
-        if done.rows is not None:
-            rows = (rows[0][done.rows], rows[1]) if isinstance(rows, tuple) else rows[done.rows]
-        self.scores = _put(self.scores, self.shape, rows, done.scores)
+        self.scores = _put(self.scores, self.shape, _answered(job.rows, done.rows), done.scores)
         if done.groups is not None:
-            self.groups = _put(self.groups, self.shape, rows, done.groups)
+            self.groups = _put(self.groups, self.shape, _answered(job.rows, done.group_rows),
+                               done.groups)
         self.maps.update(done.maps or {})
         self.seconds += done.seconds
 
@@ -371,6 +383,13 @@ class _Outputs:
         if groups.regions:
             return dataclasses.replace(run, scores=summed, band_scores=self.scores)
         return dataclasses.replace(run, group_scores=summed)
+
+
+def _answered(rows, answered: np.ndarray | None):
+    """The job's `rows` (of the run, or (rows, class)) that `answered` marks (None: all)."""
+    if answered is None:
+        return rows
+    return (rows[0][answered], rows[1]) if isinstance(rows, tuple) else rows[answered]
 
 
 def _put(into: np.ndarray | None, shape: tuple[int, ...], rows, values: np.ndarray) -> np.ndarray:

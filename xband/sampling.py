@@ -20,6 +20,7 @@ from xband.aggregate import resample_counts
 ALL_IMAGES = "all images"
 SETTLED = "settled"
 BUDGET = "budget spent"
+LEADER_SETTLED = "bands settled first"
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class StoppingRule:
     tie: float = 0.01
     n_boot: int = 200
     first_round: int = 32
-    growth: float = 0.25
+    growth: float = 0.125
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -99,18 +100,21 @@ def sample_until_settled(
     seed: int,
     seconds_per_image: Mapping[str, float],
     deadline: float | None = None,
+    follows: Mapping[str, str] | None = None,
 ) -> dict[str, dict[int, ClassStop]]:
     """Explain images class by class in rounds until every method has stopped every class.
 
-    A round takes each class's next images (its first round, then as many as it has) for every
-    method still going on that class, so the methods work on the same new images together.
-    attribute(positions, active) explains the usable ones of those images by each method for the
-    classes in `active[method]`, and returns per method the images it explained and their band
-    shares for the class each counts as (`class_of`). seconds_per_image: each method's expected
-    cost, scaled as rounds finish by what they took; deadline: a `time.perf_counter()` value
-    after which no round starts, and by which rounds are shrunk to end. Each method's bootstrap
-    draws are its own, so its stops do not depend on the other methods.
+    A round takes each class's next images for every method still going on that class, so the
+    methods work on the same new images together. attribute(positions, active) explains the
+    usable ones of those images by each method for the classes in `active[method]`, and returns
+    per method the images it explained and their band shares for the class each counts as
+    (`class_of`). seconds_per_image: each method's expected cost, scaled as rounds finish by
+    what they took; deadline: a `time.perf_counter()` value after which no round starts, and by
+    which rounds are shrunk to end. Each method's bootstrap draws are its own. follows: answers
+    that stop with another at the latest (a method's band groups stop when its bands do, or
+    sooner when settled first), whose cost `seconds_per_image` counts in the other's.
     """
+    follows = follows or {}
     rngs = {m: np.random.default_rng([seed, 37]) for m in methods}
     taken = {c: 0 for c in orders}  # images of the order used up (explained or left out)
     shares: dict[str, dict[int, list[np.ndarray]]] = {m: {c: [] for c in orders} for m in methods}
@@ -123,31 +127,47 @@ def sample_until_settled(
             break
         want = {c: min(max(rule.first_round, int(rule.growth * taken[c])),
                        len(orders[c]) - taken[c]) for c in classes}
-        cost = {c: sum(seconds_per_image[m] for m in methods if c in active[m]) for c in classes}
-        affordable = _affordable(want, taken, {c: scale * v for c, v in cost.items()}, deadline)
+        affordable = _affordable(want, taken, {c: scale * sum(
+            seconds_per_image.get(m, 0.0) for m in methods if c in active[m]) for c in classes},
+                                 deadline)
         if affordable is None:
             for m in methods:
-                stops[m].update({c: ClassStop(_count(shares[m][c]), BUDGET, np.nan)
-                                 for c in active[m]})
+                stops[m] |= {c: ClassStop(_count(shares[m][c]), BUDGET, np.nan) for c in active[m]}
             break
         started = time.perf_counter()
         done = attribute(np.concatenate([orders[c][taken[c]:taken[c] + affordable[c]]
                                          for c in classes]), active)
-        expected = sum(seconds_per_image[m] * len(used) for m, (used, _) in done.items())
+        expected = sum(seconds_per_image.get(m, 0.0) * len(used)
+                       for m, (used, _) in done.items())
         if expected > 0:
             scale = (time.perf_counter() - started) / expected
-        for m, (used, result) in done.items():
-            for c in active[m]:
-                if len(used):
-                    shares[m][c].append(result[class_of[used] == c])
-                stop = _stop(np.concatenate(shares[m][c]) if shares[m][c] else np.empty((0, 0)),
-                             taken[c] + affordable[c] >= len(orders[c]), rule, rngs[m],
-                             over_budget=affordable[c] < want[c])
-                if stop is not None:
-                    stops[m][c] = stop
+        ends = {c: (taken[c] + affordable[c] >= len(orders[c]), affordable[c] < want[c])
+                for c in classes}
+        for m in sorted(done, key=lambda answer: answer in follows):  # leaders first
+            stops[m] |= _round_stops(*done[m], class_of, shares[m], active[m], ends, rule,
+                                     rngs[m], stops[follows[m]] if m in follows else {})
         for c in classes:
             taken[c] += affordable[c]
     return {m: {c: stops[m][c] for c in orders} for m in methods}
+
+
+def _round_stops(used: np.ndarray, result: np.ndarray, class_of: np.ndarray,
+                 shares: dict[int, list[np.ndarray]], classes: set[int],
+                 ends: dict[int, tuple[bool, bool]], rule: StoppingRule,
+                 rng: np.random.Generator, leader: dict[int, ClassStop]) -> dict[int, ClassStop]:
+    """One answer's stops after a round: its new images' `result` (band shares) added to each
+    of its `classes`' shares, then each class tested. ends: per class, whether its images ran
+    out and whether the budget cut its round; leader: the stops of the answer it follows."""
+    stops = {}
+    for c in classes:
+        if len(used):
+            shares[c].append(result[class_of[used] == c])
+        exhausted, over_budget = ends[c]
+        stop = _stop(np.concatenate(shares[c]) if shares[c] else np.empty((0, 0)), exhausted,
+                     rule, rng, over_budget=over_budget, leader=leader.get(c))
+        if stop is not None:
+            stops[c] = stop
+    return stops
 
 
 def _count(parts: list[np.ndarray]) -> int:
@@ -171,14 +191,17 @@ def _affordable(want: dict[int, int], taken: dict[int, int], seconds_per_image: 
 
 
 def _stop(shares: np.ndarray, exhausted: bool, rule: StoppingRule, rng: np.random.Generator, *,
-          over_budget: bool) -> ClassStop | None:
-    """The class's stop after a round, or None to go on."""
+          over_budget: bool, leader: ClassStop | None = None) -> ClassStop | None:
+    """The class's stop after a round, or None to go on; `leader`: the stop of the answer this
+    one follows, if it has stopped."""
     n = len(shares)
     chance = change_chance(shares, rule, rng) if n > 1 else np.nan
     if n >= rule.min_images and chance < rule.stop_chance:
         return ClassStop(n, SETTLED, chance)
     if exhausted:
         return ClassStop(n, ALL_IMAGES, chance)
+    if leader is not None:
+        return ClassStop(n, LEADER_SETTLED if leader.reason == SETTLED else leader.reason, chance)
     if over_budget:
         return ClassStop(n, BUDGET, chance)
     return None
