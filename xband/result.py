@@ -395,7 +395,7 @@ class Explanation:
                 (f"groups_heatmap_{m}",
                  f"{info[m]['label']}: mean share per class and band group ({members})",
                  partial(plots.band_class_heatmap, self.group_importance, m, grouping=grouping,
-                         method_info=info))
+                         method_info=info, feature="band group"))
                 for m in self.methods
             ]
         if self.importance["wavelength_nm"].notna().all():
