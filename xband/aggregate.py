@@ -64,7 +64,7 @@ def resample_counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
 
 
 def _bootstrap_interval(
-    values: np.ndarray, rng: np.random.Generator, n_boot: int, weights: np.ndarray,
+    values: np.ndarray, rng: np.random.Generator, n_boot: int, weights: np.ndarray | None,
     chunk: int = 200,
 ) -> tuple[np.ndarray, np.ndarray]:
     """2.5 and 97.5 percentiles of the (`weights`-weighted) mean of each column over `n_boot`
@@ -72,7 +72,9 @@ def _bootstrap_interval(
     n = len(values)
     means = []
     for start in range(0, n_boot, chunk):
-        counts = resample_counts(rng, n, min(chunk, n_boot - start)) * weights
+        counts = resample_counts(rng, n, min(chunk, n_boot - start))
+        if weights is not None:
+            counts = counts * weights
         means.append(counts @ values / counts.sum(axis=1, keepdims=True))
     means = np.concatenate(means)
     return np.percentile(means, 2.5, axis=0), np.percentile(means, 97.5, axis=0)
@@ -107,25 +109,24 @@ def importance_table(
     n = len(predictions)
     targets = class_names if target_mode == "all" else [f"{target_mode} class"]
     wavelength = np.full(len(band_names), np.nan) if wavelengths is None else np.asarray(wavelengths)
-    frames = []
+    frames, order = [], {m: i for i, m in enumerate(scores)}
+    together = _explained_together(scores, strata)
+    share = {m: shares(values) for m, values in scores.items()}
     for grouping, cls, mask in _groupings(labels, predictions, class_names, multi_label):
         parts = []
-        for methods, explained in _explained_together(scores):
+        for methods, explained, weighs in together:
             rows = mask & explained
             if not rows.any():
                 continue
-            weights = _stratum_weights(strata, explained)[rows]
-            # one matrix with these methods' scores and shares, so one bootstrap serves them all
-            flat = np.concatenate([scores[m].reshape(n, -1)[rows] for m in methods]
-                                  + [shares(scores[m]).reshape(n, -1)[rows] for m in methods],
-                                  axis=1)
+            flat = np.concatenate([values[m].reshape(n, -1)[rows] for values in (scores, share)
+                                   for m in methods], axis=1)  # one bootstrap serves them all
             index = pd.MultiIndex.from_product([methods, targets, band_names],
                                                names=["method", "target", "band"])
-            parts.append(_summarise(flat, rng, n_boot, index, wavelength, weights).assign(
+            parts.append(_summarise(flat, rng, n_boot, index, wavelength,
+                                    None if weighs is None else weighs[rows]).assign(
                 n=int(rows.sum())))
         if not parts:  # no method explained these images (band groups that settled sooner)
             continue
-        order = {m: i for i, m in enumerate(scores)}
         frame = pd.concat(parts, ignore_index=True).sort_values(
             "method", key=lambda s: s.map(order), kind="stable")
         frames.append(_label(frame, grouping, cls))
@@ -140,9 +141,12 @@ def importance_table(
     return table[columns]
 
 
-def _explained_together(scores: dict[str, np.ndarray]) -> list[tuple[list[str], np.ndarray]]:
-    """Methods grouped by the images they explained (rows without NaN), in method order: a
-    sampled run stops each method at its own number of images."""
+def _explained_together(scores: dict[str, np.ndarray],
+                        strata: tuple[np.ndarray, np.ndarray] | None = None
+                        ) -> list[tuple[list[str], np.ndarray, np.ndarray | None]]:
+    """Methods grouped by the images they explained (rows without NaN), in method order, with
+    those rows' weights (`_stratum_weights`): a sampled run stops each method at its own number
+    of images."""
     groups: list[tuple[list[str], np.ndarray]] = []
     for method, values in scores.items():
         explained = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
@@ -152,22 +156,22 @@ def _explained_together(scores: dict[str, np.ndarray]) -> list[tuple[list[str], 
                 break
         else:
             groups.append(([method], explained))
-    return groups
+    return [(members, rows, _stratum_weights(strata, rows)) for members, rows in groups]
 
 
 def _stratum_weights(strata: tuple[np.ndarray, np.ndarray] | None,
-                     explained: np.ndarray) -> np.ndarray:
+                     explained: np.ndarray) -> np.ndarray | None:
     """(N,) each row's weight: its class's candidates over the explained images of the class
-    (`importance_table`'s strata); 1 without strata."""
+    (`importance_table`'s strata); None (every row alike) without strata."""
     if strata is None:
-        return np.ones(len(explained))
+        return None
     stratum, candidates = strata
     taken = np.bincount(stratum[explained], minlength=len(candidates))
     return candidates[stratum] / np.maximum(taken[stratum], 1)
 
 
 def _summarise(values: np.ndarray, rng: np.random.Generator, n_boot: int, index: pd.MultiIndex,
-               wavelength: np.ndarray, weights: np.ndarray) -> pd.DataFrame:
+               wavelength: np.ndarray, weights: np.ndarray | None) -> pd.DataFrame:
     """Weighted mean, std and bootstrap interval of every column of `values` (scores, then
     shares), one row per (method, target, band) of `index`."""
     half = len(index)

@@ -643,15 +643,16 @@ def sampling_record(config: RunConfig, results: dict[str, MethodResult],
     """How many images (multi-label: pairs) each method explained per class, and why it
     stopped there; for a method that removes band groups whole, also for its group answer."""
     mode = "all images" if config.all_images else "until settled"
-    return {
+    record = {
         "mode": "all (image, label) pairs" if config.multi_label else mode,
         "rule": config.stopping.as_dict(),
         "band_statistics_images": stats_images,
         "stops": {m: _named(r.stops, class_names) for m, r in results.items()},
-        **({"group_stops": {m: _named(r.group_stops, class_names) for m, r in results.items()
-                            if r.group_stops is not None}}
-           if any(r.group_stops is not None for r in results.values()) else {}),
     }
+    if groups := {m: _named(r.group_stops, class_names) for m, r in results.items()
+                  if r.group_stops is not None}:
+        record["group_stops"] = groups
+    return record
 
 
 def _named(stops: dict[int, ClassStop], class_names: tuple[str, ...]) -> dict[str, dict]:

@@ -311,7 +311,7 @@ class BatchRunner:
             rows = None if chosen is None else chosen[method.name]
             if rows is not None and not rows.any():
                 continue
-            part = batch if rows is None or rows.all() else batch.rows(rows)
+            part = _part(batch, rows)
             started = time.perf_counter()
             regions_only = self.groups is not None and self.groups.regions and method.grouped
             ctx = self.groups.context if regions_only else self.ctx
@@ -321,8 +321,7 @@ class BatchRunner:
                 if chosen_groups is not None and method.name in chosen_groups:
                     group_rows = chosen_groups[method.name]
                 if group_rows is None or group_rows.any():
-                    group_part = batch if group_rows is None or group_rows.all() else (
-                        part if group_rows is rows else batch.rows(group_rows))
+                    group_part = part if group_rows is rows else _part(batch, group_rows)
                     grouped = self.attribute(method, group_part, self.groups.context,
                                              job.key).scores
             maps = None
@@ -383,6 +382,11 @@ class _Outputs:
         if groups.regions:
             return dataclasses.replace(run, scores=summed, band_scores=self.scores)
         return dataclasses.replace(run, group_scores=summed)
+
+
+def _part(batch: Batch, rows: np.ndarray | None) -> Batch:
+    """The batch's `rows` ((N,) bools; None: all), itself when that is all of them."""
+    return batch if rows is None or rows.all() else batch.rows(rows)
 
 
 def _answered(rows, answered: np.ndarray | None):
