@@ -12,12 +12,20 @@ import torch
 
 from tests.test_explain import as_loaded
 from tests.test_speed import N_BANDS, N_CLASSES, as_data, bn_cnn, images
+from xband import memory
 from xband.cost import fit_budget, parse_budget
 from xband.errors import XbandError
 from xband.forward import forward_module
 from xband.methods import Saliency, Shapley
 from xband.pipeline import explain
-from xband.tuning import DEFAULT_SIZE, choose_size, pass_timing, plain_timing, speed_ups_pay
+from xband.tuning import (
+    DEFAULT_SIZE,
+    cache_file,
+    choose_size,
+    pass_timing,
+    plain_timing,
+    speed_ups_pay,
+)
 
 
 def noisy_timer(per_image: dict[int, float], seed: int, calls: list[int] | None = None):
@@ -70,6 +78,15 @@ def test_steady_choices_are_remembered_and_unsteady_ones_are_not(tmp_path):
         assert json.loads(cache.read_text())["sizes"]["forward"] == first.sizes.forward
     else:  # this machine was too busy to trust the timings: nothing may be remembered
         assert not cache.exists()
+
+
+def test_pass_sizes_measured_under_another_allocator_are_not_recalled(monkeypatch, tmp_path):
+    """Pass timings depend on whether freed memory is kept (xband.memory): a size measured
+    under another allocator setting is measured again."""
+    where = {"model_id": "m", "output": "logits", "device": "cpu", "image_shape": (13, 64, 64)}
+    here = cache_file(tmp_path, **where)
+    monkeypatch.setattr(memory, "allocator", lambda: "another allocator")
+    assert cache_file(tmp_path, **where) != here
 
 
 def test_untuned_runs_use_the_batch_size_and_still_time_a_pass():

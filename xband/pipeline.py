@@ -35,6 +35,7 @@ from xband.data import BandStats, ImageSet, image_set, scan, skip_notes, stratif
 from xband.engine import RayEngine
 from xband.errors import XbandError, option
 from xband.forward import Networks, PassSizes, check_device, prepare_networks, speed_up
+from xband.memory import freed_memory_kept
 from xband.methods import Method
 from xband.models import LoadedModel
 from xband.regions import (
@@ -184,7 +185,13 @@ def run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *,
     """`explain` with its arguments checked: the run as a sequence of named steps.
 
     announce: where to say the cost estimate before any method runs (default: standard error
-    when `progress`)."""
+    when `progress`). Freed memory is kept for reuse meanwhile (`xband.memory`)."""
+    with freed_memory_kept():
+        return _run_explanation(model, data, config, progress=progress, announce=announce)
+
+
+def _run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *, progress: bool,
+                     announce: Callable[[str], None] | None) -> Explanation:
     started = time.perf_counter()
     check_device(config.device)
     data, config = with_regions(data.for_model(model), config)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from xband import memory
 from xband.files import write_text
 from xband.forward import PassSizes
 
@@ -203,10 +204,11 @@ def pass_timing(forward: nn.Module, example: torch.Tensor, *, kinds: Iterable[st
 
 def cache_file(root: Path, *, model_id: str, output: str, device: str,
                image_shape: tuple[int, ...]) -> Path:
-    """Where the pass sizes of this model, on this machine and torch, are remembered."""
+    """Where the pass sizes of this model, on this machine, torch and allocator, are remembered."""
     machine = "|".join([platform.node(), platform.machine(), platform.processor(),
                         str(os.cpu_count()), torch.__version__, str(torch.get_num_threads()),
-                        device, output, "x".join(map(str, image_shape)), model_id])
+                        memory.allocator(), device, output, "x".join(map(str, image_shape)),
+                        model_id])
     return root / "tuning" / f"{hashlib.sha256(machine.encode()).hexdigest()[:24]}.json"
 
 

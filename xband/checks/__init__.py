@@ -26,6 +26,7 @@ from xband.checks.faithfulness import (
 from xband.checks.randomisation import randomisation_check
 from xband.data import ImageSet
 from xband.errors import XbandError
+from xband.memory import freed_memory_kept
 from xband.methods._base import whole_number
 from xband.models import LoadedModel
 from xband.result import Explanation
@@ -85,22 +86,23 @@ def evaluate(
     settings.update(images=len(setup.positions), seed=setup.seed,
                     primary_baseline=closest if closest in baselines else baselines[0])
     result = Evaluation(method_info=explanation.method_info, settings=settings)
-    if "randomisation" in chosen:
-        result.randomisation = randomisation_check(setup, stages=settings["cascade_stages"],
-                                                   threshold=threshold)
-    if "faithfulness" in chosen:
-        result.curves = deletion_curves(setup, baselines=tuple(baselines),
-                                        n_random=settings["random_orders"])
-        result.faithfulness = faithfulness_table(result.curves)
-        result.stability = baseline_stability(setup, result.faithfulness)
-    if "agreement" in chosen:
-        result.pairs = pairwise_agreement(explanation.importance)
-        result.consensus = consensus_bootstrap(explanation, n_boot=settings["bootstrap_resamples"],
-                                               seed=setup.seed, k=settings["consensus_top_k"])
-    if "completeness" in chosen and "integrated_gradients" in explanation.methods:
-        settings["integrated_gradients_steps"] = setup.config.method(
-            "integrated_gradients").n_steps
-        result.completeness = completeness_check(setup)
+    with freed_memory_kept():  # the checks' passes, as the run's
+        if "randomisation" in chosen:
+            result.randomisation = randomisation_check(setup, stages=settings["cascade_stages"],
+                                                       threshold=threshold)
+        if "faithfulness" in chosen:
+            result.curves = deletion_curves(setup, baselines=tuple(baselines),
+                                            n_random=settings["random_orders"])
+            result.faithfulness = faithfulness_table(result.curves)
+            result.stability = baseline_stability(setup, result.faithfulness)
+        if "agreement" in chosen:
+            result.pairs = pairwise_agreement(explanation.importance)
+            result.consensus = consensus_bootstrap(explanation, n_boot=settings["bootstrap_resamples"],
+                                                   seed=setup.seed, k=settings["consensus_top_k"])
+        if "completeness" in chosen and "integrated_gradients" in explanation.methods:
+            settings["integrated_gradients_steps"] = setup.config.method(
+                "integrated_gradients").n_steps
+            result.completeness = completeness_check(setup)
     settings["run_time_s"] = round(time.perf_counter() - started, 2)
     return result
 
