@@ -16,16 +16,18 @@ import platform
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, <malloc.h>
 _GLIBC_DEFAULT = 128 * 1024  # both thresholds' initial value in glibc
-_OLD_GLIBC_MMAP_MAX = 32 << 20
+_MMAP_THRESHOLD_FALLBACK = 32 << 20  # glibc's largest dynamic mmap threshold (64-bit)
 KEPT_BYTES = 1 << 30  # blocks up to this size come from the heap; free heap up to it is kept
 
 _lock = threading.Lock()
 _depth = 0
 
 
+@cache
 def _glibc() -> ctypes.CDLL | None:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
@@ -34,8 +36,8 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def _set_thresholds(libc: ctypes.CDLL, size: int) -> None:
-    if not libc.mallopt(_M_MMAP_THRESHOLD, size):  # older glibc caps it at 32 MiB
-        libc.mallopt(_M_MMAP_THRESHOLD, min(size, _OLD_GLIBC_MMAP_MAX))
+    if not libc.mallopt(_M_MMAP_THRESHOLD, size):  # a glibc that refuses it takes 32 MiB
+        libc.mallopt(_M_MMAP_THRESHOLD, min(size, _MMAP_THRESHOLD_FALLBACK))
     libc.mallopt(_M_TRIM_THRESHOLD, size)
 
 
