@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.errors import ConversionError
+from converters.files import write_text
 from converters.keras_export import PROBE_N, PROBE_SEED
-from xband.errors import XbandError
-from xband.files import write_text
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,12 +128,12 @@ def _run_subprocess(path: Path, fmt: str, onnx_path: Path, ref_path: Path, opset
             killed = (" It was killed, most likely for lack of memory: convert on a machine with "
                       "more memory, or export to ONNX there and pass the .onnx file."
                       if returncode in (-9, 137) else "")
-            raise XbandError(f"{path}: the Keras conversion process stopped (exit code "
+            raise ConversionError(f"{path}: the Keras conversion process stopped (exit code "
                              f"{returncode}) without a report.{killed} Its last messages:\n"
                              f"{tail}")
         report = json.loads(result.read_text())
     if not report["ok"]:
-        raise XbandError(report["message"])
+        raise ConversionError(report["message"])
     return report
 
 

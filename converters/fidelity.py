@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xband.errors import XbandError
+from converters.errors import ConversionError
 
 TOLERANCE_REL = 1e-3  # max |diff| over the range of the reference values
 TOLERANCE_GRAD = 1e-2  # relative difference of the input gradients (exact reference)
@@ -172,7 +172,7 @@ def compare(ref_out: np.ndarray, out: np.ndarray, *, reference: str, probe: str,
     (plus float32 rounding of its largest value) and the gradients differ by at most
     `tolerance_grad`, relative."""
     if ref_out.shape != out.shape:
-        raise XbandError(f"the converted model gives outputs of shape {out.shape} where the "
+        raise ConversionError(f"the converted model gives outputs of shape {out.shape} where the "
                          f"original ({reference}) gives {ref_out.shape}")
     ref = ref_out.astype(np.float64)
     diff = np.abs(out.astype(np.float64) - ref)
@@ -200,7 +200,7 @@ def enforce(fid: Fidelity, source: str, accept_mismatch: bool) -> None:
     if accept_mismatch:
         fid.accepted_mismatch = True
         return
-    raise XbandError(f"{source}: the converted model does not compute the same function: "
+    raise ConversionError(f"{source}: the converted model does not compute the same function: "
                      f"{fid.failures()} against {fid.reference} on {fid.probe} "
                      f"({fid.tolerances()}). Pass --accept-mismatch (accept_mismatch=True) to "
                      "use it anyway.")

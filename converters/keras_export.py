@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xband.files import atomic_path, write_text
+from converters.files import atomic_path, write_text
 
 PROBE_N = 8
 PROBE_SEED = 0

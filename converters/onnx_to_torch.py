@@ -14,6 +14,7 @@ from onnx2torch.node_converters.registry import get_converter
 from torch import nn
 
 import converters.extra_ops  # noqa: F401  (registers converters onnx2torch lacks)
+from converters.errors import ConversionError
 from converters.onnx_graph import (
     describe_foreign_ops,
     detect_layout,
@@ -24,8 +25,6 @@ from converters.onnx_graph import (
     make_batch_dynamic,
     strip_final_activation,
 )
-from xband.errors import XbandError
-from xband.layout import Layout
 
 
 @dataclass
@@ -36,7 +35,7 @@ class TorchFromOnnx:
     logits_module: nn.Module | None  # without the final Softmax or Sigmoid, when there is one
     final_activation: str  # "softmax", "sigmoid" (stripped into logits_module) or "none"
     logits_graph: onnx.ModelProto  # the graph `logits_module` (or `module`) was converted from
-    layout: Layout | None  # None when the graph does not tell
+    layout: str | None  # "channels_last" or "channels_first"; None when the graph does not tell
     input_shape: list[int | None]  # with batch axis; None for dynamic dimensions
 
 
@@ -46,15 +45,15 @@ def read_onnx(path: Path) -> onnx.ModelProto:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as err:
-        raise XbandError(f"{path}: not a valid ONNX model ({type(err).__name__}: "
+        raise ConversionError(f"{path}: not a valid ONNX model ({type(err).__name__}: "
                          f"{str(err).strip()[:300]}); is the file complete?") from err
     foreign = foreign_ops(model)
     if foreign:
-        raise XbandError(f"{path}: the graph holds operations that are not ONNX operators: "
+        raise ConversionError(f"{path}: the graph holds operations that are not ONNX operators: "
                          f"{describe_foreign_ops(foreign)}. Re-export the model without them "
                          "(another opset, or built-in layers instead of these).")
     if len(graph_inputs(model)) != 1:
-        raise XbandError(f"{path}: the graph has {len(graph_inputs(model))} inputs; xband needs "
+        raise ConversionError(f"{path}: the graph has {len(graph_inputs(model))} inputs; xband needs "
                          "one image input.")
     return model
 
@@ -70,7 +69,7 @@ def _check_converters(model: onnx.ModelProto, path: Path) -> None:
             missing.setdefault(f"{node.op_type} (opset {version})", node.name)
     if missing:
         listing = "; ".join(f"{op} at node '{name}'" for op, name in missing.items())
-        raise XbandError(f"{path}: onnx2torch has no converter for {listing}. Try exporting "
+        raise ConversionError(f"{path}: onnx2torch has no converter for {listing}. Try exporting "
                          "with another opset (--opset), or replace the layer(s) behind these "
                          "nodes.")
 
@@ -84,7 +83,7 @@ def onnx_to_torch(model: onnx.ModelProto, path: Path) -> TorchFromOnnx:
     try:
         net = convert(graph).eval()
     except Exception as err:
-        raise XbandError(f"{path}: onnx2torch failed to convert the graph ({type(err).__name__}: "
+        raise ConversionError(f"{path}: onnx2torch failed to convert the graph ({type(err).__name__}: "
                          f"{str(err)[:300]}). Try exporting with another opset (--opset).") from err
     if stripped is None:
         module, logits = net, None
@@ -93,7 +92,7 @@ def onnx_to_torch(model: onnx.ModelProto, path: Path) -> TorchFromOnnx:
         module, logits = nn.Sequential(net, activation).eval(), net
     shape = input_shape(model) or [None] * 4
     layout = detect_layout(model)
-    return TorchFromOnnx(module, logits, kind, graph, None if layout is None else Layout(layout),
+    return TorchFromOnnx(module, logits, kind, graph, layout,
                          [None, *shape[1:]])
 
 
@@ -110,6 +109,6 @@ def torch_to_onnx(module: nn.Module, example: torch.Tensor, path: Path, opset: i
                               input_names=["input"], output_names=["output"],
                               dynamic_axes={"input": axes, "output": {0: "batch"}})
     except Exception as err:
-        raise XbandError(f"torch.onnx.export could not export the model to ONNX "
+        raise ConversionError(f"torch.onnx.export could not export the model to ONNX "
                          f"({type(err).__name__}: {str(err)[:300]}); export it yourself or use "
                          "the model directly without writing an ONNX file.") from err

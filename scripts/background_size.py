@@ -26,8 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import xband  # noqa: E402
 from xband import demo  # noqa: E402
-from xband.forward import PassSizes, forward_module  # noqa: E402
 from xband.methods import Batch, Context, get_method  # noqa: E402
+from xband.methods._base import PassSizes
+from xband.run.forward import forward_module  # noqa: E402
 
 SIZES = (1, 2, 4, 8, 16)
 M = 32

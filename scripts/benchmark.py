@@ -214,8 +214,8 @@ def main() -> None:
 
     from xband import explain, image_set, load_model
     from xband.files import write_text
-    from xband.forward import forward_module, tune
     from xband.methods import get_method
+    from xband.run.forward import forward_module, tune
 
     models = args.models.split(",")
     methods = args.methods.split(",")

@@ -117,7 +117,7 @@ def run_xband(x_path: Path, y_path: Path, model_path: Path, out: Path, *extra: s
     """Wall time of `xband explain` from the command line (model loading and tuning included)."""
     import shutil
 
-    from xband.cli import main
+    from xband.cli.main import main
 
     shutil.rmtree(out, ignore_errors=True)  # this script's own output from an earlier run
     names = ",".join(f"class{c}" for c in range(CLASSES))
@@ -132,8 +132,8 @@ def run_xband(x_path: Path, y_path: Path, model_path: Path, out: Path, *extra: s
 
 def few_draws_options() -> list[str]:
     """Options giving every image the draws the rounds until settled give it."""
-    from xband.config import BACKGROUND_UNTIL_SETTLED
     from xband.methods import METHODS
+    from xband.run.config import BACKGROUND_UNTIL_SETTLED
 
     options = ["--background-images", str(BACKGROUND_UNTIL_SETTLED)]
     for name, method in METHODS.items():
@@ -171,7 +171,7 @@ def all_images_rows(out: Path, reference: pd.DataFrame) -> list[str]:
     """How far the sampled run's "all images" shares lie from the every-image run's: as written
     (each class weighed by its images in the data), and as plain means over the images
     explained (recomputed from scores.npz), which lean toward the classes that took many."""
-    from xband.aggregate import importance_table
+    from xband.run.aggregate import importance_table
 
     def everyone(table: pd.DataFrame) -> pd.Series:
         rows = table[(table["grouping"] == "true_class") & (table["class"] == "all images")]

@@ -92,7 +92,7 @@ def logits_graph(path: Path) -> bytes:
 
 
 def engines(model, example: torch.Tensor) -> dict[str, nn.Module]:
-    from xband.forward import forward_module, tune
+    from xband.run.forward import forward_module, tune
 
     eager = tune(forward_module(model.network("logits"), model.layout, "cpu"), example)[0]
     ort = OnnxRuntimeForward(logits_graph(Path(model.onnx_path)),
@@ -103,7 +103,7 @@ def engines(model, example: torch.Tensor) -> dict[str, nn.Module]:
 def ablation(data, forward: nn.Module, passes) -> tuple[float, np.ndarray]:
     """Seconds and band scores of band ablation on `data` (N, B, H, W) with `forward`."""
     from xband.methods import Context, FeatureAblation
-    from xband.runner import BatchRunner
+    from xband.run.runner import BatchRunner
 
     baseline = data.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
     ctx = Context(forward=forward, baseline=baseline, band_std=torch.ones(data.shape[1]),
@@ -124,7 +124,7 @@ def main() -> None:
     args = parser.parse_args()
     import xband
     from xband.files import write_text
-    from xband.forward import best_pass_sizes
+    from xband.run.forward import best_pass_sizes
 
     names = args.models.split(",")
     folder = Path(tempfile.mkdtemp(prefix="xband-inference-"))

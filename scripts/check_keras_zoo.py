@@ -34,7 +34,7 @@ from converters.cache import export_keras
 from converters.fidelity import torch_outputs
 from xband import load_model
 from xband.errors import XbandError
-from xband.models import keras_fidelity
+from xband.models.load import keras_fidelity
 
 SIZES = (64, 71, 75, 96, 128, 160, 224, 331)
 HEAVY = ("XLarge", "Large", "Base", "B5", "B6", "B7", "V2M", "V2L", "152", "169", "201")

@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 from benchmark_dataset import BANDS, CLASSES, build  # noqa: E402
 
 import xband  # noqa: E402
-from xband.aggregate import shares  # noqa: E402
 from xband.methods import METHODS, get_method  # noqa: E402
+from xband.run.aggregate import shares  # noqa: E402
 
 # methods whose scores draw at random per image (band ablation: only its background images)
 DRAWN = [name for name, cls in METHODS.items() if cls.until_settled or name == "feature_ablation"]

@@ -1,7 +1,7 @@
 """Hyperspectral, measured: the planted 200-band set explained by spectral region, the time per
 method at 200 bands against 13, and why `--regions auto` cuts 100 nm windows.
 
-1. Trains the planted CNN (xband.demo_spectra: 200 bands 400–2500 nm, one absorption dip per
+1. Trains the planted CNN (xband.demo.spectra: 200 bands 400–2500 nm, one absorption dip per
    class) and explains held-out images by every method with `--regions auto`; prints each
    method's top region per class and whether it holds the planted dip; writes the figures to
    --out (importance against wavelength, the region × class heat map); runs every trust check
@@ -33,16 +33,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import xband  # noqa: E402
-from xband import plots  # noqa: E402
-from xband.cost import pass_kind  # noqa: E402
-from xband.demo_spectra import (  # noqa: E402
+from xband.data.regions import band_regions, parse_regions  # noqa: E402
+from xband.demo.spectra import (  # noqa: E402
     ABSORPTION_NM,
     CLASS_NAMES,
     spectral_images,
     train_spectral,
 )
-from xband.regions import band_regions, parse_regions  # noqa: E402
-from xband.tuning import KINDS  # noqa: E402
+from xband.report import plots  # noqa: E402
+from xband.run.cost import pass_kind  # noqa: E402
+from xband.run.tuning import KINDS  # noqa: E402
 
 SHOWN = ("integrated_gradients", "gradient_shap", "feature_ablation", "shapley")
 
@@ -120,7 +120,7 @@ def per_image_ms(runs: list[tuple[xband.Explanation, int]]) -> dict[str, float]:
 
 
 def passes(result: xband.Explanation, n_features: int) -> dict[str, int]:
-    """Network passes per image of every method (`xband.cost`'s count)."""
+    """Network passes per image of every method (`xband.run.cost`'s count)."""
     k = result.config.n_background
     return {m.name: m.passes_per_image(n_features, k) for m in result.config.methods}
 

@@ -23,8 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import xband  # noqa: E402
-from xband.forward import PassSizes, forward_module  # noqa: E402
 from xband.methods import Batch, Context, get_method  # noqa: E402
+from xband.methods._base import PassSizes
+from xband.run.forward import forward_module  # noqa: E402
 
 STEPS = (1, 2, 4, 8, 16, 32)
 REFERENCE = 64

@@ -51,7 +51,7 @@ def small_model(path: Path) -> Path:
 
 def child(model: str, data: str, out: str) -> None:
     """Run the explain command in this process and print its peak RSS in MiB."""
-    from xband.cli import main
+    from xband.cli.main import main
 
     code = main(["explain", "--model", model, "--data", data, "--out", out, "--sensor", "eurosat",
                  "--scale", "0.0001", "--methods", "saliency", "--quiet"])

@@ -34,7 +34,7 @@ from torch import nn
 
 import xband
 from xband.checks.randomisation import ALL_LAYERS
-from xband.demo_spectra import fit_full_batch
+from xband.demo.spectra import fit_full_batch
 
 N_BANDS, SIZE, N_CLASSES = 6, 12, 3
 SEEDS = {"train": 0, "test": 1}

@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from xband.aggregate import shares  # noqa: E402
-from xband.sampling import StoppingRule, class_orders, sample_until_settled  # noqa: E402
+from xband.run.aggregate import shares  # noqa: E402
+from xband.run.sampling import StoppingRule, class_orders, sample_until_settled  # noqa: E402
 
 # seconds per image, measured in the default run on the 27,000-image set (2 cores)
 SECONDS = {"integrated_gradients": 0.015, "gradient_shap": 0.008, "feature_ablation": 0.015,

@@ -28,11 +28,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from xband.aggregate import shares  # noqa: E402
-from xband.forward import PassSizes, forward_module  # noqa: E402
 from xband.methods import Batch, Context, KernelShap, Shapley  # noqa: E402
+from xband.methods._base import PassSizes
 from xband.methods.shapley import sampled_shapley_weights  # noqa: E402
-from xband.runner import seeded  # noqa: E402
+from xband.run.aggregate import shares  # noqa: E402
+from xband.run.forward import forward_module  # noqa: E402
+from xband.run.runner import seeded  # noqa: E402
 
 CLASSES, SIZE = 4, 16
 

@@ -1,6 +1,6 @@
 """Train the small Keras CNN shipped for `xband demo` (run once; the demo needs no training).
 
-    python scripts/train_demo_model.py [--out xband/demo_assets/demo_model.keras]
+    python scripts/train_demo_model.py [--out xband/demo/assets/demo_model.keras]
 
 Needs the keras extra. Prints the held-out accuracy; the model file is a few hundred kB.
 """

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xband.demo_spectra import fit_full_batch
+from xband.demo.spectra import fit_full_batch
 
 N_BANDS = 6
 SIZE = 12

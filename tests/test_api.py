@@ -13,10 +13,10 @@ import torch
 import xband
 from tests.planted import N_BANDS, N_CLASSES, PLANTED, planted_images
 from xband.checks._common import Setup
-from xband.cli import main
-from xband.config import RunConfig
+from xband.cli.main import main
 from xband.errors import XbandError
 from xband.methods import GradientShap, IntegratedGradients, Shapley
+from xband.run.config import RunConfig
 
 
 @pytest.fixture(scope="module")

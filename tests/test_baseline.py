@@ -9,8 +9,9 @@ import torch
 
 import xband
 from tests.planted import N_BANDS, level_images, train_torch
-from xband.forward import PassSizes, forward_module
 from xband.methods import Batch, Context, get_method
+from xband.methods._base import PassSizes
+from xband.run.forward import forward_module
 
 
 def _context(forward, backgrounds: torch.Tensor) -> Context:

@@ -13,12 +13,12 @@ import torch
 from tests.planted import N_BANDS, N_CLASSES, PLANTED, planted_images, small_cnn
 from tests.test_explain import as_loaded
 from xband import evaluate, explain, image_set, load_model
-from xband.aggregate import agreement_matrix
 from xband.checks import evaluation
 from xband.checks.completeness import completeness_summary
 from xband.checks.randomisation import ALL_LAYERS, layer_groups, randomised
-from xband.cli import main
+from xband.cli.main import main
 from xband.errors import XbandError
+from xband.run.aggregate import agreement_matrix
 
 METHODS = "saliency,input_x_gradient,integrated_gradients,feature_ablation"
 SECTIONS = [evaluation.RANDOMISATION, evaluation.FAITHFULNESS, evaluation.AGREEMENT,

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from tests.planted import N_BANDS, N_CLASSES, PLANTED, planted_images
-from xband.cli import main
+from xband.cli.main import main
 
 
 @pytest.fixture(scope="module")
@@ -217,9 +217,9 @@ def test_bad_file_or_option_is_one_message_before_any_work(case, onnx_model, dat
 
 def test_npz_larger_than_memory_is_refused_before_reading(onnx_model, data, tmp_path, capsys,
                                                           monkeypatch):
-    import xband.readers
+    import xband.data.readers
 
-    monkeypatch.setattr(xband.readers, "available_memory", lambda: 100_000)
+    monkeypatch.setattr(xband.data.readers, "available_memory", lambda: 100_000)
     code = explain_cli(onnx_model, write_data(tmp_path, *data), tmp_path / "out")
     err = capsys.readouterr().err
     assert code == 2 and "more than the memory available" in err and ".npy" in err
@@ -309,7 +309,7 @@ SLOW_STEP = {  # patched into the child so that the signal arrives while it runs
     "running": "import xband.methods.saliency as m; real = m.Saliency.attribute\n"
                "def slow(self, *a, **k):\n    flag.write_text('x'); time.sleep(60)\n"
                "m.Saliency.attribute = slow\n",
-    "saving": "import xband.report as m; real = m.render_report\n"
+    "saving": "import xband.report.html as m; real = m.render_report\n"
               "def slow(*a, **k):\n    flag.write_text('x'); time.sleep(60)\n"
               "m.render_report = slow\n",
 }
@@ -324,7 +324,7 @@ def test_interrupt_ends_in_one_line_and_leaves_nothing(signum, when, onnx_model,
     work.mkdir()
     flag = tmp_path / "flag"
     code = (f"import sys, time, pathlib\nflag = pathlib.Path({str(flag)!r})\n{SLOW_STEP[when]}"
-            "from xband.cli import main\n"
+            "from xband.cli.main import main\n"
             f"sys.exit(main(['explain', '--model', {str(onnx_model)!r}, '--data', {str(path)!r}, "
             f"'--out', {str(work / 'out')!r}, '--quiet', '--methods', 'saliency']))\n")
     # as from a terminal: a test run started in the background (`cmd &`) ignores SIGINT, and

@@ -15,9 +15,9 @@ import torch
 import xband
 from tests.planted import N_BANDS, N_CLASSES, PLANTED, planted_images, train_torch
 from xband import XbandError, explain, from_torch, image_set
-from xband.bands import SENSORS, parse_groups, partition
-from xband.cli import main
-from xband.data import Preprocess
+from xband.cli.main import main
+from xband.data.images import Preprocess
+from xband.data.sensors import SENSORS, parse_groups, partition
 
 BANDS = [f"band{i}" for i in range(N_BANDS)]
 CLASSES = [f"kind{c}" for c in range(N_CLASSES)]

@@ -15,13 +15,13 @@ from captum.attr import ShapleyValues
 from torch import nn
 
 from tests.planted import N_CLASSES, PLANTED, planted_images
-from xband.data import image_set
+from xband.data.images import image_set
 from xband.errors import XbandError
-from xband.forward import ChannelsFirst
 from xband.methods import METHODS
 from xband.methods.shapley import shapley_weights
-from xband.models import LoadedModel
-from xband.pipeline import explain
+from xband.models.load import LoadedModel
+from xband.run.forward import ChannelsFirst
+from xband.run.pipeline import explain
 
 
 def as_loaded(net: nn.Module, n_bands: int, n_classes: int) -> LoadedModel:
@@ -184,12 +184,12 @@ def test_save_writes_every_output(explained, tmp_path):
 
 
 def test_interrupted_save_leaves_nothing(explained, tmp_path, monkeypatch):
-    import xband.result
+    import xband.run.result
 
     def broken(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(xband.result.report, "render_report", broken)
+    monkeypatch.setattr(xband.run.result.report, "render_report", broken)
     with pytest.raises(KeyboardInterrupt):
         explained.save(tmp_path / "report")
     assert list(tmp_path.iterdir()) == []
@@ -203,16 +203,16 @@ def _folder_bytes(folder: Path) -> dict[str, bytes]:
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not sys.platform.startswith("linux"),
                     reason="figures are drawn in worker processes with 2 cores or more on Linux")
 def test_figures_drawn_in_worker_processes_are_the_same_files(explained, tmp_path, monkeypatch):
-    import xband.plots
+    import xband.report.plots
 
     used = []
-    in_workers = xband.plots._draw_in_workers
-    monkeypatch.setattr(xband.plots, "_draw_in_workers",
+    in_workers = xband.report.plots._draw_in_workers
+    monkeypatch.setattr(xband.report.plots, "_draw_in_workers",
                         lambda *a: used.append(a[2]) or in_workers(*a))
-    monkeypatch.setattr(xband.plots, "FIGURES_PER_WORKER", 1)
+    monkeypatch.setattr(xband.report.plots, "FIGURES_PER_WORKER", 1)
     parallel = _folder_bytes(explained.save(tmp_path / "parallel"))
     assert used and used[0] >= 2
-    monkeypatch.setattr(xband.plots, "FIGURES_PER_WORKER", 10**9)
+    monkeypatch.setattr(xband.report.plots, "FIGURES_PER_WORKER", 10**9)
     alone = _folder_bytes(explained.save(tmp_path / "alone"))
     assert len(used) == 1
     assert len([n for n in alone if n.endswith(".png")]) > 10
@@ -227,10 +227,10 @@ def _interrupted_drawing(draw, path):  # Ctrl-C in a drawing worker (module leve
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not sys.platform.startswith("linux"),
                     reason="figures are drawn in worker processes with 2 cores or more on Linux")
 def test_interrupt_while_workers_draw_leaves_nothing(explained, tmp_path, monkeypatch):
-    import xband.plots
+    import xband.report.plots
 
-    monkeypatch.setattr(xband.plots, "FIGURES_PER_WORKER", 1)
-    monkeypatch.setattr(xband.plots, "_draw_and_save", _interrupted_drawing)
+    monkeypatch.setattr(xband.report.plots, "FIGURES_PER_WORKER", 1)
+    monkeypatch.setattr(xband.report.plots, "_draw_and_save", _interrupted_drawing)
     with pytest.raises(KeyboardInterrupt):
         explained.save(tmp_path / "report")
     assert list(tmp_path.iterdir()) == []

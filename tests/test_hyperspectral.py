@@ -8,13 +8,13 @@ import pytest
 import torch
 
 import xband
-from xband import plots
-from xband.bands import get_sensor
-from xband.demo_spectra import ABSORPTION_NM, CLASS_NAMES, spectral_images, train_spectral
+from xband.data.regions import band_regions, parse_regions
+from xband.data.sensors import get_sensor
+from xband.data.wavelengths import read_wavelengths
+from xband.demo.spectra import ABSORPTION_NM, CLASS_NAMES, spectral_images, train_spectral
 from xband.errors import XbandError
 from xband.methods import METHODS
-from xband.regions import band_regions, parse_regions
-from xband.wavelengths import read_wavelengths
+from xband.report import plots
 
 GRADIENT_METHODS = [m for m, cls in METHODS.items() if not cls.grouped]
 # sensitivities and the all-zero reference do not measure the effect of a region (README, "The
@@ -241,7 +241,7 @@ def test_regions_need_wavelengths(spectral):
 
 
 def test_command_line_reads_wavelengths_and_goes_by_region(spectral, tmp_path, capsys):
-    from xband.cli import main
+    from xband.cli.main import main
 
     model, x, y, wavelength = spectral
     torch.jit.save(torch.jit.trace(model.module, torch.from_numpy(x[:2])), tmp_path / "net.pt")

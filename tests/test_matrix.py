@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 import xband
 from tests.planted import PLANTED, planted_images
-from xband.cli import main
+from xband.cli.main import main
 
 CLASSES = ["Water", "Crop", "Forest", "Bare soil"]  # model output order; not sorted, one space
 BANDS = ["coastal", "blue", "green", "red", "nir", "swir"]

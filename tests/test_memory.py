@@ -1,4 +1,4 @@
-"""Freed memory kept for reuse while xband runs (`xband.memory`)."""
+"""Freed memory kept for reuse while xband runs (`xband.run.memory`)."""
 
 import resource
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from xband import memory
+from xband.run import memory
 
 glibc_only = pytest.mark.skipif(memory._glibc() is None, reason="glibc's malloc only")
 

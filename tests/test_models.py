@@ -26,7 +26,7 @@ import xband
 from converters.fidelity import compare
 from tests.planted import keras_python
 from xband import load_model
-from xband.cli import build_parser, main
+from xband.cli.main import build_parser, main
 from xband.errors import XbandError
 
 needs_tf = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
@@ -186,18 +186,18 @@ def test_keras_final_sigmoid_or_softmax_layer_is_stripped_on_both_sides(name, ki
 @needs_tf
 def test_broken_conversion_of_saturated_keras_model_fails(keras_models, keras_cache,
                                                           monkeypatch):
-    import xband.models
+    import xband.models.load
 
     good = load_model(keras_models / "flat.keras", cache_dir=keras_cache, verbose=False)
     assert good.fidelity.passed and good.fidelity.compared == "logits"
-    real = xband.models.onnx_to_torch
+    real = xband.models.load.onnx_to_torch
 
     def broken(*args):
         converted = real(*args)
         break_first_conv(converted.module)
         return converted
 
-    monkeypatch.setattr(xband.models, "onnx_to_torch", broken)
+    monkeypatch.setattr(xband.models.load, "onnx_to_torch", broken)
     with pytest.raises(XbandError, match="logits differ by up to .* x their range"):
         load_model(keras_models / "flat.keras", cache_dir=keras_cache, verbose=False)
     bad = load_model(keras_models / "flat.keras", cache_dir=keras_cache, verbose=False,
@@ -346,16 +346,16 @@ def test_onnx_that_onnxruntime_cannot_run_is_explained(tmp_path, capsys):
 
 
 def test_fidelity_mismatch_is_refused_unless_accepted(tmp_path, monkeypatch, capsys):
-    import xband.models
+    import xband.models.load
 
     path = export_onnx(torch_net(), tmp_path / "net.onnx", dynamic=True)
-    real = xband.models._onnxruntime
+    real = xband.models.load._onnxruntime
 
     def shifted(graph, source):  # onnxruntime's logits, 0.01 higher
         run = real(graph, source)
         return lambda x: run(x) + 0.01
 
-    monkeypatch.setattr(xband.models, "_onnxruntime", shifted)
+    monkeypatch.setattr(xband.models.load, "_onnxruntime", shifted)
     code, _, err = run_cli(["convert", str(path)], capsys)
     assert code == 2
     assert "does not compute the same function" in err and "--accept-mismatch" in err
@@ -402,21 +402,21 @@ def break_first_conv(module: nn.Module) -> None:
 
 
 def test_broken_conversion_of_saturated_onnx_model_fails(tmp_path, monkeypatch):
-    import xband.models
+    import xband.models.load
 
     net = saturated_net()
     path = export_onnx(net, tmp_path / "flat.onnx", dynamic=True)
     good = load_model(path, verbose=False)
     assert good.fidelity.passed and good.fidelity.compared == "logits"
     assert good.fidelity.output_range < 1e-6  # the logits span almost nothing
-    real = xband.models.onnx_to_torch
+    real = xband.models.load.onnx_to_torch
 
     def broken(*args):
         converted = real(*args)
         break_first_conv(converted.module)
         return converted
 
-    monkeypatch.setattr(xband.models, "onnx_to_torch", broken)
+    monkeypatch.setattr(xband.models.load, "onnx_to_torch", broken)
     with pytest.raises(XbandError, match="logits differ by up to"):
         load_model(path, verbose=False)
     accepted = load_model(path, verbose=False, accept_mismatch=True)
@@ -453,7 +453,7 @@ def test_onnx_gradient_check_catches_a_wrong_backward_and_passes_kinks(tmp_path,
     """onnxruntime has no gradients: the module's autograd gradient is checked against its own
     float64 central differences. A ReLU/max-pool network (kinks everywhere) passes; a module
     whose backward does not follow its forward fails."""
-    import xband.models
+    import xband.models.load
     from tests.planted import planted_images
 
     x = planted_images(n_per_class=8, seed=3)[0]
@@ -464,14 +464,14 @@ def test_onnx_gradient_check_catches_a_wrong_backward_and_passes_kinks(tmp_path,
     good = load_model(path, probe=x, verbose=False)
     assert good.fidelity.passed and good.fidelity.grad_rel_diff < 1e-4
     assert "float64" in good.fidelity.grad_reference
-    real = xband.models.onnx_to_torch
+    real = xband.models.load.onnx_to_torch
 
     def wrong_backward(*args):
         converted = real(*args)
         converted.module = WrongBackward(converted.module)
         return converted
 
-    monkeypatch.setattr(xband.models, "onnx_to_torch", wrong_backward)
+    monkeypatch.setattr(xband.models.load, "onnx_to_torch", wrong_backward)
     with pytest.raises(XbandError, match="input gradients differ by 0.1"):
         load_model(path, probe=x, verbose=False)
 

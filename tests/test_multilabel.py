@@ -14,13 +14,13 @@ from captum.attr import IntegratedGradients
 
 from tests.planted import ML_PLANTED, N_BANDS, planted_multilabel, train_multilabel
 from xband import XbandError, evaluate, explain, image_set, load_model, read_data
-from xband.cli import main
-from xband.config import RunConfig
-from xband.data import stratified_subset
-from xband.forward import PassSizes
+from xband.cli.main import main
+from xband.data.images import stratified_subset
 from xband.methods import Context, GradientShap
-from xband.pipeline import run_explanation
-from xband.runner import BatchRunner, Donors, Pairs
+from xband.methods._base import PassSizes
+from xband.run.config import RunConfig
+from xband.run.pipeline import run_explanation
+from xband.run.runner import BatchRunner, Donors, Pairs
 
 METHODS = ["integrated_gradients", "feature_ablation", "shapley", "permutation"]
 CLASSES = ["crop", "forest", "water", "urban"]

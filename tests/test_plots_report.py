@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from xband import plots, report
+from xband.report import html as report
+from xband.report import plots
 
 LANDSAT = ["B1", "B2", "B3", "B4"]
 SENTINEL2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.planted import N_CLASSES, PLANTED, planted_images, train_torch
-from xband.cli import R_FILE
+from xband.cli.main import R_FILE
 
 BANDS = ["coastal", "blue", "green", "red", "nir", "swir"]
 CLASSES = ["Water", "Crop", "Forest", "Urban"]  # the model's output order, not sorted

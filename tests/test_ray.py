@@ -17,11 +17,11 @@ import torch
 
 import xband
 from tests.planted import planted_images
-from xband.cli import main
-from xband.engine import RayEngine, import_ray
+from xband.cli.main import main
+from xband.data.readers import RasterFiles
 from xband.errors import XbandError
-from xband.ray_engine import NpyFile, portable, worker_environment
-from xband.readers import RasterFiles
+from xband.run.engine import RayEngine, import_ray
+from xband.run.ray_engine import NpyFile, portable, worker_environment
 
 METHODS = "integrated_gradients,feature_ablation,shapley,permutation"
 SMALL = ["--method-option", "integrated_gradients.n_steps=8", "--method-option",

@@ -8,11 +8,12 @@ import pytest
 
 from tests.planted import N_CLASSES, PLANTED, planted_images
 from tests.test_explain import as_loaded
-from xband import aggregate, explain, image_set
-from xband.aggregate import importance_table
-from xband.config import RunConfig
+from xband import explain, image_set
 from xband.methods import Shapley
-from xband.sampling import (
+from xband.run import aggregate
+from xband.run.aggregate import importance_table
+from xband.run.config import RunConfig
+from xband.run.sampling import (
     ALL_IMAGES,
     BUDGET,
     LEADER_SETTLED,

@@ -20,19 +20,19 @@ from captum.attr import (
 from torch import nn
 
 from tests.test_explain import as_loaded
-from xband.data import image_set
+from xband.data.images import image_set
 from xband.errors import XbandError
-from xband.forward import (
+from xband.methods import METHODS, Batch, Context, SharedOutputs, get_method
+from xband.methods.shapley import antithetic_orders
+from xband.run.forward import (
     PassSizes,
     check_device,
     forward_module,
     relu_after_max_pool,
     tune,
 )
-from xband.methods import METHODS, Batch, Context, SharedOutputs, get_method
-from xband.methods.shapley import antithetic_orders
-from xband.pipeline import explain
-from xband.runner import Donors
+from xband.run.pipeline import explain
+from xband.run.runner import Donors
 
 N_BANDS, N_CLASSES = 5, 3
 
@@ -131,10 +131,10 @@ def test_relu_moved_after_max_pooling_keeps_every_bit_and_only_where_pooling_is_
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_tuned_run_gives_the_plain_run_scores(method, monkeypatch):
-    import xband.pipeline
+    import xband.run.pipeline
 
-    monkeypatch.setattr(xband.pipeline, "SPEED_UP_COST_S", 0.0)  # tune even this short run
-    monkeypatch.setattr(xband.pipeline, "speed_ups_pay", lambda plain, sped_up: True)  # used
+    monkeypatch.setattr(xband.run.pipeline, "SPEED_UP_COST_S", 0.0)  # tune even this short run
+    monkeypatch.setattr(xband.run.pipeline, "speed_ups_pay", lambda plain, sped_up: True)  # used
     model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
     data = as_data(*images())
     runs = {tuned: explain(model, data, methods=[method], progress=False, n_boot=10, seed=5,

@@ -12,13 +12,13 @@ import torch
 
 from tests.test_explain import as_loaded
 from tests.test_speed import N_BANDS, N_CLASSES, as_data, bn_cnn, images
-from xband import memory
-from xband.cost import fit_budget, parse_budget
 from xband.errors import XbandError
-from xband.forward import forward_module
 from xband.methods import Saliency, Shapley
-from xband.pipeline import explain
-from xband.tuning import (
+from xband.run import memory
+from xband.run.cost import fit_budget, parse_budget
+from xband.run.forward import forward_module
+from xband.run.pipeline import explain
+from xband.run.tuning import (
     DEFAULT_SIZE,
     cache_file,
     choose_size,
@@ -81,7 +81,7 @@ def test_steady_choices_are_remembered_and_unsteady_ones_are_not(tmp_path):
 
 
 def test_pass_sizes_measured_under_another_allocator_are_not_recalled(monkeypatch, tmp_path):
-    """Pass timings depend on whether freed memory is kept (xband.memory): a size measured
+    """Pass timings depend on whether freed memory is kept (xband.run.memory): a size measured
     under another allocator setting is measured again."""
     where = {"model_id": "m", "output": "logits", "device": "cpu", "image_shape": (13, 64, 64)}
     here = cache_file(tmp_path, **where)
@@ -114,11 +114,11 @@ def test_clearly_faster_speed_ups_are_used_despite_the_noise():
 
 
 def test_speed_ups_that_do_not_pay_leave_the_network_as_given(monkeypatch, tmp_path):
-    import xband.pipeline
+    import xband.run.pipeline
 
     monkeypatch.setenv("XBAND_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(xband.pipeline, "SPEED_UP_COST_S", 0.0)
-    monkeypatch.setattr(xband.pipeline, "speed_ups_pay", lambda plain, sped_up: False)
+    monkeypatch.setattr(xband.run.pipeline, "SPEED_UP_COST_S", 0.0)
+    monkeypatch.setattr(xband.run.pipeline, "speed_ups_pay", lambda plain, sped_up: False)
     model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
     result = explain(model, as_data(*images(24)), "saliency", n_boot=10, progress=False,
                      all_images=True)
@@ -129,11 +129,11 @@ def test_speed_ups_that_do_not_pay_leave_the_network_as_given(monkeypatch, tmp_p
 
 @pytest.mark.parametrize("long_run", [False, True])
 def test_tuning_spends_at_most_its_share_of_the_estimated_run(long_run, monkeypatch, tmp_path):
-    import xband.pipeline
+    import xband.run.pipeline
 
     monkeypatch.setenv("XBAND_CACHE_DIR", str(tmp_path))
     if long_run:  # as if tuning were cheap next to this run: the speed-ups are tried
-        monkeypatch.setattr(xband.pipeline, "SPEED_UP_COST_S", 0.0)
+        monkeypatch.setattr(xband.run.pipeline, "SPEED_UP_COST_S", 0.0)
     model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
     result = explain(model, as_data(*images(24)), "saliency", n_boot=10,
                            progress=False, all_images=True)
@@ -159,9 +159,9 @@ def test_budget_text_is_read_and_bad_budgets_are_named():
 def test_the_estimate_is_said_before_the_methods_run_and_recorded():
     said: list[str] = []
     model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
-    from xband.config import RunConfig
-    from xband.data import image_set
-    from xband.pipeline import run_explanation
+    from xband.data.images import image_set
+    from xband.run.config import RunConfig
+    from xband.run.pipeline import run_explanation
 
     config = RunConfig.build("saliency,feature_ablation", n_boot=10)
     result = run_explanation(model, image_set(*images(24)), config, progress=False,

@@ -11,10 +11,12 @@ import pytest
 from tests.planted import N_BANDS, N_CLASSES, planted_images, small_cnn
 from tests.test_cli_explain import explain_cli, onnx_model, write_data  # noqa: F401 (fixture)
 from tests.test_explain import as_loaded
-from xband import aggregate, explain, image_set, report
-from xband.bands import SENSORS
+from xband import explain, image_set
 from xband.checks import Evaluation
-from xband.verdict import CHECK_COMMAND, DELETION, RANDOMISATION, judge
+from xband.data.sensors import SENSORS
+from xband.report import html as report
+from xband.report.verdict import CHECK_COMMAND, DELETION, RANDOMISATION, judge
+from xband.run import aggregate
 
 S2 = SENSORS["sentinel2"]
 CLASSES = ["Water", "Forest", "Urban"]

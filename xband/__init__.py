@@ -16,15 +16,15 @@ from xband.imports import keep_triton_out
 keep_triton_out()
 
 _EXPORTS = {
-    "SENSORS": "xband.bands",
+    "SENSORS": "xband.data.sensors",
     "Evaluation": "xband.checks",
     "evaluate": "xband.checks",
-    "RunConfig": "xband.config",
-    "ImageSet": "xband.data",
-    "Preprocess": "xband.data",
-    "image_set": "xband.data",
+    "RunConfig": "xband.run.config",
+    "ImageSet": "xband.data.images",
+    "Preprocess": "xband.data.images",
+    "image_set": "xband.data.images",
     "XbandError": "xband.errors",
-    "explain": "xband.pipeline",
+    "explain": "xband.run.pipeline",
     "Layout": "xband.layout",
     "METHODS": "xband.methods",
     "FeatureAblation": "xband.methods",
@@ -37,14 +37,14 @@ _EXPORTS = {
     "Saliency": "xband.methods",
     "ScaledSaliency": "xband.methods",
     "Shapley": "xband.methods",
-    "LoadedModel": "xband.models",
-    "load_model": "xband.models",
-    "RayEngine": "xband.engine",
+    "LoadedModel": "xband.models.load",
+    "load_model": "xband.models.load",
+    "RayEngine": "xband.run.engine",
     "Fidelity": "converters.fidelity",
-    "from_torch": "xband.readers",
-    "load_images": "xband.readers",
-    "read_data": "xband.readers",
-    "Explanation": "xband.result",
+    "from_torch": "xband.data.readers",
+    "load_images": "xband.data.readers",
+    "read_data": "xband.data.readers",
+    "Explanation": "xband.run.result",
 }
 
 __all__ = sorted(_EXPORTS)

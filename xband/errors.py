@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 _SPELLED = re.compile("\x00(.*?)\x01(.*?)\x02", re.S)
 
 
@@ -39,3 +41,14 @@ class BadValue(XbandError):
     def named(self, name: str) -> str:
         """The message with the argument called `name`."""
         return f"{name} must be {self.requirement}, not {self.value!r}."
+
+
+def whole_number(value, name: str, *, minimum: int = 1) -> int:
+    """`value` as an int of at least `minimum`; integral floats (R's numbers) are accepted."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise BadValue(name, value, f"a whole number of at least {minimum}")
+    if isinstance(value, float | np.floating) and not float(value).is_integer():
+        raise BadValue(name, value, f"a whole number of at least {minimum}")
+    if int(value) < minimum:
+        raise BadValue(name, int(value), f"at least {minimum}")
+    return int(value)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from xband.aggregate import pairwise_agreement
 from xband.checks._common import Setup
 from xband.checks.agreement import consensus_bootstrap
 from xband.checks.completeness import completeness_check
@@ -24,12 +23,12 @@ from xband.checks.faithfulness import (
     faithfulness_table,
 )
 from xband.checks.randomisation import randomisation_check
-from xband.data import ImageSet
-from xband.errors import XbandError
-from xband.memory import freed_memory_kept
-from xband.methods._base import whole_number
-from xband.models import LoadedModel
-from xband.result import Explanation
+from xband.data.images import ImageSet
+from xband.errors import XbandError, whole_number
+from xband.models.load import LoadedModel
+from xband.run.aggregate import pairwise_agreement
+from xband.run.memory import freed_memory_kept
+from xband.run.result import Explanation
 
 CHECKS = ("randomisation", "faithfulness", "agreement", "completeness")
 

@@ -11,15 +11,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-from xband import aggregate
-from xband.config import RunConfig
-from xband.data import ImageSet, stratified_subset
+from xband.data.images import ImageSet, stratified_subset
 from xband.errors import XbandError
-from xband.forward import Networks, PassSizes, check_device, forward_module, prepare_networks, tune
 from xband.methods import Context, Method
-from xband.models import LoadedModel
-from xband.result import Explanation
-from xband.runner import BandGroups, BatchRunner, Donors
+from xband.methods._base import PassSizes
+from xband.models.load import LoadedModel
+from xband.run import aggregate
+from xband.run.config import RunConfig
+from xband.run.forward import Networks, check_device, forward_module, prepare_networks, tune
+from xband.run.result import Explanation
+from xband.run.runner import BandGroups, BatchRunner, Donors
 
 
 @dataclass

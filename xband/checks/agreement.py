@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from xband.aggregate import resample_counts
 from xband.checks._common import feature_names, known_classes, per_image_shares
-from xband.result import Explanation
+from xband.run.aggregate import resample_counts
+from xband.run.result import Explanation
 
 
 def consensus_bootstrap(explanation: Explanation, *, n_boot: int = 200, seed: int = 0,

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from xband.aggregate import spearman_rows
 from xband.checks._common import Setup, class_means, class_order, nan_mean
 from xband.errors import XbandError
+from xband.run.aggregate import spearman_rows
 
 # two constants, and two drawn from the data (the curves of a run with the data baseline use
 # "shuffle": the band of another image)

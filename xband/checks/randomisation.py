@@ -22,9 +22,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from xband.aggregate import spearman_rows
 from xband.checks._common import Setup, class_means, nan_mean
 from xband.errors import XbandError
+from xband.run.aggregate import spearman_rows
 
 _RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 ALL_LAYERS = "all layers"

@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xband.errors import BadValue, XbandError
-from xband.forward import PassSizes
+from xband.errors import XbandError, whole_number
 
 
 class SharedOutputs:
@@ -87,23 +86,24 @@ class Context:
         return torch.stack([self.donors(batch.index, r) for r in range(self.background)])
 
 
+@dataclass(frozen=True)
+class PassSizes:
+    """Images per network pass, forward-only and forward+backward (xband.run.tuning chooses them).
+    Random draws are made per batch of images, not per pass."""
+
+    forward: int = 64
+    gradient: int = 64
+
+    def as_dict(self) -> dict:
+        return {"forward": self.forward, "gradient": self.gradient}
+
+
 @dataclass
 class BandAttribution:
     """One method's answer for a batch: a score per feature, and pixel maps where the method has them."""
 
     scores: np.ndarray  # (N, F)
     maps: torch.Tensor | None = None  # (N, B, H, W)
-
-
-def whole_number(value, name: str, *, minimum: int = 1) -> int:
-    """`value` as an int of at least `minimum`; integral floats (R's numbers) are accepted."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise BadValue(name, value, f"a whole number of at least {minimum}")
-    if isinstance(value, float | np.floating) and not float(value).is_integer():
-        raise BadValue(name, value, f"a whole number of at least {minimum}")
-    if int(value) < minimum:
-        raise BadValue(name, int(value), f"at least {minimum}")
-    return int(value)
 
 
 @dataclass(frozen=True)

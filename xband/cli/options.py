@@ -55,7 +55,7 @@ def add_model_options(p: argparse.ArgumentParser, *, positional: bool = False) -
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
     """--data, how to read it, what its bands and classes are, and its preprocessing."""
-    from xband.bands import SENSORS
+    from xband.data.sensors import SENSORS
 
     data = p.add_argument_group("data and bands")
     data.add_argument("--data", required=True,
@@ -115,8 +115,8 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 
 def add_explain_options(p: argparse.ArgumentParser) -> None:
     """What to explain: methods and their options, target, output, baseline, which images."""
-    from xband.config import BASELINES, OUTPUTS, TARGETS
     from xband.methods import METHODS
+    from xband.run.config import BASELINES, OUTPUTS, TARGETS
 
     group = p.add_argument_group("what to explain")
     group.add_argument("--methods", default="all", metavar="M1,M2,…",
@@ -289,7 +289,7 @@ def parse_method_options(items: list[str]) -> dict[str, dict[str, int]]:
 
 def run_config(args: argparse.Namespace):
     """The `RunConfig` the options describe (every value checked)."""
-    from xband.config import RunConfig
+    from xband.run.config import RunConfig
 
     return RunConfig.build(
         args.methods, method_options=parse_method_options(args.method_option), target=args.target,
@@ -307,7 +307,7 @@ def run_config(args: argparse.Namespace):
 def engine(args: argparse.Namespace):
     """"single", or the `RayEngine` the Ray options describe; Ray options without
     --engine ray are refused rather than ignored."""
-    from xband.engine import RayEngine
+    from xband.run.engine import RayEngine
 
     given = [flag for flag, value in (("--ray-address", args.ray_address),
                                       ("--workers", args.workers),
@@ -327,7 +327,7 @@ def check_arguments(args: argparse.Namespace) -> dict:
     """`evaluate`'s keyword arguments from the check options, checked now rather than after the
     explanation."""
     from xband.checks import CHECKS, DELETION_BASELINES, choices
-    from xband.methods._base import whole_number
+    from xband.errors import whole_number
 
     return {"checks": choices("check", args.checks, CHECKS),
             "baselines": choices("deletion baseline", args.deletion_baselines, DELETION_BASELINES),
@@ -369,7 +369,7 @@ def _clip(text: str | None) -> tuple[float, float] | None:
 
 def preprocess(args: argparse.Namespace):
     """Scale and clip from the options; mean and std from --norm-stats when that file exists."""
-    from xband.data import Preprocess, read_band_stats
+    from xband.data.images import Preprocess, read_band_stats
 
     prep = Preprocess(scale=args.scale, clip=_clip(args.clip))
     if args.norm_stats and Path(args.norm_stats).exists():
@@ -381,8 +381,8 @@ def preprocess(args: argparse.Namespace):
 
 def read_images(args: argparse.Namespace):
     """The `ImageSet` the data options describe (read and checked; no model needed)."""
-    from xband.bands import parse_groups
-    from xband.readers import read_data
+    from xband.data.readers import read_data
+    from xband.data.sensors import parse_groups
 
     band_names = names(args.bands, args.band_names_file, "band")
     if band_names and args.sensor:
@@ -400,7 +400,7 @@ def probe_images(data) -> tuple[np.ndarray | None, str | None]:
     """Up to PROBE_MAX readable images of `data`, preprocessed, bands first when the data's
     band axis is known ("channels_first"; None: as stored, the model's layout assumed): the
     fidelity check runs on the user's own inputs."""
-    from xband.data import BadImage, guess_layout, likely_layout
+    from xband.data.images import BadImage, guess_layout, likely_layout
     from xband.layout import Layout
 
     images = []

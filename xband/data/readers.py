@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from xband.data import BadImage, ImageSet, image_set
+from xband.data.images import BadImage, ImageSet, image_set
+from xband.data.wavelengths import raster_wavelengths
 from xband.errors import XbandError, option
 from xband.layout import Layout
-from xband.wavelengths import raster_wavelengths
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".jp2")  # GeoTIFF and JPEG2000 (Sentinel-2 band files)
 SIDECAR_SUFFIXES = (".aux.xml", ".ovr", ".msk", ".tfw", ".j2w", ".prj")  # GDAL's, read with them

@@ -194,18 +194,6 @@ def tune(forward: ChannelsFirst, example: torch.Tensor
 
 
 @dataclass(frozen=True)
-class PassSizes:
-    """Images per network pass, forward-only and forward+backward (xband.tuning chooses them).
-    Random draws are made per batch of images, not per pass."""
-
-    forward: int = 64
-    gradient: int = 64
-
-    def as_dict(self) -> dict:
-        return {"forward": self.forward, "gradient": self.gradient}
-
-
-@dataclass(frozen=True)
 class Networks:
     """The explained network as the methods run it, and how it was made fast."""
 
@@ -218,7 +206,7 @@ class Networks:
 def prepare_networks(network: nn.Module, layout: Layout | str, device: str,
                      example: torch.Tensor, *, tuned: bool) -> Networks:
     """`network` ready for the methods on `device`: channels-first, eval mode, weights frozen,
-    and with `tuned` the speed-ups that keep its numbers (pass sizes: xband.tuning).
+    and with `tuned` the speed-ups that keep its numbers (pass sizes: xband.run.tuning).
 
     example: two or so channels-first images (N, B, H, W) on `device`, for the checks.
     """

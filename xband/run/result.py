@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -14,19 +12,17 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from xband import aggregate, plots, report
-from xband.config import RunConfig
-from xband.data import ImageSet
-from xband.files import atomic_folder
-from xband.forward import PassSizes
-from xband.methods._base import whole_number
-from xband.runner import Pairs
-from xband.tuning import PassTiming
-from xband.verdict import Verdict, judge
+from xband.data.images import ImageSet
+from xband.errors import whole_number
+from xband.methods._base import PassSizes
+from xband.run import aggregate
+from xband.run.config import RunConfig
+from xband.run.runner import Pairs
+from xband.run.tuning import PassTiming
 from xband.versions import versions
 
 if TYPE_CHECKING:
-    from xband.models import LoadedModel
+    from xband.models.load import LoadedModel
 
 
 class CheckResults(Protocol):
@@ -36,8 +32,6 @@ class CheckResults(Protocol):
     settings: dict
     randomisation: pd.DataFrame | None
     faithfulness: pd.DataFrame | None
-
-    def sections(self) -> dict: ...
 
     def write_tables(self, folder: Path) -> None: ...
 
@@ -57,7 +51,7 @@ class RunRecord:
     notes: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]  # (image, reason) left out
     run_time_s: float
-    sampling: dict  # how many images each method explained per class, and why (xband.sampling)
+    sampling: dict  # how many images each method explained per class, and why (xband.run.sampling)
 
     @property
     def passes(self) -> PassSizes:
@@ -254,6 +248,8 @@ class Explanation:
     regions: dict[str, tuple[float, float]] | None = None  # region → (first, last) band, nm
     band_scores: dict[str, np.ndarray] | None = None  # gradient methods' per-image band scores
     band_importance: pd.DataFrame | None = None  # the tidy table of those, per band
+    # the verdict, and the evaluation it was computed with (`verdict`)
+    _verdict: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def target_mode(self) -> str:
@@ -338,13 +334,19 @@ class Explanation:
             out.append(line)
         return pd.DataFrame(out).set_index("class")
 
-    def verdict(self) -> Verdict:
+    def verdict(self):
         """Per class, the bands the trusted methods put first: those that passed the trust
-        checks attached as `evaluation`, or every method, marked not checked, without them."""
-        return judge(self.importance, self.evaluation,
-                     method_labels={m: i["label"] for m, i in self.method_info.items()},
-                     band_groups=self.summary.get("band_groups"), checkable=self.pairs is None,
-                     feature="band" if self.regions is None else "spectral region")
+        checks attached as `evaluation`, or every method, marked not checked, without them
+        (`xband.report.verdict`). Computed once per attached evaluation."""
+        from xband.report.verdict import judge
+
+        if self._verdict is None or self._verdict[0] is not self.evaluation:
+            self._verdict = (self.evaluation, judge(
+                self.importance, self.evaluation,
+                method_labels={m: i["label"] for m, i in self.method_info.items()},
+                band_groups=self.summary.get("band_groups"), checkable=self.pairs is None,
+                feature="band" if self.regions is None else "spectral region"))
+        return self._verdict[1]
 
     @property
     def feature(self) -> str:
@@ -353,190 +355,20 @@ class Explanation:
 
     def figures(self) -> dict[str, list[tuple[str, str, Figure]]]:
         """Every figure of the report by section, as (file name stem, caption, figure)."""
+        from xband.report.sections import explanation_drawings
+
         return {section: [(stem, caption, draw()) for stem, caption, draw in items]
-                for section, items in self._drawings().items()}
-
-    def _drawings(self) -> dict[str, list[plots.Drawing]]:
-        """Every figure of the report by section, not drawn yet: (file name stem, caption, a
-        function that draws it), so that `save` can draw them in parallel."""
-        info, grouping = self.method_info, self._grouping
-        sections: dict[str, list[plots.Drawing]] = {}
-        feature = "Band" if self.regions is None else "Spectral region"
-        sections[f"{feature} × class heat maps"] = [
-            (f"heatmap_{m}", f"{info[m]['label']}: mean share per class",
-             partial(plots.band_class_heatmap, self.importance, m, grouping=grouping,
-                     method_info=info, feature=feature.lower()))
-            for m in self.methods
-        ]
-        sections[f"{feature} importance per class, with 95% intervals"] = [
-            (f"bars_{m}", info[m]["label"],
-             partial(plots.class_bars, self.importance, m, grouping=grouping, method_info=info))
-            for m in self.methods
-        ]
-        sections["Methods side by side"] = [
-            ("methods_panel", "Band rank by every method, per class (1 = most important)",
-             partial(plots.methods_panel, self.importance, grouping=grouping, method_info=info)),
-        ]
-        if len(self.methods) > 1:
-            sections["Agreement between methods"] = [
-                ("agreement", "Spearman's ρ between band rankings, mean over classes",
-                 partial(plots.agreement_matrix, self.agreement, method_info=info)),
-            ]
-        if self.target_mode == "all":
-            sections["How each band pushes images of one class toward another"] = [
-                (f"class_target_{m}", f"{info[m]['label']}: class × target",
-                 partial(plots.class_target_heatmap, self.importance, m, grouping=grouping,
-                         method_info=info))
-                for m in self.methods
-            ]
-        if self.group_importance is not None:
-            members = "; ".join(f"{g}: {' '.join(b)}" for g, b in self.groups.items())
-            sections["Band groups × class heat maps"] = [
-                (f"groups_heatmap_{m}",
-                 f"{info[m]['label']}: mean share per class and band group ({members})",
-                 partial(plots.band_class_heatmap, self.group_importance, m, grouping=grouping,
-                         method_info=info, feature="band group"))
-                for m in self.methods
-            ]
-        if self.importance["wavelength_nm"].notna().all():
-            sections["Importance against wavelength"] = self._spectra()
-        ex = self.examples
-        if ex.maps:
-            mean, names = self._map_features()
-            sections["Per-band maps of example images" if self.regions is None
-                     else "Per-region maps of example images (mean over each region's bands)"] = [
-                (f"maps_image{ex.index[i]}"
-                 + ("" if ex.label_sets is None else f"_class{ex.label[i]}"),
-                 self._example_title(i),
-                 partial(plots.band_maps, mean(ex.image[i]),
-                         {m: mean(v[i]) for m, v in ex.maps.items()}, names,
-                         title=self._example_title(i), method_info=info))
-                for i in range(len(ex.index))
-            ]
-        return sections
-
-    def _report_drawings(self, verdict: Verdict, checks: Mapping) -> dict:
-        """The report's figures, not drawn yet, keyed by (part, section title)."""
-        figure = verdict.figure()
-        return {("verdict", ""): [] if figure is None else [("verdict_consensus", "", figure)],
-                **{("section", title): items for title, items in self._drawings().items()},
-                **{("check", title): items for title, (_, items) in checks.items()}}
-
-    def _spectra(self) -> list[plots.Drawing]:
-        """Per method, importance against wavelength; by region, with the regions shaded: per
-        band for the gradient methods (their band detail), per region for the others."""
-        info, bands = self.method_info, self.band_importance
-        if self.regions is None:
-            return [(f"spectrum_{m}", f"{info[m]['label']}: mean share per class against "
-                     "wavelength", partial(plots.importance_spectrum, self.importance, m,
-                                           grouping=self._grouping, method_info=info))
-                    for m in self.methods]
-        out = []
-        for m in self.methods:
-            per_band = bands is not None and (bands["method"] == m).any()
-            what = "per band" if per_band else "per region (the method removes regions whole)"
-            out.append((f"spectrum_{m}", f"{info[m]['label']}: mean share per class {what}",
-                        partial(plots.region_spectrum, bands if per_band else self.importance, m,
-                                self.regions, per_band=per_band, grouping=self._grouping,
-                                method_info=info)))
-        return out
-
-    def _map_features(self):
-        """(K, B, H, W) maps → what the map figures show, and its names: the bands, or as
-        regions the mean over each region's bands."""
-        if self.regions is None:
-            return (lambda maps: maps), self.band_names
-        index = {name: i for i, name in enumerate(self.band_names)}
-        members = [[index[b] for b in bands] for bands in self.groups.values()]
-        return (lambda maps: np.stack([maps[m].mean(axis=0) for m in members])), list(self.groups)
-
-    @property
-    def _grouping(self) -> str:
-        return "true_class" if self.labels is not None else "predicted_class"
-
-    def _example_title(self, i: int) -> str:
-        ex, names = self.examples, self.class_names
-        if ex.label_sets is not None:
-            def listed(row: np.ndarray) -> str:
-                return " + ".join(names[c] for c in np.flatnonzero(row)) or "none"
-
-            truth = "labels" if self.labels is not None else "predicted labels"
-            return (f"image {ex.index[i]} — {truth} {listed(ex.label_sets[i])}, predicted "
-                    f"{listed(ex.predicted_sets[i])}; explained for {names[ex.label[i]]}")
-        truth = "class" if self.labels is not None else "predicted"
-        return (f"image {ex.index[i]} — {truth} {names[ex.label[i]]}, "
-                f"predicted {names[ex.prediction[i]]}")
-
-    def _write_tables(self, folder: Path) -> None:
-        """The CSV tables and the per-image scores (scores.npz) into `folder`."""
-        self.importance.to_csv(folder / "importance.csv", index=False)
-        self.consensus.to_csv(folder / "consensus.csv", index=False)
-        self.agreement.to_csv(folder / "agreement.csv")
-        self.top_bands().to_csv(folder / "top_bands.csv")
-        for name, table in (("group", self.group_importance), ("band", self.band_importance)):
-            if table is not None:
-                table.to_csv(folder / f"{name}_importance.csv", index=False)
-        np.savez_compressed(
-            folder / "scores.npz",
-            indices=self.indices,
-            labels=self.labels if self.labels is not None else np.array([]),
-            predictions=self.predictions,
-            band_names=np.array(self.band_names),
-            class_names=np.array(self.class_names),
-            **{f"scores_{m}": s for m, s in self.scores.items()},
-            **{f"group_scores_{m}": s for m, s in (self.group_scores or {}).items()},
-            **{f"band_scores_{m}": s for m, s in (self.band_scores or {}).items()},
-            **({} if self.regions is None else {"region_names": np.array(list(self.regions))}),
-            **({} if self.pairs is None else {"pair_image": self.pairs.image,
-                                              "pair_class": self.pairs.target}),
-        )
+                for section, items in explanation_drawings(self).items()}
 
     def save(self, out: str | os.PathLike, *, overwrite: bool = False,
              figures: bool = True) -> Path:
-        """Write tables, per-image scores, figures, summary.json and report.html to `out`.
+        """Write tables, per-image scores, figures, summary.json and report.html to `out`
+        (`xband.report.writer.save_report`: atomically, and only over a folder xband wrote,
+        unless `overwrite`). figures: False writes the tables and a report without figures."""
+        from xband.report.writer import save_report
 
-        Everything is written to a temporary folder beside `out` and moved into place at the
-        end: an interrupted run leaves no half report. `out` may be new, empty, or a report
-        folder xband wrote; a folder holding other files is replaced only with `overwrite`, and
-        never one that is, holds or lies inside the data or the model. figures: False writes
-        the tables and a report without figures (quicker, for scripted runs).
-        """
-        verdict = self.verdict()
-        summary = {**self.summary, "verdict": verdict.as_dict()}
-        with atomic_folder(out, overwrite=overwrite, inputs=report_inputs(summary)) as tmp:
-            self._write_tables(tmp)
-            (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
-            checks = {} if self.evaluation is None else self.evaluation.sections()
-            if self.evaluation is not None:
-                self.evaluation.write_tables(tmp)
-            written = {}
-            if figures:
-                (tmp / "figures").mkdir()
-                written = plots.write_figures(self._report_drawings(verdict, checks),
-                                              tmp / "figures")
-            html = report.render_report(
-                summary,
-                figures={title: pngs for (part, title), pngs in written.items()
-                         if part == "section"},
-                tables={
-                    f"Top {self.feature}s per class": self.top_bands(),
-                    "Images explained per class and method (why each stopped)":
-                        self.sampling_overview(),
-                    "Bands: spread over the data and baseline": pd.DataFrame(
-                        self.summary["bands"]).set_index("band"),
-                },
-                checks={title: (tables, written.get(("check", title), []))
-                        for title, (tables, _) in checks.items()},
-                verdict_figure=next((png for _, png in written.get(("verdict", ""), [])), None),
-            )
-            (tmp / "report.html").write_text(html, encoding="utf-8")
-        return Path(out).resolve()
+        return save_report(self, out, overwrite=overwrite, figures=figures)
 
-
-def report_inputs(summary: Mapping) -> dict[str, str | None]:
-    """The files a report was made from (data, model), which its folder must keep apart from."""
-    return {"data": summary.get("data", {}).get("path"),
-            "model": summary.get("model", {}).get("path")}
 
 
 def _stops_text(stops: Iterable[Mapping]) -> str:
@@ -545,11 +377,3 @@ def _stops_text(stops: Iterable[Mapping]) -> str:
     counts = sorted(s["n"] for s in stops)
     span = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
     return f"{span} per class ({', '.join(sorted({s['reason'] for s in stops}))})"
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)

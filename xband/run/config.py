@@ -12,13 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xband.cost import parse_budget
-from xband.engine import ON_RAY, RayEngine, import_ray
-from xband.errors import XbandError, option
+from xband.data.regions import RegionSpec, parse_regions
+from xband.errors import XbandError, option, whole_number
 from xband.methods import Method, resolve_methods
-from xband.methods._base import whole_number
-from xband.regions import RegionSpec, parse_regions
-from xband.sampling import StoppingRule
+from xband.run.cost import parse_budget
+from xband.run.engine import ON_RAY, RayEngine, import_ray
+from xband.run.sampling import StoppingRule
 
 TARGETS = ("true", "predicted", "all")
 OUTPUTS = ("logits", "probabilities")
@@ -61,18 +60,18 @@ class RunConfig:
     None: 1 in rounds until settled, 8 with every image, `for_mode`),
     "mean" (its mean over the data), "zero", or one value per band. max_images / max_per_class:
     explain a seeded, stratified subset. examples_per_class: images kept whole for per-band maps.
-    tuned: run the speed-ups that keep the numbers (xband.forward). skip_bad: leave out unreadable
+    tuned: run the speed-ups that keep the numbers (xband.run.forward). skip_bad: leave out unreadable
     images and images with NaN/Inf/nodata values instead of stopping. n_boot: bootstrap resamples of
     the per-class intervals. all_images: explain every image; otherwise (the default) each class's
-    images are taken in rounds until its top bands are settled (`stopping`; xband.sampling). budget:
+    images are taken in rounds until its top bands are settled (`stopping`; xband.run.sampling). budget:
     seconds the methods may take together ("5m" and the like in `build`), shared equally, unused
     time passing on. accept_low_accuracy: go on when the predictions fit the labels far better under
     another class order (otherwise the run stops naming that order). multi_label: explain each image
     for each of its positive labels (a final sigmoid, several labels per image); None decides from
     the model and the labels. A multi-label run explains every (image, label) pair (all_images): the
     sampling and the budget are single-label. engine: None (one machine) or a `RayEngine`
-    (`xband.ray_engine`; "ray" in `build`), which explains every image (all_images) on Ray.
-    regions: explain by spectral region (xband.regions: "auto", "50nm", "VIS=400-700;…",
+    (`xband.run.ray_engine`; "ray" in `build`), which explains every image (all_images) on Ray.
+    regions: explain by spectral region (xband.data.regions: "auto", "50nm", "VIS=400-700;…",
     "none"): the regions are the features, perturbation methods run on them only, gradient
     methods add per-band detail; None: "auto" for more than 30 bands with known wavelengths and
     no band groups, else band by band.

@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from xband.data.wavelengths import read_wavelengths
 from xband.errors import XbandError, option
-from xband.wavelengths import read_wavelengths
 
 OTHER = "other"  # the group of the bands that no user-defined group names
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from xband import memory
 from xband.files import write_text
-from xband.forward import PassSizes
+from xband.methods._base import PassSizes
+from xband.run import memory
 
 DEFAULT_SIZE = 64
 CANDIDATE_SIZES = (32, 64, 128, 256)

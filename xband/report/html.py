@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 from matplotlib.figure import Figure
 
-from xband.plots import figure_png
+from xband.report.plots import figure_png
 
 FigureLike = bytes | Figure
 

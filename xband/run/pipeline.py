@@ -20,25 +20,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from converters.cache import cache_root
-from xband import aggregate
-from xband.attribution import (
-    Candidates,
-    MethodResult,
-    explain_every_image,
-    explain_pairs,
-    explain_until_settled,
-    first_round,
-)
-from xband.config import RunConfig
-from xband.cost import estimate_lines, fit_budget, method_cost, pass_kind, passes_by_kind
-from xband.data import BandStats, ImageSet, image_set, scan, skip_notes, stratified_subset
-from xband.engine import RayEngine
-from xband.errors import XbandError, option
-from xband.forward import Networks, PassSizes, check_device, prepare_networks, speed_up
-from xband.memory import freed_memory_kept
-from xband.methods import Method
-from xband.models import LoadedModel
-from xband.regions import (
+from xband.data.images import BandStats, ImageSet, image_set, scan, skip_notes, stratified_subset
+from xband.data.regions import (
     AUTO_ABOVE_BANDS,
     AUTO_WIDTH_NM,
     band_regions,
@@ -47,10 +30,28 @@ from xband.regions import (
     region_bounds,
     region_centres,
 )
-from xband.result import Examples, Explanation, RunRecord, build_summary
-from xband.runner import BatchRunner, Pairs, RunnerSpec, image_feed
-from xband.sampling import ALL_IMAGES, ClassStop, class_orders
-from xband.tuning import (
+from xband.errors import XbandError, option
+from xband.methods import Method
+from xband.methods._base import PassSizes
+from xband.models.load import LoadedModel
+from xband.run import aggregate
+from xband.run.attribution import (
+    Candidates,
+    MethodResult,
+    explain_every_image,
+    explain_pairs,
+    explain_until_settled,
+    first_round,
+)
+from xband.run.config import RunConfig
+from xband.run.cost import estimate_lines, fit_budget, method_cost, pass_kind, passes_by_kind
+from xband.run.engine import RayEngine
+from xband.run.forward import Networks, check_device, prepare_networks, speed_up
+from xband.run.memory import freed_memory_kept
+from xband.run.result import Examples, Explanation, RunRecord, build_summary
+from xband.run.runner import BatchRunner, Pairs, RunnerSpec, image_feed
+from xband.run.sampling import ALL_IMAGES, ClassStop, class_orders
+from xband.run.tuning import (
     SPEED_UP_COST_S,
     TUNING_SHARE,
     PassTiming,
@@ -149,13 +150,13 @@ def as_image_set(data, **description) -> ImageSet:
     if isinstance(data, np.ndarray):
         return image_set(data, None, **description)
     if isinstance(data, str) or hasattr(data, "__fspath__"):
-        from xband.readers import read_data
+        from xband.data.readers import read_data
 
         return read_data(data, **description)
     from torch.utils.data import DataLoader, Dataset
 
     if isinstance(data, DataLoader | Dataset):
-        from xband.readers import from_torch
+        from xband.data.readers import from_torch
 
         return from_torch(data, **description)
     raise XbandError(f"cannot read images from a {type(data).__name__}: give an ImageSet, "
@@ -185,7 +186,7 @@ def run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *,
     """`explain` with its arguments checked: the run as a sequence of named steps.
 
     announce: where to say the cost estimate before any method runs (default: standard error
-    when `progress`). Freed memory is kept for reuse meanwhile (`xband.memory`)."""
+    when `progress`). Freed memory is kept for reuse meanwhile (`xband.run.memory`)."""
     with freed_memory_kept():
         return _run_explanation(model, data, config, progress=progress, announce=announce)
 
@@ -411,8 +412,8 @@ def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networ
 
     One pass of each kind the methods make, timed at the batch size, gives the run's estimate.
     Tuning may then spend 5% of that estimate: on the speed-ups that keep the numbers
-    (xband.forward) when that share covers their usual cost, then on choosing pass sizes
-    (xband.tuning). A run too short to repay tuning runs the network as given."""
+    (xband.run.forward) when that share covers their usual cost, then on choosing pass sizes
+    (xband.run.tuning). A run too short to repay tuning runs the network as given."""
     kinds = {pass_kind(m) for m in config.methods}
     images = n_candidates if config.all_images else min(
         n_candidates, config.stopping.first_round * model.n_classes)
@@ -573,11 +574,11 @@ def runner_spec(data: ImageSet, config: RunConfig, selection: Selection, passes:
 def engine_runner(runner: BatchRunner, data: ImageSet, config: RunConfig, spec: RunnerSpec
                   ) -> Iterator[BatchRunner]:
     """The runner of the run's engine: `runner` itself on one machine, or on Ray its jobs
-    distributed to actors (xband.ray_engine) while the `with` block lasts."""
+    distributed to actors (xband.run.ray_engine) while the `with` block lasts."""
     if config.engine is None:
         yield runner
         return
-    from xband.ray_engine import distributed
+    from xband.run.ray_engine import distributed
 
     with distributed(runner, data, config.engine, spec) as remote:
         yield remote

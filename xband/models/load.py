@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 import logging
@@ -28,6 +29,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from converters.cache import content_hash, export_keras  # noqa: E402
+from converters.errors import ConversionError  # noqa: E402
 from converters.fidelity import (  # noqa: E402
     FLOAT64_REFERENCE,
     Fidelity,
@@ -40,11 +42,14 @@ from converters.fidelity import (  # noqa: E402
 from converters.keras_export import DEFAULT_SPATIAL, PROBE_N, default_probe  # noqa: E402
 from converters.onnx_graph import strip_final_activation  # noqa: E402
 from converters.onnx_to_torch import onnx_to_torch, read_onnx, torch_to_onnx  # noqa: E402
-from xband.data import image_set  # noqa: E402
-from xband.errors import XbandError, option  # noqa: E402
+from xband.data.images import image_set  # noqa: E402
+from xband.errors import (  # noqa: E402
+    XbandError,
+    option,
+    whole_number,  # noqa: E402
+)
 from xband.files import atomic_path  # noqa: E402
 from xband.layout import Layout  # noqa: E402
-from xband.methods._base import whole_number  # noqa: E402
 from xband.verbosity import verbose  # noqa: E402
 
 Output = Literal["logits", "probabilities"]
@@ -192,6 +197,19 @@ class FixedBatch(nn.Module):
         return torch.cat([self.inner(chunk) for chunk in x.split(self.batch)])[:n]
 
 
+def _user_errors(function: Callable) -> Callable:
+    """`function` raising the converters' `ConversionError` as xband's own `XbandError`."""
+    @functools.wraps(function)
+    def wrapped(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except ConversionError as err:
+            raise XbandError(str(err)) from None
+
+    return wrapped
+
+
+@_user_errors
 def load_model(source: str | os.PathLike | nn.Module, *, layout: Layout | None = None,
                n_bands: int | None = None, input_size: tuple[int, int] | None = None,
                probe: np.ndarray | None = None, probe_layout: Layout | str | None = None,
@@ -357,7 +375,7 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
     start = time.perf_counter()
     conv = onnx_to_torch(read_onnx(exp.onnx_path), path)
     timings = {"to_torch": time.perf_counter() - start}
-    layout = req.layout or conv.layout or Layout.CHANNELS_LAST
+    layout = req.layout or _graph_layout(conv) or Layout.CHANNELS_LAST
     n_bands = exp.probe.shape[layout.band_axis]
     out = _check_batch_sizes(conv.module, exp.probe, str(path))
     fid = keras_fidelity(exp, conv, _probe_description(req, len(exp.probe)))
@@ -374,6 +392,11 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
                        str(exp.onnx_path), notes + activation_notes, timings)
 
 
+def _graph_layout(conv) -> Layout | None:
+    """The band axis the ONNX graph tells (None when it does not)."""
+    return None if conv.layout is None else Layout(conv.layout)
+
+
 def _spatial(shape: list[int | None], layout: Layout) -> tuple[int, int] | None:
     hw = layout.image_size(shape)
     return None if None in hw else (hw[0], hw[1])
@@ -385,7 +408,7 @@ def _from_onnx(path: Path, req: _Request) -> LoadedModel:
     start = time.perf_counter()
     conv = onnx_to_torch(read_onnx(path), path)
     timings = {"to_torch": time.perf_counter() - start}
-    layout = req.layout or conv.layout
+    layout = req.layout or _graph_layout(conv)
     if layout is None:
         raise XbandError(f"{path}: cannot tell from the graph whether the bands are the last "
                          "or the second axis; pass "
@@ -707,6 +730,7 @@ def _strip_holds(logits: nn.Module, kind: str, probe: np.ndarray, out: np.ndarra
     return bool(np.allclose(again, out, rtol=1e-4, atol=1e-6))
 
 
+@_user_errors
 def write_onnx(model: LoadedModel, out: str | os.PathLike, opset: int = 17) -> Fidelity | None:
     """Write the model as an ONNX file at `out` (atomically). Torch sources are exported, and
     the file is checked against the module (onnxruntime, logits and gradient): returns those

@@ -1,6 +1,6 @@
 """The engine a run explains on: this process, or Ray (`RayEngine`: where and how wide).
 
-Kept apart from `xband.ray_engine`, which does the work, so that settings can name the engine
+Kept apart from `xband.run.ray_engine`, which does the work, so that settings can name the engine
 without importing Ray or the pipeline.
 """
 
@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from xband.errors import XbandError, option
-from xband.methods._base import whole_number
+from xband.errors import XbandError, option, whole_number
 
 INSTALL = 'pip install -c constraints.txt -e ".[ray]"  (or: pip install "ray[data]")'
 ON_RAY = option('engine="ray"', "--engine ray")  # how messages name the engine

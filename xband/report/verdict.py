@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import pandas as pd
 from matplotlib.figure import Figure
 
-from xband import aggregate, plots
-from xband.bands import OTHER
+from xband.data.sensors import OTHER
+from xband.report import plots
+from xband.run import aggregate
 
 TRUST_Z = 1.645  # one-sided 5% point of a standard normal: how far a random order rarely gets
 CONSENSUS = "trusted consensus"  # the method name of the consensus rows

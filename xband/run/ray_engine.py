@@ -29,11 +29,11 @@ from tqdm.auto import tqdm
 
 import converters
 import xband
-from xband.data import ImageSet
-from xband.engine import ON_RAY, RayEngine, import_ray
+from xband.data.images import ImageSet
 from xband.errors import XbandError
 from xband.methods import Method
-from xband.runner import BatchRunner, Job, JobResult, MethodRun, Pairs, RunnerSpec, image_feed
+from xband.run.engine import ON_RAY, RayEngine, import_ray
+from xband.run.runner import BatchRunner, Job, JobResult, MethodRun, Pairs, RunnerSpec, image_feed
 
 
 @contextmanager

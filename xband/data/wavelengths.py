@@ -1,7 +1,7 @@
 """Centre wavelengths of the bands, in nm: from a text file (one value per band), an ENVI header
 (`wavelength = {...}`), or a raster's band metadata (GDAL's ENVI and GeoTIFF band tags).
 
-Hyperspectral images name their bands by wavelength; regions (xband.regions) and the
+Hyperspectral images name their bands by wavelength; regions (xband.data.regions) and the
 importance-against-wavelength plots need them.
 """
 

@@ -1,5 +1,5 @@
 """Every method over the candidate images: all of them, or class by class in rounds until each
-class's answer is settled (xband.sampling). Images are checked and predicted the first time a
+class's answer is settled (xband.run.sampling). Images are checked and predicted the first time a
 method needs them, so a sampled run never reads the images it does not explain."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from xband import aggregate
-from xband.data import ImageSet, batches, check_images
+from xband.data.images import ImageSet, batches, check_images
 from xband.methods import Method
-from xband.runner import BatchRunner, MethodRun, Pairs
-from xband.sampling import ALL_IMAGES, ClassStop, StoppingRule, sample_until_settled
+from xband.run import aggregate
+from xband.run.runner import BatchRunner, MethodRun, Pairs
+from xband.run.sampling import ALL_IMAGES, ClassStop, StoppingRule, sample_until_settled
 
 
 class Candidates:
@@ -97,7 +97,7 @@ def explain_until_settled(methods: tuple[Method, ...], runner: BatchRunner,
                           seconds_per_image: dict[str, float], deadline: float | None,
                           progress: bool) -> dict[str, MethodResult]:
     """Every method's scores, class by class in rounds until each method's answer for each class
-    is settled (xband.sampling): a round's images are read once and given to every method still
+    is settled (xband.run.sampling): a round's images are read once and given to every method still
     going on their class, which share the network's outputs for the masked copies they have in
     common."""
     collected = {m.name: _Collected() for m in methods}

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from xband.aggregate import resample_counts
+from xband.run.aggregate import resample_counts
 
 ALL_IMAGES = "all images"
 SETTLED = "settled"

@@ -33,7 +33,7 @@ CLASS_NAMES = list(PLANTED)
 DISTRACTORS = ["B01", "B06", "B07", "B8A", "B09"]
 IMAGE_SIZE = 32
 BLOB_HEIGHT = 0.08
-MODEL_PATH = Path(__file__).parent / "demo_assets" / "demo_model.keras"
+MODEL_PATH = Path(__file__).parent / "assets" / "demo_model.keras"
 
 
 def _smooth_noise(rng: np.random.Generator, n: int, size: int) -> np.ndarray:

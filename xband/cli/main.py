@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xband import cli_options as options
+import xband.cli.options as options
 from xband import verbosity
-from xband.bands import sensor_table
+from xband.data.sensors import sensor_table
 from xband.errors import XbandError
 
 
@@ -66,7 +66,7 @@ def _read_sample(path: str) -> np.ndarray:
 
 
 def _run_convert(args: argparse.Namespace) -> None:
-    from xband.models import load_model, write_onnx
+    from xband.models.load import load_model, write_onnx
 
     model_path = Path(args.model)
     probe = _read_sample(args.data) if args.data else None
@@ -126,7 +126,7 @@ def _check_run(args: argparse.Namespace):
     the statistics file), the device, the run's and the checks' options. Returns the run
     configuration."""
     from xband.files import check_file_writable, check_output_folder
-    from xband.forward import check_device
+    from xband.run.forward import check_device
 
     check_output_folder(args.out, overwrite=args.overwrite, inputs=options.input_paths(args))
     if getattr(args, "norm_stats", None) and not Path(args.norm_stats).exists():
@@ -138,9 +138,9 @@ def _check_run(args: argparse.Namespace):
 
 
 def _run_explain(args: argparse.Namespace) -> None:
-    from xband.data import band_stats_json, scan, stratified_subset
+    from xband.data.images import band_stats_json, scan, stratified_subset
     from xband.files import write_text
-    from xband.models import load_model
+    from xband.models.load import load_model
 
     config = _check_run(args)
     data = options.read_images(args)
@@ -169,7 +169,8 @@ def _with_stats(data, stats, origin: str):
 
 
 def _explain_and_save(model, data, config, args: argparse.Namespace) -> None:
-    from xband.pipeline import run_explanation
+    from xband.report.writer import save_report
+    from xband.run.pipeline import run_explanation
 
     result = run_explanation(model, data, config, progress=not args.quiet, announce=print)
     if args.evaluate:
@@ -177,11 +178,8 @@ def _explain_and_save(model, data, config, args: argparse.Namespace) -> None:
 
         result.evaluation = evaluate(model, data, result, **args.check_arguments)
     verdict = result.verdict()
-    if args.command == "evaluate":
-        out = result.evaluation.save(args.out, {**result.summary, "verdict": verdict.as_dict()},
-                                     overwrite=args.overwrite, figures=not args.no_figures)
-    else:
-        out = result.save(args.out, overwrite=args.overwrite, figures=not args.no_figures)
+    out = save_report(result, args.out, overwrite=args.overwrite, figures=not args.no_figures,
+                      checks_only=args.command == "evaluate")
     args.written = out
     print("\n" + verdict.text() + "\n")
     for note in result.summary["notes"]:
@@ -230,9 +228,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def _run_demo(args: argparse.Namespace) -> None:
     from xband import demo
-    from xband.data import image_set
-    from xband.methods._base import whole_number
-    from xband.models import load_model
+    from xband.data.images import image_set
+    from xband.errors import whole_number
+    from xband.models.load import load_model
 
     config = _check_run(args)
     per_class = whole_number(args.images_per_class, "--images-per-class")
@@ -251,7 +249,7 @@ def _add_sensors(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=lambda args: print(sensor_table()))
 
 
-R_FILE = Path(__file__).resolve().parent / "r" / "xband.R"
+R_FILE = Path(__file__).resolve().parents[1] / "r" / "xband.R"
 
 
 def _add_r_path(sub: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ layout on disk and wherever they lie (an array, a memory map, an HDF5 dataset, a
 GeoTIFFs), so that the attribution engine can stream batches and draw donor images from anywhere
 in the data set. Only the batches asked for are read; the preprocessing the model expects is
 applied to each batch. It is built without the model (`image_set`, or any reader in
-`xband.readers`) and checked against the model by `ImageSet.for_model`, inside `explain`.
+`xband.data.readers`) and checked against the model by `ImageSet.for_model`, inside `explain`.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from typing import Protocol
 
 import numpy as np
 
-from xband.bands import SENSORS, get_sensor, partition
+from xband.data.sensors import SENSORS, get_sensor, partition
+from xband.data.wavelengths import check_count, checked_wavelengths, read_wavelengths
 from xband.errors import BadValue, XbandError, option
 from xband.layout import Layout
-from xband.wavelengths import check_count, checked_wavelengths, read_wavelengths
 
 
 class ModelInput(Protocol):
-    """What the data must fit in a model (`xband.models.LoadedModel` has it)."""
+    """What the data must fit in a model (`xband.models.load.LoadedModel` has it)."""
 
     n_bands: int
     n_classes: int
@@ -153,7 +153,7 @@ class ImageSet:
     class_names: tuple[str, ...] | None  # None: not given; "class i" for each model output
     layout: Layout | None  # band axis of `images`; None: decided with the model
     source: str = "arrays"
-    sensor: str | None = None  # a preset in xband.bands.SENSORS: names, wavelengths, groups
+    sensor: str | None = None  # a preset in xband.data.sensors.SENSORS: names, wavelengths, groups
     band_groups_by_name: Mapping[str, tuple[str, ...]] | None = None  # user-defined band groups
     preprocess: Preprocess = field(default_factory=Preprocess)
     nodata: float | None = None

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from xband.data import ImageSet
-from xband.forward import PassSizes
+from xband.data.images import ImageSet
 from xband.methods import BandAttribution, Batch, Context, Method, SharedOutputs
+from xband.methods._base import PassSizes
 
 
 def draw_seed(seed: int, method: str, key: int) -> int:

@@ -1,0 +1,194 @@
+"""What the report shows, planned before anything is drawn: each section's figures as (file
+name stem, caption, a function that draws it), for the explanation and for its trust checks.
+`xband.report.writer` draws them (in parallel) and lays them out."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pandas as pd
+
+from xband.checks.completeness import completeness_summary
+from xband.checks.evaluation import (
+    AGREEMENT,
+    COMPLETENESS,
+    CONSENSUS,
+    FAITHFULNESS,
+    RANDOMISATION,
+    Evaluation,
+)
+from xband.report import plots
+from xband.run.aggregate import agreement_matrix
+from xband.run.result import Explanation
+
+Section = tuple[dict[str, pd.DataFrame], list[plots.Drawing]]  # tables, figures to draw
+
+
+def explanation_drawings(result: Explanation) -> dict[str, list[plots.Drawing]]:
+    """Every figure of the report by section, not drawn yet: (file name stem, caption, a
+    function that draws it), so that `save` can draw them in parallel."""
+    info, grouping = result.method_info, grouping_of(result)
+    sections: dict[str, list[plots.Drawing]] = {}
+    feature = "Band" if result.regions is None else "Spectral region"
+    sections[f"{feature} × class heat maps"] = [
+        (f"heatmap_{m}", f"{info[m]['label']}: mean share per class",
+         partial(plots.band_class_heatmap, result.importance, m, grouping=grouping,
+                 method_info=info, feature=feature.lower()))
+        for m in result.methods
+    ]
+    sections[f"{feature} importance per class, with 95% intervals"] = [
+        (f"bars_{m}", info[m]["label"],
+         partial(plots.class_bars, result.importance, m, grouping=grouping, method_info=info))
+        for m in result.methods
+    ]
+    sections["Methods side by side"] = [
+        ("methods_panel", "Band rank by every method, per class (1 = most important)",
+         partial(plots.methods_panel, result.importance, grouping=grouping, method_info=info)),
+    ]
+    if len(result.methods) > 1:
+        sections["Agreement between methods"] = [
+            ("agreement", "Spearman's ρ between band rankings, mean over classes",
+             partial(plots.agreement_matrix, result.agreement, method_info=info)),
+        ]
+    if result.target_mode == "all":
+        sections["How each band pushes images of one class toward another"] = [
+            (f"class_target_{m}", f"{info[m]['label']}: class × target",
+             partial(plots.class_target_heatmap, result.importance, m, grouping=grouping,
+                     method_info=info))
+            for m in result.methods
+        ]
+    if result.group_importance is not None:
+        members = "; ".join(f"{g}: {' '.join(b)}" for g, b in result.groups.items())
+        sections["Band groups × class heat maps"] = [
+            (f"groups_heatmap_{m}",
+             f"{info[m]['label']}: mean share per class and band group ({members})",
+             partial(plots.band_class_heatmap, result.group_importance, m, grouping=grouping,
+                     method_info=info, feature="band group"))
+            for m in result.methods
+        ]
+    if result.importance["wavelength_nm"].notna().all():
+        sections["Importance against wavelength"] = _spectra(result)
+    ex = result.examples
+    if ex.maps:
+        mean, names = _map_features(result)
+        sections["Per-band maps of example images" if result.regions is None
+                 else "Per-region maps of example images (mean over each region's bands)"] = [
+            (f"maps_image{ex.index[i]}"
+             + ("" if ex.label_sets is None else f"_class{ex.label[i]}"),
+             example_title(result, i),
+             partial(plots.band_maps, mean(ex.image[i]),
+                     {m: mean(v[i]) for m, v in ex.maps.items()}, names,
+                     title=example_title(result, i), method_info=info))
+            for i in range(len(ex.index))
+        ]
+    return sections
+
+
+def _spectra(result: Explanation) -> list[plots.Drawing]:
+    """Per method, importance against wavelength; by region, with the regions shaded: per
+    band for the gradient methods (their band detail), per region for the others."""
+    info, bands = result.method_info, result.band_importance
+    if result.regions is None:
+        return [(f"spectrum_{m}", f"{info[m]['label']}: mean share per class against "
+                 "wavelength", partial(plots.importance_spectrum, result.importance, m,
+                                       grouping=grouping_of(result), method_info=info))
+                for m in result.methods]
+    out = []
+    for m in result.methods:
+        per_band = bands is not None and (bands["method"] == m).any()
+        what = "per band" if per_band else "per region (the method removes regions whole)"
+        out.append((f"spectrum_{m}", f"{info[m]['label']}: mean share per class {what}",
+                    partial(plots.region_spectrum, bands if per_band else result.importance, m,
+                            result.regions, per_band=per_band, grouping=grouping_of(result),
+                            method_info=info)))
+    return out
+
+
+def _map_features(result: Explanation):
+    """(K, B, H, W) maps → what the map figures show, and its names: the bands, or as
+    regions the mean over each region's bands."""
+    if result.regions is None:
+        return (lambda maps: maps), result.band_names
+    index = {name: i for i, name in enumerate(result.band_names)}
+    members = [[index[b] for b in bands] for bands in result.groups.values()]
+    return (lambda maps: np.stack([maps[m].mean(axis=0) for m in members])), list(result.groups)
+
+
+def grouping_of(result: Explanation) -> str:
+    return "true_class" if result.labels is not None else "predicted_class"
+
+
+def example_title(result: Explanation, i: int) -> str:
+    ex, names = result.examples, result.class_names
+    if ex.label_sets is not None:
+        def listed(row: np.ndarray) -> str:
+            return " + ".join(names[c] for c in np.flatnonzero(row)) or "none"
+
+        truth = "labels" if result.labels is not None else "predicted labels"
+        return (f"image {ex.index[i]} — {truth} {listed(ex.label_sets[i])}, predicted "
+                f"{listed(ex.predicted_sets[i])}; explained for {names[ex.label[i]]}")
+    truth = "class" if result.labels is not None else "predicted"
+    return (f"image {ex.index[i]} — {truth} {names[ex.label[i]]}, "
+            f"predicted {names[ex.prediction[i]]}")
+
+
+def check_sections(evaluation: Evaluation) -> dict[str, Section]:
+    """Report sections in order: title → (tables by title, [(file stem, caption, what draws
+    the figure)])."""
+    info = evaluation.method_info
+    out: dict[str, Section] = {}
+    if evaluation.randomisation is not None:
+        table = evaluation.randomisation
+        pivot = table.pivot(index="method", columns="stage", values="rank_rho")
+        pivot = pivot.reindex(index=pd.unique(table["method"]), columns=pd.unique(table["stage"]))
+        final = table[table["stage"] == table["stage"].iloc[-1]].set_index("method")
+        pivot["map ρ (all layers)"] = final["map_rho"]
+        pivot["flagged"] = final["flagged"].map({True: "barely changes", False: ""})
+        threshold = evaluation.settings["randomisation_threshold"]
+        out[RANDOMISATION] = (
+            {"Band-ranking ρ, trained vs randomised (mean over classes), by layers re-drawn":
+             pivot},
+            [("randomisation_bars", "Similarity with every layer re-drawn",
+              partial(plots.randomisation_bars, table, threshold=threshold, method_info=info)),
+             ("randomisation_cascade", "Cascading randomisation from the output layer down",
+              partial(plots.randomisation_cascade, table, method_info=info))],
+        )
+    if evaluation.faithfulness is not None:
+        baseline = evaluation.settings["primary_baseline"]
+        out[FAITHFULNESS] = (
+            {"Deletion gap to random orders (accuracy area, mean over classes) per baseline; "
+             "ranking ρ between the run's baseline and a zero (or mean) one":
+             evaluation.stability.set_index("method")},
+            [("faithfulness_gaps", "Area between each method's curves and random orders",
+              partial(plots.faithfulness_gaps, evaluation.faithfulness, method_info=info))]
+            + [(f"deletion_{m}", f"{info[m]['label']}: deletion and insertion curves",
+                partial(plots.deletion_curves, evaluation.curves, m, baseline=baseline,
+                        method_info=info))
+               for m in pd.unique(evaluation.faithfulness["method"])],
+        )
+    if evaluation.pairs is not None and len(info) > 1:
+        out[AGREEMENT] = (
+            {"Kendall's τ between band rankings, mean over classes":
+             agreement_matrix(evaluation.pairs, "kendall")},
+            [("agreement_kendall_by_class", "Kendall's τ between methods, per class",
+              partial(plots.agreement_by_class, evaluation.pairs, method_info=info))],
+        )
+    if evaluation.consensus is not None:
+        k = evaluation.settings["consensus_top_k"]
+        top = evaluation.consensus[evaluation.consensus["consensus_rank"] <= k]
+        out[CONSENSUS] = (
+            {f"Consensus top {k} per class, 95% bootstrap interval of the rank":
+             top.drop(columns="band_index").set_index(["class", "band"])},
+            [("consensus_intervals", "Consensus rank with bootstrap intervals",
+              partial(plots.consensus_intervals, evaluation.consensus))],
+        )
+    if evaluation.completeness is not None:
+        steps = evaluation.settings["integrated_gradients_steps"]
+        out[COMPLETENESS] = (
+            {"Convergence delta by number of steps": completeness_summary(evaluation.completeness)},
+            [("completeness", "Band sums against f(x) − f(baseline)",
+              partial(plots.completeness_plot, evaluation.completeness, steps))],
+        )
+    return out
+
