@@ -186,9 +186,20 @@ read_checks <- function(out, classes) {
     table <- utils::read.csv(file, stringsAsFactors = FALSE, check.names = FALSE,
                              encoding = "UTF-8")
     if ("class" %in% names(table)) table$class <- class_factor(table$class, classes)
-    table
+    python_logicals(table)
   })
   stats::setNames(tables, names[present])
+}
+
+# Columns pandas wrote as True/False become logical.
+python_logicals <- function(table) {
+  for (column in names(table)) {
+    values <- table[[column]]
+    if (is.character(values) && all(values[!is.na(values)] %in% c("True", "False"))) {
+      table[[column]] <- values == "True"
+    }
+  }
+  table
 }
 
 methods_frame <- function(methods) {

@@ -19,7 +19,7 @@ xband_error <- function(status, stderr, args) {
   lines <- lines[nzchar(trimws(lines))]
   first <- grep("^xband( [a-z-]+)?: (error|interrupted)", lines)
   said <- if (length(first)) lines[first[1]:length(lines)] else utils::tail(lines, 15)
-  flags <- unique(unlist(regmatches(said, gregexpr("--[a-z][a-z-]+", said))))
+  flags <- unique(unlist(regmatches(said[1], gregexpr("--[a-z][a-z-]+", said[1]))))
   known <- flags[flags %in% vapply(option_spec(), `[[`, character(1), "flag")]
   hint <- if (length(known)) {
     paste0("(in R, xband's ", toString(known), " is xband_explain()'s ",

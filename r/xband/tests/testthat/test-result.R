@@ -56,11 +56,12 @@ test_that("the trust checks' tables are read when the run had evaluate = TRUE", 
   file.copy(list.files(system.file("extdata", "example-report", package = "xband"),
                        full.names = TRUE), folder)
   expect_length(xband_read(folder)$checks, 0)
-  writeLines(c("method,class,stage,spearman", "saliency,Crop land,1,0.25",
-               "saliency,all images,1,0.5"), file.path(folder, "randomisation.csv"))
+  writeLines(c("method,class,stage,spearman,flagged", "saliency,Crop land,1,0.25,False",
+               "saliency,all images,1,0.5,True"), file.path(folder, "randomisation.csv"))
   checks <- xband_read(folder)$checks
   expect_named(checks, "randomisation")
   expect_type(checks$randomisation$spearman, "double")
+  expect_equal(checks$randomisation$flagged, c(FALSE, TRUE))
   expect_equal(levels(checks$randomisation$class), c(PLANTED_CLASSES, "all images"))
 })
 
