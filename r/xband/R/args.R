@@ -151,7 +151,8 @@ groups_text <- function(name, value) {
   groups <- as.list(value)
   if (is.null(names(groups)) || !all(nzchar(names(groups))) ||
       !all(vapply(groups, is.character, logical(1)))) {
-    arg_error(name, "must be a named list of band-name vectors, like list(VIS = c(\"B02\", \"B03\"), NIR = \"B08\")", value)
+    arg_error(name, paste0("must be a named list of band-name vectors, like ",
+                           "list(VIS = c(\"B02\", \"B03\"), NIR = \"B08\")"), value)
   }
   parts <- vapply(names(groups), function(g) {
     paste0(g, "=", names_text(name, groups[[g]]))
@@ -168,9 +169,9 @@ regions_text <- function(name, value) {
     all(vapply(ranges, function(r) is.numeric(r) && length(r) == 2 && all(is.finite(r)),
                logical(1)))
   if (!ok) {
-    arg_error(name, paste0("must be \"auto\", a width like \"50nm\", \"none\", or a named list of ",
-                           "wavelength ranges in nm, like list(VIS = c(400, 700), NIR = c(750, 1300))"),
-              value)
+    arg_error(name, paste0("must be \"auto\", a width like \"50nm\", \"none\", or a named ",
+                           "list of wavelength ranges in nm, like ",
+                           "list(VIS = c(400, 700), NIR = c(750, 1300))"), value)
   }
   parts <- vapply(names(ranges), function(r) {
     paste0(r, "=", ranges[[r]][1], "-", ranges[[r]][2])

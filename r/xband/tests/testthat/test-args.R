@@ -2,7 +2,8 @@
 
 test_that("R values become xband's options", {
   words <- xband:::cli_options(list(
-    methods = c("saliency", "feature_ablation"), classes = factor("Forest", levels = c("Open water", "Crop land", "Forest")),
+    methods = c("saliency", "feature_ablation"),
+    classes = factor("Forest", levels = c("Open water", "Crop land", "Forest")),
     seed = 3, max_per_class = 20, max_images = NULL, all_images = TRUE, overwrite = FALSE,
     scale = 1e-4, clip = c(0, 1.5), baseline = "mean", budget = 90,
     band_groups = list(VIS = c("B02", "B03"), NIR = "B08"),
@@ -28,5 +29,6 @@ test_that("a wrong value is an error naming the argument", {
   expect_error(xband:::cli_options(list(classes = c("Water", "Crop, irrigated"))),
                "`classes` holds a comma")
   expect_error(xband:::cli_options(list(clip = 1)), "`clip` must be two finite numbers")
-  expect_error(xband:::cli_options(list(method_options = list(64))), "`method_options` must be a named list")
+  expect_error(xband:::cli_options(list(method_options = list(64))),
+               "`method_options` must be a named list")
 })
