@@ -43,13 +43,16 @@ def content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def probe_key(probe: np.ndarray | None, input_size: tuple[int, int] | None) -> str:
-    """Cache key of a probe: the hash of user data, or the recipe of the default probe."""
+def probe_key(probe: np.ndarray | None, input_size: tuple[int, int] | None,
+              probe_layout: str | None = None) -> str:
+    """Cache key of a probe: the hash of user data (and of its layout), or the recipe of the
+    default probe."""
     if probe is None:
         size = "x".join(map(str, input_size)) if input_size else "auto"
         return f"uniform-n{PROBE_N}-seed{PROBE_SEED}-{size}"
     arr = np.ascontiguousarray(probe, dtype=np.float32)
-    return "data-" + hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()[:16]
+    described = f"{arr.shape}{probe_layout or ''}".encode()
+    return "data-" + hashlib.sha256(described + arr.tobytes()).hexdigest()[:16]
 
 
 @dataclass
@@ -68,18 +71,21 @@ class KerasExport:
 
 
 def export_keras(path: Path, fmt: str, sha256: str, *, opset: int = 17,
-                 probe: np.ndarray | None = None, input_size: tuple[int, int] | None = None,
+                 probe: np.ndarray | None = None, probe_layout: str | None = None,
+                 input_size: tuple[int, int] | None = None,
                  cache_dir: str | os.PathLike | None = None, trust_graph: bool = False) -> KerasExport:
     """ONNX file and TensorFlow reference for a Keras/SavedModel source (cache or subprocess);
-    `trust_graph` lets a SavedModel whose graph reads or writes files or calls Python run."""
+    `probe_layout` ("channels_first", "channels_last"; None: the model's) is the band axis of
+    `probe`; `trust_graph` lets a SavedModel whose graph reads or writes files or calls Python
+    run."""
     entry = cache_root(cache_dir) / "keras" / f"{sha256}-opset{opset}"
     onnx_path = entry / "model.onnx"
-    ref_path = entry / f"ref2-{probe_key(probe, input_size)}.npz"  # 2: with logits
+    ref_path = entry / f"ref2-{probe_key(probe, input_size, probe_layout)}.npz"  # 2: with logits
     meta_path = entry / "meta.json"
     hit = onnx_path.exists() and ref_path.exists() and meta_path.exists()
     if not hit:
-        report = _run_subprocess(path, fmt, onnx_path, ref_path, opset, probe, input_size,
-                                 trust_graph)
+        report = _run_subprocess(path, fmt, onnx_path, ref_path, opset, probe, probe_layout,
+                                 input_size, trust_graph)
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         meta.update(source=str(path), format=fmt, opset=opset, input_shape=report["input_shape"])
         meta.setdefault("convert_seconds", report.get("convert_seconds"))
@@ -95,8 +101,8 @@ def export_keras(path: Path, fmt: str, sha256: str, *, opset: int = 17,
 
 
 def _run_subprocess(path: Path, fmt: str, onnx_path: Path, ref_path: Path, opset: int,
-                    probe: np.ndarray | None, input_size: tuple[int, int] | None,
-                    trust_graph: bool) -> dict:
+                    probe: np.ndarray | None, probe_layout: str | None,
+                    input_size: tuple[int, int] | None, trust_graph: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="xband-keras-") as tmp:
         result = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "converters.keras_export", str(path), "--format", fmt,
@@ -105,6 +111,8 @@ def _run_subprocess(path: Path, fmt: str, onnx_path: Path, ref_path: Path, opset
         if probe is not None:
             np.save(Path(tmp) / "probe.npy", np.asarray(probe, dtype=np.float32))
             cmd += ["--probe", str(Path(tmp) / "probe.npy")]
+            if probe_layout:
+                cmd += ["--probe-layout", str(probe_layout)]
         if input_size:
             cmd += ["--input-size", *map(str, input_size)]
         if trust_graph:
@@ -113,6 +121,8 @@ def _run_subprocess(path: Path, fmt: str, onnx_path: Path, ref_path: Path, opset
                    PYTHONPATH=os.pathsep.join(filter(None, [str(_REPO_ROOT),
                                                             os.environ.get("PYTHONPATH")])))
         returncode, stderr = _run_child(cmd, env)
+        if os.environ.get("XBAND_VERBOSE", "") not in ("", "0"):
+            sys.stderr.write(stderr)  # TensorFlow's and tf2onnx's own lines, when asked for
         if not result.exists():
             tail = "\n".join(stderr.strip().splitlines()[-5:])
             killed = (" It was killed, most likely for lack of memory: convert on a machine with "

@@ -8,7 +8,7 @@ gradient methods use. The verdict needs both.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,9 +19,10 @@ from xband.errors import XbandError
 
 TOLERANCE_REL = 1e-3  # max |diff| over the range of the reference values
 TOLERANCE_GRAD = 1e-2  # relative difference of the input gradients (exact reference)
-TOLERANCE_SLOPE = 5e-2  # relative difference of directional derivatives (central differences)
 FLOAT_FLOOR = 1e-6  # float32 rounding: differences below 1e-6 x max |reference| always pass
-FD_STEP = 1e-4  # central-difference step per pixel, relative to the image's RMS value
+FD64_STEPS = (1e-8, 1e-9)  # float64 central-difference steps, relative to the image's norm
+FD64_AGREE = 1e-4  # the two steps' slopes agree this closely (relative) when the copy is clean
+FLOAT64_REFERENCE = "central differences of the converted module in float64"
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Fidelity:
     rel_diff: float | None = None  # max |diff| / range
     grad_rel_diff: float | None = None  # ||g_torch - g_ref|| / ||g_ref||, one target class
     grad_target: int | None = None
-    grad_reference: str | None = None  # "GradientTape" or "central differences"
+    grad_reference: str | None = None  # "GradientTape", FLOAT64_REFERENCE, or why not checked
     tolerance_rel: float = TOLERANCE_REL
     tolerance_grad: float | None = None
     passed: bool = True
@@ -72,6 +73,8 @@ class Fidelity:
         if self.grad_rel_diff is not None:
             lines.append(f"  input gradient of class {self.grad_target} ({self.grad_reference}): "
                          f"relative diff {self.grad_rel_diff:.3g}")
+        elif self.grad_reference is not None:
+            lines.append(f"  input gradient: {self.grad_reference}")
         outcome = "PASS" if self.passed else (
             "MISMATCH ACCEPTED" if self.accepted_mismatch else "FAIL")
         lines.append(f"  conversion: {outcome} ({self.tolerances()})")
@@ -108,23 +111,50 @@ def input_gradient(module: nn.Module, x: np.ndarray, target: int) -> np.ndarray:
     return xt.grad.numpy()
 
 
-def directional_slopes(run: Callable[[np.ndarray], np.ndarray], module: nn.Module,
-                       x: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
-    """The input gradient of output `target` along two directions per image (the torch module's
-    gradient and a seeded random one, each a step of `FD_STEP` × the image's RMS value per
-    pixel): by central differences of the reference `run` (x → outputs, no autograd needed),
-    and by the module's autograd. Returns (reference slopes, torch slopes), 2N values each."""
-    grad = input_gradient(module, x, target).astype(np.float64)
-    random = np.random.default_rng(0).standard_normal(x.shape)
+def directions(grad: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Two unit directions per image, (2N, ...): the input gradient itself (a random one where
+    it is zero) and a seeded random one."""
+    random = np.random.default_rng(seed).standard_normal(grad.shape)
     steps = np.concatenate([np.where(_norms(grad) > 0, grad, random), random])
-    pixels = np.sqrt(x[0].size)
-    rms = np.sqrt((x.astype(np.float64) ** 2).reshape(len(x), -1).mean(axis=1))
-    scale = FD_STEP * np.tile(np.maximum(rms, 1e-12), 2) * pixels / _norms(steps).ravel()
-    steps *= scale.reshape(-1, *[1] * (x.ndim - 1))
-    points = np.concatenate([x, x]).astype(np.float64)
-    up = run((points + steps).astype(np.float32))[:, target].astype(np.float64)
-    down = run((points - steps).astype(np.float32))[:, target].astype(np.float64)
-    return (up - down) / 2, (np.concatenate([grad, grad]) * steps).reshape(len(steps), -1).sum(1)
+    return steps / _norms(steps)
+
+
+def float64_slopes(module: nn.Module, x: np.ndarray, target: int,
+                   unit: np.ndarray) -> np.ndarray | None:
+    """Derivatives of output `target` along the unit directions `unit` (2N: two per image of
+    `x`), by central differences of a float64 copy of `module`: independent of its backward
+    code. A step of FD64_STEPS[-1] × the image's norm is far below the distance to the nearest
+    ReLU or max-pool kink for almost every image, and float64 keeps its rounding error near
+    1e-16 × |output| / step. None when the copy does not compute in float64 (a cast to float32
+    inside) or the two steps disagree beyond FD64_AGREE: then the differences are not clean."""
+    try:
+        copy64 = copy.deepcopy(module).double()
+        points = torch.from_numpy(np.concatenate([x, x]).astype(np.float64))
+        norms = torch.from_numpy(_norms(points.numpy()))
+        slopes = []
+        with torch.no_grad():
+            for rel in FD64_STEPS:
+                step = torch.from_numpy(unit) * norms * rel
+                up, down = copy64(points + step), copy64(points - step)
+                if up.dtype != torch.float64:
+                    return None
+                slopes.append(((up - down)[:, target] / (2 * rel * norms.view(-1))).numpy())
+    except (RuntimeError, TypeError, NotImplementedError):
+        return None
+    coarse, fine = slopes
+    scale = max(float(np.linalg.norm(fine)), np.finfo(np.float64).tiny)
+    return fine if np.linalg.norm(coarse - fine) <= FD64_AGREE * scale else None
+
+
+def gradient_against_float64(module: nn.Module, x: np.ndarray, target: int
+                             ) -> tuple[np.ndarray | None, np.ndarray]:
+    """(float64 central differences, float32 autograd) of output `target` along two directions
+    per image (`directions`); the first is None when the module does not compute cleanly in
+    float64 (`float64_slopes`)."""
+    grad = input_gradient(module, x, target).astype(np.float64)
+    unit = directions(grad)
+    autograd = (np.concatenate([grad, grad]) * unit).reshape(len(unit), -1).sum(axis=1)
+    return float64_slopes(module, x, target, unit), autograd
 
 
 def _norms(a: np.ndarray) -> np.ndarray:

@@ -309,16 +309,28 @@ def _load_keras(path: Path, fmt: str):
     return _Model(call, tuple(model.inputs[0].shape), convert, kind, logits)
 
 
+def _fits(probe: np.ndarray, want: tuple) -> bool:
+    return probe.ndim == 4 and all(w is None or w == p
+                                   for w, p in zip(want, probe.shape[1:], strict=True))
+
+
 def _probe(args, shape: tuple) -> np.ndarray:
+    """The user's images (`--probe`) laid out as the model takes them, or the default probe.
+    Images whose bands are known to be on axis 1 (`--probe-layout channels_first`, as GeoTIFFs
+    are read) are moved bands last when that is what the model takes."""
     if args.probe:
         probe = np.load(args.probe).astype(np.float32)
         want = tuple(shape[1:])
-        if probe.ndim != 4 or any(w is not None and w != p
-                                  for w, p in zip(want, probe.shape[1:], strict=True)):
+        if args.probe_layout == "channels_first" and probe.ndim == 4:
+            last = np.ascontiguousarray(np.moveaxis(probe, 1, 3))
+            probe = last if _fits(last, want) or not _fits(probe, want) else probe
+        if not _fits(probe, want):
+            stored = ("bands, height, width" if args.probe_layout == "channels_first"
+                      else "height, width, bands")
             raise ExportError("bad_probe", f"{args.source}: the images given with --data have "
-                              f"shape {probe.shape} but the model takes images of shape "
-                              f"{tuple('any' if d is None else d for d in want)} (height, width, "
-                              "bands). Give images with the model's size and bands, bands last.")
+                              f"shape {probe.shape[1:]} ({stored}) but the model takes images of "
+                              f"shape {tuple('any' if d is None else d for d in want)} (height, "
+                              "width, bands). Give images with the model's size and bands.")
         return probe
     h, w, c = shape[1:]
     size = args.input_size or (DEFAULT_SPATIAL, DEFAULT_SPATIAL)
@@ -407,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference", help="npz file for probe, outputs, logits, input gradient, "
                    "target, final activation")
     p.add_argument("--probe", help=".npy images (N, H, W, C); default: seeded uniform [0, 1)")
+    p.add_argument("--probe-layout", choices=["channels_first", "channels_last"],
+                   help="band axis of the --probe images (default: the model's)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                    help="probe size when the model accepts any size (default 32 32)")
     p.add_argument("--opset", type=int, default=17)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import torch
 from torch import nn
@@ -95,3 +100,12 @@ def level_images(n_per_class: int = 60, seed: int = 0) -> tuple[np.ndarray, np.n
     order = rng.permutation(len(labels))
     return x[order], labels[order]
 
+
+
+def keras_python(code: str, *args: str) -> None:
+    """Run Python `code` with TensorFlow in a subprocess (TensorFlow and torch never share a
+    process); fail the test if it fails."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], check=False,
+                          capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stderr[-3000:]

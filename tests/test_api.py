@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import xband
-from tests.planted import N_BANDS, N_CLASSES, PLANTED, planted_images, train_torch
+from tests.planted import N_BANDS, N_CLASSES, PLANTED, planted_images
 from xband.checks._common import Setup
 from xband.cli import main
 from xband.config import RunConfig
@@ -20,9 +20,8 @@ from xband.methods import GradientShap, IntegratedGradients, Shapley
 
 
 @pytest.fixture(scope="module")
-def model():
-    x, y = planted_images(n_per_class=60, seed=0)
-    return xband.load_model(torch.nn.Sequential(train_torch(x, y), torch.nn.Softmax(dim=1)),
+def model(planted_torch):
+    return xband.load_model(torch.nn.Sequential(planted_torch, torch.nn.Softmax(dim=1)),
                             verbose=False)
 
 

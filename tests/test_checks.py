@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.planted import N_BANDS, N_CLASSES, PLANTED, planted_images, small_cnn, train_torch
+from tests.planted import N_BANDS, N_CLASSES, PLANTED, planted_images, small_cnn
 from tests.test_explain import as_loaded
 from xband import evaluate, explain, image_set, load_model
 from xband.aggregate import agreement_matrix
@@ -26,9 +26,8 @@ SECTIONS = [evaluation.RANDOMISATION, evaluation.FAITHFULNESS, evaluation.AGREEM
 
 
 @pytest.fixture(scope="module")
-def trained():
-    x, y = planted_images(n_per_class=80, seed=0)
-    model = as_loaded(train_torch(x, y), N_BANDS, N_CLASSES)
+def trained(planted_torch):
+    model = as_loaded(planted_torch, N_BANDS, N_CLASSES)
     test_x, test_y = planted_images(n_per_class=12, seed=1)
     data = image_set(test_x, test_y)
     return model, data

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from tests.planted import N_BANDS, N_CLASSES, PLANTED, planted_images, train_torch
+from tests.planted import N_BANDS, N_CLASSES, PLANTED, planted_images
 from xband.cli import main
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory) -> Path:
+def onnx_model(tmp_path_factory, planted_torch, planted_train) -> Path:
     """The planted-band CNN as an ONNX file with a fixed image size and a dynamic batch axis."""
-    x, y = planted_images(n_per_class=80, seed=0)
-    net = torch.nn.Sequential(train_torch(x, y), torch.nn.Softmax(dim=1))
+    x = planted_train[0]
+    net = torch.nn.Sequential(planted_torch, torch.nn.Softmax(dim=1))
     path = tmp_path_factory.mktemp("model") / "planted.onnx"
     torch.onnx.export(net, (torch.from_numpy(x[:2]),), str(path), dynamo=False, opset_version=17,
                       input_names=["input"], output_names=["probabilities"],
@@ -66,6 +66,20 @@ def test_explain_writes_report_and_prints_top_bands(onnx_model, data, tmp_path, 
     assert summary["fidelity"]["passed"] and summary["fidelity"]["reference"] == "onnxruntime"
     assert summary["model"]["output_space"] == "logits"
     assert (tmp_path / "out" / "report.html").stat().st_size > 10_000
+
+
+def test_no_figures_writes_the_tables_and_a_report_without_images(onnx_model, data, tmp_path,
+                                                                    capsys):
+    x, y = data
+    out = tmp_path / "out"
+    code = explain_cli(onnx_model, write_data(tmp_path, x, y), out, "--methods", "saliency",
+                       "--no-figures")
+    assert code == 0, capsys.readouterr().err
+    assert not (out / "figures").exists()
+    assert {"importance.csv", "summary.json", "report.html", "top_bands.csv"} <= {
+        p.name for p in out.iterdir()}
+    html = (out / "report.html").read_text()
+    assert "<img" not in html and "Top bands per class" in html
 
 
 BAD_INPUTS = {

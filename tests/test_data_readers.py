@@ -32,10 +32,10 @@ def export_onnx(net: torch.nn.Module, x: np.ndarray, path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory) -> Path:
+def onnx_model(tmp_path_factory, planted_torch, planted_train) -> Path:
     """The planted-band CNN (6 bands, 12×12, 4 classes) as ONNX."""
-    x, y = planted_images(n_per_class=80, seed=0)
-    return export_onnx(train_torch(x, y), x, tmp_path_factory.mktemp("model") / "planted.onnx")
+    return export_onnx(planted_torch, planted_train[0],
+                       tmp_path_factory.mktemp("model") / "planted.onnx")
 
 
 @pytest.fixture(scope="module")

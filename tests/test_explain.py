@@ -14,7 +14,7 @@ import torch
 from captum.attr import ShapleyValues
 from torch import nn
 
-from tests.planted import N_CLASSES, PLANTED, planted_images, train_torch
+from tests.planted import N_CLASSES, PLANTED, planted_images
 from xband.data import image_set
 from xband.errors import XbandError
 from xband.forward import ChannelsFirst
@@ -33,11 +33,9 @@ def as_loaded(net: nn.Module, n_bands: int, n_classes: int) -> LoadedModel:
 
 
 @pytest.fixture(scope="module")
-def trained():
-    x, y = planted_images(n_per_class=80, seed=0)
-    net = train_torch(x, y)
+def trained(planted_torch):
     test_x, test_y = planted_images(n_per_class=20, seed=1)
-    model = as_loaded(net, x.shape[1], N_CLASSES)
+    model = as_loaded(planted_torch, test_x.shape[1], N_CLASSES)
     data = image_set(test_x, test_y)
     return model, data
 

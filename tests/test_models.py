@@ -11,7 +11,7 @@ import importlib.util
 import os
 import subprocess
 import sys
-import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from torch import nn
 
 import xband
 from converters.fidelity import compare
+from tests.planted import keras_python
 from xband import load_model
 from xband.cli import build_parser, main
 from xband.errors import XbandError
@@ -87,26 +88,12 @@ np.savez(f"{out}/refs.npz", **refs)
 '''
 
 
-def keras_python(code: str, *args: str) -> None:
-    """Run Python `code` with TensorFlow in a subprocess; fail the test if it fails."""
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], check=False,
-                          capture_output=True, text=True,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
 @pytest.fixture(scope="session")
 def keras_models(tmp_path_factory) -> Path:
     """Folder of Keras models (.keras, .h5, SavedModel) and their TensorFlow references."""
     folder = tmp_path_factory.mktemp("keras_models")
     keras_python(KERAS_BUILD, str(folder))
     return folder
-
-
-@pytest.fixture(scope="session")
-def keras_cache(tmp_path_factory) -> Path:
-    """One conversion cache for the Keras tests, so each model converts once."""
-    return tmp_path_factory.mktemp("keras_cache")
 
 
 @pytest.fixture
@@ -439,6 +426,113 @@ def test_broken_conversion_of_saturated_onnx_model_fails(tmp_path, monkeypatch):
     assert (accepted.module(x) - net(x)).abs().max() < 1e-8
 
 
+class _ScaledBackward(torch.autograd.Function):
+    """Identity forward, gradient × 1.1 backward: a conversion whose forward is right and whose
+    backward is not."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 1.1
+
+
+class WrongBackward(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(_ScaledBackward.apply(x))
+
+
+def test_onnx_gradient_check_catches_a_wrong_backward_and_passes_kinks(tmp_path, monkeypatch,
+                                                                         planted_torch):
+    """onnxruntime has no gradients: the module's autograd gradient is checked against its own
+    float64 central differences. A ReLU/max-pool network (kinks everywhere) passes; a module
+    whose backward does not follow its forward fails."""
+    import xband.models
+    from tests.planted import planted_images
+
+    x = planted_images(n_per_class=8, seed=3)[0]
+    path = tmp_path / "planted.onnx"
+    torch.onnx.export(planted_torch, (torch.from_numpy(x[:2]),), str(path), dynamo=False,
+                      opset_version=17, input_names=["input"], output_names=["output"],
+                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    good = load_model(path, probe=x, verbose=False)
+    assert good.fidelity.passed and good.fidelity.grad_rel_diff < 1e-4
+    assert "float64" in good.fidelity.grad_reference
+    real = xband.models.onnx_to_torch
+
+    def wrong_backward(*args):
+        converted = real(*args)
+        converted.module = WrongBackward(converted.module)
+        return converted
+
+    monkeypatch.setattr(xband.models, "onnx_to_torch", wrong_backward)
+    with pytest.raises(XbandError, match="input gradients differ by 0.1"):
+        load_model(path, probe=x, verbose=False)
+
+
+def test_module_that_does_not_compute_in_float64_is_said_not_gradient_checked():
+    from converters.fidelity import gradient_against_float64
+
+    class Float32Inside(nn.Module):  # a cast to float32 inside, as some converted graphs have
+        def __init__(self):
+            super().__init__()
+            self.net = torch_net(softmax=False)
+
+        def forward(self, x):
+            return self.net(x.float()).to(x.dtype)
+
+    module = Float32Inside().eval()
+    exact, autograd = gradient_against_float64(module, images(4).numpy(), 0)
+    assert exact is None and autograd.shape == (8,)
+    clean, _ = gradient_against_float64(torch_net(softmax=False), images(4).numpy(), 0)
+    assert clean is not None
+
+
+def unused_initializer_onnx(path: Path) -> Path:
+    """A tiny graph with an initializer no node uses: onnxruntime warns about it on loading."""
+    tiny_onnx(path, "Relu")
+    proto = onnx.load(str(path))
+    proto.graph.initializer.append(numpy_helper.from_array(np.ones(3, np.float32), "unused"))
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_onnxruntime_warnings_only_with_verbose(tmp_path, capfd):
+    path = unused_initializer_onnx(tmp_path / "unused.onnx")
+    assert main(["convert", str(path)]) == 0
+    assert "unused" not in capfd.readouterr().err
+    assert main(["convert", str(path), "--verbose"]) == 0
+    assert "Removing initializer 'unused'" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "torch-export"])
+def test_torchscript_and_export_files_end_in_softmax_stripped_to_logits(tmp_path, fmt):
+    """A traced Sequential and an exported program keep their final softmax visible: it is
+    stripped, so gradient methods explain logits, as for an nn.Sequential."""
+    net = torch_net()
+    path = tmp_path / ("net.pt" if fmt == "torchscript" else "net.pt2")
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.save(torch.jit.trace(net, images(2)), str(path))
+    else:
+        batch = torch.export.Dim("batch", min=1)
+        torch.export.save(torch.export.export(net, (images(2),), dynamic_shapes=({0: batch},)),
+                          str(path))
+    model = load_model(path, verbose=False)
+    assert model.final_activation == "softmax" and model.logits_module is not None
+    assert not model.notes or all("cannot be stripped" not in n for n in model.notes)
+    x = images(3)
+    torch.testing.assert_close(model(x, output="logits"), net[:-1](x), atol=1e-5, rtol=0)
+    torch.testing.assert_close(model(x, output="probabilities"), net(x), atol=1e-6, rtol=0)
+
+
 # ------------------------------------------------------------------------------- PyTorch
 def test_torch_module_object():
     net = torch_net()
@@ -556,7 +650,7 @@ def test_torchscript_cli_writes_checked_onnx(tmp_path, capsys):
     assert code == 0 and (tmp_path / "net.onnx").exists()
     # the written file's figures against onnxruntime, not "no separate reference"
     assert "fidelity of the written file vs onnxruntime" in out and "conversion: PASS" in out
-    assert "input gradient of class" in out and "central differences" in out
+    assert "input gradient of class" in out and "float64" in out
     session = ort.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
     x = images(3)
     np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0],
@@ -670,13 +764,12 @@ def test_pickle_zip_dressed_as_torch_export_is_one_message(tmp_path, capfd):
     assert err.count("\n") == 1 and "holds pickled entries" in err and "Traceback" not in err
 
 
-def test_torch_export_program_explains(tmp_path):
-    from tests.planted import PLANTED, planted_images, train_torch
+def test_torch_export_program_explains(tmp_path, planted_torch, planted_train):
+    from tests.planted import PLANTED, planted_images
 
-    x, y = planted_images(n_per_class=60, seed=0)
+    x = planted_train[0]
     path = tmp_path / "planted.pt2"
-    torch.export.save(torch.export.export(train_torch(x, y), (torch.from_numpy(x[:2]),)),
-                      str(path))
+    torch.export.save(torch.export.export(planted_torch, (torch.from_numpy(x[:2]),)), str(path))
     model = load_model(path, verbose=False)
     test_x, test_y = planted_images(n_per_class=8, seed=1)
     result = xband.explain(model, (test_x, test_y), ["saliency", "feature_ablation"],

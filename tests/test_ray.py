@@ -16,7 +16,7 @@ import tifffile
 import torch
 
 import xband
-from tests.planted import planted_images, train_torch
+from tests.planted import planted_images
 from xband.cli import main
 from xband.engine import RayEngine, import_ray
 from xband.errors import XbandError
@@ -39,9 +39,9 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory) -> Path:
-    x, y = planted_images(n_per_class=30, seed=0)
-    net = torch.nn.Sequential(train_torch(x, y, epochs=40), torch.nn.Softmax(dim=1))
+def onnx_model(tmp_path_factory, planted_torch, planted_train) -> Path:
+    x = planted_train[0]
+    net = torch.nn.Sequential(planted_torch, torch.nn.Softmax(dim=1))
     path = tmp_path_factory.mktemp("model") / "planted.onnx"
     torch.onnx.export(net, (torch.from_numpy(x[:2]),), str(path), dynamo=False, opset_version=17,
                       input_names=["input"], output_names=["probabilities"],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.planted import N_CLASSES, PLANTED, planted_images, train_torch
+from tests.planted import N_CLASSES, PLANTED, planted_images
 from tests.test_explain import as_loaded
 from xband import aggregate, explain, image_set
 from xband.aggregate import importance_table
@@ -148,9 +148,8 @@ def test_an_answer_that_follows_another_stops_with_it_or_sooner():
 
 
 @pytest.fixture(scope="module")
-def planted():
-    x, y = planted_images(n_per_class=80, seed=0)
-    model = as_loaded(train_torch(x, y), x.shape[1], N_CLASSES)
+def planted(planted_torch):
+    model = as_loaded(planted_torch, planted_torch[0].in_channels, N_CLASSES)
     return model, planted_images(n_per_class=300, seed=1)
 
 

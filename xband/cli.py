@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from xband import cli_options as options
+from xband import verbosity
 from xband.bands import sensor_table
 from xband.errors import XbandError
 
@@ -142,9 +144,10 @@ def _run_explain(args: argparse.Namespace) -> None:
 
     config = _check_run(args)
     data = options.read_images(args)
-    model = load_model(args.model, layout=args.model_layout, probe=options.probe_images(data),
-                       accept_mismatch=args.accept_mismatch, trust_pickle=args.trust_pickle,
-                       trust_graph=args.trust_graph)
+    probe, probe_layout = options.probe_images(data)
+    model = load_model(args.model, layout=args.model_layout, probe=probe,
+                       probe_layout=probe_layout, accept_mismatch=args.accept_mismatch,
+                       trust_pickle=args.trust_pickle, trust_graph=args.trust_graph)
     data = data.for_model(model)
     stats_text = None
     if args.norm_stats and data.preprocess.mean is None:
@@ -176,9 +179,9 @@ def _explain_and_save(model, data, config, args: argparse.Namespace) -> None:
     verdict = result.verdict()
     if args.command == "evaluate":
         out = result.evaluation.save(args.out, {**result.summary, "verdict": verdict.as_dict()},
-                                     overwrite=args.overwrite)
+                                     overwrite=args.overwrite, figures=not args.no_figures)
     else:
-        out = result.save(args.out, overwrite=args.overwrite)
+        out = result.save(args.out, overwrite=args.overwrite, figures=not args.no_figures)
     args.written = out
     print("\n" + verdict.text() + "\n")
     for note in result.summary["notes"]:
@@ -285,12 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and for which class?",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_convert(sub)
-    _add_explain(sub)
-    _add_evaluate(sub)
-    _add_demo(sub)
-    _add_sensors(sub)
-    _add_r_path(sub)
+    for add in (_add_convert, _add_explain, _add_evaluate, _add_demo, _add_sensors, _add_r_path):
+        add(sub)
+    for command in sub.choices.values():
+        command.add_argument("--verbose", action="store_true",
+                             help="let the libraries xband runs (onnxruntime, TensorFlow, torch, "
+                             "…) print their log lines and warnings")
     return parser
 
 
@@ -308,10 +311,13 @@ def _terminate(signum: int, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "verbose", False):
+        os.environ[verbosity.ENVIRONMENT] = "1"
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
-        args.run(args)
+        with verbosity.libraries_quiet():
+            args.run(args)
     except XbandError as err:
         print(f"xband: error: {options.as_flags(err)}", file=sys.stderr)
         return 2

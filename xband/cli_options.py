@@ -179,6 +179,9 @@ def add_run_options(p: argparse.ArgumentParser, *, default_out: str | None = Non
     group.add_argument("--overwrite", action="store_true",
                        help="replace --out even if it holds files xband did not write (they are "
                        "deleted)")
+    group.add_argument("--no-figures", action="store_true",
+                       help="write the tables, summary.json and a report without figures "
+                       "(quicker, for scripted runs)")
     group.add_argument("--seed", type=int, default=0, help="seed for every random draw (default 0)")
     group.add_argument("--batch-size", type=int, default=64, metavar="N",
                        help="images per batch (default 64)")
@@ -393,8 +396,9 @@ def read_images(args: argparse.Namespace):
         wavelengths=args.wavelengths, preprocess=preprocess(args), nodata=args.nodata)
 
 
-def probe_images(data) -> np.ndarray | None:
-    """Up to PROBE_MAX readable images of `data`, preprocessed, in their stored layout: the
+def probe_images(data) -> tuple[np.ndarray | None, str | None]:
+    """Up to PROBE_MAX readable images of `data`, preprocessed, bands first when the data's
+    band axis is known ("channels_first"; None: as stored, the model's layout assumed): the
     fidelity check runs on the user's own inputs."""
     from xband.data import BadImage, guess_layout, likely_layout
     from xband.layout import Layout
@@ -408,9 +412,13 @@ def probe_images(data) -> np.ndarray | None:
         if len(images) == PROBE_MAX:
             break
     if not images:
-        return None
+        return None, None
     x = np.concatenate(images)
     layout = data.layout or likely_layout(x.shape)
     if data.preprocess.mean is not None and layout is None:
         layout = guess_layout(x.shape, len(data.preprocess.mean), Layout.CHANNELS_LAST)
-    return data.preprocess(x, band_axis=(layout or Layout.CHANNELS_FIRST).band_axis)
+    if layout is None:
+        return data.preprocess(x), None
+    if layout is Layout.CHANNELS_LAST:  # one layout for every source: one Keras reference
+        x = np.ascontiguousarray(np.moveaxis(x, 3, 1))
+    return data.preprocess(x, band_axis=1), str(Layout.CHANNELS_FIRST)

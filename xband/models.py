@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -28,11 +29,11 @@ from torch import nn  # noqa: E402
 
 from converters.cache import content_hash, export_keras  # noqa: E402
 from converters.fidelity import (  # noqa: E402
-    TOLERANCE_SLOPE,
+    FLOAT64_REFERENCE,
     Fidelity,
     compare,
-    directional_slopes,
     enforce,
+    gradient_against_float64,
     input_gradient,
     torch_outputs,
 )
@@ -44,6 +45,7 @@ from xband.errors import XbandError, option  # noqa: E402
 from xband.files import atomic_path  # noqa: E402
 from xband.layout import Layout  # noqa: E402
 from xband.methods._base import whole_number  # noqa: E402
+from xband.verbosity import verbose  # noqa: E402
 
 Output = Literal["logits", "probabilities"]
 ACTIVATIONS = ("softmax", "sigmoid", "none")  # what a network can end in, as xband tells
@@ -192,14 +194,16 @@ class FixedBatch(nn.Module):
 
 def load_model(source: str | os.PathLike | nn.Module, *, layout: Layout | None = None,
                n_bands: int | None = None, input_size: tuple[int, int] | None = None,
-               probe: np.ndarray | None = None, opset: int = 17, accept_mismatch: bool = False,
+               probe: np.ndarray | None = None, probe_layout: Layout | str | None = None,
+               opset: int = 17, accept_mismatch: bool = False,
                trust_pickle: bool = False, trust_graph: bool = False,
                cache_dir: str | os.PathLike | None = None, verbose: bool = True) -> LoadedModel:
     """Load a classifier as a torch module and prove it computes what the source computes.
 
     `source`: a path (.keras, .h5, SavedModel folder, .onnx, TorchScript, .pt2, or a full-pickle
-    .pt with `trust_pickle`) or an `nn.Module`. `probe`: user images in the model's layout for
-    the fidelity check (default: 8 seeded uniform [0, 1] images). Nothing stored in a file runs
+    .pt with `trust_pickle`) or an `nn.Module`. `probe`: user images for the fidelity check
+    (default: 8 seeded uniform [0, 1] images), their bands on the axis `probe_layout` says
+    ("channels_first" or "channels_last"; default: the model's layout). Nothing stored in a file runs
     unless trusted: `trust_pickle` for pickles (a full-pickle .pt, pickled entries in a .pt2),
     `trust_graph` for a SavedModel whose graph reads or writes files or calls Python. Raises
     `XbandError` when the source cannot be read or converted, or when the outputs differ beyond
@@ -212,7 +216,8 @@ def load_model(source: str | os.PathLike | nn.Module, *, layout: Layout | None =
     req = _Request(None if layout is None else Layout.parse(layout, "layout"), n_bands,
                    input_size,
                    None if probe is None else _as_batch(probe), opset, accept_mismatch,
-                   cache_dir, trust_graph)
+                   cache_dir, trust_graph,
+                   None if probe_layout is None else Layout.parse(probe_layout, "probe_layout"))
     if isinstance(source, nn.Module):
         loaded = _from_module(source, "torch-module", None, None, req)
     else:
@@ -239,6 +244,7 @@ class _Request:
     accept_mismatch: bool
     cache_dir: str | os.PathLike | None
     trust_graph: bool = False
+    probe_layout: Layout | None = None  # band axis of `probe`; None: the model's
 
 
 def _as_batch(probe: np.ndarray) -> np.ndarray | None:
@@ -260,7 +266,8 @@ def _make_probe(req: _Request, layout: Layout, n_bands: int,
     default probe."""
 
     if req.probe is not None:
-        sample = image_set(req.probe, source=f"{source}: the images given with --data").fitted(
+        sample = image_set(req.probe, layout=req.probe_layout,
+                           source=f"{source}: the images given with --data").fitted(
             n_bands, spatial, layout)
         probe = sample.take(np.arange(len(sample)))
         if layout is Layout.CHANNELS_LAST:
@@ -344,7 +351,8 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
 
     sha = content_hash(path)
     exp = export_keras(path, fmt, sha, opset=req.opset, probe=req.probe,
-                       input_size=req.input_size, cache_dir=req.cache_dir,
+                       probe_layout=req.probe_layout, input_size=req.input_size,
+                       cache_dir=req.cache_dir,
                        trust_graph=req.trust_graph)
     start = time.perf_counter()
     conv = onnx_to_torch(read_onnx(exp.onnx_path), path)
@@ -403,16 +411,20 @@ def _from_onnx(path: Path, req: _Request) -> LoadedModel:
 def onnx_fidelity(graph: bytes, module: nn.Module, probe: np.ndarray, *, reference: str,
                   probe_desc: str, source: str) -> Fidelity:
     """`module` against onnxruntime running `graph` (both without the final activation when it
-    was stripped): outputs relative to their range, and the input gradient along one seeded
-    random direction per image, by central differences in onnxruntime (it has no gradients)."""
-    run = _onnxruntime(graph, source)
-    ref = run(probe)
+    was stripped): the outputs relative to their range; and, as onnxruntime has no gradients,
+    the module's autograd input gradient along two directions per image against central
+    differences of its own float64 copy (`converters.fidelity.float64_slopes`): a backward
+    that does not follow the forward fails, and ReLU or max-pool kinks do not."""
+    ref = _onnxruntime(graph, source)(probe)
     target = int(np.argmax(ref.mean(axis=0)))
-    ref_slopes, slopes = directional_slopes(run, module, probe, target)
-    return compare(ref, torch_outputs(module, probe), reference=reference, probe=probe_desc,
-                   compared="logits", ref_grad=ref_slopes, grad=slopes, target=target,
-                   grad_reference="central differences in onnxruntime",
-                   tolerance_grad=TOLERANCE_SLOPE)
+    exact, slopes = gradient_against_float64(module, probe, target)
+    fid = compare(ref, torch_outputs(module, probe), reference=reference, probe=probe_desc,
+                  compared="logits", ref_grad=exact, grad=None if exact is None else slopes,
+                  target=target, grad_reference=FLOAT64_REFERENCE)
+    if exact is None:
+        fid.grad_reference = ("not checked: the converted module does not compute cleanly in "
+                              "float64 (a cast to float32 inside), so there is no exact reference")
+    return fid
 
 
 def _onnxruntime(graph: bytes, source: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -423,8 +435,10 @@ def _onnxruntime(graph: bytes, source: str) -> Callable[[np.ndarray], np.ndarray
                           f"run this file ({str(err).strip()[-300:]}); re-export it with an "
                           "older opset or IR version.")
 
+    options = ort.SessionOptions()
+    options.log_severity_level = 2 if verbose() else 3  # its warnings only with --verbose
     try:
-        session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     except Exception as err:
         raise fail(err) from err
     inp = session.get_inputs()[0]
@@ -618,19 +632,72 @@ def _from_module(module: nn.Module, fmt: str, path: Path | None, sha: str | None
 
 
 def _strip_module(module: nn.Module) -> tuple[nn.Module, str] | None:
-    """(the module without its final activation, "softmax" or "sigmoid") for an nn.Sequential
-    (nested ones too) that ends in nn.Softmax over the class axis or nn.Sigmoid; else None."""
-    if not isinstance(module, nn.Sequential) or len(module) == 0:
+    """(the module without its final activation, "softmax" or "sigmoid") when the network
+    visibly ends in one: an nn.Sequential (nested ones too, and TorchScript's traced or
+    scripted Sequential) whose last layer is a softmax over the class axis or a sigmoid, or a
+    torch.export graph whose output is a softmax or sigmoid call; else None. The caller checks
+    that the activation applied to the stripped outputs gives the module's outputs."""
+    if isinstance(module, FixedBatch):
+        inner = _strip_module(module.inner)
+        return None if inner is None else (FixedBatch(inner[0], module.batch), inner[1])
+    if isinstance(module, ExportedProgram):
+        return _strip_exported(module)
+    layers = _sequential_layers(module)
+    if not layers:
         return None
-    last = module[-1]
-    if isinstance(last, nn.Softmax) and last.dim in (1, -1):
-        return module[:-1], "softmax"
-    if isinstance(last, nn.Sigmoid):
-        return module[:-1], "sigmoid"
-    inner = _strip_module(last)
+    kind = _activation_layer(layers[-1])
+    if kind is not None:
+        return nn.Sequential(*layers[:-1]).eval(), kind
+    inner = _strip_module(layers[-1])
     if inner is None:
         return None
-    return nn.Sequential(*module[:-1], inner[0]).eval(), inner[1]
+    return nn.Sequential(*layers[:-1], inner[0]).eval(), inner[1]
+
+
+def _sequential_layers(module: nn.Module) -> list[nn.Module] | None:
+    """The layers of an nn.Sequential, or of a TorchScript module compiled from one."""
+    if isinstance(module, nn.Sequential):
+        return list(module)
+    if isinstance(module, torch.jit.ScriptModule) and \
+            getattr(module, "original_name", None) == "Sequential":
+        # a traced module's layers refuse to be called on their own; their compiled forward,
+        # wrapped as a script module, can be
+        return [torch.jit._recursive.wrap_cpp_module(layer._c) for layer in module.children()]
+    return None
+
+
+def _activation_layer(layer: nn.Module) -> str | None:
+    """"softmax" or "sigmoid" for such a final layer (torch or TorchScript), else None."""
+    if isinstance(layer, nn.Softmax):
+        return "softmax" if layer.dim in (1, -1) else None
+    if isinstance(layer, nn.Sigmoid):
+        return "sigmoid"
+    if isinstance(layer, torch.jit.ScriptModule):
+        return {"Softmax": "softmax", "Sigmoid": "sigmoid"}.get(
+            getattr(layer, "original_name", None))
+    return None
+
+
+_GRAPH_ACTIVATIONS = {"aten.softmax.int": "softmax", "aten._softmax.default": "softmax",
+                      "aten.sigmoid.default": "sigmoid"}
+
+
+def _strip_exported(module: ExportedProgram) -> tuple[nn.Module, str] | None:
+    """A torch.export program whose one output is a softmax or sigmoid call, with the output
+    taken before that call."""
+    graph_module = copy.deepcopy(module.program)
+    output = next((n for n in graph_module.graph.nodes if n.op == "output"), None)
+    values = None if output is None else output.args[0]
+    if not isinstance(values, tuple | list) or len(values) != 1:
+        return None
+    last = values[0]
+    kind = (_GRAPH_ACTIVATIONS.get(str(last.target)) if getattr(last, "op", None) ==
+            "call_function" else None)
+    if kind is None:
+        return None
+    output.args = (type(values)([last.args[0]]),)
+    graph_module.recompile()
+    return ExportedProgram(graph_module), kind
 
 
 def _strip_holds(logits: nn.Module, kind: str, probe: np.ndarray, out: np.ndarray) -> bool:

@@ -415,6 +415,13 @@ class Explanation:
             ]
         return sections
 
+    def _report_drawings(self, verdict: Verdict, checks: Mapping) -> dict:
+        """The report's figures, not drawn yet, keyed by (part, section title)."""
+        figure = verdict.figure()
+        return {("verdict", ""): [] if figure is None else [("verdict_consensus", "", figure)],
+                **{("section", title): items for title, items in self._drawings().items()},
+                **{("check", title): items for title, (_, items) in checks.items()}}
+
     def _spectra(self) -> list[plots.Drawing]:
         """Per method, importance against wavelength; by region, with the regions shaded: per
         band for the gradient methods (their band detail), per region for the others."""
@@ -484,30 +491,29 @@ class Explanation:
                                               "pair_class": self.pairs.target}),
         )
 
-    def save(self, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    def save(self, out: str | os.PathLike, *, overwrite: bool = False,
+             figures: bool = True) -> Path:
         """Write tables, per-image scores, figures, summary.json and report.html to `out`.
 
         Everything is written to a temporary folder beside `out` and moved into place at the
         end: an interrupted run leaves no half report. `out` may be new, empty, or a report
         folder xband wrote; a folder holding other files is replaced only with `overwrite`, and
-        never one that is, holds or lies inside the data or the model.
+        never one that is, holds or lies inside the data or the model. figures: False writes
+        the tables and a report without figures (quicker, for scripted runs).
         """
         verdict = self.verdict()
         summary = {**self.summary, "verdict": verdict.as_dict()}
         with atomic_folder(out, overwrite=overwrite, inputs=report_inputs(summary)) as tmp:
             self._write_tables(tmp)
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
-            figures_dir = tmp / "figures"
-            figures_dir.mkdir()
             checks = {} if self.evaluation is None else self.evaluation.sections()
             if self.evaluation is not None:
                 self.evaluation.write_tables(tmp)
-            figure = verdict.figure()
-            written = plots.write_figures(
-                {("verdict", ""): [] if figure is None else [("verdict_consensus", "", figure)],
-                 **{("section", title): items for title, items in self._drawings().items()},
-                 **{("check", title): items for title, (_, items) in checks.items()}},
-                figures_dir)
+            written = {}
+            if figures:
+                (tmp / "figures").mkdir()
+                written = plots.write_figures(self._report_drawings(verdict, checks),
+                                              tmp / "figures")
             html = report.render_report(
                 summary,
                 figures={title: pngs for (part, title), pngs in written.items()
@@ -519,9 +525,9 @@ class Explanation:
                     "Bands: spread over the data and baseline": pd.DataFrame(
                         self.summary["bands"]).set_index("band"),
                 },
-                checks={title: (tables, written[("check", title)])
+                checks={title: (tables, written.get(("check", title), []))
                         for title, (tables, _) in checks.items()},
-                verdict_figure=next((png for _, png in written[("verdict", "")]), None),
+                verdict_figure=next((png for _, png in written.get(("verdict", ""), [])), None),
             )
             (tmp / "report.html").write_text(html, encoding="utf-8")
         return Path(out).resolve()

@@ -127,15 +127,19 @@ class Evaluation:
         (folder / "evaluation.json").write_text(
             json.dumps({"settings": self.settings, "flagged": self.flagged}, indent=2))
 
-    def save(self, out: str | os.PathLike, summary: Mapping, *, overwrite: bool = False) -> Path:
+    def save(self, out: str | os.PathLike, summary: Mapping, *, overwrite: bool = False,
+             figures: bool = True) -> Path:
         """Only the checks as a report folder (`summary`: the explanation's, for the header);
-        `out` as in `Explanation.save`."""
+        `out` and `figures` as in `Explanation.save`."""
         with atomic_folder(out, overwrite=overwrite, inputs=report_inputs(summary)) as tmp:
             self.write_tables(tmp)
-            (tmp / "figures").mkdir()
             sections = self.sections()
-            written = plots.write_figures({title: items for title, (_, items) in sections.items()},
-                                          tmp / "figures")
+            if figures:
+                (tmp / "figures").mkdir()
+                written = plots.write_figures(
+                    {title: items for title, (_, items) in sections.items()}, tmp / "figures")
+            else:
+                written = {title: [] for title in sections}  # the tables only
             checks = {title: (tables, written[title]) for title, (tables, _) in sections.items()}
             html = report.render_report(summary, figures={}, tables={}, checks=checks)
             (tmp / "report.html").write_text(html, encoding="utf-8")
