@@ -33,11 +33,13 @@ option_spec <- function() {
     examples_per_class = opt("--examples-per-class", "whole"),
     accept_low_accuracy = opt("--accept-low-accuracy", "flag"),
     overwrite = opt("--overwrite", "flag"),
+    figures = opt("--no-figures", "flag_off"),
     seed = opt("--seed", "whole"),
     batch_size = opt("--batch-size", "whole"),
     device = opt("--device", "choice", c("cpu", "cuda")),
     untuned = opt("--untuned", "flag"),
     quiet = opt("--quiet", "flag"),
+    verbose = opt("--verbose", "flag"),
     engine = opt("--engine", "choice", c("single", "ray")),
     ray_address = opt("--ray-address", "string"),
     workers = opt("--workers", "whole"),
@@ -67,11 +69,11 @@ cli_options <- function(values) {
 
 option_words <- function(name, value, spec) {
   if (is.null(value)) return(character())
-  if (spec$type == "flag") {
+  if (spec$type %in% c("flag", "flag_off")) {  # flag_off: the option is given for FALSE
     if (!is.logical(value) || length(value) != 1 || is.na(value)) {
       arg_error(name, "must be TRUE or FALSE", value)
     }
-    return(if (value) spec$flag else character())
+    return(if (value == (spec$type == "flag")) spec$flag else character())
   }
   text <- switch(spec$type,
     choice = choice_text(name, value, spec$choices),

@@ -57,6 +57,8 @@
 #'   empty or one xband wrote. The default, a temporary folder, is deleted when R ends.
 #' @param overwrite `TRUE` to replace `out` even if it holds files xband did not write (they
 #'   are deleted).
+#' @param figures `FALSE` to write the tables, `summary.json` and a report without figures
+#'   (quicker, for scripted runs).
 #' @param seed Seed for every random draw (a whole number; xband's default is 0).
 #' @param max_per_class,max_images Use at most this many images per class / in all (sampled
 #'   per class with `seed`).
@@ -114,6 +116,8 @@
 #' @param quiet `TRUE` to show nothing while xband runs; by default its cost estimate,
 #'   progress bars and summary are passed to the console as messages (hide them with
 #'   `suppressMessages()`).
+#' @param verbose `TRUE` to let the libraries xband runs (onnxruntime, TensorFlow, torch) print
+#'   their log lines and warnings too.
 #' @return An `xband_result` (see [xband_read()]).
 #' @seealso [xband_read()] for the result's parts, [plot.xband_result()], [xband_path()].
 #' @export
@@ -138,7 +142,7 @@
 #' }
 xband_explain <- function(model, data, labels = NULL, classes = NULL, bands = NULL,
                           sensor = NULL, methods = "all", out = tempfile("xband-report-"),
-                          overwrite = FALSE, seed = NULL, max_per_class = NULL,
+                          overwrite = FALSE, figures = TRUE, seed = NULL, max_per_class = NULL,
                           max_images = NULL, all_images = FALSE, budget = NULL, target = NULL,
                           baseline = NULL, background_images = NULL, output_space = NULL,
                           multi_label = FALSE, scale = NULL, clip = NULL, norm_stats = NULL,
@@ -152,7 +156,7 @@ xband_explain <- function(model, data, labels = NULL, classes = NULL, bands = NU
                           x_key = NULL, y_key = NULL, accept_mismatch = FALSE,
                           trust_pickle = FALSE, trust_graph = FALSE, engine = NULL,
                           ray_address = NULL, workers = NULL, gpus_per_worker = NULL,
-                          quiet = FALSE) {
+                          quiet = FALSE, verbose = FALSE) {
   xband <- xband_path()
   check_model(model)
   out <- path.expand(string_text("out", out))

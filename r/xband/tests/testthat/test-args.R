@@ -19,6 +19,9 @@ test_that("R values become xband's options", {
   ))
   expect_equal(xband:::cli_options(list(regions = "50nm", budget = "5m", seed = 1e6)),
                c("--regions", "50nm", "--budget", "5m", "--seed", "1000000"))
+  expect_equal(xband:::cli_options(list(figures = FALSE, verbose = TRUE)),
+               c("--no-figures", "--verbose"))
+  expect_equal(xband:::cli_options(list(figures = TRUE, verbose = FALSE)), character())
 })
 
 test_that("a wrong value is an error naming the argument", {

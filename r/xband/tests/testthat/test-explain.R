@@ -21,7 +21,7 @@ test_that("a list of SpatRasters with factor labels, settings as R values, progr
     xband_explain(planted_model(), planted_rasters(d), labels = d$y,
                   methods = c("saliency", "feature_ablation"), out = out, seed = 3,
                   max_per_class = 15, all_images = TRUE, baseline = "mean", untuned = TRUE,
-                  examples_per_class = 1, batch_size = 32),
+                  examples_per_class = 1, batch_size = 32, figures = FALSE),
     message = function(m) {
       shown <<- c(shown, conditionMessage(m))
       invokeRestart("muffleMessage")
@@ -42,6 +42,8 @@ test_that("a list of SpatRasters with factor labels, settings as R values, progr
   expect_equal(settings$baseline, "mean")
   expect_false(settings$tuned)
   expect_equal(settings$examples_per_class, 1)
+  expect_false(dir.exists(file.path(out, "figures")) &&
+                 length(list.files(file.path(out, "figures"))) > 0)
 })
 
 test_that("xband's error comes back as an R error with its message", {
