@@ -1,106 +1,129 @@
-"""xband from R: xband.R run end to end by Rscript on planted data, as GeoTIFFs written by terra
-(its default LZW compression) and as an R array (written as a column-major .npy). Skipped where
-Rscript or R's terra/jsonlite are missing (.ci/run installs them)."""
+"""The R package in r/xband: `R CMD build` and `R CMD check --no-manual` with no ERROR or WARNING,
+its testthat tests included (they run xband on a shipped Keras model: the README's R lines on a
+GeoTIFF folder written by terra, terra rasters with factor labels, an error from xband); the
+README's install line run as written; man/ and NAMESPACE as roxygen2 writes them.
+
+R is required, not optional: without R or one of its packages these tests FAIL and say how to
+install them (.ci/run installs them). On a machine without R, set XBAND_SKIP_R=1 to skip them.
+"""
 
 from __future__ import annotations
 
-import json
+import filecmp
+import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from tests.planted import N_CLASSES, PLANTED, planted_images, train_torch
-from xband.cli.main import R_FILE
+from xband.cli.main import R_PACKAGE, main
 
-BANDS = ["coastal", "blue", "green", "red", "nir", "swir"]
-CLASSES = ["Water", "Crop", "Forest", "Urban"]  # the model's output order, not sorted
-
-
-def r_packages_present() -> bool:
-    if shutil.which("Rscript") is None:
-        return False
-    check = subprocess.run(["Rscript", "-e", "library(terra); library(jsonlite)"],
-                           capture_output=True)
-    return check.returncode == 0
+REPO = Path(__file__).resolve().parent.parent
+DEBIAN_PACKAGES = ("r-base-core r-cran-jsonlite r-cran-processx r-cran-terra r-cran-ggplot2 "
+                   "r-cran-testthat r-cran-withr r-cran-roxygen2 r-cran-codetools")
+R_PACKAGES = ["jsonlite", "processx", "terra", "ggplot2", "testthat", "withr", "roxygen2"]
+README_TEST = R_PACKAGE / "tests" / "testthat" / "test-readme.R"
 
 
-pytestmark = pytest.mark.skipif(not r_packages_present(),
-                                reason="Rscript with terra and jsonlite is not installed")
-
-SCRIPT = r"""
-suppressPackageStartupMessages({library(terra); library(jsonlite)})
-source(Sys.getenv("XBAND_R"))
-work <- Sys.getenv("WORK")
-dims <- scan(file.path(work, "dims.txt"), quiet = TRUE)   # N, B, H, W of the C-ordered floats
-flat <- readBin(file.path(work, "images.bin"), "numeric", prod(dims), size = 4)
-x <- aperm(array(flat, dim = rev(dims)), c(4, 2, 1, 3))  # (images, height, width, bands)
-classes <- strsplit(Sys.getenv("CLASSES"), ",")[[1]]
-bands <- strsplit(Sys.getenv("BANDS"), ",")[[1]]
-y <- factor(classes[scan(file.path(work, "labels.txt"), quiet = TRUE) + 1], levels = classes)
-
-# GeoTIFFs as terra writes them by default, one folder per class
-for (i in seq_len(dim(x)[1])) {
-  folder <- file.path(work, "tifs", as.character(y[i]))
-  dir.create(folder, recursive = TRUE, showWarnings = FALSE)
-  r <- rast(x[i, , , ])
-  names(r) <- bands
-  writeRaster(r, file.path(folder, sprintf("patch_%03d.tif", i)))
-}
-model <- file.path(work, "model.onnx")
-methods <- c("saliency", "feature_ablation")
-from_tifs <- xband_explain(model, file.path(work, "tifs"), methods = methods,
-                           out = file.path(work, "report_tifs"),
-                           args = c("--classes", paste(classes, collapse = ",")))
-from_array <- xband_explain(model, x, y, bands = bands, methods = methods,
-                            out = file.path(work, "report_array"))
-shares <- xband_heatmap(from_array, "feature_ablation", file = file.path(work, "heatmap.png"))
-failed <- tryCatch(xband_explain(model, x, y, bands = bands[1:3], methods = "saliency",
-                                 out = file.path(work, "report_bad")),
-                   error = function(e) conditionMessage(e))
-write_json(list(
-  tifs = as.list(xband_top_bands(from_tifs, "feature_ablation")),
-  array = as.list(xband_top_bands(from_array, "feature_ablation")),
-  is_data_frame = is.data.frame(from_array), rows = nrow(from_array),
-  heatmap_dims = dim(shares), failed = failed
-), file.path(work, "result.json"), auto_unbox = TRUE)
-"""
+def missing_r_tools() -> list[str]:
+    """What of R and the R packages the checks need is not installed."""
+    if shutil.which("R") is None or shutil.which("Rscript") is None:
+        return ["R"]
+    probe = ("for (p in commandArgs(TRUE)) if (!requireNamespace(p, quietly = TRUE)) "
+             "cat(p, '\\n')")
+    done = subprocess.run(["Rscript", "-e", probe, *R_PACKAGES], capture_output=True, text=True)
+    return done.stdout.split()
 
 
-def test_r_file_explains_terra_geotiffs_and_r_arrays(tmp_path):
-    x_train, y_train = planted_images(n_per_class=80, seed=0)
-    net = train_torch(x_train, y_train)
-    torch.onnx.export(net, (torch.from_numpy(x_train[:2]),), str(tmp_path / "model.onnx"),
-                      dynamo=False, opset_version=17, input_names=["input"],
-                      output_names=["logits"], dynamic_axes={"input": {0: "batch"},
-                                                             "logits": {0: "batch"}})
-    x, y = planted_images(n_per_class=10, seed=1)
-    np.ascontiguousarray(x, dtype="<f4").tofile(tmp_path / "images.bin")
-    (tmp_path / "dims.txt").write_text(" ".join(map(str, x.shape)))
-    (tmp_path / "labels.txt").write_text("\n".join(map(str, y)))
-    (tmp_path / "run.R").write_text(SCRIPT)
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "XBAND_R": str(R_FILE),
-           "WORK": str(tmp_path), "CLASSES": ",".join(CLASSES), "BANDS": ",".join(BANDS),
-           "HOME": str(tmp_path), "XBAND": str(Path(sys.executable).parent / "xband")}
-    done = subprocess.run(["Rscript", str(tmp_path / "run.R")], capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    result = json.loads((tmp_path / "result.json").read_text())
-    planted = {CLASSES[c]: BANDS[b] for c, b in PLANTED.items()}
-    for route in ("tifs", "array"):
-        for cls, band in planted.items():
-            assert result[route][cls] == band, (route, result[route])
-    assert result["is_data_frame"] and result["rows"] > 0
-    assert result["heatmap_dims"] == [len(BANDS), N_CLASSES]
-    assert (tmp_path / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
-    assert "xband exited with status 2" in result["failed"]
-    assert "3 band names given" in result["failed"]
-    import rasterio
+@pytest.fixture(scope="module")
+def r_tools() -> None:
+    if os.environ.get("XBAND_SKIP_R") == "1":
+        pytest.skip("XBAND_SKIP_R=1: the R package is not checked")
+    missing = missing_r_tools()
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not installed: the R package cannot be checked. "
+                    f"Install R as CI does (.ci/run): apt-get install -y --no-install-recommends "
+                    f"{DEBIAN_PACKAGES}; or set XBAND_SKIP_R=1 to skip these tests.")
 
-    first = next((tmp_path / "tifs" / "Water").iterdir())
-    with rasterio.open(first) as src:  # what terra wrote: LZW, band names as descriptions
-        assert src.profile["compress"] == "lzw" and list(src.descriptions) == BANDS
+
+def r_env(**extra: str) -> dict[str, str]:
+    """The environment for R: this venv's xband handed over as XBAND_TEST_VENV, not on the PATH
+    (the README test puts it there as the README says), a cache for Keras conversions."""
+    venv_bin = Path(sys.executable).parent
+    assert (venv_bin / "xband").is_file(), f"no xband command beside {sys.executable}"
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p and Path(p).resolve() != venv_bin.resolve())
+    env = {k: v for k, v in os.environ.items() if k != "XBAND"}
+    env.update(PATH=path, XBAND_TEST_VENV=str(venv_bin.parent), LANG="C.UTF-8", **extra)
+    env.setdefault("XBAND_CACHE_DIR", str(Path.home() / ".cache" / "xband"))
+    return env
+
+
+def test_r_cmd_check_passes_with_every_test_run(r_tools, tmp_path):
+    built = subprocess.run(["R", "CMD", "build", str(R_PACKAGE)], cwd=tmp_path,
+                           capture_output=True, text=True, env=r_env())
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    tarball = next(tmp_path.glob("xband_*.tar.gz"))
+    checked = subprocess.run(["R", "CMD", "check", "--no-manual", tarball.name], cwd=tmp_path,
+                             capture_output=True, text=True, env=r_env(), timeout=900)
+    log = (tmp_path / "xband.Rcheck" / "00check.log").read_text()
+    tests = next((tmp_path / "xband.Rcheck" / "tests").glob("testthat.Rout*"), None)
+    output = tests.read_text() if tests else "(no test output)"
+    status = re.search(r"^Status: (.*)$", log, re.MULTILINE)
+    assert status and "ERROR" not in status[1] and "WARNING" not in status[1], \
+        log[-4000:] + output[-6000:]
+    assert checked.returncode == 0, checked.stdout[-3000:]
+    counts = re.findall(r"\[ FAIL (\d+) \| WARN (\d+) \| SKIP (\d+) \| PASS (\d+) \]", output)
+    assert counts, output[-3000:]
+    fail, warn, skip, passed = map(int, counts[-1])
+    assert (fail, warn, skip) == (0, 0, 0) and passed > 50, output[-6000:]
+
+
+def readme_r_lines() -> list[str]:
+    """The R block of the README's section "From R"."""
+    section = (REPO / "README.md").read_text().split("\n## From R\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```r\n(.*?)```", section, re.DOTALL)
+    assert block, "no ```r block in the README's section 'From R'"
+    return block[1].rstrip("\n").split("\n")
+
+
+def test_readme_r_lines_install_the_package_and_are_the_tested_ones(r_tools, tmp_path):
+    lines = readme_r_lines()
+    install, rest = lines[0], lines[1:]
+    assert install.startswith("install.packages(\"r/xband\""), install
+    library = tmp_path / "library"
+    library.mkdir()
+    env = r_env(R_LIBS=str(library))
+    done = subprocess.run(["Rscript", "-e", install], cwd=REPO, capture_output=True, text=True,
+                          env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    loaded = subprocess.run(["Rscript", "-e", "library(xband); cat(find.package('xband'))"],
+                            capture_output=True, text=True, env=env)
+    assert loaded.returncode == 0 and Path(loaded.stdout).parent == library, loaded.stderr
+    tested = README_TEST.read_text().split("# README lines, verbatim:\n", 1)[1]
+    tested = tested.split("# end of the README lines", 1)[0]
+    as_tested = [line.strip() for line in tested.strip().split("\n")]  # indented in test_that
+    assert [line.strip() for line in rest] == as_tested, \
+        f"the README's R lines are not those test-readme.R runs:\n{rest}\n---\n{tested}"
+
+
+def test_man_pages_are_what_roxygen2_writes(r_tools, tmp_path):
+    copy = tmp_path / "xband"
+    shutil.copytree(R_PACKAGE, copy)
+    done = subprocess.run(["Rscript", "-e", "roxygen2::roxygenise()"], cwd=copy,
+                          capture_output=True, text=True, env=r_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    compared = filecmp.dircmp(R_PACKAGE / "man", copy / "man")
+    assert not (compared.diff_files or compared.left_only or compared.right_only), \
+        "man/ is out of date: run roxygen2::roxygenise() in r/xband"
+    assert (R_PACKAGE / "NAMESPACE").read_text() == (copy / "NAMESPACE").read_text()
+
+
+def test_r_path_prints_the_package_folder(capsys):
+    assert main(["r-path"]) == 0
+    out, err = capsys.readouterr()
+    assert Path(out.strip()) == R_PACKAGE and (R_PACKAGE / "DESCRIPTION").is_file()
+    assert "R CMD INSTALL" in err and "library(xband)" in err

@@ -249,14 +249,34 @@ def _add_sensors(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=lambda args: print(sensor_table()))
 
 
-R_FILE = Path(__file__).resolve().parents[1] / "r" / "xband.R"
+R_PACKAGE = Path(__file__).resolve().parents[2] / "r" / "xband"
+
+
+def r_package_path() -> Path:
+    """The R package's source folder, r/xband in the repository checkout xband runs from."""
+    if not (R_PACKAGE / "DESCRIPTION").is_file():
+        raise XbandError(
+            f"the R package's source is not beside this xband ({R_PACKAGE} does not exist): it "
+            "lives in the xband repository, folder r/xband. Install xband from a checkout "
+            "(pip install -e .), then in R: install.packages(\"r/xband\", repos = NULL, "
+            "type = \"source\").")
+    return R_PACKAGE
+
+
+def _print_r_path(args: argparse.Namespace) -> None:
+    path = r_package_path()
+    print(path)
+    print(f"note: the R package (xband_explain, xband_read; it replaces xband.R, which was "
+          f"source()d) installs with R CMD INSTALL {path}; then library(xband) in R.",
+          file=sys.stderr)
 
 
 def _add_r_path(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("r-path", help="print the path of xband.R, the R functions that run xband",
-                       description="Print the path of xband.R (xband_explain, xband_heatmap, "
-                       "xband_top_bands); in R: source(system(\"xband r-path\", intern = TRUE)).")
-    p.set_defaults(run=lambda args: print(R_FILE))
+    p = sub.add_parser("r-path", help="print the folder of the R package's source",
+                       description="Print the folder of the xband R package's source (r/xband "
+                       "in the repository), to install it: R CMD INSTALL \"$(xband r-path)\"; "
+                       "then library(xband) in R.")
+    p.set_defaults(run=_print_r_path)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,4 @@
+library(testthat)
+library(xband)
+
+test_check("xband")
