@@ -68,24 +68,30 @@ class KerasExport:
     final_activation: str | None  # "softmax", "sigmoid", "none"; None: unknown (SavedModel)
     cache_hit: bool
     convert_seconds: float | None
+    # the same three computed in float64 (the model's float64 twin), when asked for and possible
+    exact_outputs: np.ndarray | None = None
+    exact_logits: np.ndarray | None = None
+    exact_grad: np.ndarray | None = None
 
 
 def export_keras(path: Path, fmt: str, sha256: str, *, opset: int = 17,
                  probe: np.ndarray | None = None, probe_layout: str | None = None,
                  input_size: tuple[int, int] | None = None,
-                 cache_dir: str | os.PathLike | None = None, trust_graph: bool = False) -> KerasExport:
+                 cache_dir: str | os.PathLike | None = None, trust_graph: bool = False,
+                 float64: bool = False) -> KerasExport:
     """ONNX file and TensorFlow reference for a Keras/SavedModel source (cache or subprocess);
     `probe_layout` ("channels_first", "channels_last"; None: the model's) is the band axis of
     `probe`; `trust_graph` lets a SavedModel whose graph reads or writes files or calls Python
-    run."""
+    run; `float64` adds the reference computed by the model's float64 twin (a Keras model's)."""
     entry = cache_root(cache_dir) / "keras" / f"{sha256}-opset{opset}"
     onnx_path = entry / "model.onnx"
-    ref_path = entry / f"ref2-{probe_key(probe, input_size, probe_layout)}.npz"  # 2: with logits
+    suffix = "-float64" if float64 else ""
+    ref_path = entry / f"ref2-{probe_key(probe, input_size, probe_layout)}{suffix}.npz"
     meta_path = entry / "meta.json"
     hit = onnx_path.exists() and ref_path.exists() and meta_path.exists()
     if not hit:
         report = _run_subprocess(path, fmt, onnx_path, ref_path, opset, probe, probe_layout,
-                                 input_size, trust_graph)
+                                 input_size, trust_graph, float64)
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         meta.update(source=str(path), format=fmt, opset=opset, input_shape=report["input_shape"])
         meta.setdefault("convert_seconds", report.get("convert_seconds"))
@@ -93,16 +99,21 @@ def export_keras(path: Path, fmt: str, sha256: str, *, opset: int = 17,
     meta = json.loads(meta_path.read_text())
     with np.load(ref_path) as ref:
         kind = str(ref["final_activation"])
-        known = kind != "unknown"
+        has_logits = kind not in ("unknown", "none")
+        exact = "exact_outputs" in ref.files
         return KerasExport(onnx_path, ref["probe"], ref["outputs"],
-                           ref["logits"] if known and kind != "none" else None, ref["grad"],
-                           int(ref["target"]), kind if known else None, hit,
-                           meta.get("convert_seconds"))
+                           ref["logits"] if has_logits else None, ref["grad"],
+                           int(ref["target"]), None if kind == "unknown" else kind, hit,
+                           meta.get("convert_seconds"),
+                           ref["exact_outputs"] if exact else None,
+                           ref["exact_logits"] if exact and has_logits else None,
+                           ref["exact_grad"] if exact else None)
 
 
 def _run_subprocess(path: Path, fmt: str, onnx_path: Path, ref_path: Path, opset: int,
                     probe: np.ndarray | None, probe_layout: str | None,
-                    input_size: tuple[int, int] | None, trust_graph: bool) -> dict:
+                    input_size: tuple[int, int] | None, trust_graph: bool,
+                    float64: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="xband-keras-") as tmp:
         result = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "converters.keras_export", str(path), "--format", fmt,
@@ -117,6 +128,8 @@ def _run_subprocess(path: Path, fmt: str, onnx_path: Path, ref_path: Path, opset
             cmd += ["--input-size", *map(str, input_size)]
         if trust_graph:
             cmd.append("--trust-graph")
+        if float64:
+            cmd.append("--float64")
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(_REPO_ROOT),
                                                             os.environ.get("PYTHONPATH")])))

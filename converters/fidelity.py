@@ -3,7 +3,8 @@
 The comparison is made on the network as it is explained: its logits when a final softmax or
 sigmoid was stripped, relative to their range (a saturated or near-constant softmax output says
 nothing about a conversion: a constant would match it), and on the input gradient that the
-gradient methods use. The verdict needs both.
+gradient methods use. The verdict needs both. Where float32 rounding alone separates the two
+sides, the comparison is repeated with both computing in float64 (`check_in_float64`).
 """
 
 from __future__ import annotations
@@ -43,11 +44,35 @@ class Fidelity:
     grad_reference: str | None = None  # "GradientTape", FLOAT64_REFERENCE, or why not checked
     tolerance_rel: float = TOLERANCE_REL
     tolerance_grad: float | None = None
+    # the same comparison with both sides computing in float64 (`check_in_float64`)
+    float64_rel_diff: float | None = None
+    float64_grad_rel_diff: float | None = None
+    # how far float32 rounding alone moves the original: its float32 values against its float64
+    # values, max |diff| / range and relative gradient difference
+    reference_rounding: float | None = None
+    reference_grad_rounding: float | None = None
     passed: bool = True
     accepted_mismatch: bool = False
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+    @property
+    def float64_passed(self) -> bool:
+        """Both sides computing in float64 agree within the tolerances."""
+        return (self.float64_rel_diff is not None and self.float64_rel_diff <= self.tolerance_rel
+                and (self.float64_grad_rel_diff is None
+                     or self.float64_grad_rel_diff <= self.tolerance_grad))
+
+    @property
+    def reference_unstable(self) -> bool:
+        """The original's own float32 results would fail this check against its float64 results:
+        rounding alone moves them beyond the tolerances, so no float32 conversion can be checked
+        to them."""
+        return ((self.reference_rounding is not None
+                 and self.reference_rounding > self.tolerance_rel)
+                or (self.reference_grad_rounding is not None
+                    and self.reference_grad_rounding > self.tolerance_grad))
 
     @property
     def outputs_passed(self) -> bool:
@@ -75,10 +100,31 @@ class Fidelity:
                          f"relative diff {self.grad_rel_diff:.3g}")
         elif self.grad_reference is not None:
             lines.append(f"  input gradient: {self.grad_reference}")
-        outcome = "PASS" if self.passed else (
-            "MISMATCH ACCEPTED" if self.accepted_mismatch else "FAIL")
+        if self.float64_rel_diff is not None:
+            lines += [f"  both in float64: {self.float64_figures()}",
+                      f"  {self.reference} in float32 vs float64: {self.rounding_figures()}"]
+        if not self.passed:
+            outcome = "MISMATCH ACCEPTED" if self.accepted_mismatch else "FAIL"
+        elif self.outputs_passed and self.gradient_passed:
+            outcome = "PASS"
+        else:
+            outcome = "PASS in float64 (the float32 differences are rounding)"
         lines.append(f"  conversion: {outcome} ({self.tolerances()})")
         return "\n".join(lines)
+
+    def float64_figures(self) -> str:
+        """The float64 comparison's figures, in words."""
+        text = f"{self.compared} max |diff| {self.float64_rel_diff:.3g} x their range"
+        if self.float64_grad_rel_diff is not None:
+            text += f", gradient relative diff {self.float64_grad_rel_diff:.3g}"
+        return text
+
+    def rounding_figures(self) -> str:
+        """How far the original's float32 values are from its float64 values, in words."""
+        text = f"{self.compared} max |diff| {self.reference_rounding:.3g} x their range"
+        if self.reference_grad_rounding is not None:
+            text += f", gradient relative diff {self.reference_grad_rounding:.3g}"
+        return text
 
     def tolerances(self) -> str:
         text = f"tolerance {self.tolerance_rel:g} x range for the {self.compared}"
@@ -95,7 +141,10 @@ class Fidelity:
         if not self.gradient_passed:
             parts.append(f"input gradients differ by {self.grad_rel_diff:.3g} (relative, "
                          f"{self.grad_reference})")
-        return " and ".join(parts)
+        text = " and ".join(parts)
+        if self.float64_rel_diff is not None and not self.float64_passed:
+            text += f"; with both in float64: {self.float64_figures()}"
+        return text
 
 
 def torch_outputs(module: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -184,13 +233,71 @@ def compare(ref_out: np.ndarray, out: np.ndarray, *, reference: str, probe: str,
                    rel_diff=max_abs / output_range if output_range > 0 else float(max_abs > 0),
                    tolerance_rel=tolerance_rel)
     if ref_grad is not None and grad is not None:
-        norm = float(np.linalg.norm(ref_grad))
-        error = float(np.linalg.norm(grad.astype(np.float64) - ref_grad))
-        fid.grad_rel_diff = error / norm if norm else float(error > 0)
+        fid.grad_rel_diff = _relative_error(grad, ref_grad)
         fid.grad_target, fid.grad_reference = target, grad_reference
         fid.tolerance_grad = tolerance_grad
     fid.passed = fid.outputs_passed and fid.gradient_passed
     return fid
+
+
+def _relative_error(values: np.ndarray, ref: np.ndarray) -> float:
+    """||values - ref|| / ||ref||."""
+    ref = np.asarray(ref, dtype=np.float64)
+    norm = float(np.linalg.norm(ref))
+    error = float(np.linalg.norm(np.asarray(values, dtype=np.float64) - ref))
+    return error / norm if norm else float(error > 0)
+
+
+def _error_over_range(values: np.ndarray, ref: np.ndarray) -> float:
+    """max |values - ref| / the range of `ref`."""
+    ref = np.asarray(ref, dtype=np.float64)
+    max_abs = float(np.abs(np.asarray(values, dtype=np.float64) - ref).max())
+    spread = float(ref.max() - ref.min())
+    return max_abs / spread if spread > 0 else float(max_abs > 0)
+
+
+def check_in_float64(fid: Fidelity, module: nn.Module, x: np.ndarray, *, ref: np.ndarray,
+                     exact_ref: np.ndarray, ref_grad: np.ndarray | None = None,
+                     exact_ref_grad: np.ndarray | None = None) -> None:
+    """Repeat the comparison `fid` made on the probe `x` with both sides in float64: `module` as
+    a float64 copy, the original as its float64 values `exact_ref` (and input gradient
+    `exact_ref_grad`). A conversion that computes the same function agrees in float64 even where
+    float32 rounding sends the two sides apart (a max-pool near-tie that routes the gradient to
+    another pixel; a network that amplifies rounding); a wrong conversion does not. `ref` and
+    `ref_grad`, the original's float32 values, tell how far rounding alone moves it. `fid`
+    passes when the float64 comparison is within its tolerances; nothing is recorded when the
+    module cannot run in float64 or a compared gradient has no float64 value."""
+    target = fid.grad_target if fid.grad_rel_diff is not None else None
+    if target is not None and exact_ref_grad is None:
+        return
+    run = _run_in_float64(module, x, target)
+    if run is None:
+        return
+    out, grad = run
+    fid.float64_rel_diff = _error_over_range(out, exact_ref)
+    fid.reference_rounding = _error_over_range(ref, exact_ref)
+    if target is not None:
+        fid.float64_grad_rel_diff = _relative_error(grad, exact_ref_grad)
+        fid.reference_grad_rounding = _relative_error(ref_grad, exact_ref_grad)
+    fid.passed = fid.passed or fid.float64_passed
+
+
+def _run_in_float64(module: nn.Module, x: np.ndarray,
+                    target: int | None) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Outputs of a float64 copy of `module` on `x`, and the input gradient of the summed output
+    `target` (None: no gradient); None when the module cannot compute in float64 (an operation
+    fixed to float32)."""
+    twin = copy.deepcopy(module).double()
+    xt = torch.from_numpy(np.asarray(x, dtype=np.float64)).requires_grad_(target is not None)
+    try:
+        out = twin(xt)
+        if out.dtype != torch.float64:
+            return None
+        if target is not None:
+            out[:, target].sum().backward()
+    except RuntimeError:
+        return None
+    return out.detach().numpy(), None if target is None else xt.grad.numpy()
 
 
 def enforce(fid: Fidelity, source: str, accept_mismatch: bool) -> None:
@@ -200,7 +307,15 @@ def enforce(fid: Fidelity, source: str, accept_mismatch: bool) -> None:
     if accept_mismatch:
         fid.accepted_mismatch = True
         return
+    accept = "Pass --accept-mismatch (accept_mismatch=True) to use it anyway."
+    if fid.reference_unstable:
+        raise ConversionError(f"{source}: the conversion cannot be checked: the model is numerically "
+                         f"unstable on {fid.probe}. Float32 rounding alone moves "
+                         f"{fid.reference}'s own results beyond the tolerances "
+                         f"({fid.tolerances()}): against its float64 results, "
+                         f"{fid.rounding_figures()}. The converted model's differences: "
+                         f"{fid.failures()}. Its float32 explanations would be as unreliable in "
+                         f"{fid.reference} itself. {accept}")
     raise ConversionError(f"{source}: the converted model does not compute the same function: "
                      f"{fid.failures()} against {fid.reference} on {fid.probe} "
-                     f"({fid.tolerances()}). Pass --accept-mismatch (accept_mismatch=True) to "
-                     "use it anyway.")
+                     f"({fid.tolerances()}). {accept}")

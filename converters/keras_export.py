@@ -127,13 +127,16 @@ def _from_function(call, signature, opset):
 class _Model:
     """A loaded TensorFlow model: its call, input shape (with batch axis) and ONNX converter, and
     what it ends in: "softmax" or "sigmoid" with `logits` the call without it, "none" (its
-    outputs are the logits), or None when that cannot be told (a SavedModel's signature)."""
+    outputs are the logits), or None when that cannot be told (a SavedModel's signature).
+    `float64` builds the model's float64 twin and returns its (call, logits); None where no twin
+    can be built (a SavedModel)."""
 
     call: Callable
     shape: tuple
     convert: Callable
     final_activation: str | None
     logits: Callable | None
+    float64: Callable[[], tuple[Callable, Callable]] | None = None
 
 
 def _load(path: Path, fmt: str, trust_graph: bool = False) -> _Model:
@@ -305,8 +308,32 @@ def _load_keras(path: Path, fmt: str):
             # from disk (KeyError: 'keras_tensor_NN'); tracing the call as a tf.function works
             return _from_function(call, signature, opset)
 
+    def float64():
+        twin = _float64_twin(model)
+
+        def twin_call(x):
+            return twin(x, training=False)
+
+        return twin_call, _final_activation(twin, twin_call)[1]
+
     kind, logits = _final_activation(model, call)
-    return _Model(call, tuple(model.inputs[0].shape), convert, kind, logits)
+    return _Model(call, tuple(model.inputs[0].shape), convert, kind, logits, float64)
+
+
+def _float64_twin(model):
+    """A copy of the Keras `model` whose layers hold and compute in float64, with the same
+    weights: what the model computes without float32 rounding."""
+    import keras
+
+    def retyped(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float64"})
+
+    inputs = keras.Input(batch_shape=model.inputs[0].shape, dtype="float64")
+    twin = keras.models.clone_model(model, input_tensors=inputs, clone_function=retyped,
+                                    recursive=True)
+    twin.set_weights([w.astype(np.float64) if np.issubdtype(w.dtype, np.floating) else w
+                      for w in model.get_weights()])
+    return twin
 
 
 def _fits(probe: np.ndarray, want: tuple) -> bool:
@@ -380,14 +407,16 @@ def run(args) -> dict:
             onnx.save(proto, str(tmp))
     if args.reference:
         start = time.perf_counter()
-        _write_reference(model, _probe(args, shape), Path(args.reference), source)
+        _write_reference(model, _probe(args, shape), Path(args.reference), source, args.float64)
         report["reference_seconds"] = time.perf_counter() - start
     return report
 
 
-def _write_reference(model: _Model, probe: np.ndarray, path: Path, source: Path) -> None:
+def _write_reference(model: _Model, probe: np.ndarray, path: Path, source: Path,
+                     float64: bool = False) -> None:
     """TensorFlow's outputs on the probe, its logits when the final activation is known, and
-    the input gradient of the explained output (the logits, else the outputs) for one class."""
+    the input gradient of the explained output (the logits, else the outputs) for one class;
+    with `float64`, the same from the model's float64 twin too (where it can be built)."""
     import tensorflow as tf
 
     x = tf.constant(probe)
@@ -398,13 +427,38 @@ def _write_reference(model: _Model, probe: np.ndarray, path: Path, source: Path)
     explained = model.logits or model.call
     logits = model.logits(x).numpy() if model.logits else np.empty(0, np.float32)
     target = int(np.argmax(out.mean(axis=0)))
+    grad = _input_gradient(explained, x, target)
+    exact = _float64_reference(model, probe, target) if float64 else {}
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, probe=probe, outputs=out, logits=logits, grad=grad, target=target,
+                 final_activation=model.final_activation or "unknown", **exact)
+
+
+def _input_gradient(explained: Callable, x, target: int) -> np.ndarray:
+    """d(sum over the batch of explained(x)[:, target]) / dx."""
+    import tensorflow as tf
+
     with tf.GradientTape() as tape:
         tape.watch(x)
         score = tf.reduce_sum(explained(x)[:, target])
-    grad = tape.gradient(score, x).numpy()
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, probe=probe, outputs=out, logits=logits, grad=grad, target=target,
-                 final_activation=model.final_activation or "unknown")
+    return tape.gradient(score, x).numpy()
+
+
+def _float64_reference(model: _Model, probe: np.ndarray, target: int) -> dict[str, np.ndarray]:
+    """`exact_outputs`, `exact_logits` and `exact_grad`: the reference computed by the model's
+    float64 twin; {} when it has none, or when one of its layers cannot be rebuilt or run in
+    float64."""
+    import tensorflow as tf
+
+    if model.float64 is None:
+        return {}
+    x = tf.constant(probe.astype(np.float64))
+    try:
+        call, logits = model.float64()
+        return {"exact_outputs": call(x).numpy(), "exact_logits": logits(x).numpy(),
+                "exact_grad": _input_gradient(logits, x, target)}
+    except Exception:  # noqa: BLE001 - a layer the twin cannot rebuild or run: no float64 values
+        return {}
 
 
 def _interrupt(signum, frame) -> None:
@@ -427,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--result", required=True, help="JSON report to write")
     p.add_argument("--trust-graph", action="store_true",
                    help="run a SavedModel whose graph reads or writes files or calls Python")
+    p.add_argument("--float64", action="store_true",
+                   help="add the reference computed by the model's float64 twin")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # stopped by the parent: clean up like Ctrl-C
     try:

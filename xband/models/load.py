@@ -28,11 +28,12 @@ import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from converters.cache import content_hash, export_keras  # noqa: E402
+from converters.cache import KerasExport, content_hash, export_keras  # noqa: E402
 from converters.errors import ConversionError  # noqa: E402
 from converters.fidelity import (  # noqa: E402
     FLOAT64_REFERENCE,
     Fidelity,
+    check_in_float64,
     compare,
     enforce,
     gradient_against_float64,
@@ -348,9 +349,12 @@ def _probe_description(req: _Request, n: int) -> str:
             else f"random uniform [0, 1] ({n} images)")
 
 
-def keras_fidelity(exp, conv, probe_desc: str) -> Fidelity:
+def keras_fidelity(exp: KerasExport, conv, probe_desc: str,
+                   float64_reference: Callable[[], KerasExport] | None = None) -> Fidelity:
     """Torch against TensorFlow: logits and their input gradient when both sides stripped the
-    same final activation (or neither has one), else the outputs and their gradient."""
+    same final activation (or neither has one), else the outputs and their gradient. When they
+    differ and `float64_reference` gives TensorFlow's float64 values, the comparison is repeated
+    with both sides in float64 (`check_in_float64`)."""
     same = exp.final_activation == conv.final_activation
     explained = conv.logits_module if same and conv.logits_module is not None else conv.module
     if same:
@@ -360,9 +364,20 @@ def keras_fidelity(exp, conv, probe_desc: str) -> Fidelity:
     # TensorFlow's gradient is of its logits when it knows the activation, else of its outputs
     grad_matches = same or exp.final_activation is None or exp.final_activation == "none"
     grad = input_gradient(explained, exp.probe, exp.target) if grad_matches else None
-    return compare(ref, torch_outputs(explained, exp.probe), reference="tensorflow",
-                   probe=probe_desc, compared=compared, ref_grad=exp.grad, grad=grad,
-                   target=exp.target)
+    fid = compare(ref, torch_outputs(explained, exp.probe), reference="tensorflow",
+                  probe=probe_desc, compared=compared, ref_grad=exp.grad, grad=grad,
+                  target=exp.target)
+    if fid.passed or float64_reference is None:
+        return fid
+    try:
+        exact = float64_reference()
+    except XbandError:  # its process failed (out of memory, say): the float32 verdict stands
+        return fid
+    exact_ref = exact.exact_logits if same and exp.logits is not None else exact.exact_outputs
+    if exact_ref is not None:
+        check_in_float64(fid, explained, exp.probe, ref=ref, exact_ref=exact_ref,
+                         ref_grad=exp.grad, exact_ref_grad=exact.exact_grad)
+    return fid
 
 
 def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
@@ -378,7 +393,13 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
     layout = req.layout or _graph_layout(conv) or Layout.CHANNELS_LAST
     n_bands = exp.probe.shape[layout.band_axis]
     out = _check_batch_sizes(conv.module, exp.probe, str(path))
-    fid = keras_fidelity(exp, conv, _probe_description(req, len(exp.probe)))
+
+    def float64_reference() -> KerasExport:  # a second TensorFlow process, only when needed
+        return export_keras(path, fmt, sha, opset=req.opset, probe=req.probe,
+                            probe_layout=req.probe_layout, input_size=req.input_size,
+                            cache_dir=req.cache_dir, trust_graph=req.trust_graph, float64=True)
+
+    fid = keras_fidelity(exp, conv, _probe_description(req, len(exp.probe)), float64_reference)
     enforce(fid, str(path), req.accept_mismatch)
     if exp.cache_hit:
         notes = [f"Keras->ONNX: cache hit ({exp.onnx_path})"]
