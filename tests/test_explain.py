@@ -184,12 +184,12 @@ def test_save_writes_every_output(explained, tmp_path):
 
 
 def test_interrupted_save_leaves_nothing(explained, tmp_path, monkeypatch):
-    import xband.run.result
+    import xband.report.writer
 
     def broken(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(xband.run.result.report, "render_report", broken)
+    monkeypatch.setattr(xband.report.writer.html, "render_report", broken)
     with pytest.raises(KeyboardInterrupt):
         explained.save(tmp_path / "report")
     assert list(tmp_path.iterdir()) == []

@@ -23,14 +23,9 @@ from tests.test_explain import as_loaded
 from xband.data.images import image_set
 from xband.errors import XbandError
 from xband.methods import METHODS, Batch, Context, SharedOutputs, get_method
+from xband.methods._base import PassSizes
 from xband.methods.shapley import antithetic_orders
-from xband.run.forward import (
-    PassSizes,
-    check_device,
-    forward_module,
-    relu_after_max_pool,
-    tune,
-)
+from xband.run.forward import check_device, forward_module, relu_after_max_pool, tune
 from xband.run.pipeline import explain
 from xband.run.runner import Donors
 
