@@ -46,7 +46,7 @@ def result(net, test_data):
 
 def test_planted_multilabel_model_recovers_each_class_band(result, test_data):
     _, present = test_data
-    assert result.config.multi_label  # told from the final sigmoid (and the multi-hot labels)
+    assert result.plan.multi_label  # told from the final sigmoid (and the multi-hot labels)
     for method in METHODS:
         table = result.table(method)
         for c, band in ML_PLANTED.items():
@@ -120,7 +120,7 @@ def test_multilabel_refusals(net, test_data):
 def test_every_pair_is_explained_counted_in_the_estimate_and_a_budget_is_refused(result, net,
                                                                                   test_data):
     x, present = test_data
-    assert result.config.all_images  # multi-label: every pair, no rounds until settled
+    assert result.plan.all_images  # multi-label: every pair, no rounds until settled
     sampling = result.summary["sampling"]
     assert sampling["mode"] == "all (image, label) pairs"
     for c, name in enumerate(CLASSES):
