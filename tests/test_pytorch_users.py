@@ -28,7 +28,7 @@ from xband.cli.main import main
 from xband.data.sensors import SENSORS
 from xband.errors import XbandError
 from xband.run.forward import prepare_networks
-from xband.run.ray_engine import network_bytes, worker_environment
+from xband.run.ray_engine import network_bytes, ray_session, worker_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(methods="saliency", progress=False, n_boot=10)
@@ -290,10 +290,13 @@ def test_torchscript_and_export_networks_travel_to_workers_as_their_files(plante
         torch.testing.assert_close(on_worker(images), planted_torch(images))  # logits
 
 
-def test_the_cluster_environment_names_the_packages_by_path():
+def test_a_cluster_gets_the_packages_by_path_and_ray_client_is_refused_plainly():
     environment = worker_environment(remote=True)
-    assert pickle.loads(pickle.dumps(environment)) == environment  # Ray Client pickles it
+    assert pickle.loads(pickle.dumps(environment)) == environment  # Ray pickles it
     assert environment["py_modules"] == [str(ROOT / "xband"), str(ROOT / "converters")]
+    with pytest.raises(XbandError, match=r"Ray Client \(ray://127.0.0.1:1\) cannot run Ray Data"), \
+            ray_session(xband.RayEngine(address="ray://127.0.0.1:1")):
+        pass
 
 
 def test_a_torchscript_file_on_ray_matches_one_process_and_ray_stays_quiet(planted_torch,

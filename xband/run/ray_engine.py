@@ -49,9 +49,10 @@ def ray_session(engine: RayEngine) -> Iterator[RayEngine]:
     (`ray.init(runtime_env=worker_environment(...))`)."""
     ray = import_ray()
     started = not ray.is_initialized()
+    address = engine.address or os.environ.get("RAY_ADDRESS") or None
+    _refuse_ray_client(address if started else None, ray)
     with _ray_logs_kept_out():
         if started:
-            address = engine.address or os.environ.get("RAY_ADDRESS") or None
             local = {} if address else {"num_cpus": engine.workers or os.cpu_count() or 1}
             _start(ray, address=address, include_dashboard=False, logging_level=logging.ERROR,
                    log_to_driver=False, configure_logging=False,
@@ -65,6 +66,18 @@ def ray_session(engine: RayEngine) -> Iterator[RayEngine]:
         finally:
             if started:
                 ray.shutdown()
+
+
+def _refuse_ray_client(address: str | None, ray) -> None:
+    """Ray Client (a ray:// address, or a connection already made through one) runs no Ray
+    Data, which the engine runs on (ray-project/ray#48682): refused, saying what works."""
+    if not (address or "").startswith("ray://") and not ray.util.client.ray.is_connected():
+        return
+    raise XbandError(
+        f"Ray Client ({address or 'a ray:// connection'}) cannot run Ray Data, which "
+        f"{ON_RAY} runs on. Run xband on the cluster: submit it as a Ray job (ray job submit "
+        "--working-dir . -- xband explain … --engine ray), or start it on a cluster node with "
+        "the cluster's address (RAY_ADDRESS=auto, or host:6379).")
 
 
 @contextmanager
