@@ -60,7 +60,8 @@ class BadImage(XbandError):
 @dataclass(frozen=True)
 class Preprocess:
     """What the model saw in training, applied before attribution: x × scale, then clipped to
-    [low, high], then (x − mean) / std per band."""
+    [low, high], then (x − mean) / std per band. `by_source` says what the data source itself
+    applies as it reads, before these (a DataLoader's collate_fn, a DataModule's augmentation)."""
 
     scale: float = 1.0
     clip: tuple[float, float] | None = None
@@ -68,6 +69,7 @@ class Preprocess:
     std: np.ndarray | None = None
     stats_file: str | None = None  # where mean and std came from
     stats_bands: list[str] | None = None  # the bands the statistics are for, when known
+    by_source: str | None = None  # applied by the source as it reads, in words
 
     def __post_init__(self) -> None:
         try:
@@ -93,7 +95,9 @@ class Preprocess:
         return x.astype(np.float32, copy=False)
 
     def describe(self) -> str:
-        steps = [f"× {self.scale:g}"] if self.scale != 1.0 else []
+        steps = [self.by_source] if self.by_source else []
+        if self.scale != 1.0:
+            steps.append(f"× {self.scale:g}")
         if self.clip is not None:
             steps.append(f"clipped to [{self.clip[0]:g}, {self.clip[1]:g}]")
         if self.mean is not None:

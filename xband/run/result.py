@@ -251,6 +251,15 @@ class Explanation:
     # the verdict, and the evaluation it was computed with (`verdict`)
     _verdict: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
+    def __repr__(self) -> str:
+        """What was explained, then the verdict's sentences (not every table's numbers)."""
+        unit = "(image, label) pairs" if self.pairs is not None else "images"
+        rows = len(self.pairs) if self.pairs is not None else len(self.indices)
+        head = (f"Explanation of {self.summary['data']['path']}: {rows} {unit}, "
+                f"{len(self.band_names)} bands, {len(self.class_names)} classes, by "
+                f"{', '.join(self.methods)}")
+        return f"{head}\n{self.verdict().text()}\n(tables: .table(), .top_bands(), .importance)"
+
     @property
     def config(self) -> RunConfig:
         """The user's settings."""
