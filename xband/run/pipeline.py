@@ -231,7 +231,8 @@ def _run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *, p
                + tuple(skip_notes(candidates.skipped))),
         skipped=selection.skipped + tuple(candidates.skipped),
         run_time_s=time.perf_counter() - started,
-        sampling=sampling_record(config, work.results, data.class_names, selection.stats_images))
+        sampling=sampling_record(config, work.results, data.class_names, selection.stats_images),
+        class_mean=selection.stats.class_mean)
     return assemble(model, data, config, record, candidates, work)
 
 
@@ -317,7 +318,8 @@ def select_images(model: LoadedModel, data: ImageSet, config: RunConfig) -> Sele
     skipped = data.skipped + tuple(checked.skipped)
     notes = [*skip_notes(skipped), *_output_notes(model, config)]
     notes += [n for m in config.methods
-              if (n := m.note(feature_count(data, config), config.n_background))]
+              if (n := m.note(feature_count(data, config), config.n_background,
+                              feature="region" if config.by_region else "band"))]
     if config.few_draws:
         notes.append(few_draws_note(config))
     return Selection(indices, checked.stats, len(checked.kept), np.isin(indices, checked.kept),
