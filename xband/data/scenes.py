@@ -185,8 +185,8 @@ def _read_mat(path: Path, key: str | None, what: str) -> Raster:
         rank = 3 if what == "cube" else 2
         fitting = [k for k, v in arrays.items() if len(v.shape) == rank]
         if len(fitting) != 1:
-            flag = option("cube_key=", "--x-key") if what == "cube" else option("label_key=",
-                                                                               "--y-key")
+            flag = (option("cube_key= (read_data: x_key=)", "--x-key") if what == "cube"
+                    else option("label_key= (read_data: y_key=)", "--y-key"))
             raise XbandError(f"{path}: holds {_listing(arrays)}; {len(fitting)} of them have "
                              f"{rank} axes. Name the {what} with {flag}.")
         key = fitting[0]
@@ -202,18 +202,17 @@ def _listing(arrays: dict) -> str:
 def _mat_arrays(path: Path) -> dict:
     """A .mat file's numeric arrays by name: loaded (v5), or HDF5 datasets with their axes
     put back in MATLAB's order (v7.3)."""
+    import h5py
     import scipy.io
 
     try:
         loaded = scipy.io.loadmat(path)
-    except NotImplementedError:  # v7.3: HDF5, column-major, so h5py sees the axes reversed
-        import h5py
-
-        with h5py.File(path, "r") as f:
+    except (NotImplementedError, OSError, ValueError) as err:
+        if not h5py.is_hdf5(path):
+            raise XbandError(f"{path}: cannot be read as a MATLAB file ({err}).") from None
+        with h5py.File(path, "r") as f:  # v7.3: HDF5, column-major: h5py sees the axes reversed
             return {k: np.asarray(v).T for k, v in f.items()
                     if isinstance(v, h5py.Dataset) and v.dtype.kind in "biuf"}
-    except (OSError, ValueError) as err:
-        raise XbandError(f"{path}: cannot be read as a MATLAB file ({err}).") from None
     return {k: v for k, v in loaded.items()
             if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "biuf"}
 

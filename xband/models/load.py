@@ -765,10 +765,13 @@ def _runs_as(module: nn.Module, layout: Layout, n_bands: int) -> bool:
 
 
 def _probe_bands(req: _Request) -> int | None:
-    """The band count of the data given for the fidelity check, when it holds spectra."""
+    """The band count of the data given for the fidelity check, when its band axis is known
+    or it holds spectra."""
     if req.probe is None:
         return None
     shape = req.probe.shape
+    if req.probe_layout is not None:
+        return int(shape[req.probe_layout.band_axis])
     if tuple(shape[2:]) == (1, 1):
         return int(shape[1])
     return int(shape[3]) if tuple(shape[1:3]) == (1, 1) else None

@@ -145,10 +145,11 @@ def _absorption_warning(result: Explanation, table: pd.DataFrame, method: str) -
                 & (table["rank"] == 1) & table["target"].isin(("true class", "predicted class"))]
     near = []
     for cls, feature, nm in zip(top["class"], top["band"], top["wavelength_nm"], strict=True):
-        low, high = (result.regions or {}).get(feature, (nm, nm))
-        window = near_water_vapour(low, high)
+        region = (result.regions or {}).get(feature)
+        window = near_water_vapour(*(region or (nm, nm)))
         if window is not None and cls != ALL_IMAGES:
-            near.append(f"{cls}: {feature} ({window})")
+            where = f"{feature} nm" if region else f"{feature} ({nm:.0f} nm)"
+            near.append(f"{cls}: {where}, next to the {window} absorption")
     if not near:
         return ""
     return (". ⚠ Top feature next to a water-vapour absorption, where reflectance is noisy and "
