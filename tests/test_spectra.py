@@ -5,6 +5,8 @@ that break at gaps in the band centres, and the spectrum figures."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -73,19 +75,47 @@ model = keras.Sequential([
 ])
 model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
 model.fit(x, y, epochs=60, batch_size=64, verbose=0)
-model.save(out)
+model.save(f"{out}/dense.keras")
+steps = keras.layers.Normalization(axis=1)  # per band of (N, B, 1)
+steps.adapt(x[:, :, None])
+conv = keras.Sequential([
+    keras.Input((x.shape[1], 1)), steps,
+    keras.layers.Conv1D(8, 7, padding="same", activation="relu"),
+    keras.layers.MaxPooling1D(4), keras.layers.Flatten(),
+    keras.layers.Dense(int(y.max()) + 1, activation="softmax"),
+])
+conv.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+conv.fit(x[:, :, None], y, epochs=40, batch_size=64, verbose=0)
+conv.save(f"{out}/conv1d.keras")
 """
 
 
 @pytest.fixture(scope="module")
-def keras_dense(spectra, tmp_path_factory, keras_cache):
-    """A Keras Dense network on (N, B) spectra (input (None, B)), trained in TensorFlow's own
-    process on the planted set, loaded by xband."""
-    folder = tmp_path_factory.mktemp("keras_dense")
+def keras_spectra(spectra, tmp_path_factory):
+    """Keras models of spectra, trained in TensorFlow's own process on the planted set: a
+    Dense network (input (None, B)) and a Conv1D network (input (None, B, 1))."""
+    folder = tmp_path_factory.mktemp("keras_spectra")
     x, y, *_ = spectra
     np.savez(folder / "train.npz", x=x, y=y)
-    keras_python(KERAS_DENSE, str(folder / "train.npz"), str(folder / "dense.keras"))
-    return xband.load_model(folder / "dense.keras", cache_dir=keras_cache, verbose=False)
+    keras_python(KERAS_DENSE, str(folder / "train.npz"), str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def keras_dense(keras_spectra, keras_cache):
+    return xband.load_model(keras_spectra / "dense.keras", cache_dir=keras_cache, verbose=False)
+
+
+@pytest.mark.keras
+def test_keras_conv1d_takes_the_bands_as_steps(keras_spectra, keras_cache, spectra):
+    _, _, test_x, test_y, wavelength = spectra
+    model = xband.load_model(keras_spectra / "conv1d.keras", cache_dir=keras_cache,
+                             probe=test_x[:8], verbose=False)
+    assert (model.layout, model.n_bands) == (Layout.SPECTRA_CHANNELS_LAST, len(wavelength))
+    assert model.fidelity.passed
+    result = xband.explain(model, (test_x, test_y), wavelengths=wavelength,
+                           **{**RUN, "methods": ["feature_ablation", "integrated_gradients"]})
+    _assert_each_dip_first(result, wavelength, ["feature_ablation", "integrated_gradients"])
 
 
 def _top(importance, method: str) -> dict[str, str]:
@@ -365,8 +395,8 @@ def test_model_input_is_told_from_the_first_layer_or_the_graph(tmp_path):
     mlp = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 3))
     loaded = xband.load_model(mlp, verbose=False)
     assert (loaded.layout, loaded.n_bands, loaded.spatial_size) == (Layout.SPECTRA, 30, (1, 1))
-    assert "input: spectra (batch, bands), 30 bands (told from the first layer, nn.Linear(30 → "
-    "16))" in loaded.notes
+    assert ("input: spectra (batch, bands), 30 bands (told from the first layer, "
+            "nn.Linear(30 → 16))") in loaded.notes
     conv = nn.Sequential(nn.Conv1d(1, 4, 5, padding=2), nn.ReLU(), nn.AdaptiveMaxPool1d(1),
                          nn.Flatten(), nn.Linear(4, 3))
     with pytest.raises(XbandError, match=r"nn.Conv1d\(1 → 4\). does not fix the number of bands"):
@@ -446,3 +476,22 @@ def test_command_line_explains_an_envi_scene(spectra, conv1d, tmp_path, capsys):
     assert main([*run[:-1], str(tmp_path / "patches"), "--patch-size", "3"]) == 2
     assert "images of 3×3 pixels, but the model classifies single spectra" in \
         capsys.readouterr().err
+
+
+def test_the_documented_example_runs(tmp_path, monkeypatch):
+    """docs/hyperspectral.md's example, as written: a scene in the Indian Pines format (two
+    .mat files), a 1-D CNN trained on the training part of a split, the held-out part
+    explained by region; every planted dip's region comes first by consensus."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "hyperspectral.md").read_text()
+    code = page.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "docs/hyperspectral.md", "exec"), scope)  # noqa: S102 - our own page
+    result = scope["result"]
+    assert (tmp_path / "indian_pines_report" / "report.html").exists()
+    assert len(result.indices) == 45 and result.regions is not None  # 30% of 150 pixels
+    consensus = result.top_bands()["consensus"]
+    for c, nm in ABSORPTION_NM.items():
+        first = consensus[CLASS_NAMES[c]].split(", ")[0].split(" = ")
+        low, high = result.regions[first[0]]
+        assert low <= nm <= high, (CLASS_NAMES[c], first)

@@ -418,21 +418,21 @@ def _four_axes(images, labels, source: str, layout: str | Layout | None):
     1×1 images (N, B, 1, 1), channels-first; one of 3 axes is one image (H, W, B) or, when there
     is a label per entry of its first axis, that many single-band images (N, H, W)."""
     shape = tuple(images.shape)
-    if len(shape) == 2:
-        spectra = images[:, :, None, None] if isinstance(images, np.ndarray) else Spectra(images)
-        return spectra, Layout.CHANNELS_FIRST
-    return _image_axes(images, labels, source), layout
-
-
-def _image_axes(images, labels, source: str):
-    """`_four_axes` for images: 3 or 4 axes."""
-    shape = tuple(images.shape)
     n_labels = None if labels is None else len(np.asarray(labels).reshape(-1))
     if n_labels is not None and shape and n_labels != shape[0] and n_labels == shape[-1]:
         raise XbandError(
             f"{source}: images of shape {shape} but {n_labels} labels, as many as the last axis: "
             f"the {_REVERSED}: R and MATLAB write arrays column-major; in R write aperm(x, "
             f"{len(shape)}:1) instead of x, or in NumPy use x.transpose().")
+    if len(shape) == 2:
+        spectra = images[:, :, None, None] if isinstance(images, np.ndarray) else Spectra(images)
+        return spectra, Layout.CHANNELS_FIRST
+    return _image_axes(images, n_labels, source), layout
+
+
+def _image_axes(images, n_labels: int | None, source: str):
+    """`_four_axes` for images: 3 or 4 axes."""
+    shape = tuple(images.shape)
     if len(shape) == 3:
         if n_labels is not None and n_labels == shape[0] > 1:
             return images[:, None] if isinstance(images, np.ndarray) else SingleBand(images)
