@@ -704,18 +704,15 @@ def module_input(module: nn.Module, req: _Request, source: str) -> tuple[Layout,
     (N, 1, B); nn.Linear(1 → …) (a Transformer embedding each band) (N, B, 1) or (N, B),
     whichever runs. Bands the weights do not fix come from `n_bands` or the data given."""
     from_data = req.n_bands or _probe_bands(req)
-    if (_first_conv_bands(module) is not None and req.layout is None) or (
+    first = None if req.input_size is not None else _first_spectral_layer(module, req.n_bands)
+    if (req.layout is None and (_first_conv_bands(module) is not None or first is None)) or (
             req.layout is not None and not req.layout.spectra):
         n_bands = req.n_bands or _first_conv_bands(module)
         if n_bands is None:
-            raise XbandError(f"{source}: cannot tell the number of bands (no Conv2d layer "
-                             "found); pass n_bands.")
+            raise XbandError(f"{source}: cannot tell what the model takes (no Conv2d layer, and "
+                             "no Conv1d or Linear layer that takes spectra first); pass n_bands "
+                             "(images), or layout='spectra' (spectra (N, bands)).")
         return req.layout or Layout.CHANNELS_FIRST, n_bands, []
-    first = _first_spectral_layer(module)
-    if first is None and req.layout is None:
-        raise XbandError(f"{source}: cannot tell what the model takes (no Conv2d, Conv1d or "
-                         "Linear layer found); pass layout= ('channels_first' for images, "
-                         "'spectra' for (N, bands)) and n_bands.")
     kind, n_in = first or ("", 0)
     candidates = _spectra_candidates(kind, n_in) if req.layout is None else [req.layout]
     n_bands = n_in if candidates == [Layout.SPECTRA] and n_in > 1 else from_data
@@ -731,18 +728,23 @@ def module_input(module: nn.Module, req: _Request, source: str) -> tuple[Layout,
     return layout, n_bands, [f"input: {layout.describe()}, {n_bands} bands ({how})"]
 
 
-def _first_spectral_layer(module: nn.Module) -> tuple[str, int] | None:
+def _first_spectral_layer(module: nn.Module, n_bands: int | None) -> tuple[str, int] | None:
     """("nn.Conv1d(1 → 16)" or "nn.Linear(198 → 64)", its input size) of the first Conv1d or
-    Linear layer (TorchScript ones too), in the order the module registers them."""
+    Linear layer (TorchScript ones too), in the order the module registers them; None when a
+    Flatten comes first, or a Linear that does not take `n_bands` (both: flattened images)."""
     for sub in module.modules():
         name = getattr(sub, "original_name", None) if isinstance(
             sub, torch.jit.ScriptModule) else type(sub).__name__
+        if isinstance(sub, nn.Flatten) or name == "Flatten":
+            return None
         if isinstance(sub, nn.Conv1d | nn.Linear) or name in ("Conv1d", "Linear"):
             weight = getattr(sub, "weight", None)
             if weight is None or isinstance(weight, nn.parameter.UninitializedParameter):
                 continue
             n_in = int(weight.shape[1] * getattr(sub, "groups", 1))
             kind = "Conv1d" if isinstance(sub, nn.Conv1d) or name == "Conv1d" else "Linear"
+            if kind == "Linear" and n_bands not in (None, n_in) and n_in > 1:
+                return None
             return f"nn.{kind}({n_in} → {int(weight.shape[0])})", n_in
     return None
 
