@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import re
 import warnings
 import zipfile
 import zlib
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from xband.data.images import BadImage, ImageSet, Preprocess, image_set
+from xband.data.scenes import SCENE_SUFFIXES
 from xband.data.sensors import SENSORS
 from xband.data.wavelengths import raster_wavelengths
 from xband.errors import XbandError, option
@@ -35,9 +37,12 @@ _DESCRIPTION = ("bands", "classes", "layout", "sensor", "band_groups", "waveleng
 
 def read_data(path: str | os.PathLike, *, labels: str | os.PathLike | np.ndarray | None = None,
               x_key: str | None = None, y_key: str | None = None, skip_bad: bool = False,
-              **description) -> ImageSet:
+              scene: Mapping | None = None, **description) -> ImageSet:
     """Open `path` by what it is: a folder of class folders of GeoTIFFs, a .csv of (path, label)
-    rows, an .h5/.hdf5 file (`x_key`, `y_key`), or .npz/.npy (with `labels`).
+    rows or a table of spectra (a row per pixel, a column per band and a label column), an
+    .h5/.hdf5 file (`x_key`, `y_key`), .npz/.npy (with `labels`), or a hyperspectral scene (ENVI
+    .hdr, a GeoTIFF cube, MATLAB .mat: `labels` its label map, `x_key`/`y_key` the .mat
+    variables; `scene`: `read_scene`'s options, e.g. {"patch_size": 9, "held_out": 0.25}).
 
     `description`: what `xband.image_set` takes to describe the images (bands, classes, layout,
     sensor, band_groups, wavelengths, preprocess, nodata); given values win over what the files
@@ -52,7 +57,19 @@ def read_data(path: str | os.PathLike, *, labels: str | os.PathLike | np.ndarray
     if path.is_dir():
         return read_class_folders(path, skip_bad=skip_bad, **description)
     suffix = path.suffix.lower()
+    if suffix in SCENE_SUFFIXES:
+        from xband.data.scenes import read_scene
+
+        return read_scene(path, labels, cube_key=x_key, label_key=y_key, **(scene or {}),
+                          **description)
+    asked = [k for k, v in (scene or {}).items() if v not in (None, 1, 0)]
+    if asked:
+        raise XbandError(f"{path}: {', '.join(asked)} apply to a hyperspectral scene (an ENVI "
+                         ".hdr, GeoTIFF cube or .mat with its label map), not to this file.")
     if suffix == ".csv":
+        if is_spectra_table(path):
+            return read_spectra_table(path, label_column=y_key, band_columns=x_key,
+                                      **description)
         return read_csv_list(path, skip_bad=skip_bad, **description)
     if suffix in (".h5", ".hdf5", ".he5"):
         return read_hdf5(path, x_key=x_key or "x", y_key=y_key, labels=labels, **description)
@@ -61,7 +78,8 @@ def read_data(path: str | os.PathLike, *, labels: str | os.PathLike | np.ndarray
                           **description)
     raise XbandError(
         f"{path}: unknown data format '{path.suffix}'. Give a folder of class folders of GeoTIFFs, "
-        "a .csv of (path, label) rows, an .h5 file, or a .npz/.npy file."
+        "a .csv of (path, label) rows or of spectra, an .h5 file, a .npz/.npy file, or a scene "
+        "(ENVI .hdr, GeoTIFF, .mat) with its label map."
     )
 
 
@@ -806,3 +824,84 @@ def _names(value) -> list[str] | None:
     if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
         return list(value)
     return None
+
+
+LABEL_COLUMNS = ("label", "labels", "class", "y")  # label column names a spectra table may use
+_NM_HEADER = re.compile(r"\s*(\d+(?:\.\d*)?)\s*(?:nm)?\s*", flags=re.I)
+
+
+def is_spectra_table(path: Path) -> bool:
+    """Whether a CSV is a table of spectra (3 or more columns) rather than (path, label) rows."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            first = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False  # read_csv_list says what is wrong
+    return len(first) >= 3
+
+
+def read_spectra_table(path: str | os.PathLike, *, label_column: str | None = None,
+                       band_columns: str | None = None, **description) -> ImageSet:
+    """A CSV table of spectra: a header row, one row per pixel, one column per band and a label
+    column (`label_column`; default: one named label, class or y; none: unlabelled). Band
+    columns: every other column, or `band_columns` "FIRST:LAST" (both included). Headers that
+    are numbers (400.5, "400.5 nm") are the bands' centre wavelengths."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise XbandError(f"{path}: cannot read the CSV ({err}).") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    label = _label_column(table.columns, label_column, path)
+    bands = _band_columns(table.columns, label, band_columns, path)
+    spectra = np.empty((len(table), len(bands)), dtype=np.float32)
+    for j, column in enumerate(bands):
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = np.flatnonzero(values.isna() & table[column].notna())
+        if len(bad):
+            raise XbandError(f"{path}: column '{column}' holds '{table[column].iloc[bad[0]]}' (row "
+                             f"{bad[0] + 2}), not a number. Drop columns that are not bands, or "
+                             f"name the band columns FIRST:LAST with "
+                             f"{option('band_columns=', '--x-key')}.")
+        spectra[:, j] = values.to_numpy(dtype=np.float32)
+    wavelengths = [_NM_HEADER.fullmatch(c) for c in bands]
+    found = {"bands": bands, "wavelengths": None if not all(wavelengths) or description.get(
+        "sensor") else [float(m.group(1)) for m in wavelengths]}
+    notes = [] if label else [f"{path}: no label column ({', '.join(LABEL_COLUMNS)}; or name it "
+                              f"with {option('label_column=', '--y-key')}): every spectrum is "
+                              "explained for its predicted class"]
+    y = None if label is None else _table_labels(table[label])
+    return _with_found(spectra, y, source=str(path), found={**found, "notes": notes},
+                       description=description)
+
+
+def _label_column(columns: list[str], given: str | None, path: Path) -> str | None:
+    if given is not None:
+        if given not in columns:
+            raise XbandError(f"{path}: no column '{given}' (columns: {', '.join(columns[:8])}"
+                             f"{', …' if len(columns) > 8 else ''}).")
+        return given
+    return next((c for c in columns if c.lower() in LABEL_COLUMNS), None)
+
+
+def _band_columns(columns: list[str], label: str | None, span: str | None,
+                  path: Path) -> list[str]:
+    """The band columns: every column but the label's, or those from FIRST to LAST."""
+    if span is None:
+        return [c for c in columns if c != label]
+    first, sep, last = span.partition(":")
+    if not sep or first.strip() not in columns or last.strip() not in columns:
+        raise XbandError(f"{path}: band columns '{span}' are not FIRST:LAST naming two of the "
+                         f"columns ({', '.join(columns[:4])}, …).")
+    start, stop = columns.index(first.strip()), columns.index(last.strip())
+    return [c for c in columns[start:stop + 1] if c != label]
+
+
+def _table_labels(column) -> np.ndarray:
+    """Labels as class numbers when every one is a whole number, else as class names."""
+    values = column.to_numpy()
+    if values.dtype.kind in "iuf":
+        return values
+    return values.astype(str)

@@ -50,7 +50,7 @@ from xband.errors import (  # noqa: E402
     whole_number,  # noqa: E402
 )
 from xband.files import atomic_path  # noqa: E402
-from xband.layout import Layout  # noqa: E402
+from xband.layout import Layout, spectra_layout  # noqa: E402
 from xband.verbosity import verbose  # noqa: E402
 
 Output = Literal["logits", "probabilities"]
@@ -95,6 +95,7 @@ class LoadedModel:
     def summary(self) -> str:
         """What was loaded, notes, and the fidelity figures."""
         size = "any size" if self.spatial_size is None else "x".join(map(str, self.spatial_size))
+        size = "one spectrum per pixel" if self.layout.spectra else size
         head = (f"{self.source_path or 'module'}: {self.source_format}, {self.layout} "
                 f"(bands on axis {self.band_axis}), {self.n_bands} bands, {self.n_classes} "
                 f"classes, input {size}; {self.activation_statement()}")
@@ -278,6 +279,8 @@ def _as_batch(probe: np.ndarray) -> np.ndarray | None:
     arr = np.asarray(probe, dtype=np.float32)
     if arr.ndim == 3:
         arr = arr[None]
+    if arr.ndim == 2:  # spectra (N, B): 1×1 images
+        arr = arr[:, :, None, None]
     if arr.ndim != 4 or len(arr) == 0:
         raise XbandError(f"the images given with --data have shape {arr.shape}; expected images "
                          "(N, height, width, bands) or (N, bands, height, width).")
@@ -297,7 +300,12 @@ def _make_probe(req: _Request, layout: Layout, n_bands: int,
         probe = sample.take(np.arange(len(sample)))
         if layout is Layout.CHANNELS_LAST:
             probe = np.moveaxis(probe, 1, 3)
+        elif layout.spectra:
+            probe = probe.reshape(len(probe), *layout.spectrum_shape(n_bands))
         return np.ascontiguousarray(probe), f"user data ({len(probe)} images)"
+    if layout.spectra:
+        return default_probe(layout.spectrum_shape(n_bands)), \
+            f"random uniform [0, 1] ({PROBE_N} spectra)"
     h, w = spatial or req.input_size or (DEFAULT_SPATIAL, DEFAULT_SPATIAL)
     shape = (h, w, n_bands) if layout is Layout.CHANNELS_LAST else (n_bands, h, w)
     return default_probe(shape), f"random uniform [0, 1] ({PROBE_N} images)"
@@ -435,11 +443,15 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
     kind, activation_notes = _final(conv.final_activation, out)
     return LoadedModel(conv.module, conv.logits_module, layout, n_bands, out.shape[1],
                        _spatial(conv.input_shape, layout), kind, fmt, str(path), sha, fid,
-                       str(exp.onnx_path), notes + activation_notes, timings)
+                       str(exp.onnx_path), _spectra_note(conv.input_shape, layout, req) + notes
+                       + activation_notes, timings)
 
 
 def _graph_layout(conv) -> Layout | None:
-    """The band axis the ONNX graph tells (None when it does not)."""
+    """The band axis the ONNX graph tells (None when it does not): spectra by the input's rank
+    ((N, B); (N, B, 1) or (N, 1, B)), images by the graph's first operations."""
+    if len(conv.input_shape) in (2, 3):
+        return spectra_layout(conv.input_shape)
     return None if conv.layout is None else Layout(conv.layout)
 
 
@@ -456,13 +468,15 @@ def _from_onnx(path: Path, req: _Request) -> LoadedModel:
     timings = {"to_torch": time.perf_counter() - start}
     layout = req.layout or _graph_layout(conv)
     if layout is None:
-        raise XbandError(f"{path}: cannot tell from the graph whether the bands are the last "
-                         "or the second axis; pass "
-                         f"{option('layout=', '--model-layout')} channels_last or channels_first.")
-    if len(conv.input_shape) != 4:
-        raise XbandError(f"{path}: the input has rank {len(conv.input_shape)}; xband needs "
-                         "images (batch, height, width, bands) or (batch, bands, height, width).")
-    n_bands = layout.n_bands(conv.input_shape) or req.n_bands
+        raise XbandError(f"{path}: cannot tell from the graph (input {conv.input_shape}) which "
+                         f"axis holds the bands; pass {option('layout=', '--model-layout')} "
+                         "channels_last, channels_first, or for spectra spectra, "
+                         "spectra_channels_last, spectra_channels_first.")
+    if len(conv.input_shape) != 4 and not layout.spectra:
+        raise XbandError(f"{path}: the input has shape {conv.input_shape}; xband needs "
+                         "images (batch, height, width, bands) or (batch, bands, height, width), "
+                         "or spectra (batch, bands), (batch, bands, 1) or (batch, 1, bands).")
+    n_bands = layout.n_bands(conv.input_shape) or req.n_bands or _probe_bands(req)
     if n_bands is None:
         raise XbandError(f"{path}: the number of bands is not fixed in the graph; pass n_bands.")
     spatial = _spatial(conv.input_shape, layout)
@@ -474,7 +488,17 @@ def _from_onnx(path: Path, req: _Request) -> LoadedModel:
     enforce(fid, str(path), req.accept_mismatch)
     kind, notes = _final(conv.final_activation, out)
     return LoadedModel(conv.module, conv.logits_module, layout, n_bands, out.shape[1], spatial,
-                       kind, "onnx", str(path), sha, fid, str(path), notes, timings)
+                       kind, "onnx", str(path), sha, fid, str(path),
+                       _spectra_note(conv.input_shape, layout, req) + notes, timings)
+
+
+def _spectra_note(shape: list[int | None], layout: Layout, req: _Request) -> list[str]:
+    """For a model of spectra: what its input is and how that was told."""
+    if not layout.spectra:
+        return []
+    how = "layout as stated" if req.layout is not None else "told from the graph's input"
+    shown = ", ".join("None" if d is None else str(d) for d in shape)
+    return [f"input: {layout.describe()} ({how}, ({shown}))"]
 
 
 def onnx_fidelity(graph: bytes, module: nn.Module, probe: np.ndarray, *, reference: str,
@@ -659,9 +683,9 @@ def _from_export(path: Path, sha: str, req: _Request, trust_pickle: bool) -> Loa
     user = set(program.graph_signature.user_inputs)
     specs = [n.meta["val"].shape for n in program.graph.nodes
              if n.op == "placeholder" and n.name in user]
-    if len(specs) != 1 or len(specs[0]) != 4:
+    if len(specs) != 1 or not (len(specs[0]) == 4 or spectra_layout(specs[0])):
         raise XbandError(f"{path}: the program takes inputs of shapes {specs}; xband needs one "
-                         "image batch of rank 4.")
+                         "image batch of rank 4, or spectra (N, B), (N, B, 1) or (N, 1, B).")
     dims = [d if isinstance(d, int) else None for d in specs[0]]
     module = ExportedProgram(program.module(), path.read_bytes())
     notes = ["torch.export program: runs in the mode it was exported in (export it in eval mode)"]
@@ -669,7 +693,7 @@ def _from_export(path: Path, sha: str, req: _Request, trust_pickle: bool) -> Loa
         module = FixedBatch(module, dims[0])
         notes.append(f"exported for batch size {dims[0]}: other batch sizes run in padded chunks "
                      f"of {dims[0]} (slower); to run any batch size, {DYNAMIC_BATCH}")
-    layout = req.layout or Layout.CHANNELS_FIRST
+    layout = req.layout or spectra_layout(dims) or Layout.CHANNELS_FIRST
     n_bands = layout.n_bands(dims)
     spatial = _spatial(dims, layout)
     req = replace(req, layout=layout, n_bands=req.n_bands or n_bands,
@@ -691,18 +715,98 @@ def _from_module(module: nn.Module, fmt: str, path: Path | None, sha: str | None
                  req: _Request) -> LoadedModel:
     source = str(path) if path else f"{type(module).__name__} module"
     module, notes = in_float32(module.eval())
-    layout = req.layout or Layout.CHANNELS_FIRST
-    n_bands = req.n_bands or _first_conv_bands(module)
-    if n_bands is None:
-        raise XbandError(f"{source}: cannot tell the number of bands (no Conv2d layer found); "
-                         "pass n_bands.")
-    probe, probe_desc = _make_probe(req, layout, n_bands, req.input_size, source)
+    layout, n_bands, input_notes = module_input(module, req, source)
+    spatial = (1, 1) if layout.spectra else req.input_size
+    probe, probe_desc = _make_probe(req, layout, n_bands, spatial, source)
     out = _check_batch_sizes(module, probe, source)
     module, ending, activation_notes = _module_ending(module, probe, out)
-    return LoadedModel(module, ending.logits, layout, n_bands, out.shape[1], req.input_size,
+    return LoadedModel(module, ending.logits, layout, n_bands, out.shape[1], spatial,
                        ending.kind, fmt, None if path is None else str(path), sha,
                        Fidelity(reference="none", probe=probe_desc, n_probe=len(probe)),
-                       notes=notes + activation_notes, activation_seen=ending.seen)
+                       notes=notes + input_notes + activation_notes, activation_seen=ending.seen)
+
+
+def module_input(module: nn.Module, req: _Request, source: str) -> tuple[Layout, int, list[str]]:
+    """The layout and band count of a torch module's input, and a note on how they were told.
+
+    A Conv2d anywhere: images, channels-first, bands from the first Conv2d. Otherwise the first
+    layer tells spectra: nn.Linear(B → …) takes (N, B); nn.Conv1d with one input channel
+    (N, 1, B); nn.Linear(1 → …) (a Transformer embedding each band) (N, B, 1) or (N, B),
+    whichever runs. Bands the weights do not fix come from `n_bands` or the data given."""
+    from_data = req.n_bands or _probe_bands(req)
+    first = None if req.input_size is not None else _first_spectral_layer(module, req.n_bands)
+    if (req.layout is None and (_first_conv_bands(module) is not None or first is None)) or (
+            req.layout is not None and not req.layout.spectra):
+        n_bands = req.n_bands or _first_conv_bands(module)
+        if n_bands is None:
+            raise XbandError(f"{source}: cannot tell what the model takes (no Conv2d layer, and "
+                             "no Conv1d or Linear layer that takes spectra first); pass n_bands "
+                             "(images), or layout='spectra' (spectra (N, bands)).")
+        return req.layout or Layout.CHANNELS_FIRST, n_bands, []
+    kind, n_in = first or ("", 0)
+    candidates = _spectra_candidates(kind, n_in) if req.layout is None else [req.layout]
+    n_bands = n_in if candidates == [Layout.SPECTRA] and n_in > 1 else from_data
+    if n_bands is None:
+        raise XbandError(f"{source}: the first layer ({kind}) does not fix the number of bands; "
+                         f"pass n_bands, or data ({option('probe=', '--data')}).")
+    layout = next((c for c in candidates if len(candidates) == 1
+                   or _runs_as(module, c, n_bands)), None)
+    if layout is None:
+        raise XbandError(f"{source}: the model runs on spectra neither as (N, {n_bands}, 1) nor "
+                         f"as (N, {n_bands}); pass layout= and n_bands.")
+    how = "layout as stated" if req.layout is not None else f"told from the first layer, {kind}"
+    return layout, n_bands, [f"input: {layout.describe()}, {n_bands} bands ({how})"]
+
+
+def _first_spectral_layer(module: nn.Module, n_bands: int | None) -> tuple[str, int] | None:
+    """("nn.Conv1d(1 → 16)" or "nn.Linear(198 → 64)", its input size) of the first Conv1d or
+    Linear layer (TorchScript ones too), in the order the module registers them; None when a
+    Flatten comes first, or a Linear that does not take `n_bands` (both: flattened images)."""
+    for sub in module.modules():
+        name = getattr(sub, "original_name", None) if isinstance(
+            sub, torch.jit.ScriptModule) else type(sub).__name__
+        if isinstance(sub, nn.Flatten) or name == "Flatten":
+            return None
+        if isinstance(sub, nn.Conv1d | nn.Linear) or name in ("Conv1d", "Linear"):
+            weight = getattr(sub, "weight", None)
+            if weight is None or isinstance(weight, nn.parameter.UninitializedParameter):
+                continue
+            n_in = int(weight.shape[1] * getattr(sub, "groups", 1))
+            kind = "Conv1d" if isinstance(sub, nn.Conv1d) or name == "Conv1d" else "Linear"
+            if kind == "Linear" and n_bands not in (None, n_in) and n_in > 1:
+                return None
+            return f"nn.{kind}({n_in} → {int(weight.shape[0])})", n_in
+    return None
+
+
+def _spectra_candidates(kind: str, n_in: int) -> list[Layout]:
+    """The spectra layouts a model whose first layer is `kind` may take, most likely first."""
+    if kind.startswith("nn.Conv1d"):
+        return [Layout.SPECTRA_CHANNELS_FIRST] if n_in == 1 else []
+    return [Layout.SPECTRA] if n_in > 1 else [Layout.SPECTRA_CHANNELS_LAST, Layout.SPECTRA]
+
+
+def _runs_as(module: nn.Module, layout: Layout, n_bands: int) -> bool:
+    """Whether `module` gives class scores (2, C) for two spectra laid out as `layout`."""
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(2, *layout.spectrum_shape(n_bands)))
+    except Exception:  # any failure means: not this layout
+        return False
+    return isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == 2
+
+
+def _probe_bands(req: _Request) -> int | None:
+    """The band count of the data given for the fidelity check, when its band axis is known
+    or it holds spectra."""
+    if req.probe is None:
+        return None
+    shape = req.probe.shape
+    if req.probe_layout is not None:
+        return int(shape[req.probe_layout.band_axis])
+    if tuple(shape[2:]) == (1, 1):
+        return int(shape[1])
+    return int(shape[3]) if tuple(shape[1:3]) == (1, 1) else None
 
 
 def own_copy(module: nn.Module) -> nn.Module:

@@ -251,7 +251,8 @@ def _run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *, p
                + tuple(skip_notes(candidates.skipped))),
         skipped=selection.skipped + tuple(candidates.skipped),
         run_time_s=time.perf_counter() - started,
-        sampling=sampling_record(plan, work.results, data.class_names, selection.stats_images))
+        sampling=sampling_record(plan, work.results, data.class_names, selection.stats_images),
+        class_mean=selection.stats.class_mean)
     return assemble(model, data, plan, record, candidates, work)
 
 
@@ -310,7 +311,8 @@ def select_images(model: LoadedModel, data: ImageSet, plan: Plan) -> Selection:
     skipped = data.skipped + tuple(checked.skipped)
     notes = [*skip_notes(skipped), *_output_notes(model, plan)]
     notes += [n for m in plan.methods
-              if (n := m.note(len(plan.answer), plan.n_background))]
+              if (n := m.note(len(plan.answer), plan.n_background,
+                              feature="region" if plan.by_region else "band"))]
     if plan.few_draws:
         notes.append(few_draws_note(plan))
     return Selection(indices, checked.stats, len(checked.kept), np.isin(indices, checked.kept),

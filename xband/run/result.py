@@ -55,6 +55,8 @@ class RunRecord:
     skipped: tuple[tuple[str, str], ...]  # (image, reason) left out
     run_time_s: float
     sampling: dict  # how many images each method explained per class, and why (xband.run.sampling)
+    # (C, B) each class's mean spectrum, as stored (`BandStats.class_mean`); None without labels
+    class_mean: np.ndarray | None = None
 
     @property
     def passes(self) -> PassSizes:
