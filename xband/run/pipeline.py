@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,6 +60,8 @@ from xband.run.tuning import (
     module_id,
     pass_timing,
     plain_timing,
+    recall_speed_ups,
+    remember_speed_ups,
     run_seconds,
     speed_ups_pay,
 )
@@ -429,23 +432,28 @@ def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networ
             "repay tuning)")
     started = time.perf_counter()
     passes = passes_by_kind(config.methods, feature_sets(data, config), config.n_background)
-    networks = faster_networks(networks, example, passes)
     cache = cache_file(cache_root(), model_id=model.sha256 or module_id(model.module),
                        output=config.output, device=config.device,
                        image_shape=(data.n_bands, *data.image_size))
+    networks = faster_networks(networks, example, passes, cache)
     timing = pass_timing(networks.forward, example, kinds=kinds, cache=cache,
                          budget_s=budget - (time.perf_counter() - started))
     return networks, dataclasses.replace(timing, seconds=timing.seconds + plain.seconds)
 
 
-def faster_networks(networks: Networks, example: torch.Tensor,
-                    passes: dict[str, float]) -> Networks:
+def faster_networks(networks: Networks, example: torch.Tensor, passes: dict[str, float],
+                    cache: Path | None = None) -> Networks:
     """`networks` with the speed-ups that keep its numbers, when they make the run's passes
-    clearly faster on this machine; as given, with a note, when they do not."""
+    clearly faster on this machine (timed once per model and machine, remembered in `cache`);
+    as given, with a note, when they do not."""
     started = time.perf_counter()
     candidate = speed_up(networks, example)
-    if not candidate.speed_ups or speed_ups_pay(run_seconds(networks.forward, example, passes),
-                                                run_seconds(candidate.forward, example, passes)):
+    pays = recall_speed_ups(cache, candidate.speed_ups) if candidate.speed_ups else True
+    if pays is None:
+        pays = speed_ups_pay(run_seconds(networks.forward, example, passes),
+                             run_seconds(candidate.forward, example, passes))
+        remember_speed_ups(cache, candidate.speed_ups, pays)
+    if pays:
         chosen = candidate
     else:
         chosen = dataclasses.replace(networks, notes=(
