@@ -35,6 +35,7 @@ from xband.run.forward import (
 )
 from xband.run.pipeline import explain
 from xband.run.runner import Donors
+from xband.run.tuning import Verdict
 
 N_BANDS, N_CLASSES = 5, 3
 
@@ -173,7 +174,10 @@ def test_tuned_run_gives_the_plain_run_scores(method, monkeypatch):
     import xband.run.pipeline
 
     monkeypatch.setattr(xband.run.pipeline, "SPEED_UP_COST_S", 0.0)  # tune even this short run
-    monkeypatch.setattr(xband.run.pipeline, "speed_ups_pay", lambda plain, sped_up: True)  # used
+
+    monkeypatch.setattr(xband.run.pipeline, "timing_size", lambda seconds, budget: 8)
+    monkeypatch.setattr(xband.run.pipeline, "speed_ups_pay",
+                        lambda plain, sped_up: Verdict(True, steady=False))  # used
     model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
     data = as_data(*images())
     runs = {tuned: explain(model, data, methods=[method], progress=False, n_boot=10, seed=5,
@@ -440,3 +444,24 @@ def test_donors_of_a_batch_are_read_once_for_every_method_that_asks():
     reads.clear()
     donors(np.arange(8), 0)
     assert len(reads) == 1
+
+
+@pytest.mark.parametrize(("setting", "torch_first", "policy"), [
+    (None, False, "PASSIVE"), ("ACTIVE", False, "ACTIVE"), (None, True, None)],
+    ids=["default", "user's choice", "torch loaded before"])
+def test_torch_threads_wait_passively_unless_the_user_or_torch_decided_first(
+        setting, torch_first, policy):
+    """OpenMP reads its wait policy once, when torch loads: `import xband` sets it before that,
+    and leaves a policy the user chose, or a torch already loaded, alone."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if setting is not None:
+        env["OMP_WAIT_POLICY"] = setting
+    code = ("import torch; " if torch_first else "") + (
+        "import os, xband; print(os.environ.get('OMP_WAIT_POLICY'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == str(policy)

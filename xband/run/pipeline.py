@@ -64,6 +64,7 @@ from xband.run.tuning import (
     remember_speed_ups,
     run_seconds,
     speed_ups_pay,
+    timing_size,
 )
 
 
@@ -435,30 +436,37 @@ def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networ
     cache = cache_file(cache_root(), model_id=model.sha256 or module_id(model.module),
                        output=config.output, device=config.device,
                        image_shape=(data.n_bands, *data.image_size))
-    networks = faster_networks(networks, example, passes, cache)
+    networks = faster_networks(networks, example, passes, cache, plain.seconds_per_image, budget)
     timing = pass_timing(networks.forward, example, kinds=kinds, cache=cache,
                          budget_s=budget - (time.perf_counter() - started))
     return networks, dataclasses.replace(timing, seconds=timing.seconds + plain.seconds)
 
 
 def faster_networks(networks: Networks, example: torch.Tensor, passes: dict[str, float],
-                    cache: Path | None = None) -> Networks:
+                    cache: Path | None = None, seconds_per_image: dict[str, float] | None = None,
+                    budget_s: float = float("inf")) -> Networks:
     """`networks` with the speed-ups that keep its numbers, when they make the run's passes
-    clearly faster on this machine (timed once per model and machine, remembered in `cache`);
-    as given, with a note, when they do not."""
+    clearly faster on this machine: timed in passes that fit `budget_s` (from the plain
+    network's `seconds_per_image`), once per model and machine when the timings are steady
+    (remembered in `cache`); as given, with a note, when they do not pay or cannot be timed."""
     started = time.perf_counter()
     candidate = speed_up(networks, example)
     pays = recall_speed_ups(cache, candidate.speed_ups) if candidate.speed_ups else True
-    if pays is None:
-        pays = speed_ups_pay(run_seconds(networks.forward, example, passes),
-                             run_seconds(candidate.forward, example, passes))
-        remember_speed_ups(cache, candidate.speed_ups, pays)
+    size = timing_size(seconds_per_image or {}, budget_s)
+    if pays is None and size is not None:
+        verdict = speed_ups_pay(run_seconds(networks.forward, example, passes, size),
+                                run_seconds(candidate.forward, example, passes, size))
+        pays = verdict.pays
+        if verdict.steady:
+            remember_speed_ups(cache, candidate.speed_ups, pays)
     if pays:
         chosen = candidate
     else:
+        why = ("was not measurably faster here" if pays is not None else
+               "timing it would cost more than the run's share for tuning")
         chosen = dataclasses.replace(networks, notes=(
             *candidate.notes, f"speed: {', '.join(candidate.speed_ups)} not used (keeps the "
-            "numbers but was not measurably faster here)"))
+            f"numbers but {why})"))
     return dataclasses.replace(chosen, tuning_s=networks.tuning_s + time.perf_counter() - started)
 
 

@@ -160,8 +160,17 @@ def _synchronise(x: torch.Tensor) -> None:
 PASSES = {"forward": _forward_pass, "gradient": _gradient_pass}
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the speed-ups made the passes clearly faster, and whether the plain network's
+    timings were steady (within `STEADY` of each other): a verdict worth remembering."""
+
+    pays: bool
+    steady: bool
+
+
 def speed_ups_pay(time_plain: Callable[[], float], time_sped_up: Callable[[], float], *,
-                  rounds: int = ROUNDS, margin: float = MARGIN) -> bool:
+                  rounds: int = ROUNDS, margin: float = MARGIN) -> Verdict:
     """Whether the network with its speed-ups is clearly faster than the plain one: each timed
     `rounds` times in turns after a warm-up, under `clearly_faster`: a speed-up that keeps the
     numbers can still be slower on a given machine and model."""
@@ -170,15 +179,27 @@ def speed_ups_pay(time_plain: Callable[[], float], time_sped_up: Callable[[], fl
     for _ in range(rounds):
         plain.append(time_plain())
         sped_up.append(time_sped_up())
-    return clearly_faster(sped_up, plain, margin)
+    return Verdict(clearly_faster(sped_up, plain, margin), max(plain) <= STEADY * min(plain))
 
 
-def run_seconds(forward: nn.Module, example: torch.Tensor,
-                passes: dict[str, float]) -> Callable[[], float]:
-    """A timer of what the run's passes cost with `forward`: one pass of each kind at the
-    default size, weighted by `passes`, the run's passes per image of that kind."""
+def run_seconds(forward: nn.Module, example: torch.Tensor, passes: dict[str, float],
+                size: int = DEFAULT_SIZE) -> Callable[[], float]:
+    """A timer of what the run's passes cost with `forward`: one pass of each kind of `size`
+    images, weighted by `passes`, the run's passes per image of that kind."""
     measures = {kind: PASSES[kind](forward, example) for kind in passes}
-    return lambda: sum(n * measures[kind](DEFAULT_SIZE) for kind, n in passes.items())
+    return lambda: sum(n * measures[kind](size) for kind, n in passes.items())
+
+
+SMALLEST_TIMING = 8  # images per pass below which a timing says little about the run's passes
+
+
+def timing_size(seconds_per_image: dict[str, float], budget_s: float) -> int | None:
+    """Images per pass with which `speed_ups_pay` (a warm-up and `ROUNDS` timings of both
+    networks, one pass of each kind) fits in `budget_s`, judged from the plain network's
+    `seconds_per_image`: the default size, or fewer; None below `SMALLEST_TIMING`."""
+    per_image = 2 * (ROUNDS + 1) * sum(seconds_per_image.values())
+    size = DEFAULT_SIZE if per_image * DEFAULT_SIZE <= budget_s else int(budget_s / per_image)
+    return size if size >= SMALLEST_TIMING else None
 
 
 def plain_timing(forward: nn.Module, example: torch.Tensor, *, kinds: Iterable[str],
@@ -245,8 +266,8 @@ def recall_speed_ups(cache: Path | None, speed_ups: Sequence[str]) -> bool | Non
 
 
 def remember_speed_ups(cache: Path | None, speed_ups: Sequence[str], pays: bool) -> None:
-    """Keep the timed verdict on `speed_ups` beside the pass sizes, so that later runs of the
-    model on this machine do not time the network twice over again."""
+    """Keep the verdict on `speed_ups`, timed steadily, beside the pass sizes, so that later runs
+    of the model on this machine do not time the network twice over again."""
     saved = _saved(cache)
     saved["speed_ups"] = {**saved.get("speed_ups", {}), " + ".join(speed_ups): bool(pays)}
     _write(cache, saved)
