@@ -266,3 +266,16 @@ def test_a_spent_budget_stops_every_method_and_says_so():
     table = result.sampling_table()
     assert set(table["method"]) == {"saliency", "integrated_gradients"}
     assert len(result.indices) < 600
+
+
+def test_a_run_too_short_to_repay_tuning_times_no_pass_at_the_batch_size():
+    """ResNet50 saliency on 64 images spent as long timing one pass of 64 as explaining them:
+    a pass of the two example images shows such a run too short to tune, and is its estimate."""
+    net = bn_cnn()
+    sizes = []
+    net.register_forward_hook(lambda module, args, out: sizes.append(len(args[0])))
+    result = explain(as_loaded(net, N_BANDS, N_CLASSES), as_data(*images(24)), "saliency",
+                     n_boot=10, progress=False, all_images=True, batch_size=20)
+    assert "too short to repay tuning" in result.summary["settings"]["pass_timing"]["source"]
+    assert sizes.count(20) == 1  # the method's own pass of 20 images; the timing took 2
+    assert result.summary["settings"]["images_per_pass"] == {"forward": 20, "gradient": 20}

@@ -421,15 +421,25 @@ def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networ
     kinds = {pass_kind(m) for m in config.methods}
     images = n_candidates if config.all_images else min(
         n_candidates, config.stopping.first_round * model.n_classes)
-    plain = plain_timing(networks.forward, example, kinds=kinds, size=config.batch_size)
+
+    def estimate(timing: PassTiming) -> float:
+        return sum(method_cost(m, feature_sets(data, config), timing.seconds_per_image,
+                               config.n_background).seconds(images) for m in config.methods)
+
+    # a pass of the example images first: a run its (higher) per-image time shows too short to
+    # repay tuning does not pay for a pass at the batch size as well
+    small = plain_timing(networks.forward, example, kinds=kinds, size=len(example))
+    too_short = config.tuned and TUNING_SHARE * estimate(small) < SPEED_UP_COST_S
+    plain = small if too_short else plain_timing(networks.forward, example, kinds=kinds,
+                                                 size=config.batch_size)
+    plain = dataclasses.replace(plain, seconds=small.seconds + (0 if too_short else plain.seconds))
     if not config.tuned:
         return networks, plain
-    estimate = sum(method_cost(m, feature_sets(data, config), plain.seconds_per_image,
-                               config.n_background).seconds(images) for m in config.methods)
-    budget = TUNING_SHARE * estimate
+    budget = TUNING_SHARE * estimate(plain)
     if budget < SPEED_UP_COST_S:
         return networks, dataclasses.replace(
-            plain, source=f"default (an estimated {estimate:.1f} s of passes is too short to "
+            plain, sizes=PassSizes(config.batch_size, config.batch_size),
+            source=f"default (an estimated {estimate(plain):.1f} s of passes is too short to "
             "repay tuning)")
     started = time.perf_counter()
     passes = passes_by_kind(config.methods, feature_sets(data, config), config.n_background)
