@@ -381,9 +381,9 @@ model.save(out)
 '''
 
 # model → (height, width, bands, classes, images explained, training epochs)
-ZOO = {"demo": (32, 32, 13, 5, 500, 0), "planted": (24, 24, 10, 5, 1024, 15),
-       "eurosat": (64, 64, 13, 10, 512, 8), "mobilenetv2": (64, 64, 13, 10, 64, 0),
-       "resnet50": (64, 64, 13, 10, 64, 0)}
+ZOO = {"demo": (32, 32, 13, 5, 250, 0), "planted": (24, 24, 10, 5, 1024, 15),
+       "eurosat": (64, 64, 13, 10, 40, 8), "mobilenetv2": (64, 64, 13, 10, 20, 0),
+       "resnet50": (64, 64, 13, 10, 20, 0)}
 
 
 def planted_data(n: int, height: int, width: int, bands: int, classes: int, seed: int
