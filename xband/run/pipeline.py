@@ -414,7 +414,8 @@ def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networ
                    example: torch.Tensor, n_candidates: int) -> tuple[Networks, PassTiming]:
     """The network as the methods run it, and its pass sizes and seconds per image-pass.
 
-    One pass of each kind the methods make, timed at the batch size, gives the run's estimate.
+    One pass of each kind the methods make, timed at the batch size (or, for a run too short
+    to repay tuning, on the example images alone), gives the run's estimate.
     Tuning may then spend 5% of that estimate: on the speed-ups that keep the numbers
     (xband.run.forward) when that share covers their usual cost, then on choosing pass sizes
     (xband.run.tuning). A run too short to repay tuning runs the network as given."""
