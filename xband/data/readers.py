@@ -37,9 +37,22 @@ def read_data(path: str | os.PathLike, *, labels: str | os.PathLike | np.ndarray
     """Open `path` by what it is: a folder of class folders of GeoTIFFs, a .csv of (path, label)
     rows, an .h5/.hdf5 file (`x_key`, `y_key`), or .npz/.npy (with `labels`).
 
-    `description`: what `xband.image_set` takes to describe the images (bands, classes, layout,
-    sensor, band_groups, wavelengths, preprocess, nodata); given values win over what the files
-    say (band descriptions, nodata and wavelengths in GeoTIFF / ENVI band metadata).
+    Args:
+        path: the folder or file.
+        labels: the labels of .npy images or of an .h5 file without `y_key`: a file or an array.
+        x_key: the .h5 dataset of the images (default "x").
+        y_key: the .h5 dataset of the labels (default "y").
+        skip_bad: leave out an image file that cannot be read, naming it, instead of stopping.
+        **description: what `xband.image_set` takes to describe the images (bands, classes,
+            layout, sensor, band_groups, wavelengths, preprocess, nodata); given values win over
+            what the files say (band descriptions, nodata and wavelengths in GeoTIFF / ENVI band
+            metadata).
+
+    Returns:
+        The images as one checked `ImageSet`, read lazily where the files allow.
+
+    Raises:
+        XbandError: a file that cannot be read or does not fit the others, named.
     """
     unknown = sorted(set(description) - set(_DESCRIPTION))
     if unknown:
@@ -470,12 +483,22 @@ class TorchImages:
 def from_torch(data, *, image_key: str = "image", label_key: str = "label",
                **description) -> ImageSet:
     """The images and labels of a torch `Dataset` or `DataLoader` (its dataset: read by index, so
-    the engine can stream and draw donors). Items are (image, label) tuples or dicts, as
-    torchgeo's classification data sets give ({"image": …, "label": …}; other keys with
-    `image_key`, `label_key`). A label is a class number, or a multi-hot vector (multi-label).
+    the engine can stream and draw donors).
+
     Labels come from `dataset.targets` when it has them, else from every item; class and band
     names from `dataset.classes` and `dataset.bands` (torchgeo) unless given.
-    `description`: what `xband.image_set` takes (bands, classes, preprocess, …)."""
+
+    Args:
+        data: a map-style `Dataset`, or a `DataLoader` of one. Items are (image, label) tuples
+            or dicts, as torchgeo's classification data sets give ({"image": …, "label": …});
+            a label is a class number, or a multi-hot vector (multi-label).
+        image_key: the dict key of the image.
+        label_key: the dict key of the label.
+        **description: what `xband.image_set` takes (bands, classes, preprocess, …).
+
+    Returns:
+        The data set as one checked `ImageSet`, its images read by index as needed.
+    """
     from torch.utils.data import DataLoader, Dataset, IterableDataset
 
     dataset = data.dataset if isinstance(data, DataLoader) else data

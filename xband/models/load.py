@@ -219,14 +219,28 @@ def load_model(source: str | os.PathLike | nn.Module, *, layout: Layout | None =
                cache_dir: str | os.PathLike | None = None, verbose: bool = True) -> LoadedModel:
     """Load a classifier as a torch module and prove it computes what the source computes.
 
-    `source`: a path (.keras, .h5, SavedModel folder, .onnx, TorchScript, .pt2, or a full-pickle
-    .pt with `trust_pickle`) or an `nn.Module`. `probe`: user images for the fidelity check
-    (default: 8 seeded uniform [0, 1] images), their bands on the axis `probe_layout` says
-    ("channels_first" or "channels_last"; default: the model's layout). Nothing stored in a file runs
-    unless trusted: `trust_pickle` for pickles (a full-pickle .pt, pickled entries in a .pt2),
-    `trust_graph` for a SavedModel whose graph reads or writes files or calls Python. Raises
-    `XbandError` when the source cannot be read or converted, or when the outputs differ beyond
-    tolerance and `accept_mismatch` is False.
+    Args:
+        source: a path (.keras, .h5, SavedModel folder, .onnx, TorchScript, .pt2, or a
+            full-pickle .pt with `trust_pickle`) or an `nn.Module`.
+        layout: the axis of the input's bands, where the model does not say it.
+        n_bands: the input's band count, where the model does not say it.
+        input_size: the input's (height, width), where the model does not say it.
+        probe: user images for the fidelity check (default: 8 seeded uniform [0, 1] images).
+        probe_layout: the axis of `probe`'s bands, "channels_first" or "channels_last"
+            (default: the model's layout).
+        opset: the ONNX opset a Keras model is exported with.
+        accept_mismatch: keep a converted model whose outputs differ beyond tolerance.
+        trust_pickle: run the pickles in the file (a full-pickle .pt, pickled entries in a .pt2).
+        trust_graph: run a SavedModel whose graph reads or writes files or calls Python.
+        cache_dir: where conversions are cached (default `$XBAND_CACHE_DIR`).
+        verbose: print the model's description and fidelity.
+
+    Returns:
+        The torch module with its layout, output and fidelity check.
+
+    Raises:
+        XbandError: the source cannot be read or converted, or its outputs differ beyond
+            tolerance and `accept_mismatch` is False.
     """
     keep_triton_out()
     n_bands = None if n_bands is None else whole_number(n_bands, "n_bands")
