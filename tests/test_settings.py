@@ -64,6 +64,7 @@ def test_explain_passes_every_setting_to_the_run(monkeypatch):
     seen = {}
     monkeypatch.setattr(pipeline, "run_explanation",
                         lambda model, data, config, progress: seen.setdefault("config", config))
+    monkeypatch.setattr(pipeline, "as_model", lambda model, data: model)
     values = {"target": "predicted", "output": "probabilities", "multi_label": False,
               "baseline": "zero", "background_images": 3, "max_images": 11, "max_per_class": 5,
               "all_images": True, "budget": None, "examples_per_class": 1,
