@@ -11,6 +11,7 @@ import os
 import warnings
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 from xband.data.images import BadImage, ImageSet, image_set
 from xband.data.wavelengths import raster_wavelengths
 from xband.errors import XbandError, option
+from xband.files import check_regular
 from xband.layout import Layout
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".jp2")  # GeoTIFF and JPEG2000 (Sentinel-2 band files)
@@ -47,6 +49,7 @@ def read_data(path: str | os.PathLike, *, labels: str | os.PathLike | np.ndarray
     path = Path(path)
     if not path.exists():
         raise XbandError(f"{path}: no such file or folder.")
+    check_regular({"data": path})
     if path.is_dir():
         return read_class_folders(path, skip_bad=skip_bad, **description)
     suffix = path.suffix.lower()
@@ -331,10 +334,39 @@ def _tiff_set(paths: list[Path], labels: list[str], skipped: list[tuple[str, str
              "nodata": files.info.nodata, **classes}
     if description.get("sensor") is None:  # a sensor preset names the wavelengths itself
         found["wavelengths"] = files.info.wavelengths
-    notes = [*classes.get("notes", []), *files.notes()]
+    notes = [*classes.get("notes", []), *files.notes(), *_number_type_notes(paths, labels)]
     return _with_found(files, np.array(labels), source=source, found={**found, "notes": notes},
                        description={**description, "item_names": [str(p) for p in paths],
                                     "skipped": skipped})
+
+
+def _number_type_notes(paths: list[Path], labels: list) -> list[str]:
+    """A note when a class's files store their pixels in another number type than the others'
+    (one class as uint16 reflectance ×10000 among float32 patches, say): the model would see it
+    on another scale. The first file of each class is opened (its header only)."""
+    import rasterio
+
+    first: dict = {}
+    for path, label in zip(paths, labels, strict=True):
+        first.setdefault(label, path)
+    types = {}
+    for label, path in first.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rasterio's: no georeference
+            try:
+                with rasterio.open(path) as src:
+                    types[label] = src.dtypes[0]
+            except Exception:  # noqa: BLE001 - a file that cannot be read is named when read
+                continue
+    if len(set(types.values())) < 2:
+        return []
+    usual = Counter(types.values()).most_common(1)[0][0]
+    odd = [f"'{label}' as {kind} ({first[label]})" for label, kind in types.items()
+           if kind != usual]
+    return [f"class{'es' if len(odd) > 1 else ''} {', '.join(odd)} stored in another number type "
+            f"than the other classes ({usual}): if the values are scaled differently "
+            "(reflectance ×10000 as integers, say), the model sees that class on another scale. "
+            "Store every class alike."]
 
 
 def read_class_folders(root: Path, *, skip_bad: bool = False, **description) -> ImageSet:
@@ -464,7 +496,16 @@ class TorchImages:
         return sample[self.image_key] if isinstance(sample, Mapping) else sample[0]
 
     def __getitem__(self, indices: np.ndarray) -> np.ndarray:
-        return np.stack([np.asarray(self.image(int(i)), dtype=np.float32) for i in indices])
+        return np.stack([self._one(int(i)) for i in indices])
+
+    def _one(self, i: int) -> np.ndarray:
+        image = np.asarray(self.image(i), dtype=np.float32)
+        if image.shape != self.shape[1:]:
+            raise BadImage(i, f"torch {type(self.dataset).__name__}, item {i}",
+                           f"has an image of shape {image.shape} but item 0 has "
+                           f"{self.shape[1:]}. Give items of one size (crop or resize them in "
+                           f"the dataset's transform), or {_SKIP_HINT}")
+        return image
 
 
 def from_torch(data, *, image_key: str = "image", label_key: str = "label",
