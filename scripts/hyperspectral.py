@@ -55,7 +55,7 @@ def explain(net, x, y, wavelength, regions: str, **settings) -> xband.Explanatio
 
 def top_regions(result: xband.Explanation, wavelength: np.ndarray) -> pd.DataFrame:
     """Method × class: the top region, and ✓ where it holds the band nearest the planted dip."""
-    rows = result.importance
+    rows = result.importance_of()
     rows = rows[(rows["grouping"] == "true_class") & (rows["rank"] == 1)]
     table = {}
     for method in result.methods:
@@ -64,7 +64,7 @@ def top_regions(result: xband.Explanation, wavelength: np.ndarray) -> pd.DataFra
         cells = {}
         for c, nm in ABSORPTION_NM.items():
             planted = f"B{int(np.argmin(np.abs(wavelength - nm))) + 1}"
-            hit = planted in result.groups[top[CLASS_NAMES[c]]]
+            hit = planted in result.members()[top[CLASS_NAMES[c]]]
             cells[f"{CLASS_NAMES[c]} ({nm:g} nm)"] = f"{top[CLASS_NAMES[c]]} {'✓' if hit else '✗'}"
         table[method] = cells
     return pd.DataFrame(table).T
@@ -103,11 +103,11 @@ def write_figures(result: xband.Explanation, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     info = result.method_info
     for method in SHOWN:
-        per_band = method in (result.band_scores or {})
-        fig = plots.region_spectrum(result.band_importance if per_band else result.importance,
+        per_band = method in result.feature_scores.get("bands", {})
+        fig = plots.region_spectrum(result.importance_of("bands" if per_band else None),
                                     method, result.regions, per_band=per_band, method_info=info)
         plots.save_figure(fig, out / f"spectrum_{method}.png")
-    plots.save_figure(plots.band_class_heatmap(result.importance, "shapley", method_info=info,
+    plots.save_figure(plots.band_class_heatmap(result.importance_of(), "shapley", method_info=info,
                                                feature="spectral region"),
                       out / "heatmap_shapley.png")
 
@@ -121,8 +121,8 @@ def per_image_ms(runs: list[tuple[xband.Explanation, int]]) -> dict[str, float]:
 
 def passes(result: xband.Explanation, n_features: int) -> dict[str, int]:
     """Network passes per image of every method (`xband.run.cost`'s count)."""
-    k = result.config.n_background
-    return {m.name: m.passes_per_image(n_features, k) for m in result.config.methods}
+    k = result.plan.n_background
+    return {m.name: m.passes_per_image(n_features, k) for m in result.plan.methods}
 
 
 def timing_table(net200, x, y, wavelength) -> pd.DataFrame:
@@ -154,7 +154,7 @@ def timing_table(net200, x, y, wavelength) -> pd.DataFrame:
     price = {kind: after[kind] / before[kind] for kind in KINDS}
     print("one pass, ms per image, 13 → 200 bands: " + "; ".join(
         f"{kind} {before[kind]:.3f} → {after[kind]:.3f} ({price[kind]:.1f}×)" for kind in KINDS))
-    kinds = {m.name: pass_kind(m) for m in by_region.config.methods}
+    kinds = {m.name: pass_kind(m) for m in by_region.plan.methods}
     table["by region / 13 bands, per pass price"] = [
         table.loc[m, "by region / 13 bands"] / price[kinds[m]] for m in table.index]
     table["passes, by region / 13 bands"] = (table[f"passes, 200 bands by region ({n_regions})"]

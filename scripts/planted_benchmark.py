@@ -158,7 +158,7 @@ def run_task(name: str, per_class_images: int, folder: Path, quick: bool) -> pd.
                for baseline in BASELINES}
     result = results["data"]
     ev = xband.evaluate(model, data, result, checks="randomisation,faithfulness",
-                        max_images=24 if quick else 48, baselines="mean,shuffle",
+                        max_images=24 if quick else 48, baselines="mean,data",
                         random_orders=6 if quick else 10, cascade_stages=2)
     rows = []
     final = ev.randomisation[ev.randomisation["stage"] == ALL_LAYERS].set_index("method")
@@ -169,7 +169,7 @@ def run_task(name: str, per_class_images: int, folder: Path, quick: bool) -> pd.
         rows.append({"task": name, "method": method, "accuracy": result.summary["accuracy"]["overall"],
                      **{f"recall_{b}": recall(r, method, causal) for b, r in results.items()},
                      "gap_mean": method_gaps.get("mean", np.nan),
-                     "gap_shuffle": method_gaps.get("shuffle", np.nan),
+                     "gap_data": method_gaps.get("data", np.nan),
                      "random_rho": final.loc[method, "rank_rho"],
                      "flagged": bool(final.loc[method, "flagged"])})
     return pd.DataFrame(rows)
@@ -192,13 +192,13 @@ def markdown(results: pd.DataFrame) -> str:
     tasks = list(pd.unique(results["task"]))
     accuracy = results.groupby("task", sort=False)["accuracy"].first()
     head = ["method"] + [f"{t} (acc {accuracy[t]:.2f})" for t in tasks] + [
-        "mean recall", "deletion gap, mean / shuffle", "ρ trained vs random", "flagged"]
+        "mean recall", "deletion gap, mean / data", "ρ trained vs random", "flagged"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, block in results.groupby("method", sort=False):
         per = block.set_index("task")
         cells = [" / ".join(f"{per.loc[t, f'recall_{b}']:.2f}" for b in BASELINES) for t in tasks]
         cells += [" / ".join(f"{block[f'recall_{b}'].mean():.2f}" for b in BASELINES),
-                  f"{block['gap_mean'].mean():+.2f} / {block['gap_shuffle'].mean():+.2f}",
+                  f"{block['gap_mean'].mean():+.2f} / {block['gap_data'].mean():+.2f}",
                   f"{block['random_rho'].mean():+.2f}",
                   f"{int(block['flagged'].sum())}/{len(block)}"]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")

@@ -97,7 +97,7 @@ def test_checks_attribute_through_the_same_runner_as_the_explanation(model, data
     result = xband.explain(model, (x, y), methods=[GradientShap(n_samples=4)], seed=4,
                            batch_size=16, progress=False, n_boot=10)
     setup = Setup.of(model, xband.image_set(x, y), result, max_images=None)
-    scores, _ = setup.reference(result.config.methods[0])
+    scores, _ = setup.reference(result.plan.methods[0])
     np.testing.assert_allclose(scores, result.scores["gradient_shap"][setup.positions],
                                rtol=1e-5, atol=1e-6)
 

@@ -151,7 +151,7 @@ def test_cli_evaluate_and_explain_evaluate_write_every_section(onnx_and_data, tm
     model, data = onnx_and_data
     common = ["--model", str(model), "--data", str(data), "--methods", METHODS, "--quiet",
               "--eval-images", "16", "--random-orders", "3", "--cascade-stages", "2",
-              "--deletion-baselines", "mean,shuffle"]
+              "--deletion-baselines", "mean,shuffle"]  # "shuffle": the old name of "data"
     assert main(["evaluate", *common, "--out", str(tmp_path / "ev")]) == 0
     html = (tmp_path / "ev" / "report.html").read_text()
     assert _sections(html) == SECTIONS
@@ -161,7 +161,7 @@ def test_cli_evaluate_and_explain_evaluate_write_every_section(onnx_and_data, tm
                  "completeness.csv", "figures/deletion_feature_ablation.png"):
         assert (tmp_path / "ev" / name).is_file(), name
     settings = json.loads((tmp_path / "ev" / "evaluation.json").read_text())["settings"]
-    assert settings["deletion_baselines"] == ["mean", "shuffle"] and settings["images"] == 16
+    assert settings["deletion_baselines"] == ["mean", "data"] and settings["images"] == 16
 
     assert main(["explain", *common, "--evaluate", "--out", str(tmp_path / "both")]) == 0
     html = (tmp_path / "both" / "report.html").read_text()

@@ -59,11 +59,11 @@ def test_every_effect_method_puts_the_region_of_the_planted_absorption_first(by_
     wavelength = spectral[3]
     assert set(by_region.methods) == set(METHODS)
     for method in EFFECT_METHODS:
-        top = _top(by_region.importance, method)
+        top = _top(by_region.importance_of(), method)
         for c in ABSORPTION_NM:
             name = CLASS_NAMES[c]
             planted = _band_at(wavelength, ABSORPTION_NM[c])
-            assert planted in by_region.groups[top[name]], (method, name, top[name])
+            assert planted in by_region.members()[top[name]], (method, name, top[name])
 
 
 def test_with_the_standardisation_given_as_preprocessing_every_method_finds_it(by_region,
@@ -81,10 +81,10 @@ def test_with_the_standardisation_given_as_preprocessing_every_method_finds_it(b
                             regions="auto", all_images=True, n_boot=100, examples_per_class=0,
                             background_images=4, progress=False)
     for method in ("saliency", "input_x_gradient"):
-        top = _top(outside.importance, method)
+        top = _top(outside.importance_of(), method)
         for c in ABSORPTION_NM:
             planted = _band_at(wavelength, ABSORPTION_NM[c])
-            assert planted in outside.groups[top[CLASS_NAMES[c]]], (method, CLASS_NAMES[c])
+            assert planted in outside.members()[top[CLASS_NAMES[c]]], (method, CLASS_NAMES[c])
     for method in ("integrated_gradients", "feature_ablation"):
         inside = by_region.scores[method]
         np.testing.assert_allclose(outside.scores[method], inside, rtol=1e-3,
@@ -95,18 +95,18 @@ def test_perturbation_methods_run_on_regions_gradient_methods_add_bands(by_regio
     n_regions = len(by_region.regions)
     assert n_regions == 21  # 100 nm windows over 400–2500 nm
     assert all(s.shape[1] == n_regions for s in by_region.scores.values())
-    assert set(by_region.band_scores) == set(GRADIENT_METHODS)
-    assert all(s.shape[1] == 200 for s in by_region.band_scores.values())
+    assert set(by_region.feature_scores["bands"]) == set(GRADIENT_METHODS)
+    assert all(s.shape[1] == 200 for s in by_region.feature_scores["bands"].values())
     # a region's score of a gradient method is the sum of its bands' scores
     ig = by_region.scores["integrated_gradients"]
-    bands = by_region.band_scores["integrated_gradients"]
-    members = [[by_region.band_names.index(b) for b in m] for m in by_region.groups.values()]
+    bands = by_region.feature_scores["bands"]["integrated_gradients"]
+    members = [[by_region.band_names.index(b) for b in m] for m in by_region.members().values()]
     np.testing.assert_allclose(ig, np.stack([bands[:, m].sum(axis=1) for m in members], axis=1))
 
 
 def test_gradient_curves_peak_at_the_planted_absorption(by_region, spectral):
     wavelength = spectral[3]
-    table = by_region.band_importance
+    table = by_region.importance_of("bands")
     for method in ("integrated_gradients", "gradient_shap"):
         top = _top(table, method)
         for c in ABSORPTION_NM:
@@ -127,7 +127,7 @@ def test_named_ranges_and_the_bands_between_them(spectral):
     assert len(gaps) == 2 and all(1300 <= result.regions[g][0] < 2000 for g in gaps)
     expected = {"red dip": "VIS", "NIR dip": "NIR", "SWIR1 dip": "SWIR1", "SWIR2 dip": "SWIR2"}
     for method in result.methods:
-        top = _top(result.importance, method)
+        top = _top(result.importance_of(), method)
         assert {name: top[name] for name in expected} == expected, method
 
 
@@ -138,8 +138,8 @@ def test_report_of_a_region_run(spectral, tmp_path):
                            all_images=True, n_boot=20, examples_per_class=1, background_images=2,
                            progress=False)
     # per band for a gradient method (200 points), per region for the others (two per region)
-    for method, table, points in (("integrated_gradients", result.band_importance, 200),
-                                  ("shapley", result.importance, 2 * len(result.regions))):
+    for method, table, points in (("integrated_gradients", result.importance_of("bands"), 200),
+                                  ("shapley", result.importance_of(), 2 * len(result.regions))):
         fig = plots.region_spectrum(table, method, result.regions, per_band=points == 200)
         assert len(fig.axes[0].lines[0].get_xdata()) == points
     out = result.save(tmp_path / "report")
@@ -170,7 +170,7 @@ def test_checks_delete_and_compare_by_region(by_region, spectral):
     model, x, y, wavelength = spectral
     data = xband.image_set(x, y, classes=CLASS_NAMES, wavelengths=wavelength)
     checked = xband.evaluate(model, data, by_region, checks="faithfulness,agreement",
-                             baselines="shuffle", random_orders=4, n_boot=20)
+                             baselines="data", random_orders=4, n_boot=20)
     n_regions = len(by_region.regions)
     curves = checked.curves[(checked.curves["order"] == "feature_ablation")
                             & (checked.curves["curve"] == "deletion")]

@@ -207,7 +207,7 @@ def test_matrix(entry, fmt, source, models, loaded, sources, tmp_path, capsys):
         data, description = _api_data(source, sources)
         result = xband.explain(loaded[fmt], data, methods=",".join(METHODS), progress=False,
                                examples_per_class=1, n_boot=200, **description)
-        summary, importance = result.summary, result.importance
+        summary, importance = result.summary, result.importance_of()
     assert summary["model"]["format"] == FORMAT_NAMES[fmt]
     _check_answer(importance, summary, fmt)
 

@@ -3,16 +3,20 @@ bootstrap test of each class's top bands, and the record of why each method stop
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from tests.planted import N_CLASSES, PLANTED, planted_images
 from tests.test_explain import as_loaded
 from xband import explain, image_set
+from xband.layout import Layout
 from xband.methods import Shapley
 from xband.run import aggregate
 from xband.run.aggregate import importance_table
 from xband.run.config import RunConfig
+from xband.run.plan import GROUPS, Plan, resolve_plan
 from xband.run.sampling import (
     ALL_IMAGES,
     BUDGET,
@@ -181,19 +185,27 @@ def test_default_run_stops_early_and_agrees_with_every_image(planted):
     assert len(sampled.examples.index) == 2 * N_CLASSES and sampled.examples.maps
 
 
+def _plan(config: RunConfig, n_per_class: int = 40) -> Plan:
+    """The plan of `config` on planted images (4 classes × `n_per_class`)."""
+    x, y = planted_images(n_per_class=n_per_class, seed=0)
+    model = SimpleNamespace(n_bands=x.shape[1], n_classes=N_CLASSES, spatial_size=None,
+                            layout=Layout.CHANNELS_FIRST)
+    return resolve_plan(config, image_set(x, y).for_model(model), N_CLASSES, "none")
+
+
 def test_rounds_until_settled_take_few_draws_per_image_unless_told():
     """Until settled, methods named take their `until_settled` options and one background image
     per image; with every image (or options the user set, or configured methods) they do not."""
-    settled = RunConfig.build("shapley,permutation,feature_ablation").for_mode()
+    settled = _plan(RunConfig.build("shapley,permutation,feature_ablation"))
     assert settled.method("shapley").n_samples == Shapley.until_settled["n_samples"] == 2
     assert settled.method("permutation").n_repeats == 1 and settled.n_background == 1
-    every = RunConfig.build("shapley,permutation", all_images=True).for_mode()
+    every = _plan(RunConfig.build("shapley,permutation", all_images=True))
     assert every.method("shapley").n_samples == Shapley().n_samples == 8
     assert every.n_background == 8 and settled.few_draws and not every.few_draws
-    small = RunConfig.build("shapley").for_mode(more_images=False)  # the first round takes all
+    small = _plan(RunConfig.build("shapley"), n_per_class=8)  # the first round takes all
     assert small.method("shapley").n_samples == 8 and not small.few_draws
-    told = RunConfig.build([Shapley(n_samples=6), "permutation"], background_images=4,
-                           method_options={"permutation": {"n_repeats": 3}}).for_mode()
+    told = _plan(RunConfig.build([Shapley(n_samples=6), "permutation"], background_images=4,
+                                 method_options={"permutation": {"n_repeats": 3}}))
     assert told.method("shapley").n_samples == 6 and told.method("permutation").n_repeats == 3
     assert told.n_background == 4
 
@@ -212,7 +224,7 @@ def test_band_groups_stop_with_their_method_or_sooner(planted):
     assert set(sampling["group_stops"]) == {"feature_ablation", "permutation"}  # not saliency
     for method, stops in sampling["group_stops"].items():
         banded = np.isfinite(result.scores[method]).all(axis=1)
-        grouped = np.isfinite(result.group_scores[method]).all(axis=1)
+        grouped = np.isfinite(result.feature_scores[GROUPS][method]).all(axis=1)
         assert not (grouped & ~banded).any()
         for name, stop in stops.items():
             c = result.class_names.index(name)

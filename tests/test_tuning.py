@@ -170,7 +170,7 @@ def test_the_estimate_is_said_before_the_methods_run_and_recorded():
     assert "passes/image" in said[0] and "total" in said[0]
     timing = result.summary["settings"]["pass_timing"]
     assert set(timing["seconds_per_image_pass"]) == {"forward", "gradient"}
-    k = result.config.n_background  # band ablation: each band against each background image
+    k = result.plan.n_background  # band ablation: each band against each background image
     ablation = next(line for line in said[0].splitlines() if "feature_ablation" in line)
     assert ablation.split()[1] == str(N_BANDS * k + 1)
     # with band groups, the methods that remove bands run once more, on the groups

@@ -15,6 +15,12 @@ def option(api: str, flag: str) -> str:
     return f"\x00{api}\x01{flag}\x02"
 
 
+def spelled(text: str, *, cli: bool) -> str:
+    """`text` with its `option(...)` spellings as the command line (`cli`) or the library says
+    them."""
+    return _SPELLED.sub(r"\2" if cli else r"\1", text)
+
+
 class XbandError(Exception):
     """A problem the user can fix (bad file, bad option, unsupported model).
 
@@ -25,8 +31,8 @@ class XbandError(Exception):
 
     def __init__(self, message: str, *, cli: str | None = None):
         if cli is None and "\x00" in message:
-            cli = _SPELLED.sub(r"\2", message)
-        super().__init__(_SPELLED.sub(r"\1", message))
+            cli = spelled(message, cli=True)
+        super().__init__(spelled(message, cli=False))
         self.cli = cli
 
 

@@ -10,21 +10,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from xband.checks._common import Setup
 from xband.checks.agreement import consensus_bootstrap
 from xband.checks.completeness import completeness_check
 from xband.checks.evaluation import Evaluation
-from xband.checks.faithfulness import (
-    DELETION_BASELINES,
-    baseline_stability,
-    deletion_curves,
-    faithfulness_table,
-)
+from xband.checks.faithfulness import baseline_stability, deletion_curves, faithfulness_table
 from xband.checks.randomisation import randomisation_check
 from xband.data.images import ImageSet
 from xband.errors import XbandError, whole_number
+from xband.methods.removal import ALIASES, DELETION_BASELINES
 from xband.models.load import LoadedModel
 from xband.run.aggregate import pairwise_agreement
 from xband.run.memory import freed_memory_kept
@@ -35,8 +31,11 @@ CHECKS = ("randomisation", "faithfulness", "agreement", "completeness")
 __all__ = ["CHECKS", "DELETION_BASELINES", "Evaluation", "choices", "evaluate"]
 
 
-def choices(name: str, given: str | Sequence[str], known: Sequence[str]) -> list[str]:
+def choices(name: str, given: str | Sequence[str], known: Sequence[str],
+            aliases: Mapping[str, str] | None = None) -> list[str]:
+    """The chosen values of `known` ("all": every one), old `aliases` read as their new names."""
     chosen = [v.strip() for v in given.split(",")] if isinstance(given, str) else list(given)
+    chosen = [(aliases or {}).get(v, v) for v in chosen]
     chosen = list(known) if chosen == ["all"] else chosen
     unknown = [v for v in chosen if v not in known]
     if unknown or not chosen:
@@ -65,8 +64,9 @@ def evaluate(
     the explained images; agreement and consensus use every explained image.
 
     checks: any of "randomisation", "faithfulness", "agreement", "completeness", or "all".
-    baselines: what a deleted band becomes: "mean", "zero", "shuffle" (the band of another image),
-    "noise" (the band's mean and spread). random_orders: random band orders to compare with.
+    baselines: what a deleted band becomes (`xband.methods.removal`): "mean", "zero", "data" (the
+    band of another image), "noise" (the band's mean and spread). random_orders: random band
+    orders to compare with.
     cascade_stages: randomisation stages, from the top layer to all layers. threshold: flag a
     method whose band ranking keeps Spearman's ρ ≥ threshold with every layer random.
     """
@@ -80,10 +80,9 @@ def evaluate(
                      batch_size=None if batch_size is None else whole_number(batch_size,
                                                                              "batch_size"))
     chosen, baselines = settings["checks"], settings["deletion_baselines"]
-    run_baseline = explanation.config.baseline
-    closest = "shuffle" if run_baseline == "data" else run_baseline
+    run_baseline = explanation.config.baseline  # a name, or the user's values
     settings.update(images=len(setup.positions), seed=setup.seed,
-                    primary_baseline=closest if closest in baselines else baselines[0])
+                    primary_baseline=run_baseline if run_baseline in baselines else baselines[0])
     result = Evaluation(method_info=explanation.method_info, settings=settings)
     with freed_memory_kept():  # the checks' passes, as the run's
         if "randomisation" in chosen:
@@ -95,11 +94,11 @@ def evaluate(
             result.faithfulness = faithfulness_table(result.curves)
             result.stability = baseline_stability(setup, result.faithfulness)
         if "agreement" in chosen:
-            result.pairs = pairwise_agreement(explanation.importance)
+            result.pairs = pairwise_agreement(explanation.importance_of())
             result.consensus = consensus_bootstrap(explanation, n_boot=settings["bootstrap_resamples"],
                                                    seed=setup.seed, k=settings["consensus_top_k"])
         if "completeness" in chosen and "integrated_gradients" in explanation.methods:
-            settings["integrated_gradients_steps"] = setup.config.method(
+            settings["integrated_gradients_steps"] = explanation.plan.method(
                 "integrated_gradients").n_steps
             result.completeness = completeness_check(setup)
     settings["run_time_s"] = round(time.perf_counter() - started, 2)
@@ -110,7 +109,8 @@ def _settings(*, checks, baselines, random_orders, cascade_stages, threshold, n_
               top_k) -> dict:
     """The checks' settings, each checked and named when wrong."""
     return {"checks": choices("check", checks, CHECKS),
-            "deletion_baselines": choices("deletion baseline", baselines, DELETION_BASELINES),
+            "deletion_baselines": choices("deletion baseline", baselines, DELETION_BASELINES,
+                                          aliases=ALIASES),
             "random_orders": whole_number(random_orders, "random_orders", minimum=2),
             "cascade_stages": whole_number(cascade_stages, "cascade_stages"),
             "randomisation_threshold": float(threshold),

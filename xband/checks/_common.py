@@ -20,7 +20,7 @@ from xband.run import aggregate
 from xband.run.config import RunConfig
 from xband.run.forward import Networks, check_device, forward_module, prepare_networks, tune
 from xband.run.result import Explanation
-from xband.run.runner import BandGroups, BatchRunner, Donors
+from xband.run.runner import BatchRunner, Donors, FeatureContexts
 
 
 @dataclass
@@ -58,7 +58,8 @@ class Setup:
                              "the data that was explained.")
         image_class = known_classes(explanation)
         positions = stratified_subset(image_class, len(image_class), max_images, config.seed)
-        target = explanation.predictions if config.target == "predicted" else image_class
+        target = explanation.predictions if explanation.plan.target == "predicted" \
+            else image_class
         device = check_device(config.device)
         x = torch.from_numpy(data.take(explanation.indices[positions])).to(device)
         return cls(model=model, explanation=explanation, x=x, image_class=image_class[positions],
@@ -72,7 +73,7 @@ class Setup:
 
     @property
     def methods(self) -> tuple[Method, ...]:
-        return self.config.methods
+        return self.explanation.plan.methods
 
     @property
     def seed(self) -> int:
@@ -136,7 +137,7 @@ class Setup:
             band_std=torch.from_numpy(self.explanation.record.band_std).to(self.device),
             donors=Donors(len(self.positions), self.seed, self._take),
             passes=self.passes,
-            background=self.config.donor_backgrounds if baseline is None else 0,
+            background=self.explanation.plan.donor_backgrounds if baseline is None else 0,
         )
 
     def _take(self, positions: np.ndarray) -> torch.Tensor:
@@ -148,16 +149,18 @@ class Setup:
         the explanation, and its maps (n, B, H, W) when asked and the method has them. Random
         draws depend only on the run's seed, the method and the batch, so two models see the
         same draws."""
-        groups = None if self.regions is None else BandGroups.of(ctx, self.regions, self.n_bands,
-                                                                 regions=True)
+        plan = self.explanation.plan
+        sets = plan.features if plan.by_region else plan.features[:1]  # regions, or the bands
         runner = BatchRunner(ctx, self._take, seed=self.seed, batch_size=self.batch_size,
-                             n_classes=self.model.n_classes, groups=groups)
+                             n_classes=self.model.n_classes,
+                             features=FeatureContexts.of(ctx, sets))
         everyone = np.arange(len(self.positions))
         run = runner.run(method, everyone, known=self.image_class, targets=self.target,
                          keep_maps=everyone if keep_maps else everyone[:0])
+        scores = run.scores[plan.answer.name]
         if not keep_maps or run.maps is None:
-            return run.scores, None
-        return run.scores, np.stack([run.maps[p] for p in everyone])
+            return scores, None
+        return scores, np.stack([run.maps[p] for p in everyone])
 
     def reference(self, method: Method) -> tuple[np.ndarray, np.ndarray | None]:
         """Scores and maps of the trained model on the subset with the explanation's settings."""
@@ -169,16 +172,14 @@ class Setup:
 
 def region_bands(explanation: Explanation) -> dict[str, tuple[int, ...]] | None:
     """Band positions per spectral region of a region explanation (None: band by band)."""
-    if explanation.regions is None:
-        return None
-    position = {name: b for b, name in enumerate(explanation.band_names)}
-    return {region: tuple(position[b] for b in members)
-            for region, members in explanation.groups.items()}
+    answer = explanation.plan.answer
+    return dict(zip(answer.names, answer.members, strict=True)) if \
+        explanation.plan.by_region else None
 
 
 def feature_names(explanation: Explanation) -> list[str]:
     """What the explanation ranks: its spectral regions, or its bands."""
-    return list(explanation.regions) if explanation.regions is not None else explanation.band_names
+    return list(explanation.plan.answer.names)
 
 
 def known_classes(explanation: Explanation) -> np.ndarray:
@@ -206,7 +207,7 @@ def class_means(scores: np.ndarray, group: np.ndarray, n_classes: int) -> np.nda
 
 def class_order(explanation: Explanation, method: str, class_name: str) -> np.ndarray:
     """Band (region) indices in the order `method` ranks them for a class, most important first."""
-    rows = aggregate.class_rows(explanation.importance)
+    rows = aggregate.class_rows(explanation.importance_of())
     rows = rows[(rows["method"] == method) & (rows["class"] == class_name)]
     return rows.sort_values(["share", "band_index"], ascending=[False, True],
                             kind="stable")["band_index"].to_numpy()

@@ -19,7 +19,7 @@ METHOD = "integrated_gradients"
 def completeness_check(setup: Setup) -> pd.DataFrame:
     """Per image and number of steps: the band sum, the output gain f(x) − f(baseline), the delta
     and the delta relative to |gain|."""
-    method = setup.config.method(METHOD)
+    method = setup.explanation.plan.method(METHOD)
     steps = method.n_steps
     forward = setup.forward
     index = torch.arange(len(setup.x), device=setup.x.device)

@@ -18,31 +18,16 @@ import pandas as pd
 import torch
 
 from xband.checks._common import Setup, class_means, class_order, nan_mean
-from xband.errors import XbandError
+from xband.methods.removal import DELETION_BASELINES, removal_values, with_bands_removed
 from xband.run.aggregate import spearman_rows
 
-# two constants, and two drawn from the data (the curves of a run with the data baseline use
-# "shuffle": the band of another image)
-DELETION_BASELINES = ("mean", "zero", "shuffle", "noise")
 RANDOM = "random"
+
+
 def replacement(setup: Setup, baseline: str) -> torch.Tensor:
-    """(n, B, H, W) values a removed band takes: the band's mean over the data, zero, the band
-    of another image (seeded shuffle), or noise with the band's mean and spread (seeded)."""
-    x = setup.x
-    mean = torch.from_numpy(setup.explanation.record.band_mean).to(x).view(1, -1, 1, 1)
-    std = torch.from_numpy(setup.explanation.record.band_std).to(x).view(1, -1, 1, 1)
-    if baseline == "mean":
-        return mean.expand_as(x)
-    if baseline == "zero":
-        return torch.zeros_like(x)
-    if baseline == "shuffle":
-        order = np.random.default_rng([setup.seed, 11]).permutation(len(x))
-        return x[torch.from_numpy(order)]
-    if baseline == "noise":
-        generator = torch.Generator().manual_seed(setup.seed + 13)
-        noise = torch.randn(x.shape, generator=generator).to(x)
-        return mean + std * noise
-    raise XbandError(f"deletion baseline '{baseline}' is not one of: {', '.join(DELETION_BASELINES)}.")
+    """(n, B, H, W) what a deleted band of each check image becomes (`xband.methods.removal`)."""
+    record = setup.explanation.record
+    return removal_values(baseline, setup.x, record.band_mean, record.band_std, setup.seed)
 
 
 def _orders(setup: Setup, class_name: str, c: int, n_random: int) -> dict[str, np.ndarray]:
@@ -75,8 +60,8 @@ def _evaluate_sets(setup: Setup, forward, sets: list[frozenset], x: torch.Tensor
     results = []
     with torch.inference_mode():
         for chunk in masks.split(per_chunk):
-            images = torch.where(chunk.view(len(chunk), 1, -1, 1, 1), x.unsqueeze(0),
-                                 fill.unsqueeze(0)).flatten(0, 1)
+            images = with_bands_removed(x.unsqueeze(0), chunk.view(len(chunk), 1, -1, 1, 1),
+                                        fill.unsqueeze(0)).flatten(0, 1)
             out = forward(images).view(len(chunk), len(x), -1)
             hit = (out.argmax(dim=2) == c).double().mean(dim=1)
             score = out[:, :, c].double().mean(dim=1)

@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from xband.errors import BadValue, XbandError
+from xband.run.config import RunConfig
+from xband.run.engine import RayEngine
+from xband.settings import DATA, ENGINE, EXPLAIN, RUN, flag_of, help_of, settings_of
 
 PROBE_MAX = 32  # images of --data used for the conversion's fidelity check
 LAYOUTS = ("channels_last", "channels_first")
@@ -59,7 +62,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     """--data, how to read it, what its bands and classes are, and its preprocessing."""
     from xband.data.sensors import SENSORS
 
-    data = p.add_argument_group("data and bands")
+    data = p.add_argument_group(DATA)
     data.add_argument("--data", required=True,
                       help="a folder with one sub-folder of GeoTIFF patches per class (EuroSAT-MS "
                       "layout), a .csv of 'path,label' rows, an .h5 file (--x-key, --y-key), a "
@@ -87,23 +90,13 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                       help="centre wavelength of each band in nm: a text file of one value a line, "
                       "or an ENVI .hdr (its 'wavelength = {…}'); default: the GeoTIFF / ENVI "
                       "band metadata, where present")
-    data.add_argument("--regions", metavar="auto|WIDTHnm|R=LO-HI;…",
-                      help="explain by spectral region (needs wavelengths): 'auto' (100 nm "
-                      "windows), '50nm' (windows of that width), "
-                      "\"VIS=400-700;NIR=750-1300\" (bands outside every range form regions of "
-                      "their own), or 'none' (band by band; the default below 31 bands or "
-                      "without wavelengths, 'auto' above). Perturbation methods then run on the "
-                      "regions only; gradient methods also give per-band detail")
     data.add_argument("--classes", metavar="NAME1,NAME2,…",
                       help="class names in the model's output order (default: from the file, or "
                       "the class folders' names sorted)")
     data.add_argument("--nodata", type=float, metavar="V",
                       help="value marking missing pixels: an image holding it is an error (or "
                       "left out with --skip-bad)")
-    data.add_argument("--skip-bad", action="store_true",
-                      help="leave out unreadable files, non-image files and images with NaN, "
-                      "infinite or nodata values, and list them in the report, instead of "
-                      "stopping")
+    add_settings(data, RunConfig, DATA)
     prep = p.add_argument_group("preprocessing (what the model saw in training, in this order)")
     prep.add_argument("--scale", type=float, default=1.0, metavar="F",
                       help="multiply the images by F first (e.g. 0.0001 for reflectance stored "
@@ -118,9 +111,8 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 def add_explain_options(p: argparse.ArgumentParser) -> None:
     """What to explain: methods and their options, target, output, baseline, which images."""
     from xband.methods import METHODS
-    from xband.run.config import BASELINES, OUTPUTS, TARGETS
 
-    group = p.add_argument_group("what to explain")
+    group = p.add_argument_group(EXPLAIN)
     group.add_argument("--methods", default="all", metavar="M1,M2,…",
                        help=f"attribution methods, comma-separated, or 'all' (default). Known: "
                        f"{', '.join(METHODS)}. A method too costly for the data (exact Shapley "
@@ -129,51 +121,13 @@ def add_explain_options(p: argparse.ArgumentParser) -> None:
                        metavar="METHOD.OPTION=VALUE",
                        help="set a method's option, e.g. integrated_gradients.n_steps=64 "
                        "(repeatable; the options are listed below)")
-    group.add_argument("--target", choices=TARGETS, default=None,
-                       help="class whose output is explained: the true label (default with "
-                       "labels), the predicted class (default without), or every class "
-                       "(class × class view)")
-    group.add_argument("--output-space", choices=OUTPUTS, default="logits",
-                       help="explain logits (default; a final softmax or sigmoid is stripped, a "
-                       "network that ends in neither gives logits) or probabilities")
-    group.add_argument("--output", dest="output_space", action=Deprecated, new="--output-space")
-    group.add_argument("--multi-label", action="store_true", default=None,
-                       help="explain each image for each of its labels, with per-label "
-                       "precision, recall and F1 (default when the network ends in a sigmoid or "
-                       "the labels name several classes per image: ';'-separated names in the "
-                       "CSV, or a multi-hot 'y')")
-    group.add_argument("--baseline", choices=BASELINES, default="data",
-                       help="what a removed band becomes: that band of each of a few images drawn "
-                       "from the data in turn, scores being the mean over them (data, the "
-                       "default), its mean over the data, or zero")
-    group.add_argument("--background-images", type=int, metavar="K",
-                       help="background images of the data baseline per image (default: 1 in "
-                       "rounds until settled, 8 with --all-images; each costs band ablation and "
-                       "exact band Shapley their passes once more)")
-    group.add_argument("--max-images", type=int, metavar="N",
-                       help="use at most N images, sampled per class in proportion (seeded)")
-    group.add_argument("--max-per-class", type=int, metavar="N",
-                       help="use at most N images per class, drawn with --seed")
-    group.add_argument("--all-images", action="store_true",
-                       help="explain every image; by default each class's images are explained "
-                       "in rounds, in a seeded random order, until its top 3 bands are settled "
-                       "(a bootstrap chance below 5%% that they change, at least 30 images); "
-                       "a multi-label run explains every (image, label) pair")
-    group.add_argument("--budget", metavar="TIME",
-                       help="time for the methods together, e.g. 90s, 5m, 1.5h: each method "
-                       "takes the form an equal share affords (sampled Shapley values); the "
-                       "methods take their rounds together, shrunk to end when the budget is "
-                       "spent (single-label runs)")
-    group.add_argument("--examples-per-class", type=int, default=2, metavar="K",
-                       help="images per class kept whole for per-band maps (default 2)")
-    group.add_argument("--accept-low-accuracy", action="store_true",
-                       help="go on when the predictions match the labels far better under "
-                       "another class order than under the one given")
+    add_settings(group, RunConfig, EXPLAIN)
+    group.add_argument("--output", dest="output", action=Deprecated, new="--output-space")
 
 
 def add_run_options(p: argparse.ArgumentParser, *, default_out: str | None = None) -> None:
     """Where the report goes and how the run computes."""
-    group = p.add_argument_group("run")
+    group = p.add_argument_group(RUN)
     group.add_argument("--out", required=default_out is None, default=default_out, metavar="DIR",
                        help="folder for the report: new, empty, or one xband wrote (replaced as "
                        "a whole when the run finishes)"
@@ -184,27 +138,11 @@ def add_run_options(p: argparse.ArgumentParser, *, default_out: str | None = Non
     group.add_argument("--no-figures", action="store_true",
                        help="write the tables, summary.json and a report without figures "
                        "(quicker, for scripted runs)")
-    group.add_argument("--seed", type=int, default=0, help="seed for every random draw (default 0)")
-    group.add_argument("--batch-size", type=int, default=64, metavar="N",
-                       help="images per batch (default 64)")
-    group.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                       help="where to compute (default cpu; cuda: an NVIDIA GPU)")
-    group.add_argument("--untuned", action="store_true",
-                       help="run the network exactly as given, without the speed-ups that keep "
-                       "its numbers (BatchNorm folding, channels-last memory, a faster copy for "
-                       "forward passes, measured pass sizes)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
-    ray = p.add_argument_group("engine (past one machine: Ray; pip install -e \".[ray]\")")
-    ray.add_argument("--engine", choices=("single", "ray"), default="single",
-                     help="single: this process (default); ray: every image explained by Ray "
-                     "actors, with the same numbers (implies --all-images)")
-    ray.add_argument("--ray-address", metavar="ADDRESS",
-                     help="a running Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
-    ray.add_argument("--workers", type=int, metavar="N",
-                     help="Ray actors, each holding the network (default: one per CPU, or per "
-                     "--gpus-per-worker GPUs, of the cluster)")
-    ray.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
-                     help="GPUs per Ray actor (default 0: CPU)")
+    add_settings(group, RunConfig, RUN)
+    engine = p.add_argument_group(ENGINE)
+    add_settings(engine, RunConfig, ENGINE)
+    add_settings(engine, RayEngine, ENGINE)
 
 
 def add_check_options(p: argparse.ArgumentParser, *, flag: bool) -> None:
@@ -299,38 +237,47 @@ def parse_method_options(items: list[str]) -> dict[str, dict[str, int]]:
     return options
 
 
+def add_settings(group, cls: type, name: str) -> None:
+    """The options of the settings `cls` declares for the --help group `name`
+    (`xband.settings.setting`): the flag, the help as the command line says it, the default."""
+    for field in settings_of(cls):
+        meta = field.metadata
+        if not meta["cli"] or meta["group"] != name:
+            continue
+        flag, text = flag_of(field), help_of(field, cli=True).replace("%", "%%")  # argparse
+        if meta["kind"] is bool:
+            off = flag.startswith(("--no-", "--un"))
+            group.add_argument(flag, dest=field.name, default=field.default, help=text,
+                               action="store_false" if off else "store_true")
+            continue
+        shown = "" if field.default in (None, "") or "default" in text else \
+            f" (default {field.default})"
+        group.add_argument(flag, dest=field.name, default=field.default, type=meta["kind"],
+                           choices=meta["choices"], metavar=meta["metavar"], help=text + shown)
+
+
 def run_config(args: argparse.Namespace):
-    """The `RunConfig` the options describe (every value checked)."""
+    """The `RunConfig` the options describe (every value checked): each declared setting from
+    the option of the same name."""
     from xband.run.config import RunConfig
 
-    return RunConfig.build(
-        args.methods, method_options=parse_method_options(args.method_option), target=args.target,
-        output=args.output_space, baseline=args.baseline,
-        background_images=args.background_images, seed=args.seed,
-        max_images=args.max_images, max_per_class=getattr(args, "max_per_class", None),
-        all_images=args.all_images, budget=args.budget,
-        examples_per_class=args.examples_per_class, batch_size=args.batch_size,
-        device=args.device, tuned=not args.untuned, skip_bad=getattr(args, "skip_bad", False),
-        accept_low_accuracy=args.accept_low_accuracy,
-        multi_label=getattr(args, "multi_label", None), engine=engine(args),
-        regions=getattr(args, "regions", None))
+    given = {f.name: getattr(args, f.name) for f in settings_of(RunConfig)
+             if f.metadata["cli"] and hasattr(args, f.name)}
+    return RunConfig.build(args.methods, method_options=parse_method_options(args.method_option),
+                           **{**given, "engine": engine(args)})
 
 
 def engine(args: argparse.Namespace):
     """"single", or the `RayEngine` the Ray options describe; Ray options without
     --engine ray are refused rather than ignored."""
-    from xband.run.engine import RayEngine
-
-    given = [flag for flag, value in (("--ray-address", args.ray_address),
-                                      ("--workers", args.workers),
-                                      ("--gpus-per-worker", args.gpus_per_worker or None))
-             if value is not None]
+    given = [flag_of(f) for f in settings_of(RayEngine)
+             if getattr(args, f.name) not in (None, f.default)]
     if args.engine != "ray":
         if given:
             raise XbandError(f"{', '.join(given)} need --engine ray.")
         return "single"
     try:
-        return RayEngine(args.ray_address, args.workers, args.gpus_per_worker)
+        return RayEngine(**{f.name: getattr(args, f.name) for f in settings_of(RayEngine)})
     except BadValue as err:
         raise XbandError(err.named("--workers")) from None
 
@@ -340,9 +287,11 @@ def check_arguments(args: argparse.Namespace) -> dict:
     explanation."""
     from xband.checks import CHECKS, DELETION_BASELINES, choices
     from xband.errors import whole_number
+    from xband.methods.removal import ALIASES
 
     return {"checks": choices("check", args.checks, CHECKS),
-            "baselines": choices("deletion baseline", args.deletion_baselines, DELETION_BASELINES),
+            "baselines": choices("deletion baseline", args.deletion_baselines, DELETION_BASELINES,
+                                 aliases=ALIASES),
             "max_images": whole_number(args.eval_images, "--eval-images"),
             "random_orders": whole_number(args.random_orders, "--random-orders", minimum=2),
             "cascade_stages": whole_number(args.cascade_stages, "--cascade-stages")}

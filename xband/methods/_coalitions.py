@@ -23,6 +23,7 @@ from xband.methods._base import (
     SharedOutputs,
     n_features,
 )
+from xband.methods.removal import with_bands_removed
 
 
 def feature_of_band(n_bands: int, ctx: Context) -> torch.Tensor:
@@ -61,7 +62,7 @@ def masked_outputs(batch: Batch, ctx: Context, present: torch.Tensor, absent: to
             image, subset = (part // n_subsets).to(x.device), (part % n_subsets).to(x.device)
             mask = keep[image, subset][..., None, None]  # (P, B, 1, 1)
             other = absent[pick[image, subset], rows[image]]  # (P, B, H or 1, W or 1)
-            out = ctx.forward(torch.where(mask, x[image], other))
+            out = ctx.forward(with_bands_removed(x[image], mask, other))
             for i, row in zip(part.tolist(), out, strict=True):
                 shared.rows[names[i]] = row
     shared.evaluated += len(missing)

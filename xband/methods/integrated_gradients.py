@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-from captum.attr._utils.approximation_methods import approximation_parameters
 
 from xband.methods._base import (
     BandAttribution,
@@ -23,7 +23,7 @@ from xband.methods._base import (
 class IntegratedGradients(GradientMethod):
     """Sum over the band's pixels of IG (Sundararajan et al. 2017); bands sum to f(x) − f(baseline).
 
-    Captum's IntegratedGradients (Gauss-Legendre nodes and weights, its default), with the
+    Captum's IntegratedGradients (Gauss–Legendre nodes and weights, its default), with the
     (step, image) points built block by block in gradient passes of the measured best size.
     With the data baseline, the mean of IG from each of the image's K background images, the
     steps shared between them (n_steps // K per path): bands then sum to f(x) − the mean of f
@@ -55,9 +55,8 @@ class IntegratedGradients(GradientMethod):
     def path(self, batch: Batch, ctx: Context, base: torch.Tensor, n_steps: int) -> torch.Tensor:
         """(N, B, H, W) IG maps from the baseline `base`, (N, B, H, W) or (1, B, 1, 1), in
         `n_steps` steps."""
-        step_sizes, alphas = (torch.tensor(f(n_steps), dtype=batch.x.dtype,
-                                           device=batch.x.device)
-                              for f in approximation_parameters("gausslegendre"))
+        step_sizes, alphas = (torch.tensor(v, dtype=batch.x.dtype, device=batch.x.device)
+                              for v in gauss_legendre(n_steps))
         x = batch.x
         total = torch.zeros_like(x)
         for steps, images in blocks(len(x), n_steps, ctx.passes.gradient):
@@ -69,3 +68,10 @@ class IntegratedGradients(GradientMethod):
             for step, weight in zip(grad, step_sizes[steps], strict=True):  # in step order,
                 total[images] += step * weight  # so that the pass size never changes a sum
         return total * (x - base)
+
+
+def gauss_legendre(n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """(step sizes, alphas) of the `n_steps`-point Gauss–Legendre rule on [0, 1]: the weights and
+    nodes of numpy's rule on [−1, 1], halved and shifted (Captum's default for IG)."""
+    nodes, weights = np.polynomial.legendre.leggauss(n_steps)
+    return 0.5 * weights, 0.5 * (1 + nodes)

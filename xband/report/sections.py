@@ -20,6 +20,7 @@ from xband.checks.evaluation import (
 )
 from xband.report import plots
 from xband.run.aggregate import agreement_matrix
+from xband.run.plan import BANDS
 from xband.run.result import Explanation
 
 Section = tuple[dict[str, pd.DataFrame], list[plots.Drawing]]  # tables, figures to draw
@@ -29,22 +30,23 @@ def explanation_drawings(result: Explanation) -> dict[str, list[plots.Drawing]]:
     """Every figure of the report by section, not drawn yet: (file name stem, caption, a
     function that draws it), so that `save` can draw them in parallel."""
     info, grouping = result.method_info, grouping_of(result)
+    importance = result.importance_of()
     sections: dict[str, list[plots.Drawing]] = {}
-    feature = "Band" if result.regions is None else "Spectral region"
+    feature = "Spectral region" if result.plan.by_region else "Band"
     sections[f"{feature} × class heat maps"] = [
         (f"heatmap_{m}", f"{info[m]['label']}: mean share per class",
-         partial(plots.band_class_heatmap, result.importance, m, grouping=grouping,
+         partial(plots.band_class_heatmap, importance, m, grouping=grouping,
                  method_info=info, feature=feature.lower()))
         for m in result.methods
     ]
     sections[f"{feature} importance per class, with 95% intervals"] = [
         (f"bars_{m}", info[m]["label"],
-         partial(plots.class_bars, result.importance, m, grouping=grouping, method_info=info))
+         partial(plots.class_bars, importance, m, grouping=grouping, method_info=info))
         for m in result.methods
     ]
     sections["Methods side by side"] = [
         ("methods_panel", "Band rank by every method, per class (1 = most important)",
-         partial(plots.methods_panel, result.importance, grouping=grouping, method_info=info)),
+         partial(plots.methods_panel, importance, grouping=grouping, method_info=info)),
     ]
     if len(result.methods) > 1:
         sections["Agreement between methods"] = [
@@ -54,53 +56,59 @@ def explanation_drawings(result: Explanation) -> dict[str, list[plots.Drawing]]:
     if result.target_mode == "all":
         sections["How each band pushes images of one class toward another"] = [
             (f"class_target_{m}", f"{info[m]['label']}: class × target",
-             partial(plots.class_target_heatmap, result.importance, m, grouping=grouping,
+             partial(plots.class_target_heatmap, importance, m, grouping=grouping,
                      method_info=info))
             for m in result.methods
         ]
-    if result.group_importance is not None:
-        members = "; ".join(f"{g}: {' '.join(b)}" for g, b in result.groups.items())
-        sections["Band groups × class heat maps"] = [
+    for extra in result.plan.removed[1:]:  # the band groups, each also removed whole
+        table = result.importance_of(extra.name)
+        members = "; ".join(f"{g}: {' '.join(b)}"
+                            for g, b in extra.as_dict(tuple(result.band_names)).items())
+        sections[f"{extra.name.capitalize()} × class heat maps"] = [
             (f"groups_heatmap_{m}",
-             f"{info[m]['label']}: mean share per class and band group ({members})",
-             partial(plots.band_class_heatmap, result.group_importance, m, grouping=grouping,
-                     method_info=info, feature="band group"))
+             f"{info[m]['label']}: mean share per class and {extra.name[:-1]} ({members})",
+             partial(plots.band_class_heatmap, table, m, grouping=grouping,
+                     method_info=info, feature=extra.name[:-1]))
             for m in result.methods
         ]
-    if result.importance["wavelength_nm"].notna().all():
-        sections["Importance against wavelength"] = _spectra(result)
-    ex = result.examples
-    if ex.maps:
-        mean, names = _map_features(result)
-        sections["Per-band maps of example images" if result.regions is None
-                 else "Per-region maps of example images (mean over each region's bands)"] = [
-            (f"maps_image{ex.index[i]}"
-             + ("" if ex.label_sets is None else f"_class{ex.label[i]}"),
-             example_title(result, i),
-             partial(plots.band_maps, mean(ex.image[i]),
-                     {m: mean(v[i]) for m, v in ex.maps.items()}, names,
-                     title=example_title(result, i), method_info=info))
-            for i in range(len(ex.index))
-        ]
+    if importance["wavelength_nm"].notna().all():
+        sections["Importance against wavelength"] = _spectra(result, importance)
+    if result.examples.maps:
+        sections.update(_example_maps(result))
     return sections
 
 
-def _spectra(result: Explanation) -> list[plots.Drawing]:
+def _example_maps(result: Explanation) -> dict[str, list[plots.Drawing]]:
+    """The section of per-band (per-region) maps of the example images."""
+    ex, info = result.examples, result.method_info
+    mean, names = _map_features(result)
+    title = ("Per-region maps of example images (mean over each region's bands)"
+             if result.plan.by_region else "Per-band maps of example images")
+    return {title: [
+        (f"maps_image{ex.index[i]}" + ("" if ex.label_sets is None else f"_class{ex.label[i]}"),
+         example_title(result, i),
+         partial(plots.band_maps, mean(ex.image[i]), {m: mean(v[i]) for m, v in ex.maps.items()},
+                 names, title=example_title(result, i), method_info=info))
+        for i in range(len(ex.index))]}
+
+
+def _spectra(result: Explanation, importance: pd.DataFrame) -> list[plots.Drawing]:
     """Per method, importance against wavelength; by region, with the regions shaded: per
     band for the gradient methods (their band detail), per region for the others."""
-    info, bands = result.method_info, result.band_importance
-    if result.regions is None:
+    info = result.method_info
+    if not result.plan.by_region:
         return [(f"spectrum_{m}", f"{info[m]['label']}: mean share per class against "
-                 "wavelength", partial(plots.importance_spectrum, result.importance, m,
+                 "wavelength", partial(plots.importance_spectrum, importance, m,
                                        grouping=grouping_of(result), method_info=info))
                 for m in result.methods]
+    bands, regions = result.importance_of(BANDS), result.regions
     out = []
     for m in result.methods:
-        per_band = bands is not None and (bands["method"] == m).any()
+        per_band = (bands["method"] == m).any()
         what = "per band" if per_band else "per region (the method removes regions whole)"
         out.append((f"spectrum_{m}", f"{info[m]['label']}: mean share per class {what}",
-                    partial(plots.region_spectrum, bands if per_band else result.importance, m,
-                            result.regions, per_band=per_band, grouping=grouping_of(result),
+                    partial(plots.region_spectrum, bands if per_band else importance, m,
+                            regions, per_band=per_band, grouping=grouping_of(result),
                             method_info=info)))
     return out
 
@@ -108,11 +116,11 @@ def _spectra(result: Explanation) -> list[plots.Drawing]:
 def _map_features(result: Explanation):
     """(K, B, H, W) maps → what the map figures show, and its names: the bands, or as
     regions the mean over each region's bands."""
-    if result.regions is None:
+    answer = result.plan.answer
+    if not result.plan.by_region:
         return (lambda maps: maps), result.band_names
-    index = {name: i for i, name in enumerate(result.band_names)}
-    members = [[index[b] for b in bands] for bands in result.groups.values()]
-    return (lambda maps: np.stack([maps[m].mean(axis=0) for m in members])), list(result.groups)
+    members = [list(m) for m in answer.members]
+    return (lambda maps: np.stack([maps[m].mean(axis=0) for m in members])), list(answer.names)
 
 
 def grouping_of(result: Explanation) -> str:

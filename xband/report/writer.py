@@ -15,6 +15,7 @@ import pandas as pd
 from xband.files import atomic_folder
 from xband.report import html, plots
 from xband.report.sections import check_sections, explanation_drawings
+from xband.run.plan import GROUPS
 from xband.run.result import Explanation
 
 
@@ -71,14 +72,17 @@ def _tables(result: Explanation) -> dict[str, pd.DataFrame]:
 
 
 def write_tables(result: Explanation, folder: Path) -> None:
-    """The CSV tables and the per-image scores (scores.npz) into `folder`."""
-    result.importance.to_csv(folder / "importance.csv", index=False)
+    """The CSV tables and the per-image scores (scores.npz) into `folder`: the answer's feature
+    set in importance.csv and scores_<method>, the others beside them (`_prefix`)."""
+    plan = result.plan
+    for feature_set in plan.features:
+        prefix = _prefix(plan, feature_set.name)
+        table = result.importance_of(feature_set.name)
+        if len(table):
+            table.to_csv(folder / f"{prefix}importance.csv", index=False)
     result.consensus.to_csv(folder / "consensus.csv", index=False)
     result.agreement.to_csv(folder / "agreement.csv")
     result.top_bands().to_csv(folder / "top_bands.csv")
-    for name, table in (("group", result.group_importance), ("band", result.band_importance)):
-        if table is not None:
-            table.to_csv(folder / f"{name}_importance.csv", index=False)
     np.savez_compressed(
         folder / "scores.npz",
         indices=result.indices,
@@ -86,14 +90,20 @@ def write_tables(result: Explanation, folder: Path) -> None:
         predictions=result.predictions,
         band_names=np.array(result.band_names),
         class_names=np.array(result.class_names),
-        **{f"scores_{m}": s for m, s in result.scores.items()},
-        **{f"group_scores_{m}": s for m, s in (result.group_scores or {}).items()},
-        **{f"band_scores_{m}": s for m, s in (result.band_scores or {}).items()},
-        **({} if result.regions is None else {"region_names": np.array(list(result.regions))}),
+        **{f"{_prefix(plan, name)}scores_{m}": values
+           for name, scores in result.feature_scores.items() for m, values in scores.items()},
+        **({"region_names": np.array(plan.answer.names)} if plan.by_region else {}),
         **({} if result.pairs is None else {"pair_image": result.pairs.image,
                                           "pair_class": result.pairs.target}),
     )
 
+
+def _prefix(plan, feature_set: str) -> str:
+    """How a feature set's files are named: the answer's plainly (importance.csv,
+    scores_<method>), the band groups' with "group_", the bands' beside regions with "band_"."""
+    if feature_set == plan.answer.name:
+        return ""
+    return "group_" if feature_set == GROUPS else "band_"
 
 
 def report_inputs(summary: Mapping) -> dict[str, str | None]:

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from xband.data.images import ImageSet, batches, check_images
 from xband.methods import Method
 from xband.run import aggregate
-from xband.run.runner import BatchRunner, MethodRun, Pairs
+from xband.run.runner import BatchRunner, MethodRun, Pairs, answer_name
 from xband.run.sampling import ALL_IMAGES, ClassStop, StoppingRule, sample_until_settled
 
 
@@ -75,20 +75,25 @@ def first_round(orders: dict[int, np.ndarray], rule: StoppingRule, all_images: b
 @dataclass
 class MethodResult:
     """One method's scores over all candidate images (NaN rows where it explained none), or
-    multi-label over every (image, label) pair."""
+    multi-label over every (image, label) pair, per feature set."""
 
-    scores: np.ndarray  # (P, F) or (P, C, F); (pairs, F)
-    group_scores: np.ndarray | None
+    # feature set → (P, F) or (P, C, F); (pairs, F); the answer's feature set first
+    scores: dict[str, np.ndarray]
     maps: dict[int, np.ndarray] | None  # example position (pair number) → (B, H, W)
     seconds: float
-    stops: dict[int, ClassStop]  # class → why the method stopped taking its images
-    band_scores: np.ndarray | None = None  # regions as features: a gradient method's per band
-    group_stops: dict[int, ClassStop] | None = None  # why its band-group answer stopped, if apart
+    # feature set → class → why the method stopped taking its images: the answer's, and those
+    # of a feature set it removes whole that stopped on its own (its band groups)
+    stops: dict[str, dict[int, ClassStop]]
+
+    @property
+    def answer(self) -> np.ndarray:
+        """The scores on the answer's feature set (the bands, or the regions)."""
+        return next(iter(self.scores.values()))
 
     @property
     def explained(self) -> np.ndarray:
         """(P,) whether each candidate image (each pair, multi-label) was explained."""
-        return np.isfinite(self.scores.reshape(len(self.scores), -1)).all(axis=1)
+        return np.isfinite(self.answer.reshape(len(self.answer), -1)).all(axis=1)
 
 
 def explain_until_settled(methods: tuple[Method, ...], runner: BatchRunner,
@@ -101,8 +106,9 @@ def explain_until_settled(methods: tuple[Method, ...], runner: BatchRunner,
     going on their class, which share the network's outputs for the masked copies they have in
     common."""
     collected = {m.name: _Collected() for m in methods}
-    groups_of = {m.name: _groups_answer(m.name) for m in methods
-                 if m.grouped and runner.groups is not None and not runner.groups.regions}
+    answer = runner.features.answer
+    followers = {m.name: {s.name: answer_name(m.name, s.name, answer)
+                          for s in runner.features.removed[1:]} for m in methods if m.grouped}
     batches_done = rounds = 0
     targets = {"true": candidates.labels, "predicted": candidates.predictions, "all": None}[target]
     bar = tqdm(total=0, desc=f"{len(methods)} methods", unit="img", disable=not progress,
@@ -114,15 +120,14 @@ def explain_until_settled(methods: tuple[Method, ...], runner: BatchRunner,
         positions = candidates.prepare(positions)
         going = [m for m in methods if active[m.name]]
         known = candidates.known[positions]
-        takes = {m.name: np.isin(known, list(active[m.name])) for m in going}
-        group_takes = {m.name: np.isin(known, list(active[groups_of[m.name]])) for m in going
-                       if m.name in groups_of}
+        takes = {name: np.isin(known, list(active[name])) for m in going
+                 for name in (m.name, *followers.get(m.name, {}).values())}
         rounds += 1  # the bar runs to the end of this round: its time left is true
         bar.total = bar.n + len(positions)
         bar.set_postfix_str(f"round {rounds}, {len(going)} methods until settled", refresh=True)
         runs = runner.run_many(going, positions, known=candidates.known, targets=targets,
                                keep_maps=examples, first_batch=batches_done, bar=bar,
-                               takes=takes, group_takes=group_takes) if len(positions) else {}
+                               takes=takes) if len(positions) else {}
         batches_done += -(-len(positions) // runner.batch_size)
         done = {}
         for method in going:
@@ -130,26 +135,22 @@ def explain_until_settled(methods: tuple[Method, ...], runner: BatchRunner,
             if method.name in runs:
                 collected[method.name].add(runs[method.name], positions, mine, len(candidates))
             run = runs.get(method.name)
-            done[method.name] = _answer(None if run is None else run.scores, mine, positions,
-                                        known)
-            if method.name in groups_of:
-                done[groups_of[method.name]] = _answer(
-                    None if run is None else run.group_scores, group_takes[method.name],
-                    positions, known)
+            done[method.name] = _answer(None if run is None else run.scores[answer], mine,
+                                        positions, known)
+            for feature_set, name in followers.get(method.name, {}).items():
+                done[name] = _answer(None if run is None else run.scores.get(feature_set),
+                                     takes[name], positions, known)
         return done
 
-    answers = [m.name for m in methods] + list(groups_of.values())
-    stops = sample_until_settled(attribute, answers, orders, rule, class_of=candidates.known,
-                                 seed=seed, seconds_per_image=seconds_per_image,
-                                 deadline=deadline, follows={g: m for m, g in groups_of.items()})
+    follows = {name: m for m, names in followers.items() for name in names.values()}
+    stops = sample_until_settled(attribute, [m.name for m in methods] + list(follows), orders,
+                                 rule, class_of=candidates.known, seed=seed,
+                                 seconds_per_image=seconds_per_image, deadline=deadline,
+                                 follows=follows)
     bar.close()
-    return {m.name: collected[m.name].result(m, stops[m.name], stops.get(groups_of.get(m.name)))
-            for m in methods}
-
-
-def _groups_answer(method: str) -> str:
-    """The name under which the sampler stops a method's band-group answer."""
-    return f"{method} (band groups)"
+    return {m.name: collected[m.name].result(m, {answer: stops[m.name], **{
+        feature_set: stops[name] for feature_set, name in followers.get(m.name, {}).items()}})
+        for m in methods}
 
 
 def _answer(scores: np.ndarray | None, mine: np.ndarray, positions: np.ndarray,
@@ -165,30 +166,23 @@ def _answer(scores: np.ndarray | None, mine: np.ndarray, positions: np.ndarray,
 class _Collected:
     """One method's answers gathered over the rounds, at the candidates' positions."""
 
-    scores: np.ndarray | None = None
-    detail: dict[str, np.ndarray] = field(default_factory=dict)  # group, band scores
+    scores: dict[str, np.ndarray] = field(default_factory=dict)  # feature set → (P, ...)
     maps: dict[int, np.ndarray] = field(default_factory=dict)
     seconds: float = 0.0
 
     def add(self, run: MethodRun, positions: np.ndarray, mine: np.ndarray, n: int) -> None:
         """A round's run over `positions`, of which the method explained those `mine` marks."""
-        if self.scores is None:
-            self.scores = np.full((n, *run.scores.shape[1:]), np.nan)
-        self.scores[positions[mine]] = run.scores[mine]
-        for name in ("group_scores", "band_scores"):
-            if (values := getattr(run, name)) is not None:
-                self.detail.setdefault(name, np.full((n, *values.shape[1:]), np.nan))
-                self.detail[name][positions[mine]] = values[mine]
+        for name, values in run.scores.items():
+            self.scores.setdefault(name, np.full((n, *values.shape[1:]), np.nan))
+            self.scores[name][positions[mine]] = values[mine]
         self.maps.update(run.maps or {})
         self.seconds += run.seconds
 
-    def result(self, method: Method, stops: dict[int, ClassStop],
-               group_stops: dict[int, ClassStop] | None = None) -> MethodResult:
+    def result(self, method: Method, stops: dict[str, dict[int, ClassStop]]) -> MethodResult:
         """The method's result; its seconds are those of its own calls (a pass it shares is
         counted by the method that made it first)."""
-        return MethodResult(self.scores, self.detail.get("group_scores"),
-                            self.maps if method.has_maps else None, self.seconds, stops,
-                            self.detail.get("band_scores"), group_stops)
+        return MethodResult(self.scores, self.maps if method.has_maps else None, self.seconds,
+                            stops)
 
 
 def explain_every_image(methods: tuple[Method, ...], runner: BatchRunner, candidates: Candidates,
@@ -205,15 +199,13 @@ def explain_every_image(methods: tuple[Method, ...], runner: BatchRunner, candid
     counts = np.bincount(candidates.known[positions], minlength=max(orders) + 1)
     stops = {c: ClassStop(int(counts[c]), ALL_IMAGES, np.nan) for c in orders}
     n = len(candidates)
-    return {name: MethodResult(_at(run.scores, positions, n), _at(run.group_scores, positions, n),
-                               run.maps, run.seconds, stops, _at(run.band_scores, positions, n))
+    return {name: MethodResult({s: _at(v, positions, n) for s, v in run.scores.items()},
+                               run.maps, run.seconds, {runner.features.answer: stops})
             for name, run in runs.items()}
 
 
-def _at(values: np.ndarray | None, positions: np.ndarray, n: int) -> np.ndarray | None:
-    """(n, ...) rows: `values` at `positions`, NaN elsewhere (None stays None)."""
-    if values is None:
-        return None
+def _at(values: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray:
+    """(n, ...) rows: `values` at `positions`, NaN elsewhere."""
     out = np.full((n, *values.shape[1:]), np.nan)
     out[positions] = values
     return out
@@ -231,8 +223,8 @@ def explain_pairs(method: Method, runner: BatchRunner, candidates: Candidates, p
                          keep_maps=examples, bar=bar)
     counts = np.bincount(pairs.target, minlength=len(candidates.data.class_names))
     stops = {int(c): ClassStop(int(counts[c]), ALL_IMAGES, np.nan) for c in np.flatnonzero(counts)}
-    return MethodResult(run.scores, run.group_scores, run.maps, time.perf_counter() - started,
-                        stops, run.band_scores)
+    return MethodResult(run.scores, run.maps, time.perf_counter() - started,
+                        {runner.features.answer: stops})
 
 
 def _own_class(scores: np.ndarray, known: np.ndarray) -> np.ndarray:

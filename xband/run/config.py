@@ -6,7 +6,6 @@ configuration, and summary.json records it.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -15,13 +14,14 @@ import numpy as np
 from xband.data.regions import RegionSpec, parse_regions
 from xband.errors import XbandError, option, whole_number
 from xband.methods import Method, resolve_methods
+from xband.methods.removal import RUN_BASELINES
 from xband.run.cost import parse_budget
 from xband.run.engine import ON_RAY, RayEngine, import_ray
 from xband.run.sampling import StoppingRule
+from xband.settings import DATA, ENGINE, RUN, setting
 
 TARGETS = ("true", "predicted", "all")
 OUTPUTS = ("logits", "probabilities")
-BASELINES = ("data", "mean", "zero")
 
 
 def _choice(name: str, value: str, choices: Sequence[str]) -> str:
@@ -44,63 +44,84 @@ def _optional_count(value, name: str, minimum: int = 1) -> int | None:
     return None if value is None else whole_number(value, name, minimum=minimum)
 
 
-BACKGROUND_UNTIL_SETTLED = 1  # background images per image in rounds until settled
-BACKGROUND_EVERY_IMAGE = 8  # and with every image (`RunConfig.for_mode`)
-
-
 @dataclass(frozen=True)
 class RunConfig:
-    """What to explain and how; every field is checked when the object is made.
+    """What the user asked for, every setting checked when the object is made and never
+    changed (what it comes to on a model and data is the run's `xband.run.plan.Plan`). Each
+    field is declared once with its default and help (`xband.settings.setting`): `explain`'s
+    keyword arguments and `xband explain`'s options are these settings; `build` resolves the
+    method names."""
 
-    methods: the configured methods, in report order. target: the class whose output is explained:
-    "true" (the label), "predicted", "all" (every class), or None (the label when labels are known,
-    else the predicted class). output: "logits" (a final softmax or sigmoid stripped when possible)
-    or "probabilities". baseline: what a removed band becomes: "data" (that band of each of
-    `background_images` other images of the data per image, the score being the mean over them;
-    None: 1 in rounds until settled, 8 with every image, `for_mode`),
-    "mean" (its mean over the data), "zero", or one value per band. max_images / max_per_class:
-    explain a seeded, stratified subset. examples_per_class: images kept whole for per-band maps.
-    tuned: run the speed-ups that keep the numbers (xband.run.forward). skip_bad: leave out unreadable
-    images and images with NaN/Inf/nodata values instead of stopping. n_boot: bootstrap resamples of
-    the per-class intervals. all_images: explain every image; otherwise (the default) each class's
-    images are taken in rounds until its top bands are settled (`stopping`; xband.run.sampling). budget:
-    seconds the methods may take together ("5m" and the like in `build`), shared equally, unused
-    time passing on. accept_low_accuracy: go on when the predictions fit the labels far better under
-    another class order (otherwise the run stops naming that order). multi_label: explain each image
-    for each of its positive labels (a final sigmoid, several labels per image); None decides from
-    the model and the labels. A multi-label run explains every (image, label) pair (all_images): the
-    sampling and the budget are single-label. engine: None (one machine) or a `RayEngine`
-    (`xband.run.ray_engine`; "ray" in `build`), which explains every image (all_images) on Ray.
-    regions: explain by spectral region (xband.data.regions: "auto", "50nm", "VIS=400-700;…",
-    "none"): the regions are the features, perturbation methods run on them only, gradient
-    methods add per-band detail; None: "auto" for more than 30 bands with known wavelengths and
-    no band groups, else band by band.
-    """
-
-    methods: tuple[Method, ...]
-    target: str | None = None
-    output: str = "logits"
-    baseline: str | tuple[float, ...] = "data"
-    background_images: int | None = None
-    batch_size: int = 64
-    max_images: int | None = None
-    max_per_class: int | None = None
-    examples_per_class: int = 2
-    seed: int = 0
-    device: str = "cpu"
-    tuned: bool = True
-    skip_bad: bool = False
-    n_boot: int = 1000
-    all_images: bool = False
-    budget: float | None = None
-    stopping: StoppingRule = StoppingRule()
-    accept_low_accuracy: bool = False
-    multi_label: bool | None = None
-    engine: RayEngine | None = None
-    regions: RegionSpec | None = None
+    methods: tuple[Method, ...]  # the configured methods, in report order
+    target: str | None = setting(
+        None, "class whose output is explained: the true label (default with labels), the "
+        "predicted class (default without), or every class (class × class view)",
+        choices=TARGETS)
+    output: str = setting(
+        "logits", "explain logits (default; a final softmax or sigmoid is stripped, a network "
+        "that ends in neither gives logits) or probabilities", flag="--output-space",
+        choices=OUTPUTS)
+    multi_label: bool | None = setting(
+        None, "explain each image for each of its labels, with per-label precision, recall and "
+        "F1 (default when the network ends in a sigmoid or the labels name several classes per "
+        "image: ';'-separated names in the CSV, or a multi-hot 'y')", kind=bool)
+    baseline: str | tuple[float, ...] = setting(
+        "data", "what a removed band becomes: that band of each of a few images drawn from the "
+        "data in turn, scores being the mean over them (data, the default), its mean over the "
+        "data, or zero (or, in Python, one value per band)", choices=RUN_BASELINES)
+    background_images: int | None = setting(
+        None, "background images of the data baseline per image (default: 1 in rounds until "
+        f"settled, 8 with {option('all_images=True', '--all-images')}; each costs band "
+        "ablation and exact band Shapley their passes once more)", kind=int, metavar="K")
+    max_images: int | None = setting(
+        None, "use at most N images, sampled per class in proportion (seeded)", kind=int,
+        metavar="N")
+    max_per_class: int | None = setting(
+        None, f"use at most N images per class, drawn with {option('seed', '--seed')}",
+        kind=int, metavar="N")
+    all_images: bool = setting(
+        False, "explain every image; by default each class's images are explained in rounds, "
+        "in a seeded random order, until its top 3 bands are settled (a bootstrap chance below "
+        "5% that they change, at least 30 images); a multi-label run explains every (image, "
+        "label) pair", kind=bool)
+    budget: float | None = setting(
+        None, "time for the methods together, e.g. 90s, 5m, 1.5h: each method takes the form "
+        "an equal share affords (sampled Shapley values); the methods take their rounds "
+        "together, shrunk to end when the budget is spent (single-label runs)", metavar="TIME")
+    examples_per_class: int = setting(
+        2, "images per class kept whole for per-band maps", kind=int, metavar="K")
+    accept_low_accuracy: bool = setting(
+        False, "go on when the predictions match the labels far better under another class "
+        "order than under the one given", kind=bool)
+    skip_bad: bool = setting(
+        False, "leave out unreadable files, non-image files and images with NaN, infinite or "
+        "nodata values, and list them in the report, instead of stopping", group=DATA,
+        kind=bool)
+    regions: RegionSpec | None = setting(
+        None, "explain by spectral region (needs wavelengths): 'auto' (100 nm windows), "
+        "'50nm' (windows of that width), \"VIS=400-700;NIR=750-1300\" (bands outside every "
+        "range form regions of their own), or 'none' (band by band; the default below 31 "
+        "bands or without wavelengths, 'auto' above). Perturbation methods then run on the "
+        "regions only; gradient methods also give per-band detail", group=DATA,
+        metavar="auto|WIDTHnm|R=LO-HI;…")
+    seed: int = setting(0, "seed for every random draw", group=RUN, kind=int)
+    batch_size: int = setting(64, "images per batch", group=RUN, kind=int, metavar="N")
+    device: str = setting("cpu", "where to compute (cuda: an NVIDIA GPU)", group=RUN,
+                          choices=("cpu", "cuda"))
+    tuned: bool = setting(
+        True, "run the network with the speed-ups that keep its numbers (BatchNorm folding, "
+        f"channels-last memory, measured pass sizes); {option('tuned=False', '--untuned')} "
+        "runs it exactly as given",
+        group=RUN, flag="--untuned", kind=bool)
+    n_boot: int = setting(1000, "bootstrap resamples of the per-class intervals", group=RUN,
+                          kind=int, metavar="N", cli=False)
+    engine: RayEngine | None = setting(
+        None, "single: this process (default); ray: every image explained by Ray actors, with "
+        f"the same numbers (implies {option('all_images=True', '--all-images')}); in Python "
+        "also an xband.RayEngine", group=ENGINE, choices=("single", "ray"))
+    stopping: StoppingRule = StoppingRule()  # when a class's answer counts as settled
     # the methods in their few-draws forms, for rounds until settled (`build`); None: `methods`
     methods_until_settled: tuple[Method, ...] | None = None
-    few_draws: bool = False  # each image takes few draws (`for_mode` decides)
 
     def __post_init__(self) -> None:
         fix = object.__setattr__
@@ -116,7 +137,7 @@ class RunConfig:
             _choice("target", self.target, TARGETS)
         _choice("output", self.output, OUTPUTS)
         if isinstance(self.baseline, str):
-            _choice("baseline", self.baseline, BASELINES)
+            _choice("baseline", self.baseline, RUN_BASELINES)
         else:
             values = np.asarray(self.baseline, dtype=np.float64).reshape(-1)
             if not np.isfinite(values).all():
@@ -146,96 +167,3 @@ class RunConfig:
         return cls(methods=resolve_methods(methods, method_options),
                    methods_until_settled=resolve_methods(methods, method_options,
                                                          until_settled=True), **settings)
-
-    def with_target_for(self, has_labels: bool) -> RunConfig:
-        """The configuration with the target decided: the label when known, else the prediction."""
-        if self.target is None:
-            return dataclasses.replace(self, target="true" if has_labels else "predicted")
-        if self.target == "true" and not has_labels:
-            raise XbandError(f"target 'true' needs labels: give them ({option('labels', '--labels')}"
-                             ", or 'y' in the .npz) or explain the predicted class (target "
-                             "'predicted').")
-        return self
-
-    def with_multi_label_for(self, final_activation: str, multi_hot: bool) -> RunConfig:
-        """The configuration with multi-label decided: asked for, or a final sigmoid, or labels
-        with several classes per image. A multi-label run explains every (image, label) pair
-        (`all_images`): the rounds until settled, and so the budget, are per single class."""
-        multi = self.multi_label
-        if multi is None:
-            multi = final_activation == "sigmoid" or multi_hot
-        elif not multi and multi_hot:
-            raise XbandError("the labels name several classes per image, but multi_label is "
-                             "False: give one label per image, or explain as multi-label.")
-        if multi and self.target == "all":
-            raise XbandError("target 'all' (every class for every image) is for single-label "
-                             "models; a multi-label model is explained for each image's labels "
-                             "(target 'true') or its predicted labels (target 'predicted').")
-        if multi and self.budget is not None:
-            raise XbandError(
-                f"{option('budget', '--budget')} applies to single-label runs, whose classes take "
-                "images in rounds until their top bands are settled; a multi-label run explains "
-                "every (image, label) pair. Leave out the budget and limit the images with "
-                f"{option('max_images', '--max-images')} or "
-                f"{option('max_per_class', '--max-per-class')}.")
-        return dataclasses.replace(self, multi_label=bool(multi),
-                                   all_images=self.all_images or bool(multi))
-
-    def for_mode(self, more_images: bool = True) -> RunConfig:
-        """The configuration once its mode is decided (after `with_multi_label_for`). In rounds
-        until settled each image gets few random draws — the methods' `until_settled` forms
-        and one background image — and a class's answer its precision from more images, which
-        costs less for the same precision (README, "Few draws per image"); with every image, or
-        when the first round takes every image (`more_images` False: fewer draws would only
-        lose precision), each image's scores are precise on their own: the methods' own options
-        and 8 background images. What the user set is kept."""
-        settled = not self.all_images and more_images
-        methods = self.methods_until_settled if settled and self.methods_until_settled else \
-            self.methods
-        background = self.background_images or (
-            BACKGROUND_UNTIL_SETTLED if settled else BACKGROUND_EVERY_IMAGE)
-        return dataclasses.replace(self, methods=methods, background_images=background,
-                                   methods_until_settled=None, few_draws=settled)
-
-    @property
-    def by_region(self) -> bool:
-        """Whether the spectral regions are the run's features (`regions`, not 'none')."""
-        return self.regions is not None and not self.regions.per_band
-
-    def method(self, name: str) -> Method:
-        return next(m for m in self.methods if m.name == name)
-
-    @property
-    def donor_backgrounds(self) -> int:
-        """Other images a removed band is taken from, per image, with the data baseline; 0 with
-        a constant baseline (`Context.background`)."""
-        return self.background_images if self.baseline == "data" else 0
-
-    @property
-    def n_background(self) -> int:
-        """Evaluations per removal: the donor backgrounds, or 1 for a constant baseline."""
-        return max(1, self.donor_backgrounds)
-
-    def settings(self) -> dict:
-        """The settings as summary.json records them (methods are listed on their own)."""
-        return {
-            "target": self.target,
-            "output": self.output,
-            "baseline": self.baseline if isinstance(self.baseline, str) else "user-given",
-            "background_images": self.donor_backgrounds or None,
-            "batch_size": self.batch_size,
-            "max_images": self.max_images,
-            "max_per_class": self.max_per_class,
-            "examples_per_class": self.examples_per_class,
-            "device": self.device,
-            "tuned": self.tuned,
-            "skip_bad": self.skip_bad,
-            "bootstrap_resamples": self.n_boot,
-            "all_images": self.all_images,
-            "few_draws_per_image": self.few_draws,
-            "budget_s": self.budget,
-            "accept_low_accuracy": self.accept_low_accuracy,
-            "multi_label": self.multi_label,
-            "engine": "single" if self.engine is None else self.engine.settings(),
-            "regions": None if self.regions is None else self.regions.text,
-        }

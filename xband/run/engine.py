@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from xband.errors import XbandError, option, whole_number
+from xband.settings import ENGINE, setting
 
 INSTALL = 'pip install -c constraints.txt -e ".[ray]"  (or: pip install "ray[data]")'
 ON_RAY = option('engine="ray"', "--engine ray")  # how messages name the engine
@@ -21,9 +22,15 @@ class RayEngine:
     a local Ray on this machine), `workers` actors (None: one per CPU the cluster offers, or per
     `gpus_per_worker` GPUs), each holding the network, with `gpus_per_worker` GPUs each."""
 
-    address: str | None = None
-    workers: int | None = None
-    gpus_per_worker: float = 0.0
+    address: str | None = setting(
+        None, "a running Ray cluster (default: $RAY_ADDRESS, else a local Ray)", group=ENGINE,
+        flag="--ray-address", metavar="ADDRESS")
+    workers: int | None = setting(
+        None, "Ray actors, each holding the network (default: one per CPU, or per "
+        f"{option('gpus_per_worker', '--gpus-per-worker')} GPUs, of the cluster)",
+        group=ENGINE, kind=int, metavar="N")
+    gpus_per_worker: float = setting(0.0, "GPUs per Ray actor (default 0: CPU)", group=ENGINE,
+                                     kind=float, metavar="G")
 
     def __post_init__(self) -> None:
         if self.workers is not None:

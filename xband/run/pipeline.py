@@ -16,23 +16,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.optimize import linear_sum_assignment
 
 from converters.cache import cache_root
 from xband.data.images import BandStats, ImageSet, image_set, scan, skip_notes, stratified_subset
-from xband.data.regions import (
-    AUTO_ABOVE_BANDS,
-    AUTO_WIDTH_NM,
-    band_regions,
-    check_regions_possible,
-    parse_regions,
-    region_bounds,
-    region_centres,
-)
+from xband.data.regions import region_centres
 from xband.errors import XbandError, option
 from xband.methods import Method
 from xband.methods._base import PassSizes
+from xband.methods.removal import constant_values
 from xband.models.load import LoadedModel
 from xband.run import aggregate
 from xband.run.attribution import (
@@ -44,10 +38,11 @@ from xband.run.attribution import (
     first_round,
 )
 from xband.run.config import RunConfig
-from xband.run.cost import estimate_lines, fit_budget, method_cost, pass_kind, passes_by_kind
+from xband.run.cost import estimate_lines, method_cost, pass_kind, passes_by_kind
 from xband.run.engine import RayEngine
 from xband.run.forward import Networks, check_device, prepare_networks, speed_up
 from xband.run.memory import freed_memory_kept
+from xband.run.plan import GROUPS, FeatureSet, Plan, resolve_plan
 from xband.run.result import Examples, Explanation, RunRecord, build_summary
 from xband.run.runner import BatchRunner, Pairs, RunnerSpec, image_feed
 from xband.run.sampling import ALL_IMAGES, ClassStop, class_orders
@@ -62,6 +57,7 @@ from xband.run.tuning import (
     run_seconds,
     speed_ups_pay,
 )
+from xband.settings import settings_doc, settings_of
 
 
 def explain(
@@ -69,61 +65,62 @@ def explain(
     data,
     methods: str | Method | Sequence[str | Method] = "all",
     *,
+    method_options: Mapping[str, Mapping] | None = None,
+    bands: Sequence[str] | None = None,
+    classes: Sequence[str] | None = None,
+    sensor: str | None = None,
+    wavelengths: Sequence[float] | str | None = None,
+    progress: bool = True,
     target: str | None = None,
     output: str = "logits",
+    multi_label: bool | None = None,
     baseline: str | Sequence[float] = "data",
     background_images: int | None = None,
-    seed: int = 0,
     max_images: int | None = None,
     max_per_class: int | None = None,
     all_images: bool = False,
     budget: str | float | None = None,
     examples_per_class: int = 2,
+    accept_low_accuracy: bool = False,
+    skip_bad: bool = False,
+    regions: str | None = None,
+    seed: int = 0,
     batch_size: int = 64,
     device: str = "cpu",
     tuned: bool = True,
-    skip_bad: bool = False,
     n_boot: int = 1000,
-    accept_low_accuracy: bool = False,
-    multi_label: bool | None = None,
-    method_options: Mapping[str, Mapping] | None = None,
-    progress: bool = True,
-    bands: Sequence[str] | None = None,
-    classes: Sequence[str] | None = None,
-    sensor: str | None = None,
-    wavelengths: Sequence[float] | str | None = None,
-    regions: str | None = None,
+    engine: str | RayEngine | None = None,
     settings: Mapping[str, Mapping] | None = None,
-    engine: str | RayEngine = "single",
 ) -> Explanation:
     """Per-band, per-class importance of `model` on `data` by every method asked for.
 
-    data: an `ImageSet` (`xband.image_set`, `xband.read_data`), an (images, labels) pair or an image
-    array, a path that `xband.read_data` opens, or a torch Dataset/DataLoader; `bands`, `classes`
-    and `sensor` (or `wavelengths`, nm per band or a file) describe data that is not an ImageSet
-    yet. regions: explain by spectral region ("auto", "50nm", "VIS=400-700;NIR=750-1300"; see
-    `xband.RunConfig`). methods: "all", names ("saliency,shapley" or a list), or configured
-    methods (`xband.methods.IntegratedGradients(n_steps=64)`); method_options: {name: {option:
-    value}} (unset, named methods take few draws per image until settled: `RunConfig.for_mode`).
-    baseline: what a removed band becomes: "data" (that band of each of `background_images` other
-    images per image, scores the mean over them; None: 1 until settled, 8 with every image),
-    "mean" (its mean over the data), "zero", or one value per band. all_images: explain every
-    candidate image; by default each class's images are taken in rounds until its top bands are
-    settled. budget: time for the methods together ("5m", "90s", seconds). Band groups: perturbation
-    methods rerun with a feature per group (`group_importance`). engine: "single", "ray" (a local
-    Ray, or the cluster at RAY_ADDRESS) or an `xband.RayEngine`: every image explained on Ray,
-    with the same numbers. The other settings are `xband.RunConfig`'s.
+    Args:
+        model: the classifier, as `xband.load_model` loads it.
+        data: an `ImageSet` (`xband.image_set`, `xband.read_data`), an (images, labels) pair or
+            an image array, a path that `xband.read_data` opens, or a torch Dataset/DataLoader.
+        methods: "all", names ("saliency,shapley" or a list), or configured methods
+            (`xband.methods.IntegratedGradients(n_steps=64)`).
+        method_options: {method: {option: value}} on top of the methods' own (unset, named
+            methods take few draws per image until settled: `xband.run.plan`).
+        bands: band names in file order, for data that is not an ImageSet yet.
+        classes: class names in the model's output order, likewise.
+        sensor: a sensor preset (band names, wavelengths, spectral groups), likewise.
+        wavelengths: each band's centre wavelength in nm, or a file of them, likewise.
+        progress: show progress bars and the cost estimate (on standard error).
+    {settings}
+        settings: deprecated spelling of `method_options`.
+
+    Returns:
+        The `Explanation`: tables for pandas, figures, `save` for a report folder.
     """
-    config = RunConfig.build(
-        methods, method_options=_with_settings(method_options, settings), target=target, output=output,
-        baseline=baseline if isinstance(baseline, str) else tuple(np.ravel(baseline)),
-        background_images=background_images, seed=seed, max_images=max_images,
-        max_per_class=max_per_class, all_images=all_images, budget=budget,
-        examples_per_class=examples_per_class, batch_size=batch_size, device=device,
-        tuned=tuned, skip_bad=skip_bad, n_boot=n_boot, accept_low_accuracy=accept_low_accuracy,
-        multi_label=multi_label, engine=engine, regions=regions)
+    given = locals()  # every setting passes to RunConfig by its declared name
+    config = RunConfig.build(methods, method_options=_with_settings(method_options, settings),
+                             **{f.name: given[f.name] for f in settings_of(RunConfig)})
     return run_explanation(model, as_image_set(data, bands=bands, classes=classes, sensor=sensor,
                                                wavelengths=wavelengths), config, progress=progress)
+
+
+explain.__doc__ = explain.__doc__.replace("    {settings}\n", settings_doc(RunConfig, indent=8))
 
 
 def _with_settings(method_options: Mapping[str, Mapping] | None,
@@ -195,32 +192,30 @@ def _run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *, p
                      announce: Callable[[str], None] | None) -> Explanation:
     started = time.perf_counter()
     check_device(config.device)
-    data, config = with_regions(data.for_model(model), config)
-    config = config.with_target_for(data.labels is not None).with_multi_label_for(
-        model.final_activation, data.multi_label).for_mode(beyond_first_round(data, config,
-                                                                              model.n_classes))
-    if config.multi_label:
+    data = data.for_model(model)
+    plan = resolve_plan(config, data, model.n_classes, model.final_activation)
+    if plan.multi_label:
         data = data.as_multi_label(model.n_classes)
-    selection = select_images(model, data, config)
+    selection = select_images(model, data, plan)
     example = torch.from_numpy(data.take(selection.indices[:2])).to(config.device)
-    networks = prepare_networks(model.network(config.output, config.multi_label), model.layout,
+    networks = prepare_networks(model.network(config.output, plan.multi_label), model.layout,
                                 config.device, example, tuned=False)
-    networks, timing = measure_passes(model, data, config, networks, example,
-                                      expected_items(data, selection.indices, config))
+    networks, timing = measure_passes(model, data, plan, networks, example,
+                                      expected_items(data, selection.indices, plan))
     take = image_feed(data, selection.indices, networks.forward, config.device)
     candidates = Candidates(data, selection.indices, networks.forward, take,
                             skip_bad=config.skip_bad, checked=selection.checked,
-                            chunk=config.batch_size * 4, threshold=decision_threshold(model, config))
-    pairs = plan_pairs(candidates, config) if config.multi_label else None
+                            chunk=config.batch_size * 4, threshold=decision_threshold(model, plan))
+    pairs = plan_pairs(candidates, plan) if plan.multi_label else None
     n_items = len(selection.indices) if pairs is None else len(pairs)
-    config, budget_notes = fit_to_budget(config, data, timing)
+    plan, budget_notes = plan.fitted_to_budget(timing, len(data.class_names))
     say = announce or (_stderr if progress else None)
     if say is not None:
-        say(cost_text(config, data, timing, n_items, model.n_classes, pairs=pairs is not None))
-    spec = runner_spec(data, config, selection, timing.sizes, model.n_classes,
+        say(cost_text(plan, data, timing, n_items, model.n_classes, pairs=pairs is not None))
+    spec = runner_spec(data, plan, selection, timing.sizes, model.n_classes,
                        candidates.threshold)
     with engine_runner(spec.build(networks.forward, take), data, config, spec) as runner:
-        work = attribute(config, runner, candidates, pairs, timing, data, progress)
+        work = attribute(plan, runner, candidates, pairs, timing, data, progress)
     record = RunRecord(
         indices=selection.indices[work.explained], baseline=selection.baseline,
         band_mean=selection.stats.mean, band_std=selection.stats.std, timing=timing,
@@ -231,65 +226,37 @@ def _run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *, p
                + tuple(skip_notes(candidates.skipped))),
         skipped=selection.skipped + tuple(candidates.skipped),
         run_time_s=time.perf_counter() - started,
-        sampling=sampling_record(config, work.results, data.class_names, selection.stats_images))
-    return assemble(model, data, config, record, candidates, work)
-
-
-def with_regions(data: ImageSet, config: RunConfig) -> tuple[ImageSet, RunConfig]:
-    """`data` with its band groups the spectral regions `config` asks for, and the configuration
-    with regions decided: "auto" for many bands with wavelengths known and no band groups."""
-    many = data.n_bands > AUTO_ABOVE_BANDS and data.wavelengths is not None
-    if config.regions is None and many and data.band_groups_by_name is None:
-        config = dataclasses.replace(config, regions=parse_regions("auto"))
-        data = dataclasses.replace(data, notes=data.notes + (
-            f"regions: {data.n_bands} bands with known wavelengths are explained by spectral "
-            f"region ({AUTO_WIDTH_NM:g} nm windows; regions 'none' explains band by band).",))
-    if not config.by_region:
-        return data, config
-    check_regions_possible(data.wavelengths, data.band_groups_by_name is not None)
-    regions = band_regions(config.regions, data.wavelengths, data.band_names)
-    return dataclasses.replace(data, band_groups=regions), config
-
-
-def feature_count(data: ImageSet, config: RunConfig) -> int:
-    """The features the perturbation methods remove: the regions, or the bands."""
-    return len(data.band_groups) if config.by_region else data.n_bands
-
-
-def feature_sets(data: ImageSet, config: RunConfig) -> tuple[int, ...]:
-    """The feature counts perturbation methods run over: the bands (or regions), then the band
-    groups when the data has them (each group removed whole)."""
-    groups = () if config.by_region or not data.band_groups else (len(data.band_groups),)
-    return (feature_count(data, config), *groups)
+        sampling=sampling_record(plan, work.results, data.class_names, selection.stats_images))
+    return assemble(model, data, plan, record, candidates, work)
 
 
 def _stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def expected_items(data: ImageSet, indices: np.ndarray, config: RunConfig) -> int:
+def expected_items(data: ImageSet, indices: np.ndarray, plan: Plan) -> int:
     """What the run will explain, as far as it is known before any prediction: the candidate
     images, or multi-label their (image, label) pairs (one per image while the labels explained
     are the predicted ones)."""
-    if config.multi_label and data.labels is not None and config.target != "predicted":
+    if plan.multi_label and data.labels is not None and plan.target != "predicted":
         return int(data.labels[indices].sum())
     return len(indices)
 
 
-def decision_threshold(model: LoadedModel, config: RunConfig) -> float | None:
+def decision_threshold(model: LoadedModel, plan: Plan) -> float | None:
     """Multi-label: the output above which a label counts as predicted (logit 0, probability
     0.5); single-label: None (the largest output is the prediction)."""
-    if not config.multi_label:
+    if not plan.multi_label:
         return None
-    return 0.0 if model.output_space(config.output) == "logits" else 0.5
+    return 0.0 if model.output_space(plan.config.output) == "logits" else 0.5
 
 
-def plan_pairs(candidates: Candidates, config: RunConfig) -> Pairs:
+def plan_pairs(candidates: Candidates, plan: Plan) -> Pairs:
     """Multi-label: every (image, label) pair of the usable candidate images, for the images'
     labels (their predicted labels without labels or with target 'predicted'); the images are
     checked and predicted first."""
     usable = candidates.prepare(np.arange(len(candidates)))
-    predicted = config.target == "predicted" or candidates.labels is None
+    predicted = plan.target == "predicted" or candidates.labels is None
     present = (candidates.predictions if predicted else candidates.labels)[usable]
     pairs = Pairs.of(present, usable)
     if not len(pairs):
@@ -300,14 +267,15 @@ def plan_pairs(candidates: Candidates, config: RunConfig) -> Pairs:
     return pairs
 
 
-def select_images(model: LoadedModel, data: ImageSet, config: RunConfig) -> Selection:
+def select_images(model: LoadedModel, data: ImageSet, plan: Plan) -> Selection:
     """The images the run may explain (a seeded stratified subset when asked), the band
     statistics from one pass over them (explaining every image) or over a sample of them (the
     sampled run checks the rest as it reads them), and the removal baseline."""
+    config = plan.config
     indices = stratified_subset(data.labels, len(data), config.max_images, config.seed,
                                 config.max_per_class)
     _check_classes(data, indices, model.n_classes, config)
-    sample = indices if config.all_images else indices[stratified_subset(
+    sample = indices if plan.all_images else indices[stratified_subset(
         None if data.labels is None else data.labels[indices], len(indices), STATS_IMAGES,
         config.seed)]
     checked = scan(data, sample, skip_bad=config.skip_bad)
@@ -315,52 +283,35 @@ def select_images(model: LoadedModel, data: ImageSet, config: RunConfig) -> Sele
         indices = np.setdiff1d(indices, np.setdiff1d(sample, checked.kept))
         _check_classes(data, indices, model.n_classes, config, skipping=True)
     skipped = data.skipped + tuple(checked.skipped)
-    notes = [*skip_notes(skipped), *_output_notes(model, config)]
-    notes += [n for m in config.methods
-              if (n := m.note(feature_count(data, config), config.n_background))]
-    if config.few_draws:
-        notes.append(few_draws_note(config))
+    notes = [*skip_notes(skipped), *_output_notes(model, plan)]
+    notes += [n for m in plan.methods
+              if (n := m.note(len(plan.answer), plan.n_background))]
+    if plan.few_draws:
+        notes.append(few_draws_note(plan))
     return Selection(indices, checked.stats, len(checked.kept), np.isin(indices, checked.kept),
-                     _baseline(config, checked.stats, data.n_bands), skipped, tuple(notes))
+                     constant_values(config.baseline, checked.stats.mean), skipped, tuple(notes))
 
 
-def beyond_first_round(data: ImageSet, config: RunConfig, n_classes: int) -> bool:
-    """Whether rounds until settled could take more images than their first round takes."""
-    at_most = min(len(data), config.max_images or len(data),
-                  (config.max_per_class or len(data)) * n_classes)
-    return at_most > config.stopping.first_round * n_classes
-
-
-def few_draws_note(config: RunConfig) -> str:
+def few_draws_note(plan: Plan) -> str:
     """What each image is given in rounds until settled, and how to get more per image."""
     drawn = [f"{m.name} {', '.join(f'{k}={getattr(m, k)}' for k in m.until_settled)}"
-             for m in config.methods if m.until_settled]
-    background = (f"{config.n_background} background image(s) per image"
-                  if config.donor_backgrounds else "a constant baseline")
+             for m in plan.methods if m.until_settled]
+    background = (f"{plan.n_background} background image(s) per image"
+                  if plan.donor_backgrounds else "a constant baseline")
     return ("until settled, each image takes few random draws and the classes more images: "
             + "; ".join([background, *drawn])
             + " (--all-images gives every image the methods' full draws; README, 'Few draws "
               "per image until settled')")
 
 
-def _baseline(config: RunConfig, stats: BandStats, n_bands: int) -> np.ndarray:
-    if config.baseline in ("mean", "data"):  # the data baseline's mean value, for the record
-        return stats.mean
-    if config.baseline == "zero":
-        return np.zeros(n_bands, dtype=np.float32)
-    if len(config.baseline) != n_bands:
-        raise XbandError(f"baseline has {len(config.baseline)} values but the images have "
-                         f"{n_bands} bands. Give one value per band.")
-    return np.asarray(config.baseline, dtype=np.float32)
-
-
-def _output_notes(model: LoadedModel, config: RunConfig) -> list[str]:
+def _output_notes(model: LoadedModel, plan: Plan) -> list[str]:
     """What the scores are for, when it is not what was asked or what the network gives."""
+    config = plan.config
     if config.output == "logits" and model.output_space("logits") == "probabilities":
         return [f"output: the network's final {model.final_activation} could not be stripped; "
                 "scores are for probabilities, which saturate near 0 and 1."]
     if config.output == "probabilities" and model.final_activation == "none":
-        kind = "sigmoid" if config.multi_label else "softmax"
+        kind = "sigmoid" if plan.multi_label else "softmax"
         return [f"output: the network ends in logits; the probabilities explained are their "
                 f"{kind}, applied by xband."]
     return []
@@ -406,7 +357,7 @@ def _check_classes(data: ImageSet, indices: np.ndarray, n_classes: int, config: 
                      f"{option('max_per_class', '--max-per-class')}).")
 
 
-def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networks: Networks,
+def measure_passes(model: LoadedModel, data: ImageSet, plan: Plan, networks: Networks,
                    example: torch.Tensor, n_candidates: int) -> tuple[Networks, PassTiming]:
     """The network as the methods run it, and its pass sizes and seconds per image-pass.
 
@@ -414,21 +365,22 @@ def measure_passes(model: LoadedModel, data: ImageSet, config: RunConfig, networ
     Tuning may then spend 5% of that estimate: on the speed-ups that keep the numbers
     (xband.run.forward) when that share covers their usual cost, then on choosing pass sizes
     (xband.run.tuning). A run too short to repay tuning runs the network as given."""
-    kinds = {pass_kind(m) for m in config.methods}
-    images = n_candidates if config.all_images else min(
+    config = plan.config
+    kinds = {pass_kind(m) for m in plan.methods}
+    images = n_candidates if plan.all_images else min(
         n_candidates, config.stopping.first_round * model.n_classes)
     plain = plain_timing(networks.forward, example, kinds=kinds, size=config.batch_size)
     if not config.tuned:
         return networks, plain
-    estimate = sum(method_cost(m, feature_sets(data, config), plain.seconds_per_image,
-                               config.n_background).seconds(images) for m in config.methods)
+    estimate = sum(method_cost(m, plan.feature_counts, plain.seconds_per_image,
+                               plan.n_background).seconds(images) for m in plan.methods)
     budget = TUNING_SHARE * estimate
     if budget < SPEED_UP_COST_S:
         return networks, dataclasses.replace(
             plain, source=f"default (an estimated {estimate:.1f} s of passes is too short to "
             "repay tuning)")
     started = time.perf_counter()
-    passes = passes_by_kind(config.methods, feature_sets(data, config), config.n_background)
+    passes = passes_by_kind(plan.methods, plan.feature_counts, plan.n_background)
     networks = faster_networks(networks, example, passes)
     cache = cache_file(cache_root(), model_id=model.sha256 or module_id(model.module),
                        output=config.output, device=config.device,
@@ -454,61 +406,50 @@ def faster_networks(networks: Networks, example: torch.Tensor,
     return dataclasses.replace(chosen, tuning_s=networks.tuning_s + time.perf_counter() - started)
 
 
-def fit_to_budget(config: RunConfig, data: ImageSet,
-                  timing: PassTiming) -> tuple[RunConfig, list[str]]:
-    """The configuration with each method in the form its share of the budget affords."""
-    if config.budget is None:
-        return config, []
-    methods, notes = fit_budget(config.methods, feature_sets(data, config), timing.seconds_per_image,
-                                config.budget, len(data.class_names), config.stopping.min_images,
-                                config.n_background)
-    return dataclasses.replace(config, methods=methods), notes
-
-
-def cost_text(config: RunConfig, data: ImageSet, timing: PassTiming, n_candidates: int,
+def cost_text(plan: Plan, data: ImageSet, timing: PassTiming, n_candidates: int,
               n_classes: int, *, pairs: bool = False) -> str:
     """What the run will cost, said before it starts; multi-label (`pairs`), `n_candidates`
     counts the (image, label) pairs, every one of them explained."""
-    costs = [method_cost(m, feature_sets(data, config), timing.seconds_per_image,
-                         config.n_background)
-             for m in config.methods]
-    first = n_candidates if config.all_images else config.stopping.first_round
+    costs = [method_cost(m, plan.feature_counts, timing.seconds_per_image, plan.n_background)
+             for m in plan.methods]
+    first = n_candidates if plan.all_images else plan.config.stopping.first_round
     lines = estimate_lines(costs, first, n_classes, n_candidates,
                            unit="(image, label) pairs" if pairs else "images")
-    if config.n_background > 1:
-        lines.append(f"a removed band takes that band of {config.n_background} other images of the "
+    if plan.n_background > 1:
+        lines.append(f"a removed band takes that band of {plan.n_background} other images of the "
                      "data in turn, per image (--baseline data; --background-images sets how many, "
                      "--baseline mean a single value)")
-    if len(feature_sets(data, config)) > 1:
-        lines.append(f"band groups: perturbation methods also remove or shuffle each of the "
-                     f"{len(data.band_groups)} groups whole (counted above); a masked copy of "
+    for extra in plan.removed[1:]:
+        lines.append(f"{extra.name}: perturbation methods also remove or shuffle each of the "
+                     f"{len(extra)} groups whole (counted above); a masked copy of "
                      "an image that several methods ask for goes through the network once, so "
                      "the run makes fewer passes than the sum")
-    if config.by_region:
+    if plan.by_region:
         lines.append(f"regions: perturbation methods remove or shuffle each of the "
-                     f"{len(data.band_groups)} regions whole, so their cost follows the region "
+                     f"{len(plan.answer)} regions whole, so their cost follows the region "
                      f"count, not the {data.n_bands} bands; per-band detail comes from the "
                      "gradient methods")
     if pairs:
         lines.append("multi-label: every (image, label) pair is explained (the rounds until "
                      "settled are for single-label runs)")
-    elif config.budget is not None:
-        lines.append(f"budget: {config.budget:.0f} s for the methods together")
-    elif config.few_draws:
+    elif plan.config.budget is not None:
+        lines.append(f"budget: {plan.config.budget:.0f} s for the methods together")
+    elif plan.few_draws:
         lines.append("classes stop taking images once their top bands are settled, each image "
                      "with few random draws (--all-images explains every image, each with the "
                      "methods' full draws: more passes per image than above)")
-    elif not config.all_images:
+    elif not plan.all_images:
         lines.append("classes stop taking images once their top bands are settled "
                      "(--all-images explains every image)")
     return "\n".join(lines)
 
 
-def _examples(candidates: Candidates, orders: dict[int, np.ndarray], config: RunConfig,
+def _examples(candidates: Candidates, orders: dict[int, np.ndarray], plan: Plan,
               data: ImageSet) -> np.ndarray:
     """Positions of the example images, among those every method explains first; the class
     order is checked on those images' labels and predictions."""
-    first = candidates.prepare(first_round(orders, config.stopping, config.all_images))
+    config = plan.config
+    first = candidates.prepare(first_round(orders, config.stopping, plan.all_images))
     if candidates.labels is not None and not config.accept_low_accuracy:
         check_class_order(candidates.labels[first], candidates.predictions[first], data)
     picked = pick_examples(candidates.known[first], candidates.predictions[first],
@@ -558,16 +499,16 @@ def pick_examples(known: np.ndarray, predictions: np.ndarray, n_classes: int, pe
     return np.array(sorted(picked), dtype=int)
 
 
-def runner_spec(data: ImageSet, config: RunConfig, selection: Selection, passes: PassSizes,
+def runner_spec(data: ImageSet, plan: Plan, selection: Selection, passes: PassSizes,
                 n_classes: int, threshold: float | None = None) -> RunnerSpec:
-    """What builds the batch runner over the candidate images, with band groups when the data
-    has them; multi-label, `threshold` is the output above which a label counts as predicted."""
+    """What builds the batch runner over the candidate images; multi-label, `threshold` is the
+    output above which a label counts as predicted."""
+    config = plan.config
     return RunnerSpec(indices=selection.indices, baseline=selection.baseline,
                       band_std=selection.stats.std, passes=passes, seed=config.seed,
                       batch_size=config.batch_size, n_classes=n_classes,
-                      background=config.donor_backgrounds, device=config.device,
-                      band_groups=data.band_groups, n_bands=data.n_bands, threshold=threshold,
-                      regions=config.by_region)
+                      background=plan.donor_backgrounds, device=config.device,
+                      feature_sets=plan.features, threshold=threshold)
 
 
 @contextmanager
@@ -596,17 +537,17 @@ class Attributed:
     notes: tuple[str, ...] = ()
 
 
-def attribute(config: RunConfig, runner: BatchRunner, candidates: Candidates, pairs: Pairs | None,
+def attribute(plan: Plan, runner: BatchRunner, candidates: Candidates, pairs: Pairs | None,
               timing: PassTiming, data: ImageSet, progress: bool) -> Attributed:
     """Every method over the candidates: single-label, class by class in rounds until settled
     (or every image); multi-label, every (image, label) pair."""
-    n_classes = len(data.class_names)
+    config, n_classes = plan.config, len(data.class_names)
     if pairs is not None:
         hit = candidates.predictions[pairs.image, pairs.target]
         examples = pick_examples(pairs.target, np.where(hit, pairs.target, -1), n_classes,
                                  config.examples_per_class, config.seed)
         results = {m.name: explain_pairs(m, runner, candidates, pairs, examples=examples,
-                                         progress=progress) for m in config.methods}
+                                         progress=progress) for m in plan.methods}
         explained = np.flatnonzero(candidates.predicted)
         note = (f"multi-label: all {len(pairs)} (image, label) pairs of the {len(explained)} "
                 "images were explained; the rounds until each class's top bands are settled "
@@ -615,18 +556,18 @@ def attribute(config: RunConfig, runner: BatchRunner, candidates: Candidates, pa
     if candidates.labels is None:  # the predicted classes are the strata
         candidates.prepare(np.arange(len(candidates)))
     orders = class_orders(candidates.known, n_classes, config.seed)
-    examples = _examples(candidates, orders, config, data)
-    if config.all_images or config.engine is not None:
-        results = explain_every_image(config.methods, runner, candidates, target=config.target,
+    examples = _examples(candidates, orders, plan, data)
+    if plan.all_images:
+        results = explain_every_image(plan.methods, runner, candidates, target=plan.target,
                                       orders=orders, examples=examples, progress=progress)
     else:
         results = explain_until_settled(
-            config.methods, runner, candidates, target=config.target, orders=orders,
+            plan.methods, runner, candidates, target=plan.target, orders=orders,
             rule=config.stopping, examples=examples, seed=config.seed,
-            seconds_per_image={m.name: method_cost(m, feature_sets(data, config),
+            seconds_per_image={m.name: method_cost(m, plan.feature_counts,
                                                    timing.seconds_per_image,
-                                                   config.n_background).seconds(1)
-                               for m in config.methods},
+                                                   plan.n_background).seconds(1)
+                               for m in plan.methods},
             deadline=None if config.budget is None else time.perf_counter() + config.budget,
             progress=progress)
     notes = [shared_note(runner)] if runner.copies_reused else []
@@ -646,19 +587,19 @@ def shared_note(runner: BatchRunner) -> str:
             "and went through the network once")
 
 
-def sampling_record(config: RunConfig, results: dict[str, MethodResult],
+def sampling_record(plan: Plan, results: dict[str, MethodResult],
                     class_names: tuple[str, ...], stats_images: int) -> dict:
     """How many images (multi-label: pairs) each method explained per class, and why it
     stopped there; for a method that removes band groups whole, also for its group answer."""
-    mode = "all images" if config.all_images else "until settled"
+    mode = "all images" if plan.all_images else "until settled"
     record = {
-        "mode": "all (image, label) pairs" if config.multi_label else mode,
-        "rule": config.stopping.as_dict(),
+        "mode": "all (image, label) pairs" if plan.multi_label else mode,
+        "rule": plan.config.stopping.as_dict(),
         "band_statistics_images": stats_images,
-        "stops": {m: _named(r.stops, class_names) for m, r in results.items()},
+        "stops": {m: _named(r.stops[plan.answer.name], class_names) for m, r in results.items()},
     }
-    if groups := {m: _named(r.group_stops, class_names) for m, r in results.items()
-                  if r.group_stops is not None}:
+    if groups := {m: _named(r.stops[GROUPS], class_names) for m, r in results.items()
+                  if GROUPS in r.stops}:
         record["group_stops"] = groups
     return record
 
@@ -667,11 +608,12 @@ def _named(stops: dict[int, ClassStop], class_names: tuple[str, ...]) -> dict[st
     return {class_names[c]: stop.as_dict() for c, stop in stops.items()}
 
 
-def assemble(model: LoadedModel, data: ImageSet, config: RunConfig, record: RunRecord,
+def assemble(model: LoadedModel, data: ImageSet, plan: Plan, record: RunRecord,
              candidates: Candidates, work: Attributed) -> Explanation:
-    """Per-class tables of every method's per-image scores (over the explained images; NaN rows
-    where a method stopped before an image), or multi-label per-pair scores, and the result."""
-    explained = work.explained
+    """Per-class tables of every method's per-image scores on every feature set (over the
+    explained images; NaN rows where a method stopped before an image), or multi-label
+    per-pair scores, and the result."""
+    config, explained = plan.config, work.explained
     labels = None if candidates.labels is None else candidates.labels[explained]
     predictions = candidates.predictions[explained]
     pairs = rows = None
@@ -679,44 +621,42 @@ def assemble(model: LoadedModel, data: ImageSet, config: RunConfig, record: RunR
         pairs = Pairs(np.searchsorted(explained, work.pairs.image), work.pairs.target)
     else:
         rows = explained
-    scores, group_scores, band_scores = ({m: _rows(v, rows) for m, r in work.results.items()
-                                          if (v := getattr(r, kind)) is not None}
-                                         for kind in ("scores", "group_scores", "band_scores"))
+    feature_scores = {s.name: {m: _rows(r.scores[s.name], rows) for m, r in work.results.items()
+                               if s.name in r.scores} for s in plan.features}
     tables = dict(**aggregate.grouping_keys(labels, predictions, pairs),
-                  class_names=list(data.class_names), target_mode=config.target,
+                  class_names=list(data.class_names), target_mode=plan.target,
                   n_boot=config.n_boot, seed=config.seed, strata=_strata(candidates, work))
-    band_table = dict(band_names=list(data.band_names), wavelengths=data.wavelengths, **tables)
-    if config.by_region:  # the regions are the features; bands are gradient detail
-        importance = aggregate.importance_table(
-            scores, band_names=list(data.band_groups),
-            wavelengths=region_centres(data.band_groups, data.wavelengths), **tables)
-        band_importance = aggregate.importance_table(band_scores, **band_table) \
-            if band_scores else None
-    else:
-        importance, band_importance = aggregate.importance_table(scores, **band_table), None
-    group_importance = aggregate.importance_table(
-        group_scores, band_names=list(data.band_groups), **tables) if group_scores else None
+    importance = pd.concat([
+        aggregate.importance_table(feature_scores[s.name], band_names=list(s.names),
+                                   wavelengths=_centres(s, data), **tables
+                                   ).assign(feature_set=s.name)
+        for s in plan.features if feature_scores[s.name]], ignore_index=True)
+    answer = importance[importance["feature_set"] == plan.answer.name]
     return Explanation(
-        config=config, record=record,
+        plan=plan, record=record,
         band_names=list(data.band_names), class_names=list(data.class_names),
-        method_info={m.name: m.info() for m in config.methods},
-        labels=labels, predictions=predictions, scores=scores, importance=importance,
-        agreement=aggregate.agreement(importance), consensus=aggregate.consensus(importance),
+        method_info={m.name: m.info() for m in plan.methods},
+        labels=labels, predictions=predictions, feature_scores=feature_scores,
+        importance=importance, agreement=aggregate.agreement(answer),
+        consensus=aggregate.consensus(answer),
         examples=Examples.of(data, candidates, work.examples, work.results, work.pairs),
-        summary=build_summary(model, data, config, record, labels, predictions),
-        groups=data.group_bands() or None, group_scores=group_scores or None,
-        group_importance=group_importance, pairs=pairs,
-        regions=None if not config.by_region else region_bounds(data.band_groups,
-                                                                  data.wavelengths),
-        band_scores=band_scores or None, band_importance=band_importance,
-    )
+        summary=build_summary(model, data, plan, record, labels, predictions), pairs=pairs)
+
+
+def _centres(feature_set: FeatureSet, data: ImageSet) -> list[float] | None:
+    """Each feature's wavelength (nm): a band's, a region's mean band; None for band groups."""
+    if data.wavelengths is None or feature_set.name == GROUPS:
+        return None
+    return region_centres(dict(zip(feature_set.names, feature_set.members, strict=True)),
+                          data.wavelengths)
 
 
 def _strata(candidates: Candidates, work: Attributed) -> tuple[np.ndarray, np.ndarray] | None:
     """`aggregate.importance_table`'s strata for a run until settled: each explained image's
     class as sampled (its label, else its predicted class) and each class's candidates; None
     where every image (every pair) was explained."""
-    stopped = {stop.reason for r in work.results.values() for stop in r.stops.values()}
+    stopped = {stop.reason for r in work.results.values()
+               for stop in next(iter(r.stops.values())).values()}
     if work.pairs is not None or stopped <= {ALL_IMAGES}:
         return None
     known = candidates.known

@@ -260,10 +260,11 @@ class Attributor:
 
 
 def _columns(name: str, result: JobResult) -> dict:
-    """One method's answer for a job as one-row columns of a Ray Data batch."""
-    out = {f"{name}/scores": result.scores[None], f"{name}/seconds": np.array([result.seconds])}
-    if result.groups is not None:
-        out[f"{name}/groups"] = result.groups[None]
+    """One method's answer for a job as one-row columns of a Ray Data batch: its scores per
+    feature set (every row answered: a Ray run explains every image)."""
+    out = {f"{name}/seconds": np.array([result.seconds]),
+           **{f"{name}/scores/{feature_set}": values[None]
+              for feature_set, values in result.scores.items()}}
     if result.maps is not None:
         items = np.array(sorted(result.maps), dtype=np.int64)
         out[f"{name}/map_items"] = items[None]
@@ -278,10 +279,11 @@ def _job_result(name: str, row: dict) -> JobResult:
     if f"{name}/map_items" in row:
         items, stacked = np.asarray(row[f"{name}/map_items"]), np.asarray(row[f"{name}/maps"])
         maps = {int(i): stacked[k] for k, i in enumerate(items)}
-    groups = row.get(f"{name}/groups")
-    return JobResult(np.asarray(row[f"{name}/scores"]),
-                     None if groups is None else np.asarray(groups), maps,
-                     float(row[f"{name}/seconds"]))
+    head = f"{name}/scores/"
+    scores = {key[len(head):]: np.asarray(value) for key, value in row.items()
+              if key.startswith(head)}
+    return JobResult(scores, maps, float(row[f"{name}/seconds"]),
+                     dict.fromkeys(scores))
 
 
 class RayRunner(BatchRunner):
@@ -289,7 +291,7 @@ class RayRunner(BatchRunner):
 
     def __init__(self, local: BatchRunner, plan: WorkerPlan, engine: RayEngine):
         super().__init__(local.ctx, local.take, seed=local.seed, batch_size=local.batch_size,
-                         n_classes=local.n_classes, groups=local.groups)
+                         n_classes=local.n_classes, features=local.features)
         self.ray = import_ray()
         self.plan = self.ray.put(plan)  # once: every actor of every run gets it from the store
         self.engine, self.images_read = engine, 0
@@ -314,7 +316,7 @@ class RayRunner(BatchRunner):
         except self.ray.exceptions.RayError as err:
             unfinished = [i for i in range(len(jobs)) if i not in finished]
             raise _xband_error(err, unfinished, jobs) from None
-        return {m.name: outputs[m.name].finish(m, self.groups, self.batch_size) for m in methods}
+        return self.finish(methods, outputs)
 
     def _attributed(self, jobs: list[Job], methods: Sequence[Method]) -> Iterator[dict]:
         """The jobs as a Ray dataset (one block each, so that idle actors take the next one),

@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 from xband.data.images import ImageSet
+from xband.data.regions import region_bounds
 from xband.errors import whole_number
 from xband.methods._base import PassSizes
 from xband.run import aggregate
 from xband.run.config import RunConfig
+from xband.run.plan import BANDS, FeatureSet, Plan
 from xband.run.runner import Pairs
 from xband.run.tuning import PassTiming
 from xband.versions import versions
@@ -94,11 +97,11 @@ class Examples:
                    predicted_sets=candidates.predictions[images])
 
 
-def build_summary(model: LoadedModel, data: ImageSet, config: RunConfig, record: RunRecord,
+def build_summary(model: LoadedModel, data: ImageSet, plan: Plan, record: RunRecord,
                   labels: np.ndarray | None, predictions: np.ndarray) -> dict:
     """What a reader needs to trust and reproduce the run (summary.json)."""
     return {
-        "model": _model_summary(model, config),
+        "model": _model_summary(model, plan),
         "fidelity": model.fidelity.as_dict() if model.fidelity else None,
         "data": {
             "path": data.source,
@@ -118,20 +121,21 @@ def build_summary(model: LoadedModel, data: ImageSet, config: RunConfig, record:
                 data.band_names, data.wavelengths or [None] * data.n_bands, record.band_mean,
                 record.band_std, record.baseline, strict=True)
         ],
-        "band_groups": data.group_bands(),
+        "band_groups": next((s.as_dict(data.band_names) for s in plan.features
+                             if s.name != BANDS), {}),
         "classes": list(data.class_names),
-        "accuracy": (_label_scores(labels, predictions, data.class_names) if config.multi_label
+        "accuracy": (_label_scores(labels, predictions, data.class_names) if plan.multi_label
                      else _accuracy(labels, predictions, data.class_names)),
         "methods": {
             m.name: {**m.options(),
-                     "passes_per_image": m.passes_per_image(data.n_bands, config.n_background),
+                     "passes_per_image": m.passes_per_image(data.n_bands, plan.n_background),
                      "seconds": round(record.timings[m.name], 3)}
-            for m in config.methods
+            for m in plan.methods
         },
-        "notes": list(model.notes) + list(data.notes) + list(record.notes),
-        "seed": config.seed,
+        "notes": list(model.notes) + list(data.notes) + list(plan.notes) + list(record.notes),
+        "seed": plan.config.seed,
         "settings": {
-            **config.settings(),
+            **plan.settings(),
             "baseline_values": record.baseline.tolist(),
             "speed_ups": list(record.speed_ups),
             "images_per_pass": record.passes.as_dict(),
@@ -144,15 +148,15 @@ def build_summary(model: LoadedModel, data: ImageSet, config: RunConfig, record:
     }
 
 
-def _model_summary(model: LoadedModel, config: RunConfig) -> dict:
+def _model_summary(model: LoadedModel, plan: Plan) -> dict:
     """The model's identity, what it ends in and what the scores are for."""
-    space = model.output_space(config.output)
+    space = model.output_space(plan.config.output)
     if space == "logits" and model.final_activation != "none":
         note = f"scores are for logits: the network's final {model.final_activation} was stripped"
     elif space == "logits":
         note = "scores are for the network's raw outputs (logits): it has no final softmax/sigmoid"
     elif model.final_activation == "none":
-        kind = "sigmoid" if config.multi_label else "softmax"
+        kind = "sigmoid" if plan.multi_label else "softmax"
         note = f"scores are for probabilities: the {kind} of the network's logits, applied by xband"
     else:
         note = f"scores are for probabilities: the network's final {model.final_activation}"
@@ -165,7 +169,7 @@ def _model_summary(model: LoadedModel, config: RunConfig) -> dict:
         "n_classes": model.n_classes,
         "final_activation": model.final_activation,
         "ends_with_softmax": model.ends_with_softmax,
-        "multi_label": config.multi_label,
+        "multi_label": plan.multi_label,
         "output_space": space,
         "output_note": note,
     }
@@ -194,23 +198,22 @@ def _label_scores(labels: np.ndarray | None, predictions: np.ndarray,
                   names: Sequence[str]) -> dict:
     """Multi-label accuracy: per label precision, recall, F1 and support (images with the
     label), their micro average over every (image, label), and the share of images whose
-    predicted labels are exactly their labels."""
+    predicted labels are exactly their labels (NaN where a ratio has nothing to count)."""
     scores: dict = {"overall": None, "multi_label": True, "per_class": {}}
     if labels is None:
         return scores
 
-    def prf(truth: np.ndarray, guess: np.ndarray) -> dict:
-        hits = int((truth & guess).sum())
-        precision = hits / guess.sum() if guess.sum() else float("nan")
-        recall = hits / truth.sum() if truth.sum() else float("nan")
-        f1 = 2 * hits / (truth.sum() + guess.sum()) if truth.sum() + guess.sum() else float("nan")
-        return {"precision": float(precision), "recall": float(recall), "f1": float(f1),
-                "support": int(truth.sum())}
+    def prf(average: str | None) -> list[dict]:
+        found = precision_recall_fscore_support(labels, predictions, average=average,
+                                                zero_division=np.nan)
+        support = labels.sum(axis=0) if average is None else [labels.sum()]
+        return [{"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+                for p, r, f, n in zip(*(np.atleast_1d(v) for v in found[:3]), support,
+                                      strict=True)]
 
-    scores["per_class"] = {name: prf(labels[:, c], predictions[:, c])
-                           for c, name in enumerate(names)}
-    scores["micro"] = prf(labels, predictions)
-    scores["exact_match"] = float((labels == predictions).all(axis=1).mean())
+    scores["per_class"] = dict(zip(names, prf(None), strict=True))
+    scores["micro"] = prf("micro")[0]
+    scores["exact_match"] = float(accuracy_score(labels, predictions))
     return scores
 
 
@@ -218,50 +221,83 @@ def _label_scores(labels: np.ndarray | None, predictions: np.ndarray,
 class Explanation:
     """Per-band, per-class importance by several methods.
 
-    `importance` is the tidy table (method, grouping, class, target, band, score, ci_low, ci_high,
-    share, …, n, rank); `scores[method]` the per-image band scores, (N, B) or (N, C, B) when every
-    class was a target; rows follow `indices` into the data source. Multi-label, `labels` and
+    `importance` is the one tidy table (method, feature_set, grouping, class, target, band,
+    score, ci_low, ci_high, share, …, n, rank) over every feature set of the run (`plan.features`:
+    the bands or the spectral regions the answer ranks, then the band groups, or the bands as the
+    gradient methods' detail); `importance_of()` gives one set's rows. `feature_scores[set]
+    [method]` are the per-image scores, (N, F) or (N, C, F) when every class was a target; rows
+    follow `indices` into the data source; `scores` are the answer's. Multi-label, `labels` and
     `predictions` are (N, C) bools and the scores' rows follow `pairs`: each image with each of
-    its labels (of its predicted labels without labels). `config` is the run's configuration and
-    `record` what it found; `summary` (summary.json) is written from them.
+    its labels (of its predicted labels without labels). `plan` is what the run did (with the
+    user's settings, `config`) and `record` what it found; `summary` (summary.json) is written
+    from them.
     """
 
-    config: RunConfig
+    plan: Plan
     record: RunRecord
     band_names: list[str]
     class_names: list[str]
     method_info: dict[str, dict]
     labels: np.ndarray | None
     predictions: np.ndarray
-    scores: dict[str, np.ndarray]
+    feature_scores: dict[str, dict[str, np.ndarray]]  # feature set → method → per-image scores
     importance: pd.DataFrame
     agreement: pd.DataFrame
     consensus: pd.DataFrame
     examples: Examples
     summary: dict
     evaluation: CheckResults | None = None  # the trust checks, when asked for (xband.evaluate)
-    groups: dict[str, list[str]] | None = None  # band groups: group → its bands
-    group_scores: dict[str, np.ndarray] | None = None  # per-image group scores, like `scores`
-    group_importance: pd.DataFrame | None = None  # the tidy table with groups in place of bands
     pairs: Pairs | None = None  # multi-label: the (image, class) pair of each row of the scores
-    # explained by spectral region: the features of `importance` and `scores` are the regions
-    regions: dict[str, tuple[float, float]] | None = None  # region → (first, last) band, nm
-    band_scores: dict[str, np.ndarray] | None = None  # gradient methods' per-image band scores
-    band_importance: pd.DataFrame | None = None  # the tidy table of those, per band
     # the verdict, and the evaluation it was computed with (`verdict`)
     _verdict: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
+    def config(self) -> RunConfig:
+        """The user's settings."""
+        return self.plan.config
+
+    @property
     def target_mode(self) -> str:
-        return self.config.target
+        return self.plan.target
 
     @property
     def indices(self) -> np.ndarray:
         return self.record.indices
 
     @property
+    def scores(self) -> dict[str, np.ndarray]:
+        """Method → per-image scores on the answer's feature set (the bands, or the regions)."""
+        return self.feature_scores[self.plan.answer.name]
+
+    @property
     def methods(self) -> list[str]:
         return list(self.scores)
+
+    def importance_of(self, feature_set: str | None = None) -> pd.DataFrame:
+        """The rows of `importance` for one feature set (default: the answer's), without the
+        feature_set column; empty when the run has no such set."""
+        name = feature_set or self.plan.answer.name
+        rows = self.importance[self.importance["feature_set"] == name]
+        return rows.drop(columns="feature_set").reset_index(drop=True)
+
+    def feature_set(self, name: str) -> FeatureSet | None:
+        """The run's feature set called `name` (None when it has none)."""
+        return next((s for s in self.plan.features if s.name == name), None)
+
+    def members(self, feature_set: str | None = None) -> dict[str, list[str]]:
+        """Feature → the names of its bands, for one feature set (default: the answer's)."""
+        chosen = self.feature_set(feature_set) if feature_set else self.plan.answer
+        return chosen.as_dict(tuple(self.band_names))
+
+    @property
+    def regions(self) -> dict[str, tuple[float, float]] | None:
+        """In a run by spectral region, each region's first and last band wavelength (nm);
+        None in a run by band."""
+        if not self.plan.by_region:
+            return None
+        answer = self.plan.answer
+        wavelengths = [band["wavelength_nm"] for band in self.summary["bands"]]
+        return region_bounds(dict(zip(answer.names, answer.members, strict=True)), wavelengths)
 
     def sampling_table(self) -> pd.DataFrame:
         """Per class, method and answer (its bands; its band groups, for a method that removes
@@ -308,8 +344,9 @@ class Explanation:
         return "\n".join(lines)
 
     def table(self, method: str | None = None) -> pd.DataFrame:
-        """The main view: per class (true class when labels are known), one row per band."""
-        rows = aggregate.class_rows(self.importance, per_class_only=False)
+        """The main view: per class (true class when labels are known), one row per feature of
+        the answer (band, or region)."""
+        rows = aggregate.class_rows(self.importance_of(), per_class_only=False)
         if method is not None:
             rows = rows[rows["method"] == method]
         return rows.reset_index(drop=True)
@@ -319,7 +356,7 @@ class Explanation:
         band."""
         k = whole_number(k, "k")
         consensus = self.consensus
-        rows = aggregate.class_rows(self.importance, per_class_only=False)
+        rows = aggregate.class_rows(self.importance_of(), per_class_only=False)
         top = rows[rows["rank"] == 1].groupby(["class", "method"], sort=False)["band"].first()
         order = [aggregate.ALL_IMAGES, *self.class_names]
         out = []
@@ -342,16 +379,16 @@ class Explanation:
 
         if self._verdict is None or self._verdict[0] is not self.evaluation:
             self._verdict = (self.evaluation, judge(
-                self.importance, self.evaluation,
+                self.importance_of(), self.evaluation,
                 method_labels={m: i["label"] for m, i in self.method_info.items()},
                 band_groups=self.summary.get("band_groups"), checkable=self.pairs is None,
-                feature="band" if self.regions is None else "spectral region"))
+                feature="spectral region" if self.plan.by_region else "band"))
         return self._verdict[1]
 
     @property
     def feature(self) -> str:
         """What the run ranks: "band", or "region" in a run by spectral region."""
-        return "band" if self.regions is None else "region"
+        return "region" if self.plan.by_region else "band"
 
     def figures(self) -> dict[str, list[tuple[str, str, Figure]]]:
         """Every figure of the report by section, as (file name stem, caption, figure)."""

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from xband.data.images import ImageSet
 from xband.methods import BandAttribution, Batch, Context, Method, SharedOutputs
 from xband.methods._base import PassSizes
+from xband.run.plan import BANDS, FeatureSet
 
 
 def draw_seed(seed: int, method: str, key: int) -> int:
@@ -76,36 +77,38 @@ class Donors:
 class MethodRun:
     """One method's answers for the images (or pairs) it was given, rows in their order."""
 
-    scores: np.ndarray  # (N, F), or (N, C, F) when every class is a target; (P, F) for pairs
+    # feature set → (N, F), or (N, C, F) when every class is a target; (P, F) for pairs; the
+    # answer's feature set first
+    scores: dict[str, np.ndarray]
     maps: dict[int, np.ndarray] | None  # position (pair number) → (B, H, W) float32; None: no maps
     seconds: float
-    group_scores: np.ndarray | None = None  # like `scores`, per band group
     batches: int = 0  # batches run: a run in rounds numbers the next round's from here
-    band_scores: np.ndarray | None = None  # regions as features: a gradient method's per band
 
 
 @dataclass(frozen=True)
-class BandGroups:
-    """Band groups as the runner uses them: the context whose features are the groups, and the
-    (bands × groups) membership matrix that sums band scores into group scores.
+class FeatureContexts:
+    """The run's feature sets as the runner uses them: the context in which a perturbation
+    method removes each set's features whole, and the sets a gradient method's band scores are
+    summed into (`FeatureSet.membership`)."""
 
-    As regions (`regions`), the groups are the run's features: perturbation methods run on them
-    only (their cost follows the group count, not the band count), gradient methods' band
-    scores are summed into them and kept per band as detail."""
-
-    context: Context
-    membership: np.ndarray  # (B, G)
-    regions: bool = False
+    sets: tuple[FeatureSet, ...]  # the answer's first
+    contexts: dict[str, Context]  # removed feature set → the context whose features it holds
 
     @classmethod
-    def of(cls, ctx: Context, groups: dict[str, tuple[int, ...]], n_bands: int, *,
-           regions: bool = False) -> BandGroups:
-        feature_of_band = np.empty(n_bands, dtype=np.int64)
-        for g, members in enumerate(groups.values()):
-            feature_of_band[list(members)] = g
-        features = torch.from_numpy(feature_of_band).to(ctx.baseline.device)
-        return cls(dataclasses.replace(ctx, features=features),
-                   np.eye(len(groups))[feature_of_band], regions)
+    def of(cls, ctx: Context, sets: tuple[FeatureSet, ...]) -> FeatureContexts:
+        device = ctx.baseline.device
+        contexts = {s.name: ctx if s.name == BANDS else dataclasses.replace(
+            ctx, features=torch.from_numpy(s.feature_of_band()).to(device))
+            for s in sets if s.removed}
+        return cls(sets, contexts)
+
+    @property
+    def removed(self) -> tuple[FeatureSet, ...]:
+        return tuple(s for s in self.sets if s.removed)
+
+    @property
+    def answer(self) -> str:
+        return self.sets[0].name
 
 
 @dataclass(frozen=True)
@@ -153,14 +156,12 @@ class RunnerSpec:
     n_classes: int
     background: int  # donor images per image with the data baseline (0: the constant)
     device: str
-    band_groups: Mapping[str, tuple[int, ...]] | None
-    n_bands: int
+    feature_sets: tuple[FeatureSet, ...]  # the answer's first (xband.run.plan)
     threshold: float | None = None  # multi-label: the output above which a label is predicted
-    regions: bool = False  # the groups are spectral regions: the features of the whole run
 
     def build(self, forward: nn.Module, take: Callable[[np.ndarray], torch.Tensor]
               ) -> BatchRunner:
-        """The batch runner over the candidate images, with band groups when there are any."""
+        """The batch runner over the candidate images."""
         ctx = Context(
             forward=forward,
             baseline=torch.from_numpy(self.baseline).view(1, -1, 1, 1).to(self.device),
@@ -170,10 +171,9 @@ class RunnerSpec:
             threshold=self.threshold,
             background=self.background,
         )
-        groups = BandGroups.of(ctx, self.band_groups, self.n_bands, regions=self.regions
-                               ) if self.band_groups else None
         return BatchRunner(ctx, take, seed=self.seed, batch_size=self.batch_size,
-                           n_classes=self.n_classes, groups=groups)
+                           n_classes=self.n_classes,
+                           features=FeatureContexts.of(ctx, self.feature_sets))
 
 
 @dataclass(frozen=True)
@@ -200,12 +200,15 @@ class BatchRunner:
 
     take: positions (into the explained images) → channels-first images on the device, in the
     network's memory format. ctx: the network, baseline, band spreads, donors and pass sizes.
+    features: the feature sets the methods answer for (default: the bands alone).
     """
 
     def __init__(self, ctx: Context, take: Callable[[np.ndarray], torch.Tensor], *, seed: int,
-                 batch_size: int, n_classes: int, groups: BandGroups | None = None):
+                 batch_size: int, n_classes: int, features: FeatureContexts | None = None):
         self.ctx, self.take, self.seed = ctx, take, seed
-        self.batch_size, self.n_classes, self.groups = batch_size, n_classes, groups
+        self.batch_size, self.n_classes = batch_size, n_classes
+        self.features = features or FeatureContexts.of(ctx, (FeatureSet.bands(
+            tuple(str(b) for b in range(ctx.baseline.shape[1]))),))
         # masked copies of images through the network, and those one method reused from another
         self.copies_evaluated = self.copies_reused = 0
 
@@ -257,14 +260,13 @@ class BatchRunner:
 
     def run_many(self, methods: Sequence[Method], positions: np.ndarray, *, known: np.ndarray,
                  targets: np.ndarray | Pairs | None, keep_maps: np.ndarray, first_batch: int = 0,
-                 bar: tqdm | None = None, takes: Mapping[str, np.ndarray] | None = None,
-                 group_takes: Mapping[str, np.ndarray] | None = None) -> dict[str, MethodRun]:
+                 bar: tqdm | None = None,
+                 takes: Mapping[str, np.ndarray] | None = None) -> dict[str, MethodRun]:
         """`run` for several methods over the same images: each batch is read once and given to
         every method (each under its own seed), which share the network's outputs for the
-        masked copies they have in common (`SharedOutputs`). takes: per method, which of
-        `positions` it explains ((len(positions),) bools; default: all); rows it leaves are NaN.
-        group_takes: likewise for the band groups of a method that removes them whole (default:
-        the rows of `takes`).
+        masked copies they have in common (`SharedOutputs`). takes: per answer (`answer_name`:
+        a method on a feature set), which of `positions` it explains ((len(positions),) bools;
+        default: all, a method's other feature sets those of its answer); rows it leaves are NaN.
         """
         outputs = self.outputs(methods, len(positions), targets)
         x, last, shared = None, None, SharedOutputs()
@@ -272,16 +274,20 @@ class BatchRunner:
             if job.positions is not last:  # every class of a batch reuses its images
                 self._count(shared)
                 x, last, shared = self.take(job.positions), job.positions, SharedOutputs()
-            chosen, chosen_groups = ({name: rows[job.row_numbers] for name, rows in which.items()}
-                                     if which is not None else None
-                                     for which in (takes, group_takes))
-            for name, done in self.attribute_job(methods, job, x, shared, chosen,
-                                                 chosen_groups).items():
+            chosen = None if takes is None else {
+                name: rows[job.row_numbers] for name, rows in takes.items()}
+            for name, done in self.attribute_job(methods, job, x, shared, chosen).items():
                 outputs[name].add(job, done)
             if bar is not None and job.done:
                 bar.update(job.done)
         self._count(shared)
-        return {m.name: outputs[m.name].finish(m, self.groups, self.batch_size) for m in methods}
+        return self.finish(methods, outputs)
+
+    def finish(self, methods: Sequence[Method], outputs: Mapping[str, _Outputs]
+               ) -> dict[str, MethodRun]:
+        """Each method's run from what its jobs collected."""
+        return {m.name: outputs[m.name].finish(m, self.features.sets, self.batch_size)
+                for m in methods}
 
     def _count(self, shared: SharedOutputs) -> None:
         self.copies_evaluated += shared.evaluated
@@ -295,13 +301,11 @@ class BatchRunner:
 
     def attribute_job(self, methods: Sequence[Method], job: Job, x: torch.Tensor,
                       shared: SharedOutputs | None = None,
-                      chosen: Mapping[str, np.ndarray] | None = None,
-                      chosen_groups: Mapping[str, np.ndarray] | None = None
-                      ) -> dict[str, JobResult]:
-        """Every method on one job's images `x`: scores, group scores, and the maps to keep.
-        shared: outputs of masked copies of these images computed before; chosen: per method,
-        the job's rows it explains (default: all; a method with none is left out);
-        chosen_groups: likewise for its band groups (default: those of `chosen`)."""
+                      chosen: Mapping[str, np.ndarray] | None = None) -> dict[str, JobResult]:
+        """Every method on one job's images `x`: its scores on each feature set it answers, and
+        the maps to keep. shared: outputs of masked copies of these images computed before;
+        chosen: per answer (`answer_name`), the job's rows it explains (default: all; a method
+        whose answer has none is left out; its other feature sets default to its answer's)."""
         device = self.ctx.baseline.device
         batch = Batch(x=x, target=torch.from_numpy(job.target).to(device),
                       label=torch.from_numpy(job.label).to(device), index=job.positions,
@@ -311,49 +315,60 @@ class BatchRunner:
             rows = None if chosen is None else chosen[method.name]
             if rows is not None and not rows.any():
                 continue
-            part = _part(batch, rows)
             started = time.perf_counter()
-            regions_only = self.groups is not None and self.groups.regions and method.grouped
-            ctx = self.groups.context if regions_only else self.ctx
-            result = self.attribute(method, part, ctx, job.key)
-            grouped, group_rows = None, rows
-            if self.groups is not None and method.grouped and not regions_only:
-                if chosen_groups is not None and method.name in chosen_groups:
-                    group_rows = chosen_groups[method.name]
-                if group_rows is None or group_rows.any():
-                    group_part = part if group_rows is rows else _part(batch, group_rows)
-                    grouped = self.attribute(method, group_part, self.groups.context,
-                                             job.key).scores
-            maps = None
-            if result.maps is not None:
-                keep = job.keep if rows is None else job.keep & rows
-                kept = np.flatnonzero(keep if rows is None else keep[rows])
-                items = job.items if rows is None else job.items[rows]
-                maps = {int(items[row]): result.maps[row].cpu().numpy() for row in kept}
-            done[method.name] = JobResult(result.scores, grouped, maps,
-                                          time.perf_counter() - started, rows, group_rows)
+            scores, answered, maps = {}, {}, None
+            for name, ctx in self._contexts(method):
+                own = rows if chosen is None else chosen.get(
+                    answer_name(method.name, name, self.features.answer), rows)
+                if own is not None and not own.any():
+                    continue
+                result = self.attribute(method, _part(batch, own), ctx, job.key)
+                scores[name], answered[name] = result.scores, own
+                if result.maps is not None:
+                    maps = self._kept_maps(job, result.maps, rows)
+            done[method.name] = JobResult(scores, maps, time.perf_counter() - started, answered)
         return done
+
+    def _contexts(self, method: Method) -> list[tuple[str, Context]]:
+        """(feature set, context) of each call a method makes on a batch: a perturbation method
+        removes each removed feature set's features whole; a gradient method scores the bands
+        (summed into the feature sets when the run finishes, `_Outputs.finish`)."""
+        if method.grouped:
+            return list(self.features.contexts.items())
+        return [(BANDS, self.ctx)]
+
+    @staticmethod
+    def _kept_maps(job: Job, maps: torch.Tensor, rows: np.ndarray | None) -> dict[int, np.ndarray]:
+        """The maps of the job's examples among its answered `rows` (None: all), by item."""
+        keep = job.keep if rows is None else job.keep & rows
+        kept = np.flatnonzero(keep if rows is None else keep[rows])
+        items = job.items if rows is None else job.items[rows]
+        return {int(items[row]): maps[row].cpu().numpy() for row in kept}
+
+
+def answer_name(method: str, feature_set: str, answer: str) -> str:
+    """What the sampler calls a method's answer on a feature set: the method's name for the run's
+    answer (bands, or regions), "method (band groups)" for another set it removes whole."""
+    return method if feature_set == answer else f"{method} ({feature_set})"
+
 
 @dataclass
 class JobResult:
-    """One method's answer for one job: scores by row, group scores, the maps kept."""
+    """One method's answer for one job: scores by row per feature set, the maps kept."""
 
-    scores: np.ndarray
-    groups: np.ndarray | None
+    scores: dict[str, np.ndarray]  # feature set → (job rows answered, F)
     maps: dict[int, np.ndarray] | None  # position (pair number) → (B, H, W)
     seconds: float
-    rows: np.ndarray | None = None  # (job rows,) bools: the rows answered; None: all
-    group_rows: np.ndarray | None = None  # (job rows,) bools: those `groups` answers; None: all
+    rows: dict[str, np.ndarray | None]  # feature set → (job rows,) bools answered; None: all
 
 
 @dataclass
 class _Outputs:
-    """What a run of one method collects: scores (and group scores) by row, the kept maps."""
+    """What a run of one method collects: scores by row per feature set, the kept maps."""
 
     n: int
     classes: int | None  # every class a target: the scores' second axis
-    scores: np.ndarray | None = None
-    groups: np.ndarray | None = None
+    scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     maps: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
 
@@ -363,25 +378,22 @@ class _Outputs:
 
     def add(self, job: Job, done: JobResult) -> None:
         """One job's answer, written at its rows (those it answered)."""
-        self.scores = _put(self.scores, self.shape, _answered(job.rows, done.rows), done.scores)
-        if done.groups is not None:
-            self.groups = _put(self.groups, self.shape, _answered(job.rows, done.group_rows),
-                               done.groups)
+        for name, values in done.scores.items():
+            self.scores[name] = _put(self.scores.get(name), self.shape,
+                                     _answered(job.rows, done.rows[name]), values)
         self.maps.update(done.maps or {})
         self.seconds += done.seconds
 
-    def finish(self, method: Method, groups: BandGroups | None, batch_size: int) -> MethodRun:
-        """The method's run. A method that does not remove a group's bands together has its
-        band scores summed per group; as regions, the region scores become the scores and the
-        band scores the detail."""
-        run = MethodRun(self.scores, self.maps if method.has_maps else None, self.seconds,
-                        self.groups, batches=-(-self.n // batch_size))
-        if groups is None or method.grouped:
-            return run
-        summed = self.scores @ groups.membership
-        if groups.regions:
-            return dataclasses.replace(run, scores=summed, band_scores=self.scores)
-        return dataclasses.replace(run, group_scores=summed)
+    def finish(self, method: Method, sets: tuple[FeatureSet, ...], batch_size: int) -> MethodRun:
+        """The method's run, the answer's feature set first. A method that does not remove a
+        set's features whole (a gradient method) has its band scores summed per feature."""
+        if method.grouped:
+            scores = {s.name: self.scores[s.name] for s in sets if s.name in self.scores}
+        else:
+            bands = self.scores[BANDS]
+            scores = {s.name: bands if s.name == BANDS else bands @ s.membership() for s in sets}
+        return MethodRun(scores, self.maps if method.has_maps else None, self.seconds,
+                         batches=-(-self.n // batch_size))
 
 
 def _part(batch: Batch, rows: np.ndarray | None) -> Batch:

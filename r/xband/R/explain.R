@@ -99,8 +99,8 @@
 #' @param checks,eval_images,deletion_baselines,random_orders,cascade_stages Settings of the
 #'   checks: which to run (`c("randomisation", "faithfulness", "agreement", "completeness")`),
 #'   images they use (default 128), what a deleted band becomes (`c("mean", "zero",
-#'   "shuffle", "noise")`), random band orders compared (default 10), randomisation stages
-#'   (default 4).
+#'   "data", "noise")`; "data": that band of another image), random band orders compared
+#'   (default 10), randomisation stages (default 4).
 #' @param batch_size Images per batch (default 64).
 #' @param device `"cpu"` (default) or `"cuda"`.
 #' @param untuned `TRUE` to run the network exactly as given, without xband's speed-ups.
