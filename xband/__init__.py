@@ -44,6 +44,7 @@ _EXPORTS = {
     "from_torch": "xband.data.readers",
     "load_images": "xband.data.readers",
     "read_data": "xband.data.readers",
+    "read_scene": "xband.data.scenes",
     "Explanation": "xband.run.result",
 }
 

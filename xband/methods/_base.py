@@ -165,8 +165,9 @@ class Method:
         (1: a constant baseline); used to pick sampled forms and to report."""
         return 1
 
-    def note(self, n_features: int, n_background: int = 1) -> str | None:
-        """A line for the report when the method runs in a cheaper form than asked."""
+    def note(self, n_features: int, n_background: int = 1, *, feature: str = "band") -> str | None:
+        """A line for the report when the method runs in a cheaper form than asked; `feature`:
+        what the features are ("band", "region")."""
         return None
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:

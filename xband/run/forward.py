@@ -26,7 +26,8 @@ RTOL, ATOL = 1e-4, 1e-5
 
 
 class ChannelsFirst(nn.Module):
-    """Feeds (N, B, H, W) images to a network that takes its own layout, in `memory_format`."""
+    """Feeds (N, B, H, W) images to a network that takes its own layout, in `memory_format`:
+    images permuted, spectra (held as (N, B, 1, 1)) reshaped to (N, B), (N, B, 1) or (N, 1, B)."""
 
     def __init__(self, network: nn.Module, layout: Layout | str,
                  memory_format: torch.memory_format = torch.contiguous_format):
@@ -48,7 +49,18 @@ class ChannelsFirst(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.prepare(x)
+        if self.layout.spectra:
+            return self.network(as_spectra(x, self.layout))
         return self.network(x.permute(0, 2, 3, 1) if self.layout == Layout.CHANNELS_LAST else x)
+
+
+def as_spectra(x: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """(N, B, 1, 1) spectra as a model in the spectra `layout` takes them."""
+    if x.shape[2:] != (1, 1):
+        raise XbandError(f"the model takes single spectra ({layout.describe()}) but was given "
+                         f"images of {x.shape[2]}×{x.shape[3]} pixels; give one spectrum per "
+                         "pixel (patch size 1).")
+    return x.reshape(x.shape[0], *layout.spectrum_shape(x.shape[1]))
 
 
 def forward_module(network: nn.Module, layout: Layout | str, device: str) -> ChannelsFirst:
@@ -143,7 +155,7 @@ Step = Callable[[ChannelsFirst], ChannelsFirst]
 STEPS: dict[str, tuple[Callable[[ChannelsFirst], bool], Step]] = {
     "batchnorm folded into convolutions": (_has_batchnorm, fold_batchnorm),
     "ReLU after max-pooling": (_has_relu_before_max_pool, relu_after_max_pool),
-    "channels-last memory": (lambda forward: True, channels_last),
+    "channels-last memory": (lambda forward: not forward.layout.spectra, channels_last),
 }
 
 

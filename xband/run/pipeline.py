@@ -27,7 +27,7 @@ from xband.errors import XbandError, option
 from xband.methods import Method
 from xband.methods._base import PassSizes
 from xband.methods.removal import constant_values
-from xband.models.load import LoadedModel
+from xband.models.load import LoadedModel, load_model
 from xband.run import aggregate
 from xband.run.attribution import (
     Candidates,
@@ -116,8 +116,8 @@ def explain(
     given = locals()  # every setting passes to RunConfig by its declared name
     config = RunConfig.build(methods, method_options=_with_settings(method_options, settings),
                              **{f.name: given[f.name] for f in settings_of(RunConfig)})
-    return run_explanation(model, as_image_set(data, bands=bands, classes=classes, sensor=sensor,
-                                               wavelengths=wavelengths), config, progress=progress)
+    data = as_image_set(data, bands=bands, classes=classes, sensor=sensor, wavelengths=wavelengths)
+    return run_explanation(as_model(model, data), data, config, progress=progress)
 
 
 explain.__doc__ = explain.__doc__.replace("    {settings}\n", settings_doc(RunConfig, indent=8))
@@ -134,8 +134,9 @@ def _with_settings(method_options: Mapping[str, Mapping] | None,
 
 
 def as_image_set(data, **description) -> ImageSet:
-    """`data` as an ImageSet: an ImageSet as it is, (images, labels), images, a path or a torch
-    dataset; `description` (bands, classes, sensor) applies to the latter."""
+    """`data` as an ImageSet: an ImageSet as it is, (images, labels) arrays or torch tensors,
+    images, a path, or a torch Dataset, DataLoader or DataModule (`xband.from_torch`: read as
+    the loader gives them); `description` (bands, classes, sensor) applies to the latter."""
     description = {k: v for k, v in description.items() if v is not None}
     if isinstance(data, ImageSet):
         if description:
@@ -143,21 +144,45 @@ def as_image_set(data, **description) -> ImageSet:
                              "already described: give them to image_set() or read_data() instead.")
         return data
     if isinstance(data, tuple) and len(data) == 2:
-        return image_set(data[0], data[1], **description)
-    if isinstance(data, np.ndarray):
-        return image_set(data, None, **description)
+        return image_set(_array(data[0]), _array(data[1]), **description)
+    if isinstance(data, np.ndarray | torch.Tensor):
+        return image_set(_array(data), None, **description)
     if isinstance(data, str) or hasattr(data, "__fspath__"):
         from xband.data.readers import read_data
 
         return read_data(data, **description)
     from torch.utils.data import DataLoader, Dataset
 
-    if isinstance(data, DataLoader | Dataset):
-        from xband.data.readers import from_torch
+    from xband.data.readers import from_torch, is_datamodule
 
+    if isinstance(data, DataLoader | Dataset) or is_datamodule(data):
         return from_torch(data, **description)
     raise XbandError(f"cannot read images from a {type(data).__name__}: give an ImageSet, "
-                     "(images, labels), an image array, a file or folder path, or a torch Dataset.")
+                     "(images, labels), an image array or tensor, a file or folder path, or a "
+                     "torch Dataset, DataLoader or DataModule.")
+
+
+def _array(values):
+    """A torch tensor as a NumPy array (off the GPU, out of the autograd graph); else as is."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu()
+        return (values.float() if values.dtype == torch.bfloat16 else values).numpy()
+    return values
+
+
+def as_model(model, data: ImageSet) -> LoadedModel:
+    """`model` as a LoadedModel: one as it is; a torch nn.Module loaded (`xband.load_model`: a
+    copy, checked on a few of `data`'s images; yours is left as it is)."""
+    if isinstance(model, LoadedModel):
+        return model
+    if not isinstance(model, torch.nn.Module):
+        raise XbandError(f"cannot explain a {type(model).__name__}: give a torch nn.Module or a "
+                         "model from xband.load_model (Keras, ONNX, TorchScript, .pt2 files).")
+    try:
+        probe = data.take(np.arange(min(8, len(data))))
+    except XbandError:  # the band axis is open until the model settles it, or a bad image
+        probe = None
+    return load_model(model, probe=probe, probe_layout="channels_first", verbose=False)
 
 
 @dataclass(frozen=True)
@@ -226,7 +251,8 @@ def _run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *, p
                + tuple(skip_notes(candidates.skipped))),
         skipped=selection.skipped + tuple(candidates.skipped),
         run_time_s=time.perf_counter() - started,
-        sampling=sampling_record(plan, work.results, data.class_names, selection.stats_images))
+        sampling=sampling_record(plan, work.results, data.class_names, selection.stats_images),
+        class_mean=selection.stats.class_mean)
     return assemble(model, data, plan, record, candidates, work)
 
 
@@ -285,7 +311,8 @@ def select_images(model: LoadedModel, data: ImageSet, plan: Plan) -> Selection:
     skipped = data.skipped + tuple(checked.skipped)
     notes = [*skip_notes(skipped), *_output_notes(model, plan)]
     notes += [n for m in plan.methods
-              if (n := m.note(len(plan.answer), plan.n_background))]
+              if (n := m.note(len(plan.answer), plan.n_background,
+                              feature="region" if plan.by_region else "band"))]
     if plan.few_draws:
         notes.append(few_draws_note(plan))
     return Selection(indices, checked.stats, len(checked.kept), np.isin(indices, checked.kept),
@@ -572,7 +599,8 @@ def attribute(plan: Plan, runner: BatchRunner, candidates: Candidates, pairs: Pa
             progress=progress)
     notes = [shared_note(runner)] if runner.copies_reused else []
     if config.engine is not None:
-        notes.append(f"engine: Ray, {runner.engine.workers} workers; they read "
+        workers = runner.engine.workers
+        notes.append(f"engine: Ray, {workers} worker{'s' if workers != 1 else ''}; they read "
                      f"{runner.images_read} images (the batches and their donor images)")
     explained = np.flatnonzero(np.any([r.explained for r in results.values()], axis=0))
     return Attributed(results, explained, examples, notes=tuple(notes))
