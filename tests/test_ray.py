@@ -4,7 +4,6 @@ workers running this xband, and clear messages for what cannot run on Ray."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import sys
 import time
@@ -18,7 +17,7 @@ import tifffile
 import torch
 
 import xband
-from tests.planted import planted_images
+from tests.planted import DiesOnWorkers, planted_images
 from xband.cli.main import main
 from xband.data.readers import RasterFiles
 from xband.errors import XbandError
@@ -158,19 +157,6 @@ def test_workers_are_capped_by_what_the_cluster_can_run(local_ray):
             pass
 
 
-class DiesOnWorkers:
-    """Images whose reading kills the process that reads them, unless it is the driver: a
-    worker that dies each time it takes a job."""
-
-    def __init__(self, images: np.ndarray):
-        self.images, self.shape, self.driver = images, images.shape, os.getpid()
-
-    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
-        if os.getpid() != self.driver:
-            os._exit(3)
-        return self.images[indices]
-
-
 def test_a_worker_that_dies_on_every_try_stops_the_run(local_ray, planted_torch, monkeypatch):
     monkeypatch.setattr(ray_engine, "RETRIES", 1)
     x, y = planted_images(n_per_class=2, seed=4)
@@ -179,7 +165,8 @@ def test_a_worker_that_dies_on_every_try_stops_the_run(local_ray, planted_torch,
     started = time.perf_counter()
     with pytest.raises(XbandError, match=r"the Ray run stopped: job 1 of 2 \(4 images\) and 1 "
                        r"more did not finish, although Ray restarted its worker and tried it "
-                       r"again 1 times\. Last error: ActorDiedError"):
+                       r"again 1 times\. Last error: ActorDiedError: The actor died "
+                       r"unexpectedly before finishing this task"):
         xband.explain(model, data, "saliency", engine=RayEngine(workers=1), batch_size=4,
                       progress=False, accept_low_accuracy=True)
     assert time.perf_counter() - started < 300

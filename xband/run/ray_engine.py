@@ -439,7 +439,7 @@ def _xband_error(err: Exception, unfinished: list[int], jobs: list[Job]) -> Exce
         if isinstance(cause, XbandError):
             return cause
         cause = cause.__cause__ or getattr(cause, "cause", None)
-    text = str(err).strip()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # without terminal colours
     detail = re.search(r"Worker exit detail: (.*?\.)", text)
     last = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}" + (
         f" ({detail.group(1)})" if detail else "")
