@@ -168,14 +168,14 @@ def test_explain_help_is_grouped_and_lists_every_method_option(capsys):
 
 
 @pytest.mark.keras
-def test_the_readme_python_example_runs_as_written(tmp_path):
+def test_the_getting_started_python_example_runs_as_written(tmp_path):
     import re
     import subprocess
     import sys
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = re.search(r"The same from Python.*?```python\n(.*?)```", readme, re.S).group(1)
+    page = (Path(__file__).resolve().parents[1] / "docs" / "getting-started.md").read_text()
+    block = re.search(r"The same from Python.*?```python\n(.*?)```", page, re.S).group(1)
     script = tmp_path / "example.py"
     script.write_text(block + "\nprint(result.top_bands().loc['Urban', 'shapley'])\n")
     root = str(Path(__file__).resolve().parents[1])

@@ -126,10 +126,10 @@ def _top(importance, method: str) -> dict[str, str]:
 
 def _assert_each_dip_first(result, wavelength, methods):
     for method in methods:
-        top = _top(result.importance, method)
+        top = _top(result.importance_of(), method)
         for c, nm in ABSORPTION_NM.items():
             planted = result.band_names[int(np.argmin(np.abs(wavelength - nm)))]
-            assert planted in result.groups[top[CLASS_NAMES[c]]], (method, CLASS_NAMES[c],
+            assert planted in result.members()[top[CLASS_NAMES[c]]], (method, CLASS_NAMES[c],
                                                                    top[CLASS_NAMES[c]])
 
 
@@ -211,7 +211,7 @@ def test_csv_table_and_envi_scene_give_the_same_answer(spectra, conv1d, tmp_path
         for method in run["methods"]:
             np.testing.assert_allclose(other.scores[method], results[0].scores[method],
                                        rtol=1e-5, atol=1e-6)
-        assert _top(other.importance, "feature_ablation") == _top(results[0].importance,
+        assert _top(other.importance_of(), "feature_ablation") == _top(results[0].importance_of(),
                                                                   "feature_ablation")
     _assert_each_dip_first(results[1], wavelength, ["feature_ablation", "integrated_gradients"])
 

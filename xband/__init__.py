@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib
 
-from xband.imports import keep_triton_out
+from xband.imports import keep_triton_out, passive_threads
 
 keep_triton_out()
+passive_threads()
 
 _EXPORTS = {
     "SENSORS": "xband.data.sensors",

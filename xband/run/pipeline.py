@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -54,8 +55,11 @@ from xband.run.tuning import (
     module_id,
     pass_timing,
     plain_timing,
+    recall_speed_ups,
+    remember_speed_ups,
     run_seconds,
     speed_ups_pay,
+    timing_size,
 )
 from xband.settings import settings_doc, settings_of
 
@@ -388,7 +392,8 @@ def measure_passes(model: LoadedModel, data: ImageSet, plan: Plan, networks: Net
                    example: torch.Tensor, n_candidates: int) -> tuple[Networks, PassTiming]:
     """The network as the methods run it, and its pass sizes and seconds per image-pass.
 
-    One pass of each kind the methods make, timed at the batch size, gives the run's estimate.
+    One pass of each kind the methods make, timed at the batch size (or, for a run too short
+    to repay tuning, on the example images alone), gives the run's estimate.
     Tuning may then spend 5% of that estimate: on the speed-ups that keep the numbers
     (xband.run.forward) when that share covers their usual cost, then on choosing pass sizes
     (xband.run.tuning). A run too short to repay tuning runs the network as given."""
@@ -396,40 +401,62 @@ def measure_passes(model: LoadedModel, data: ImageSet, plan: Plan, networks: Net
     kinds = {pass_kind(m) for m in plan.methods}
     images = n_candidates if plan.all_images else min(
         n_candidates, config.stopping.first_round * model.n_classes)
-    plain = plain_timing(networks.forward, example, kinds=kinds, size=config.batch_size)
+
+    def estimate(timing: PassTiming) -> float:
+        return sum(method_cost(m, plan.feature_counts, timing.seconds_per_image,
+                               plan.n_background).seconds(images) for m in plan.methods)
+
+    # a pass of the example images first: a run its (higher) per-image time shows too short to
+    # repay tuning does not pay for a pass at the batch size as well
+    small = plain_timing(networks.forward, example, kinds=kinds, size=len(example))
+    too_short = config.tuned and TUNING_SHARE * estimate(small) < SPEED_UP_COST_S
+    plain = small if too_short else plain_timing(networks.forward, example, kinds=kinds,
+                                                 size=config.batch_size)
+    plain = dataclasses.replace(plain, seconds=small.seconds + (0 if too_short else plain.seconds))
     if not config.tuned:
         return networks, plain
-    estimate = sum(method_cost(m, plan.feature_counts, plain.seconds_per_image,
-                               plan.n_background).seconds(images) for m in plan.methods)
-    budget = TUNING_SHARE * estimate
+    budget = TUNING_SHARE * estimate(plain)
     if budget < SPEED_UP_COST_S:
         return networks, dataclasses.replace(
-            plain, source=f"default (an estimated {estimate:.1f} s of passes is too short to "
+            plain, sizes=PassSizes(config.batch_size, config.batch_size),
+            source=f"default (an estimated {estimate(plain):.1f} s of passes is too short to "
             "repay tuning)")
     started = time.perf_counter()
     passes = passes_by_kind(plan.methods, plan.feature_counts, plan.n_background)
-    networks = faster_networks(networks, example, passes)
     cache = cache_file(cache_root(), model_id=model.sha256 or module_id(model.module),
                        output=config.output, device=config.device,
                        image_shape=(data.n_bands, *data.image_size))
+    networks = faster_networks(networks, example, passes, cache, plain.seconds_per_image, budget)
     timing = pass_timing(networks.forward, example, kinds=kinds, cache=cache,
                          budget_s=budget - (time.perf_counter() - started))
     return networks, dataclasses.replace(timing, seconds=timing.seconds + plain.seconds)
 
 
-def faster_networks(networks: Networks, example: torch.Tensor,
-                    passes: dict[str, float]) -> Networks:
+def faster_networks(networks: Networks, example: torch.Tensor, passes: dict[str, float],
+                    cache: Path | None = None, seconds_per_image: dict[str, float] | None = None,
+                    budget_s: float = float("inf")) -> Networks:
     """`networks` with the speed-ups that keep its numbers, when they make the run's passes
-    clearly faster on this machine; as given, with a note, when they do not."""
+    clearly faster on this machine: timed in passes that fit `budget_s` (from the plain
+    network's `seconds_per_image`), once per model and machine when the timings are steady
+    (remembered in `cache`); as given, with a note, when they do not pay or cannot be timed."""
     started = time.perf_counter()
     candidate = speed_up(networks, example)
-    if not candidate.speed_ups or speed_ups_pay(run_seconds(networks.forward, example, passes),
-                                                run_seconds(candidate.forward, example, passes)):
+    pays = recall_speed_ups(cache, candidate.speed_ups) if candidate.speed_ups else True
+    size = timing_size(seconds_per_image or {}, budget_s)
+    if pays is None and size is not None:
+        verdict = speed_ups_pay(run_seconds(networks.forward, example, passes, size),
+                                run_seconds(candidate.forward, example, passes, size))
+        pays = verdict.pays
+        if verdict.steady:
+            remember_speed_ups(cache, candidate.speed_ups, pays)
+    if pays:
         chosen = candidate
     else:
+        why = ("was not measurably faster here" if pays is not None else
+               "timing it would cost more than the run's share for tuning")
         chosen = dataclasses.replace(networks, notes=(
             *candidate.notes, f"speed: {', '.join(candidate.speed_ups)} not used (keeps the "
-            "numbers but was not measurably faster here)"))
+            f"numbers but {why})"))
     return dataclasses.replace(chosen, tuning_s=networks.tuning_s + time.perf_counter() - started)
 
 
