@@ -141,7 +141,7 @@ class _Model:
 
 def _load(path: Path, fmt: str, trust_graph: bool = False) -> _Model:
     """The model at `path`, loaded without running code stored in it (Keras files; a SavedModel
-    whose graph reads or writes files or calls Python only when trusted)."""
+    whose graph calls operations a classifier does not need only when trusted)."""
     if fmt == "savedmodel":
         return _load_savedmodel(path, trust_graph)
     return _load_keras(path, fmt)
@@ -169,28 +169,36 @@ def _final_activation(model, call: Callable) -> tuple[str, Callable]:
     return "none", call
 
 
-# Operations through which a graph reaches outside itself: files, Python, summaries on disk
-_IO_OPS = frozenset({
-    "ReadFile", "WriteFile", "MatchingFiles", "PyFunc", "PyFuncStateless", "EagerPyFunc",
-    "ImmutableConst", "InitializeTableFromTextFile", "InitializeTableFromTextFileV2",
-    "CreateSummaryFileWriter", "CreateSummaryDbWriter", "ImportEvent", "FlushSummaryWriter",
-    "WriteSummary", "WriteRawProtoSummary", "WriteScalarSummary", "WriteHistogramSummary",
-    "WriteImageSummary", "WriteAudioSummary", "WriteGraphSummary", "DebugIdentityV2",
-    "DebugIdentityV3", "TFRecordReaderV2", "TextLineReaderV2", "WholeFileReaderV2",
-    "FixedLengthRecordReaderV2", "LMDBReader", "TFRecordDataset", "TFRecordDatasetV2",
-    "TextLineDataset", "FixedLengthRecordDataset", "FixedLengthRecordDatasetV2",
-    "SaveDataset", "SaveDatasetV2", "LoadDataset", "SnapshotDataset", "SnapshotDatasetV2",
-    "CacheDatasetV2", "DatasetToTFRecord", "ExperimentalDatasetToTFRecord",
-})
-# checkpoint reading and writing: every SavedModel has them, in its save and restore functions
-_CHECKPOINT_OPS = frozenset({"SaveV2", "RestoreV2", "MergeV2Checkpoints", "Save", "SaveSlices",
-                             "Restore", "RestoreSlice"})
+# The operations a classifier's serving graph needs, as Keras and tf.saved_model write them
+# (Keras Applications and Keras layers, measured): the function-call and variable plumbing,
+# tensor shapes, arithmetic and the layers. Nothing here reads or writes files, prints, or
+# calls Python; any other operation (PrintV2, WriteFile, PyFunc, a dataset reader, a custom
+# kernel) is refused unless the user trusts the graph.
+_SERVING_OPS = frozenset("""
+    Const Identity IdentityN NoOp Placeholder PlaceholderWithDefault StatefulPartitionedCall
+    PartitionedCall If StatelessIf While StatelessWhile VarHandleOp ReadVariableOp
+    AssignVariableOp VarIsInitializedOp DisableCopyOnRead StopGradient EnsureShape
+    Cast Shape ShapeN Size Rank Fill ZerosLike OnesLike Range Pack Unpack Reshape Squeeze
+    ExpandDims Transpose ConcatV2 Split SplitV Slice StridedSlice GatherV2 Tile Pad PadV2
+    MirrorPad BroadcastTo BroadcastArgs Select SelectV2 Cumsum OneHot DepthToSpace SpaceToDepth
+    MatMul BatchMatMulV2 BatchMatMulV3 Einsum Conv2D Conv3D DepthwiseConv2dNative
+    Conv2DBackpropInput Conv3DBackpropInputV2 BiasAdd AvgPool AvgPool3D MaxPool MaxPoolV2
+    MaxPool3D FusedBatchNorm FusedBatchNormV3 ResizeBilinear ResizeNearestNeighbor ResizeBicubic
+    ResizeArea Relu Relu6 Elu Selu LeakyRelu Softplus Softsign Sigmoid Tanh Softmax LogSoftmax
+    Erf Erfc Exp Log Log1p Sqrt Rsqrt Square Pow Abs Neg Sign Floor Ceil Round Reciprocal Cos
+    Sin AddV2 Add AddN Sub Mul RealDiv Div DivNoNan FloorDiv FloorMod Maximum Minimum
+    SquaredDifference ClipByValue Mean Sum Prod Max Min ArgMax ArgMin All Any Equal NotEqual
+    Less LessEqual Greater GreaterEqual LogicalAnd LogicalOr LogicalNot IsNan IsFinite
+""".split())
+# what the functions that save and restore the variables (the saver's) add: checkpoint files
+_SAVER_OPS = _SERVING_OPS | {"SaveV2", "RestoreV2", "MergeV2Checkpoints", "ShardedFilename",
+                             "StringJoin", "StaticRegexFullMatch"}
 _CALLS = ("f", "then_branch", "else_branch", "body", "cond", "branches")
 
 
-def graph_io_ops(path: Path) -> list[str]:
-    """Operations in the SavedModel at `path` that read or write files or call Python, as
-    'op (in function)', read from saved_model.pb without loading or running anything.
+def unscreened_ops(path: Path) -> list[str]:
+    """Operations in the SavedModel at `path` outside what a classifier's serving graph needs,
+    as 'op (in function)', read from saved_model.pb without loading or running anything.
     Checkpoint operations count only outside the functions that save and restore variables."""
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -205,11 +213,11 @@ def graph_io_ops(path: Path) -> list[str]:
         free = {name for name in functions if name not in saving}
         running = free | _reachable(others + [n for name in free
                                               for n in functions[name].node_def], functions)
-        places = [("graph", n) for n in others]
+        places = [("graph", n) for n in graph.graph_def.node]
         places += [(name, n) for name, f in functions.items() for n in f.node_def]
         for where, node in places:
-            checkpoint = node.op in _CHECKPOINT_OPS and (where == "graph" or where in running)
-            if node.op in _IO_OPS or checkpoint:
+            saver_only = (node.name in saver if where == "graph" else where not in running)
+            if node.op not in (_SAVER_OPS if saver_only else _SERVING_OPS):
                 found.append(f"{node.op} (in {where})")
     return sorted(set(found))
 
@@ -233,16 +241,20 @@ def _reachable(nodes, functions: dict) -> set[str]:
 
 
 def _load_savedmodel(path: Path, trust_graph: bool = False):
-    """`_load` for a TensorFlow SavedModel folder: its serving signature. A graph that reads or
-    writes files or calls Python is refused before TensorFlow loads it, unless trusted."""
+    """`_load` for a TensorFlow SavedModel folder: its serving signature. A graph that calls
+    operations a classifier does not need (`_SERVING_OPS`) is refused before TensorFlow loads
+    it, unless trusted."""
     import tensorflow as tf
 
-    risky = [] if trust_graph else graph_io_ops(path)
-    if risky:
-        raise ExportError("io_ops", f"{path}: this SavedModel is a program whose graph reads or "
-                          f"writes files or calls Python ({', '.join(risky[:5])}), and it would "
-                          "run during conversion. If you trust its source, pass --trust-graph "
-                          "(trust_graph=True); better, save the model as .keras and pass that.")
+    unknown = [] if trust_graph else unscreened_ops(path)
+    if unknown:
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise ExportError("io_ops", f"{path}: this SavedModel is a program whose graph calls "
+                          "operations an image classifier does not need "
+                          f"({', '.join(unknown[:5])}{more}): they can read or write files or "
+                          "call Python, and would run during conversion. If you trust its "
+                          "source, pass --trust-graph (trust_graph=True); better, save the "
+                          "model as .keras and pass that.")
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as err:
@@ -506,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--result", required=True, help="JSON report to write")
     p.add_argument("--trust-graph", action="store_true",
-                   help="run a SavedModel whose graph reads or writes files or calls Python")
+                   help="run a SavedModel whose graph calls operations a classifier does "
+                   "not need (files, printing, Python)")
     p.add_argument("--float64", action="store_true",
                    help="add the reference computed by the model's float64 twin")
     args = p.parse_args(argv)

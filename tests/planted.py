@@ -109,3 +109,16 @@ def keras_python(code: str, *args: str) -> None:
                           capture_output=True, text=True,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+class DiesOnWorkers:
+    """Images whose reading kills the process that reads them, unless it is the driver: a
+    worker that dies each time it takes a job (here, so that Ray workers can import it)."""
+
+    def __init__(self, images: np.ndarray):
+        self.images, self.shape, self.driver = images, images.shape, os.getpid()
+
+    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
+        if os.getpid() != self.driver:
+            os._exit(3)
+        return self.images[indices]

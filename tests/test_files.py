@@ -97,17 +97,6 @@ def test_a_users_folder_is_replaced_only_with_overwrite(tmp_path):
     assert check_output_folder(empty) == empty  # an empty folder is fine
 
 
-def test_a_report_of_xband_0_1_counts_as_xbands(tmp_path):
-    old = tmp_path / "old"
-    (old / "figures").mkdir(parents=True)
-    (old / "summary.json").write_text('{"versions": {"xband": "0.1.0"}}')
-    (old / "importance.csv").write_text("x")
-    (old / "figures" / "heatmap.png").write_text("x")
-    assert foreign_files(old) == []
-    (old / "thesis.tex").write_text("x")
-    assert foreign_files(old) == ["thesis.tex"]
-
-
 @pytest.mark.parametrize("out", [".", "", "..", "  "])
 def test_current_folder_and_empty_names_are_refused_without_leftovers(out, tmp_path,
                                                                       monkeypatch):

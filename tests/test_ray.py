@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,13 @@ import tifffile
 import torch
 
 import xband
-from tests.planted import planted_images
+from tests.planted import DiesOnWorkers, planted_images
 from xband.cli.main import main
 from xband.data.readers import RasterFiles
 from xband.errors import XbandError
+from xband.run import ray_engine
 from xband.run.engine import RayEngine, import_ray
-from xband.run.ray_engine import NpyFile, portable, worker_environment
+from xband.run.ray_engine import NpyFile, portable, ray_session, worker_environment
 
 METHODS = "integrated_gradients,feature_ablation,shapley,permutation"
 SMALL = ["--method-option", "integrated_gradients.n_steps=8", "--method-option",
@@ -144,3 +146,27 @@ def test_ray_options_are_checked(capsys, tmp_path):
     assert "--budget" in capsys.readouterr().err
     with pytest.raises(XbandError, match="gpus_per_worker"):
         RayEngine(gpus_per_worker=-1)
+
+
+def test_workers_are_capped_by_what_the_cluster_can_run(local_ray):
+    with ray_session(RayEngine(workers=12)) as engine:
+        assert engine.workers == 2  # the cluster's CPUs, not 12 actors queued on 2 CPUs
+    with pytest.raises(XbandError, match="gpus_per_worker 1: the Ray cluster has 0 GPUs, so no "
+                       "worker could start"):
+        with ray_session(RayEngine(gpus_per_worker=1)):
+            pass
+
+
+def test_a_worker_that_dies_on_every_try_stops_the_run(local_ray, planted_torch, monkeypatch):
+    monkeypatch.setattr(ray_engine, "RETRIES", 1)
+    x, y = planted_images(n_per_class=2, seed=4)
+    data = xband.image_set(DiesOnWorkers(x), y)
+    model = xband.load_model(planted_torch, verbose=False)
+    started = time.perf_counter()
+    with pytest.raises(XbandError, match=r"the Ray run stopped: job 1 of 2 \(4 images\) and 1 "
+                       r"more did not finish, although Ray restarted its worker and tried it "
+                       r"again 1 times\. Last error: ActorDiedError: The actor died "
+                       r"unexpectedly before finishing this task"):
+        xband.explain(model, data, "saliency", engine=RayEngine(workers=1), batch_size=4,
+                      progress=False, accept_low_accuracy=True)
+    assert time.perf_counter() - started < 300

@@ -6,6 +6,7 @@ through here: a file is written beside its final path and renamed into place, so
 sees half of it, and a failure or an interrupt leaves nothing behind. A report folder is written
 whole beside its final place and swapped in with interrupts held back; it carries a list of the
 files in it (`MANIFEST`), and a folder is replaced only when it holds nothing but those files.
+A folder without that list is the user's, whatever it holds.
 Torch-free: the Keras conversion process uses it too.
 """
 
@@ -33,9 +34,6 @@ __all__ = ["MANIFEST", "atomic_folder", "atomic_path", "check_output_folder", "f
            "folder_mode", "interrupts_held", "write_bytes", "write_text"]
 
 MANIFEST = "written-by-xband.json"  # what an xband report folder holds, written last
-# what the reports of xband 0.1 (written before the manifest) held: still replaced as xband's
-_LEGACY_MARKS = {"summary.json": "versions", "evaluation.json": "settings"}
-_LEGACY_SUFFIXES = (".csv", ".html", ".json", ".npz", ".png")
 
 
 _OUT = option("out", "--out")
@@ -46,7 +44,12 @@ def check_writable(out: str | os.PathLike) -> Path:
     if not str(out).strip():
         raise XbandError(f"{_OUT} is empty: name the folder for the report, e.g. "
                          + option("out='report'", "--out report") + ".")
-    out = Path(out).expanduser().resolve()
+    given = Path(out).expanduser()
+    if given.is_symlink():
+        raise XbandError(f"{_OUT} {out}: is a symbolic link (to {os.readlink(given)}), and xband "
+                         "replaces its report folder as a whole: the files where it points would "
+                         f"be deleted. Name a real folder as {_OUT}.")
+    out = given.resolve()
     if out.exists() and not out.is_dir():
         raise XbandError(f"{out}: exists and is not a folder. Choose another {_OUT}.")
     try:
@@ -58,6 +61,16 @@ def check_writable(out: str | os.PathLike) -> Path:
             f"{out}: cannot write the report there ({err.strerror}). Choose a writable {_OUT}."
         ) from None
     return out
+
+
+def check_regular(inputs: Mapping[str, str | os.PathLike]) -> None:
+    """Every input ({flag or argument: path}) is a file or a folder: a pipe, socket or device
+    would block a reader, or change under it, so it is refused now."""
+    for flag, path in inputs.items():
+        if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+            raise XbandError(f"{flag} {path}: is not a file or a folder (a pipe, socket or "
+                             "device?); xband reads its inputs from files. Save the data to a "
+                             "file first.")
 
 
 def check_file_writable(path: str | os.PathLike, name: str) -> None:
@@ -88,19 +101,15 @@ def _files_below(folder: Path) -> list[str]:
 
 
 def _listed(folder: Path) -> set[str] | None:
-    """The files `folder`'s manifest lists, or those of a report of xband 0.1; None if neither."""
+    """The files `folder`'s manifest lists; None without one (the folder is not xband's)."""
     try:
-        return set(json.loads((folder / MANIFEST).read_text())["files"]) | {MANIFEST}
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files = manifest["files"]
     except (OSError, ValueError, KeyError, TypeError):
-        pass
-    for mark, key in _LEGACY_MARKS.items():
-        try:
-            if key in json.loads((folder / mark).read_text()):
-                return {f for f in _files_below(folder) if f.endswith(_LEGACY_SUFFIXES)
-                        and f.count("/") <= (1 if f.startswith("figures/") else 0)}
-        except (OSError, ValueError, TypeError):
-            continue
-    return None
+        return None
+    if manifest.get("written_by") != "xband" or not isinstance(files, list):
+        return None
+    return {str(f) for f in files} | {MANIFEST}
 
 
 def foreign_files(folder: str | os.PathLike) -> list[str]:
@@ -145,6 +154,7 @@ def check_output_folder(out: str | os.PathLike, *, overwrite: bool = False,
     if clash:
         raise XbandError(f"{_OUT} {out}: {clash}, and xband replaces its report folder as a "
                          "whole. Choose a folder apart from your inputs.")
+    _check_replaceable(path, out)
     foreign = foreign_files(path)
     if foreign and not overwrite:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3
@@ -153,6 +163,17 @@ def check_output_folder(out: str | os.PathLike, *, overwrite: bool = False,
                          "empty or new folder, or pass " + option("overwrite=True", "--overwrite")
                          + " to replace it and everything in it.")
     return path
+
+
+def _check_replaceable(path: Path, out: str | os.PathLike) -> None:
+    """An existing `path` can be moved aside and deleted: it and every folder in it writable."""
+    if not path.is_dir():
+        return
+    for root, _, _ in os.walk(path):
+        if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
+            raise XbandError(f"{_OUT} {out}: cannot be replaced, {root} is read-only (an earlier "
+                             "report whose permissions were changed?). Make it readable and writable "
+                             f"(chmod -R u+w {path}) or choose another {_OUT}.")
 
 
 def _write_manifest(folder: Path) -> None:

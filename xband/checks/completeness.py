@@ -36,7 +36,7 @@ def completeness_check(setup: Setup) -> pd.DataFrame:
         gain = (outputs(setup.x) - base).double().cpu().numpy()
     images = setup.explanation.indices[setup.positions]
     frames = []
-    for n_steps in sorted({max(2, steps // 4), steps, steps * 4}):
+    for n_steps in sorted({max(2, steps // 4), steps, min(steps * 4, method.largest("n_steps"))}):
         if n_steps == steps:  # the explanation's own setting: the cached reference scores
             total = setup.reference(method)[0].sum(axis=1)
         else:

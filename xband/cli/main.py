@@ -65,16 +65,33 @@ def _read_sample(path: str) -> np.ndarray:
     return data[:options.PROBE_MAX]
 
 
+def _convert_output(args: argparse.Namespace) -> Path | None:
+    """The ONNX file `convert` writes (default: MODEL with suffix .onnx; none for an ONNX
+    MODEL), checked before any work: a file that can be written, and none of the inputs."""
+    from xband.files import check_file_writable, check_regular
+    from xband.models.load import detect_format
+
+    check_regular(options.input_paths(args, output="onnx"))
+    model = Path(args.model)
+    if args.onnx is None and detect_format(model) == "onnx":
+        return None
+    out = Path(args.onnx or model.with_suffix(".onnx"))
+    check_file_writable(out, "-o/--onnx")
+    for flag, path in options.input_paths(args, output="onnx").items():
+        if out.exists() and os.path.samefile(out, path):
+            raise XbandError(f"-o/--onnx {out}: is {flag} {path}, which the ONNX file would "
+                             "replace. Name another file for the ONNX model.")
+    return out
+
+
 def _run_convert(args: argparse.Namespace) -> None:
     from xband.models.load import load_model, write_onnx
 
-    model_path = Path(args.model)
+    out = _convert_output(args)
     probe = _read_sample(args.data) if args.data else None
-    loaded = load_model(model_path, layout=args.model_layout, input_size=args.input_size,
+    loaded = load_model(args.model, layout=args.model_layout, input_size=args.input_size,
                         probe=probe, opset=args.opset, accept_mismatch=args.accept_mismatch,
                         trust_pickle=args.trust_pickle, trust_graph=args.trust_graph)
-    out = args.onnx or (None if loaded.source_format == "onnx"
-                        else model_path.with_suffix(".onnx"))
     if out is not None:
         checked = write_onnx(loaded, out, opset=args.opset)
         if checked is not None:
@@ -126,10 +143,12 @@ def _check_run(args: argparse.Namespace):
     """Everything that can fail before a model is loaded or converted: the output folder (and
     the statistics file), the device, the run's and the checks' options. Returns the run
     configuration."""
-    from xband.files import check_file_writable, check_output_folder
+    from xband.files import check_file_writable, check_output_folder, check_regular
     from xband.run.forward import check_device
 
-    check_output_folder(args.out, overwrite=args.overwrite, inputs=options.input_paths(args))
+    inputs = options.input_paths(args, output="out")
+    check_regular(inputs)
+    check_output_folder(args.out, overwrite=args.overwrite, inputs=inputs)
     if getattr(args, "norm_stats", None) and not Path(args.norm_stats).exists():
         check_file_writable(args.norm_stats, "--norm-stats")  # it will be written
     check_device(args.device)
@@ -147,7 +166,8 @@ def _run_explain(args: argparse.Namespace) -> None:
     data = options.read_images(args)
     probe, probe_layout = options.probe_images(data)
     model = load_model(args.model, layout=args.model_layout, probe=probe,
-                       probe_layout=probe_layout, accept_mismatch=args.accept_mismatch,
+                       probe_layout=probe_layout, probe_source=data.source,
+                       accept_mismatch=args.accept_mismatch,
                        trust_pickle=args.trust_pickle, trust_graph=args.trust_graph)
     data = data.for_model(model)
     stats_text = None
@@ -293,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--verbose", action="store_true",
                              help="let the libraries xband runs (onnxruntime, TensorFlow, torch, "
                              "…) print their log lines and warnings")
+        command.set_defaults(option_names=options.option_names(command))
     return parser
 
 

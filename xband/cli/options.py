@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -54,8 +55,9 @@ def add_model_options(p: argparse.ArgumentParser, *, positional: bool = False) -
                        help="allow a full-pickle .pt file, or a .pt2 archive holding pickles "
                        "(unpickling can run code stored in it)")
     group.add_argument("--trust-graph", action="store_true",
-                       help="convert a TensorFlow SavedModel whose graph reads or writes files or "
-                       "calls Python (it runs during conversion)")
+                       help="run a TensorFlow SavedModel or TorchScript file whose code calls "
+                       "operations an image classifier does not need (files, printing, Python, "
+                       "custom operators; see docs/security.md)")
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
@@ -222,11 +224,21 @@ def as_flags(err: XbandError) -> str:
     return str(err)
 
 
-def input_paths(args: argparse.Namespace) -> dict[str, str | None]:
-    """The files and folders a run reads, by option: --out must keep apart from them."""
-    return {flag: getattr(args, dest, None) for flag, dest in (
-        ("--data", "data"), ("--model", "model"), ("--labels", "labels"),
-        ("--norm-stats", "norm_stats"), ("--band-names-file", "band_names_file"))}
+def input_paths(args: argparse.Namespace, output: str) -> dict[str, str]:
+    """Every option value that names an existing file or folder, but the output's (`output`, a
+    dest), by option: what the command reads, which its outputs must keep apart from. One rule
+    for every option, so that no input is forgotten."""
+    names = getattr(args, "option_names", {})
+    return {names[dest]: value for dest, value in vars(args).items()
+            if dest in names and dest != output and isinstance(value, str) and value.strip()
+            and os.path.exists(value)}
+
+
+def option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """How messages name each option of `parser`, by dest: its long flag, or its metavar."""
+    return {action.dest: max(action.option_strings, key=len) if action.option_strings
+            else action.metavar or action.dest.upper()
+            for action in parser._actions if action.help != argparse.SUPPRESS}
 
 
 def method_options_epilog() -> str:
@@ -382,18 +394,23 @@ def read_images(args: argparse.Namespace):
 
 
 def probe_images(data) -> tuple[np.ndarray | None, str | None]:
-    """Up to PROBE_MAX readable images of `data`, preprocessed, bands first when the data's
-    band axis is known ("channels_first"; None: as stored, the model's layout assumed): the
-    fidelity check runs on the user's own inputs."""
+    """Up to PROBE_MAX usable images of `data` (readable, finite, without nodata pixels: the
+    data checks name the others), preprocessed, bands first when the data's band axis is known
+    ("channels_first"; None: as stored, the model's layout assumed): the fidelity check runs on
+    the user's own inputs."""
     from xband.data.images import BadImage, guess_layout, likely_layout
     from xband.layout import Layout
 
     images = []
     for i in range(min(len(data), 4 * PROBE_MAX)):
         try:
-            images.append(np.asarray(data.images[np.array([i])], dtype=np.float32))
+            image = np.asarray(data.images[np.array([i])], dtype=np.float32)
         except BadImage:
             continue
+        if not np.isfinite(image).all() or (data.nodata is not None
+                                            and (image == data.nodata).any()):
+            continue
+        images.append(image)
         if len(images) == PROBE_MAX:
             break
     if not images:

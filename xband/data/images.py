@@ -233,14 +233,7 @@ class ImageSet:
         shape = tuple(self.images.shape)
         layout = self.layout or guess_layout(shape, n_bands, Layout(preferred).images)
         if shape[layout.band_axis] != n_bands:
-            reversed_fits = n_bands in (shape[0], shape[2]) and len(shape) == 4
-            raise XbandError(
-                f"{self.source}: images of shape {shape} have {shape[layout.band_axis]} bands on "
-                f"axis {layout.band_axis} ({layout}) but the model expects {n_bands}. "
-                + (f"The {_REVERSED}: write aperm(x, 4:1) in R, or x.transpose() in NumPy."
-                   if reversed_fits else "Check that the file holds the bands the model was "
-                   "trained on, or set the layout (layout=, --data-layout).")
-            )
+            raise XbandError(f"{self.source}: {self._band_mismatch(n_bands, layout)}")
         size = layout.image_size(shape)
         if spatial_size is not None and tuple(size) != tuple(spatial_size):
             _check_spectra_or_patches(self.source, size, spatial_size, Layout(preferred))
@@ -250,6 +243,31 @@ class ImageSet:
                 "model's size."
             )
         return _described(dataclasses.replace(self, layout=layout), n_bands)
+
+    def _band_mismatch(self, n_bands: int, layout: Layout) -> str:
+        """What is wrong when the images do not hold `n_bands` bands on the `layout` axis, and
+        what to do: the axis given, or both axes when the layout was left open."""
+        shape = tuple(self.images.shape)
+        if isinstance(self.images, SingleBand):
+            return (f"images of shape {tuple(self.images.source.shape)} have no band axis (read "
+                    f"as single-band images) but the model expects {n_bands} bands. Store the "
+                    "images with their bands: (images, height, width, bands).")
+        if self.layout is not None:
+            found = (f"have {shape[layout.band_axis]} bands on axis {layout.band_axis} "
+                     f"({layout})")
+        else:
+            found = (f"have {shape[1]} bands on axis 1 (bands first) or {shape[3]} on axis 3 "
+                     "(bands last)")
+        if n_bands in (shape[0], shape[2]):
+            return (f"images of shape {shape} {found} but the model expects {n_bands}. The "
+                    f"{_REVERSED}: write aperm(x, 4:1) in R, or x.transpose() in NumPy.")
+        if shape[layout.band_axis] == 1:
+            return (f"images of shape {shape} {found} but the model expects {n_bands}: images "
+                    "stored without a band axis (images, height, width) are read as single-band "
+                    "images. Store them with their bands: (images, height, width, bands).")
+        return (f"images of shape {shape} {found} but the model expects {n_bands}. Check that "
+                "the file holds the bands the model was trained on, or set the layout "
+                f"({option('layout=', '--data-layout')}).")
 
     def for_model(self, model: ModelInput) -> ImageSet:
         """This set checked against `model`: band axis, band count and size, class names and
@@ -360,7 +378,7 @@ def image_set(
     nodata: a value that marks an image as unusable; item_names: what messages call each image.
     Every problem is an `XbandError` naming the data and what to do."""
     bands, classes = _legacy_arguments(legacy, bands, classes)
-    _check_values(images, source)
+    images = _real_numbers(images, source)
     images, layout = _four_axes(images, labels, source, layout)
     shape = tuple(images.shape)
     if shape[0] == 0:
@@ -452,11 +470,14 @@ def _image_axes(images, n_labels: int | None, source: str):
     return images
 
 
-def _check_values(images, source: str) -> None:
-    """Images hold real numbers: text, Python objects and complex values are refused."""
+def _real_numbers(images, source: str):
+    """`images` (a torch tensor as the NumPy array of its values), checked to hold real numbers:
+    text, Python objects and complex values are refused."""
+    if type(images).__module__.startswith("torch") and hasattr(images, "detach"):
+        images = images.detach().cpu().numpy()
     dtype = getattr(images, "dtype", None)
     if dtype is None or np.dtype(dtype).kind in "biuf":
-        return
+        return images
     kind = np.dtype(dtype).kind
     if kind == "c":
         raise XbandError(f"{source}: images hold complex numbers ({dtype}); xband would drop the "

@@ -13,6 +13,7 @@ import re
 import warnings
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from xband.data.scenes import SCENE_SUFFIXES
 from xband.data.sensors import SENSORS
 from xband.data.wavelengths import raster_wavelengths
 from xband.errors import XbandError, option
+from xband.files import check_regular
 from xband.layout import Layout
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".jp2")  # GeoTIFF and JPEG2000 (Sentinel-2 band files)
@@ -54,6 +56,7 @@ def read_data(path: str | os.PathLike, *, labels: str | os.PathLike | np.ndarray
     path = Path(path)
     if not path.exists():
         raise XbandError(f"{path}: no such file or folder.")
+    check_regular({"data": path})
     if path.is_dir():
         return read_class_folders(path, skip_bad=skip_bad, **description)
     suffix = path.suffix.lower()
@@ -351,10 +354,39 @@ def _tiff_set(paths: list[Path], labels: list[str], skipped: list[tuple[str, str
              "nodata": files.info.nodata, **classes}
     if description.get("sensor") is None:  # a sensor preset names the wavelengths itself
         found["wavelengths"] = files.info.wavelengths
-    notes = [*classes.get("notes", []), *files.notes()]
+    notes = [*classes.get("notes", []), *files.notes(), *_number_type_notes(paths, labels)]
     return _with_found(files, np.array(labels), source=source, found={**found, "notes": notes},
                        description={**description, "item_names": [str(p) for p in paths],
                                     "skipped": skipped})
+
+
+def _number_type_notes(paths: list[Path], labels: list) -> list[str]:
+    """A note when a class's files store their pixels in another number type than the others'
+    (one class as uint16 reflectance ×10000 among float32 patches, say): the model would see it
+    on another scale. The first file of each class is opened (its header only)."""
+    import rasterio
+
+    first: dict = {}
+    for path, label in zip(paths, labels, strict=True):
+        first.setdefault(label, path)
+    types = {}
+    for label, path in first.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rasterio's: no georeference
+            try:
+                with rasterio.open(path) as src:
+                    types[label] = src.dtypes[0]
+            except Exception:  # noqa: BLE001 - a file that cannot be read is named when read
+                continue
+    if len(set(types.values())) < 2:
+        return []
+    usual = Counter(types.values()).most_common(1)[0][0]
+    odd = [f"'{label}' as {kind} ({first[label]})" for label, kind in types.items()
+           if kind != usual]
+    return [f"class{'es' if len(odd) > 1 else ''} {', '.join(odd)} stored in another number type "
+            f"than the other classes ({usual}): if the values are scaled differently "
+            "(reflectance ×10000 as integers, say), the model sees that class on another scale. "
+            "Store every class alike."]
 
 
 def read_class_folders(root: Path, *, skip_bad: bool = False, **description) -> ImageSet:
@@ -485,6 +517,7 @@ class TorchImages:
         self.dataset, self.image_key, self.positions = dataset, image_key, positions
         self.collate, self.batch_transform, self.per_item = collate, batch_transform, per_item
         n = len(dataset) if positions is None else len(positions)
+        self.shape = (n,)  # the image shape is read next, from the first item
         self.shape = (n, *self[np.array([0])].shape[1:])
 
     def image(self, i: int):
@@ -493,7 +526,7 @@ class TorchImages:
     def __getitem__(self, indices: np.ndarray) -> np.ndarray:
         rows = [int(i) if self.positions is None else int(self.positions[i]) for i in indices]
         if self.collate is None:
-            return np.stack([_as_float32(self.image(i)) for i in rows])
+            return np.stack([self._one(p, i) for p, i in zip(indices, rows, strict=True)])
         items = [self.dataset[i] for i in rows]
         if self.per_item:
             return np.stack([_as_float32(_image_of(self.collate(item), self.image_key))
@@ -502,6 +535,16 @@ class TorchImages:
         if self.batch_transform is not None:
             batch = self.batch_transform(batch)
         return _as_float32(_image_of(batch, self.image_key))
+
+    def _one(self, position: int, i: int) -> np.ndarray:
+        """Item `i`'s image (at `position` in the set), checked to have the first item's shape."""
+        image = _as_float32(self.image(i))
+        if len(self.shape) > 1 and image.shape != self.shape[1:]:
+            raise BadImage(int(position), f"torch {type(self.dataset).__name__}, item {i}",
+                           f"has an image of shape {image.shape} but item 0 has "
+                           f"{self.shape[1:]}. Give items of one size (crop or resize them in "
+                           f"the dataset's transform), or {_SKIP_HINT}")
+        return image
 
 
 def _image_of(sample, image_key: str):

@@ -51,10 +51,11 @@ def parse_regions(text: str) -> RegionSpec:
         return RegionSpec(spec)
     if spec.lower() == "auto":
         return RegionSpec(spec, width=AUTO_WIDTH_NM)
-    width = re.fullmatch(r"(\d+(?:\.\d*)?)\s*nm", spec, flags=re.I)
+    width = re.fullmatch(r"(\d*\.?\d+(?:e[-+]?\d+)?|\d+\.)\s*nm", spec, flags=re.I)
     if width:
-        if float(width.group(1)) <= 0:
-            raise XbandError(f"regions '{spec}': the window width must be above 0 nm.")
+        if not 0 < float(width.group(1)) < float("inf"):
+            raise XbandError(f"regions '{spec}': the window width must be a finite number of "
+                             "nm above 0.")
         return RegionSpec(spec, width=float(width.group(1)))
     ranges: dict[str, tuple[float, float]] = {}
     for part in filter(None, (p.strip() for p in spec.split(";"))):
@@ -80,6 +81,7 @@ def band_regions(spec: RegionSpec, wavelengths: Sequence[float],
     wavelengths ("1310-1490")."""
     wavelength = np.asarray(wavelengths, dtype=np.float64)
     if spec.width is not None:
+        _check_width(spec, wavelength)
         return _windows(wavelength, spec.width)
     owner = np.full(len(wavelength), -1)
     names = list(spec.ranges)
@@ -99,6 +101,19 @@ def band_regions(spec: RegionSpec, wavelengths: Sequence[float],
                              "(each is LOW ≤ λ < HIGH, or ≤ HIGH where no range starts at HIGH).")
         owner[inside] = r
     return _in_wavelength_order(owner, names, wavelength)
+
+
+def _check_width(spec: RegionSpec, wavelength: np.ndarray) -> None:
+    """Windows at least as wide as the closest band centres are apart: narrower ones hold one
+    band each, which is explaining band by band ('none') under another name."""
+    gaps = np.diff(np.unique(wavelength))
+    spacing = float(gaps.min()) if len(gaps) else 0.0
+    if spec.width < spacing:
+        raise XbandError(f"regions '{spec.text}': windows of {spec.width:g} nm are narrower than "
+                         f"the band spacing ({spacing:g} nm between the closest band centres), "
+                         "so each would hold one band. Give a width of at least "
+                         f"{spacing:g} nm, or {option('regions=', '--regions ')}none to explain "
+                         "band by band.")
 
 
 def _windows(wavelength: np.ndarray, width: float) -> dict[str, tuple[int, ...]]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xband.errors import XbandError, whole_number
+from xband.errors import BadValue, XbandError, whole_number
 
 
 class SharedOutputs:
@@ -124,8 +124,8 @@ class BandAttribution:
 class Method:
     """An attribution method reduced to one score per band, with its options as fields.
 
-    Subclasses set the class attributes, declare their options as dataclass fields (whole
-    numbers of at least 1, with a `help` in the field's metadata) and implement `attribute`.
+    Subclasses set the class attributes, declare their options as dataclass fields (`option`:
+    whole numbers from 1 to a maximum, with a line of help) and implement `attribute`.
     """
 
     name: ClassVar[str]
@@ -142,7 +142,12 @@ class Method:
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            value = whole_number(getattr(self, field.name), f"{self.name}.{field.name}")
+            name = f"{self.name}.{field.name}"
+            value = whole_number(getattr(self, field.name), name)
+            maximum, why = field.metadata["maximum"], field.metadata["why"]
+            if value > maximum:  # refused now rather than failing for memory hours later
+                raise BadValue(name, value if value < 1e15 else float(value),
+                               f"at most {maximum} ({why})")
             object.__setattr__(self, field.name, value)
 
     def options(self) -> dict:
@@ -151,8 +156,14 @@ class Method:
 
     @classmethod
     def option_help(cls) -> list[tuple[str, object, str]]:
-        """(option, default, what it does) for each option."""
-        return [(f.name, f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls)]
+        """(option, default, what it does and its largest value) for each option."""
+        return [(f.name, f.default, f"{f.metadata['help']} (at most {f.metadata['maximum']})")
+                for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def largest(cls, option: str) -> int:
+        """The largest value `option` takes."""
+        return next(f.metadata["maximum"] for f in dataclasses.fields(cls) if f.name == option)
 
     def with_options(self, **options) -> Method:
         """A copy with some options changed; unknown options are named with the known ones."""
@@ -180,9 +191,12 @@ class Method:
         return {"label": self.label, "kind": self.kind, "signed": self.signed, "units": self.units}
 
 
-def option(default: int, help: str):  # noqa: A002 - the name argparse users know
-    """A method option: a whole number of at least 1 with a default and a line of help."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def option(default: int, help: str, *, maximum: int, why: str):  # noqa: A002 - argparse's name
+    """A method option: a whole number from 1 to `maximum` with a default and a line of help;
+    `why` says what a larger value would cost (arrays that do not fit in memory, passes that
+    never end)."""
+    return dataclasses.field(default=default, metadata={"help": help, "maximum": maximum,
+                                                        "why": why})
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ class GradientShap(GradientMethod):
     label = "GradientShap"
     units = "sum over pixels, in output units (vs. images drawn from the data)"
 
-    n_samples: int = option(16, "draws of (donor image, point on the path) per image")
+    n_samples: int = option(16, "draws of (donor image, point on the path) per image",
+                               maximum=10_000, why="each draw is a gradient pass per image")
     until_settled = {"n_samples": 4}
 
     def passes_per_image(self, n_features: int, n_background: int = 1) -> int:

@@ -32,7 +32,9 @@ from xband.methods._coalitions import feature_of_band, masked_outputs, target_va
 class SurrogateMethod(BandSubsetMethod):
     """Fit a surrogate on random band subsets (absent bands at their baseline) per image."""
 
-    n_samples: int = option(64, "band subsets drawn per image (one forward pass each)")
+    n_samples: int = option(64, "band subsets drawn per image (one forward pass each)",
+                            maximum=10_000, why="the subsets of a batch are held at once, "
+                            "images × subsets × bands")
     until_settled = {"n_samples": 32}
 
     def passes_per_image(self, n_features: int, n_background: int = 1) -> int:
@@ -111,7 +113,8 @@ class KernelShap(SurrogateMethod):
     ENDS_WEIGHT = 1e6  # Captum's weight of the full and the empty subset
 
     n_samples: int = option(128, "band subsets per image: all, none, and drawn by the "
-                                 "Shapley kernel")
+                                 "Shapley kernel", maximum=10_000, why="the subsets of a "
+                            "batch are held at once, images × subsets × bands")
     until_settled = {"n_samples": 32}
 
     def passes_per_image(self, n_features: int, n_background: int = 1) -> int:

@@ -29,7 +29,8 @@ class Permutation(BandSubsetMethod):
     kind = "dataset"
     units = "drop in accuracy when the band is shuffled across images"
 
-    n_repeats: int = option(5, "shuffles of each band (each a fresh draw of donor images)")
+    n_repeats: int = option(5, "shuffles of each band (each a fresh draw of donor images)",
+                               maximum=1000, why="each shuffle is a pass per band and image")
     until_settled = {"n_repeats": 1}
 
     def passes_per_image(self, n_features: int, n_background: int = 1) -> int:

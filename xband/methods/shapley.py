@@ -59,6 +59,9 @@ def sampled_shapley_weights(orders: torch.Tensor, *, shared_start: bool = True
     return present, weights
 
 
+EXACT_LIMIT = 20  # bands (or groups) exact Shapley values can run for: 2^20 passes per image
+
+
 @dataclass(frozen=True)
 class Shapley(LinearSubsetMethod):
     """Exact Shapley values over the 2^B band coalitions when affordable, sampled otherwise
@@ -74,8 +77,11 @@ class Shapley(LinearSubsetMethod):
 
     max_exact_bands: int = option(5, "exact values (2^B passes per image) up to this many "
                                      "bands or groups; sampled above (from 6 bands on, the "
-                                     "sampled form costs fewer passes)")
-    n_samples: int = option(8, "band orders drawn when sampling, in antithetic pairs")
+                                     "sampled form costs fewer passes)", maximum=EXACT_LIMIT,
+                                  why="2^B passes per image: 2^20 is a million")
+    n_samples: int = option(8, "band orders drawn when sampling, in antithetic pairs",
+                            maximum=1000, why="the coalitions of a batch are held at once, "
+                            "images × orders × (bands + 1) × bands")
     until_settled = {"n_samples": 2}
 
     def exact(self, n_features: int) -> bool:
@@ -83,7 +89,7 @@ class Shapley(LinearSubsetMethod):
 
     def passes_per_image(self, n_features: int, n_background: int = 1) -> int:
         if self.exact(n_features):
-            return (2**n_features - 1) * n_background + 1
+            return exact_passes(n_features, n_background)
         if n_background == 1:
             return self.n_samples * n_features + 1
         return self.n_samples * (n_features + 1)
@@ -91,13 +97,14 @@ class Shapley(LinearSubsetMethod):
     def note(self, n_features: int, n_background: int = 1, *, feature: str = "band") -> str | None:
         if self.exact(n_features):
             return None
-        exact = self.with_options(max_exact_bands=n_features)
+        affordable = n_features <= EXACT_LIMIT
         return (
             f"shapley: {n_features} {feature}s → sampled Shapley values ({self.n_samples} "
             f"antithetic {feature} orders, {self.passes_per_image(n_features, n_background)} passes "
-            f"per image); exact values need {exact.passes_per_image(n_features, n_background)} "
+            f"per image); exact values need {exact_passes(n_features, n_background)} "
             "passes per image "
-            f"(--method-option shapley.max_exact_bands={n_features} to pay for them)"
+            + (f"(--method-option shapley.max_exact_bands={n_features} to pay for them)"
+               if affordable else f"(more than the {EXACT_LIMIT} bands they can run for)")
         )
 
     def coalitions(self, n_feat: int, n_background: int, n_images: int
@@ -116,6 +123,11 @@ class Shapley(LinearSubsetMethod):
         drawn = torch.randint(n_background, (n_images, pairs))
         pick = drawn.repeat_interleave(2, dim=1)[:, :self.n_samples]  # (N, orders)
         return present, weights, pick.repeat_interleave(n_feat + 1, dim=1)
+
+
+def exact_passes(n_features: int, n_background: int = 1) -> int:
+    """Passes per image of exact Shapley values: every coalition against every background."""
+    return (2**n_features - 1) * n_background + 1
 
 
 def antithetic_orders(n_images: int, n_feat: int, n_samples: int) -> torch.Tensor:

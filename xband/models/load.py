@@ -51,6 +51,7 @@ from xband.errors import (  # noqa: E402
 )
 from xband.files import atomic_path  # noqa: E402
 from xband.layout import Layout, spectra_layout  # noqa: E402
+from xband.models.programs import load_time_code, pickled_globals, unscreened_ops  # noqa: E402
 from xband.verbosity import verbose  # noqa: E402
 
 Output = Literal["logits", "probabilities"]
@@ -219,7 +220,7 @@ def _user_errors(function: Callable) -> Callable:
 def load_model(source: str | os.PathLike | nn.Module, *, layout: Layout | None = None,
                n_bands: int | None = None, input_size: tuple[int, int] | None = None,
                probe: np.ndarray | None = None, probe_layout: Layout | str | None = None,
-               opset: int = 17, accept_mismatch: bool = False,
+               probe_source: str | None = None, opset: int = 17, accept_mismatch: bool = False,
                trust_pickle: bool = False, trust_graph: bool = False,
                cache_dir: str | os.PathLike | None = None, verbose: bool = True) -> LoadedModel:
     """Load a classifier as a torch module and prove it computes what the source computes.
@@ -229,11 +230,13 @@ def load_model(source: str | os.PathLike | nn.Module, *, layout: Layout | None =
     put in eval mode, frozen or moved. Weights in float64 or float16 run in their own type on
     float32 images. `probe`: user images for the fidelity check
     (default: 8 seeded uniform [0, 1] images), their bands on the axis `probe_layout` says
-    ("channels_first" or "channels_last"; default: the model's layout). Nothing stored in a file runs
-    unless trusted: `trust_pickle` for pickles (a full-pickle .pt, pickled entries in a .pt2),
-    `trust_graph` for a SavedModel whose graph reads or writes files or calls Python. Raises
-    `XbandError` when the source cannot be read or converted, or when the outputs differ beyond
-    tolerance and `accept_mismatch` is False.
+    ("channels_first" or "channels_last"; default: the model's layout), named in messages as
+    `probe_source` (the data file they came from; default: "the images given with --data").
+    Nothing stored in a file runs unless trusted: `trust_pickle` for pickles (a full-pickle .pt,
+    pickled entries in a .pt2), `trust_graph` for a SavedModel or TorchScript file whose code
+    uses operations an image classifier does not need (files, printing, Python, custom
+    operators: docs/security.md). Raises `XbandError` when the source cannot be read or
+    converted, or when the outputs differ beyond tolerance and `accept_mismatch` is False.
     """
     keep_triton_out()
     n_bands = None if n_bands is None else whole_number(n_bands, "n_bands")
@@ -243,7 +246,8 @@ def load_model(source: str | os.PathLike | nn.Module, *, layout: Layout | None =
                    input_size,
                    None if probe is None else _as_batch(probe), opset, accept_mismatch,
                    cache_dir, trust_graph,
-                   None if probe_layout is None else Layout.parse(probe_layout, "probe_layout"))
+                   None if probe_layout is None else Layout.parse(probe_layout, "probe_layout"),
+                   probe_source)
     if isinstance(source, nn.Module):
         loaded = _from_module(own_copy(source), "torch-module", None, None, req)
     else:
@@ -271,6 +275,7 @@ class _Request:
     cache_dir: str | os.PathLike | None
     trust_graph: bool = False
     probe_layout: Layout | None = None  # band axis of `probe`; None: the model's
+    probe_source: str | None = None  # what messages call the probe images
 
 
 def _as_batch(probe: np.ndarray) -> np.ndarray | None:
@@ -295,7 +300,8 @@ def _make_probe(req: _Request, layout: Layout, n_bands: int,
 
     if req.probe is not None:
         sample = image_set(req.probe, layout=req.probe_layout,
-                           source=f"{source}: the images given with --data").fitted(
+                           source=req.probe_source or f"{source}: the images given with --data"
+                           ).fitted(
             n_bands, spatial, layout)
         probe = sample.take(np.arange(len(sample)))
         if layout is Layout.CHANNELS_LAST:
@@ -554,27 +560,13 @@ def _from_torch_file(path: Path, fmt: str, trust_pickle: bool, req: _Request) ->
 
     sha = content_hash(path)
     if fmt == "torchscript":
-        try:
-            with warnings.catch_warnings():  # torch.jit is deprecated, but the file is valid
-                warnings.simplefilter("ignore", FutureWarning)
-                module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as err:
-            raise XbandError(f"{path}: cannot load this TorchScript file ({type(err).__name__}: "
-                             f"{str(err)[:200]}); is it complete?") from err
-        return _from_module(module, fmt, path, sha, req)
+        return _from_module(_load_torchscript(path, req.trust_graph), fmt, path, sha, req)
     if fmt == "torch-export":
         return _from_export(path, sha, req, trust_pickle)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as err:
-        if "Unsupported global" not in str(err):  # not a pickle of objects: a damaged file
-            raise XbandError(f"{path}: cannot read this file as a PyTorch model (the pickle is "
-                             "not valid); is it complete?") from err
-        raise XbandError(f"{path}: this file is a full pickle of Python objects, and unpickling "
-                         "it can run any code stored in it. If you trust its source, pass "
-                         "--trust-pickle (trust_pickle=True); better, save the model with "
-                         "torch.jit.save or torch.export.save, or build the module in Python "
-                         "and pass it to xband.load_model.") from err
+        raise XbandError(_pickle_refusal(path)) from err
     except Exception as err:
         raise XbandError(f"{path}: cannot read this file as a PyTorch model "
                          f"({type(err).__name__}: {str(err)[:200]}); is it complete?") from err
@@ -585,6 +577,70 @@ def _from_torch_file(path: Path, fmt: str, trust_pickle: bool, req: _Request) ->
     if not isinstance(obj, nn.Module):
         raise XbandError(f"{path}: this file holds a {type(obj).__name__}, not a torch module.")
     return _from_module(obj, "torch-pickle", path, sha, req)
+
+
+_TRUST_GRAPH = option("trust_graph=True", "--trust-graph")
+_TRUST_PICKLE = option("trust_pickle=True", "--trust-pickle")
+
+
+def _pickle_refusal(path: Path) -> str:
+    """Why a torch file that the safe loader refused was not loaded: a damaged file, or a pickle
+    that names code (a whole saved module's classes, or worse: functions that reach the system)."""
+    names = pickled_globals(path)
+    if names is None:
+        return (f"{path}: cannot read this file as a PyTorch model (the pickle is not valid); "
+                "is it complete?")
+    system = [n for n in names if n.split(".")[0] in _SYSTEM_MODULES or n in _BUILTIN_CALLS]
+    classes = [n for n in names if not (n.startswith(_TENSOR_PLUMBING) or n.endswith("Storage"))]
+    listed = system or classes or names
+    shown = ", ".join(listed[:4]) + (" …" if len(listed) > 4 else "")
+    head = f"{path}: this file holds code (a pickle that calls {shown}), so it was not loaded."
+    if system:
+        return (f"{head} These reach the system (processes, files, Python itself), which no "
+                f"model needs: do not pass {_TRUST_PICKLE} unless you made this file yourself.")
+    return (f"{head} It looks like a whole module saved with torch.save: if you trust its "
+            f"source, pass {_TRUST_PICKLE}; better, save the model with torch.jit.save or "
+            "torch.export.save, or build the module in Python and pass it to "
+            "xband.load_model.")
+
+
+# what a pickle that reaches past a model calls (for the message only: no pickle that names
+# code is loaded without trust_pickle)
+_SYSTEM_MODULES = {"os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "importlib",
+                   "runpy", "pty", "code", "ctypes", "pickle", "marshal", "webbrowser",
+                   "urllib", "requests", "http"}
+_TENSOR_PLUMBING = ("torch._utils.", "collections.OrderedDict", "builtins.set", "__builtin__.set")
+_BUILTIN_CALLS = {f"{module}.{name}" for module in ("builtins", "__builtin__")
+                  for name in ("eval", "exec", "compile", "open", "getattr", "__import__")}
+
+
+def _load_torchscript(path: Path, trust_graph: bool) -> torch.jit.ScriptModule:
+    """The TorchScript module at `path`. Unless `trust_graph`, a file whose code runs while it
+    loads (`__setstate__`) is refused before loading, and a module whose code uses operations
+    outside what a classifier needs (`programs.TORCHSCRIPT_OPS`) before it runs."""
+    at_load = [] if trust_graph else load_time_code(path)
+    if at_load:
+        raise XbandError(f"{path}: this TorchScript file holds code that runs while it loads "
+                         f"(__setstate__, in {', '.join(at_load[:3])}), so it was not loaded. "
+                         f"If you trust its source, pass {_TRUST_GRAPH}; better, save the model "
+                         "with torch.export.save (.pt2) or as ONNX.")
+    try:
+        with warnings.catch_warnings():  # torch.jit is deprecated, but the file is valid
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as err:
+        raise XbandError(f"{path}: cannot load this TorchScript file ({type(err).__name__}: "
+                         f"{str(err)[:200]}); is it complete?") from err
+    unknown = {} if trust_graph else unscreened_ops(module)
+    if unknown:
+        listing = ", ".join(f"{op} (in {where[0]})" for op, where in list(unknown.items())[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise XbandError(f"{path}: this TorchScript model is a program that calls operations an "
+                         f"image classifier does not need: {listing}{more}. They can read or "
+                         "write files or run other code, so xband did not run it. If you trust "
+                         f"its source, pass {_TRUST_GRAPH}; else ask for the model as ONNX or "
+                         "torch.export (.pt2).")
+    return module
 
 
 class ExportedProgram(nn.Module):

@@ -19,8 +19,11 @@ import io
 import logging
 import os
 import pickle
+import re
+import socket
 import sys
 import types
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,36 +36,36 @@ from tqdm.auto import tqdm
 import converters
 import xband
 from xband.data.images import ImageSet
-from xband.errors import XbandError
+from xband.errors import XbandError, option
 from xband.methods import Method
 from xband.models.load import ExportedProgram
 from xband.run.engine import ON_RAY, RayEngine, import_ray
 from xband.run.runner import BatchRunner, Job, JobResult, MethodRun, Pairs, RunnerSpec, image_feed
 from xband.verbosity import verbose
 
+CONNECT_TIMEOUT_S = 15  # how long a Ray cluster at a given address may take to answer
+RETRIES = 3  # restarts of a worker, and tries of a job, before the run stops
+
 
 @contextmanager
 def ray_session(engine: RayEngine) -> Iterator[RayEngine]:
-    """Ray connected for one run (a cluster at the address, else a local Ray of `workers` CPUs),
-    yielding the engine with its worker count settled; a Ray this started is shut down after.
-    A Ray the caller started is used as it is: its workers need this xband
-    (`ray.init(runtime_env=worker_environment(...))`)."""
+    """Ray connected for one run (a cluster at the address, else a local Ray of at most this
+    machine's CPUs), yielding the engine with its worker count fitted to what the cluster has;
+    a Ray this started is shut down after. A Ray the caller started is used as it is: its
+    workers need this xband (`ray.init(runtime_env=worker_environment(...))`)."""
     ray = import_ray()
     started = not ray.is_initialized()
     address = engine.address or os.environ.get("RAY_ADDRESS") or None
     _refuse_ray_client(address if started else None, ray)
     with _ray_logs_kept_out():
         if started:
-            local = {} if address else {"num_cpus": engine.workers or os.cpu_count() or 1}
-            _start(ray, address=address, include_dashboard=False, logging_level=logging.ERROR,
-                   log_to_driver=False, configure_logging=False,
-                   runtime_env=worker_environment(remote=bool(address)), **local)
+            _connect(ray, address, engine)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver shows one bar of its own
         context.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # xband says what failed
         try:
-            yield dataclasses.replace(engine, workers=engine.workers or _worker_count(ray, engine))
+            yield fitted(engine, ray.cluster_resources())
         finally:
             if started:
                 ray.shutdown()
@@ -118,12 +121,61 @@ def _start(ray, **settings) -> None:
             os.environ.pop(variable)
 
 
-def _worker_count(ray, engine: RayEngine) -> int:
-    """One worker per CPU of the cluster, or per `gpus_per_worker` of its GPUs."""
-    resources = ray.cluster_resources()
-    if engine.gpus_per_worker:
-        return max(1, int(resources.get("GPU", 0) // engine.gpus_per_worker))
-    return max(1, int(resources.get("CPU", 1)))
+def _connect(ray, address: str | None, engine: RayEngine) -> None:
+    """`ray.init` at `address` (None: a new local Ray), after checking that a cluster answers
+    there: Ray itself waits minutes where nothing, or no Ray, listens."""
+    if address not in (None, "auto"):
+        _check_answers(address)
+    local = {} if address else {"num_cpus": min(engine.workers or os.cpu_count() or 1,
+                                                os.cpu_count() or 1)}
+    try:
+        _start(ray, address=address, include_dashboard=False, logging_level=logging.ERROR,
+               log_to_driver=False, configure_logging=False,
+               runtime_env=worker_environment(remote=bool(address)), **local)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        raise XbandError(f"cannot start or reach {where} ({str(err).strip()[:300]}). "
+                         f"{_NO_CLUSTER}") from None
+
+
+_NO_CLUSTER = ("Start a cluster (`ray start --head`) and give the address it prints with "
+               + option("RayEngine(address=...)", "--ray-address") + ", or leave the address "
+               "out (and RAY_ADDRESS unset) to run on a local Ray.")
+
+
+def _check_answers(address: str) -> None:
+    """Something answers as a gRPC server (what Ray's head and client servers are) at
+    `address` within CONNECT_TIMEOUT_S."""
+    import grpc
+
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        channel = grpc.insecure_channel(address)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
+        finally:
+            channel.close()
+    except (OSError, ValueError, grpc.FutureTimeoutError) as err:
+        why = (getattr(err, "strerror", None) or str(err) or
+               f"no answer within {CONNECT_TIMEOUT_S} s")
+        raise XbandError(f"no Ray cluster answers at {address} ({why}). {_NO_CLUSTER}") from None
+
+
+def fitted(engine: RayEngine, resources: dict) -> RayEngine:
+    """`engine` with as many workers as asked (default: as many as fit), but never more than
+    the cluster's CPUs, or its GPUs by `gpus_per_worker`, can run at once; refused when the
+    cluster lacks the GPUs one worker asks for (its workers would wait for them forever)."""
+    gpus = engine.gpus_per_worker
+    if gpus and resources.get("GPU", 0) < gpus:
+        raise XbandError(f"{_GPUS} {gpus:g}: the Ray cluster has {resources.get('GPU', 0):g} "
+                         "GPUs, so no worker could start. Run on CPUs (leave "
+                         f"{_GPUS} out) or on a cluster with GPUs.")
+    fit = int(resources["GPU"] // gpus) if gpus else int(resources.get("CPU", 1))
+    return dataclasses.replace(engine, workers=max(1, min(engine.workers or fit, fit)))
+
+
+_GPUS = option("gpus_per_worker", "--gpus-per-worker")
 
 
 def worker_environment(remote: bool) -> dict:
@@ -334,8 +386,10 @@ class RayRunner(BatchRunner):
         order and are written where their job says."""
         jobs = list(self.jobs(positions, known, targets, first_batch, keep_maps))
         outputs = self.outputs(methods, len(positions), targets)
+        finished: set[int] = set()
         try:
             for row in self._attributed(jobs, methods):
+                finished.add(int(row["job"]))
                 job = jobs[int(row["job"])]
                 for method in methods:
                     outputs[method.name].add(job, _job_result(method.name, row))
@@ -343,7 +397,8 @@ class RayRunner(BatchRunner):
                 if bar is not None and job.done:
                     bar.update(job.done)
         except self.ray.exceptions.RayError as err:
-            raise _xband_error(err) from None
+            unfinished = [i for i in range(len(jobs)) if i not in finished]
+            raise _xband_error(err, unfinished, jobs) from None
         return self.finish(methods, outputs)
 
     def _attributed(self, jobs: list[Job], methods: Sequence[Method]) -> Iterator[dict]:
@@ -355,9 +410,12 @@ class RayRunner(BatchRunner):
         dataset = self.ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
         gpus = self.engine.gpus_per_worker
         resources = {"num_gpus": gpus, "num_cpus": 0} if gpus else {"num_cpus": 1}
-        attributed = dataset.map_batches(
-            Attributor, fn_constructor_args=(self.plan, tuple(methods)), batch_size=1,
-            concurrency=min(self.engine.workers, len(rows)), **resources)
+        with warnings.catch_warnings():  # Ray 2.60 warns that these will be named parameters
+            warnings.simplefilter("ignore", DeprecationWarning)
+            attributed = dataset.map_batches(
+                Attributor, fn_constructor_args=(self.plan, tuple(methods)), batch_size=1,
+                concurrency=min(self.engine.workers, len(rows)), max_restarts=RETRIES,
+                max_task_retries=RETRIES, **resources)
         yield from attributed.iter_rows()
 
 
@@ -373,13 +431,22 @@ def distributed(runner: BatchRunner, data: ImageSet, engine: RayEngine,
         yield RayRunner(runner, plan, engine)
 
 
-def _xband_error(err: Exception) -> Exception:
-    """The XbandError a worker raised (a bad image, say), else Ray's error with what to do."""
+def _xband_error(err: Exception, unfinished: list[int], jobs: list[Job]) -> Exception:
+    """The XbandError a worker raised (a bad image, say), else what stopped the run: the jobs
+    left unfinished, the first named, and Ray's last error."""
     cause = err
     while cause is not None:
         if isinstance(cause, XbandError):
             return cause
         cause = cause.__cause__ or getattr(cause, "cause", None)
-    return XbandError(f"the Ray run failed: {type(err).__name__}: {str(err)[:500]}. A worker that "
-                      "dies is restarted by Ray; this failure was not. Run on one machine "
-                      f"(without {ON_RAY}) to see the error plainly.")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # without terminal colours
+    detail = re.search(r"Worker exit detail: (.*?\.)", text)
+    last = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}" + (
+        f" ({detail.group(1)})" if detail else "")
+    first = (f"job {unfinished[0] + 1} of {len(jobs)} ({len(jobs[unfinished[0]].positions)} "
+             "images)" if unfinished else "the last job")
+    others = f" and {len(unfinished) - 1} more" if len(unfinished) > 1 else ""
+    return XbandError(f"the Ray run stopped: {first}{others} did not finish, although Ray "
+                      f"restarted its worker and tried it again {RETRIES} times. Last error: "
+                      f"{last[:500]}. Run on one machine (without {ON_RAY}) to see the error "
+                      "plainly.")
