@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import json
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from tests.planted import N_BANDS, N_CLASSES, PLANTED, planted_images, small_cnn
 from tests.test_explain import as_loaded
 from xband import evaluate, explain, image_set, load_model
 from xband.checks import evaluation
 from xband.checks.completeness import completeness_summary
-from xband.checks.randomisation import ALL_LAYERS, layer_groups, randomised
+from xband.checks.randomisation import (
+    ALL_LAYERS,
+    BEFORE_FIRST_LAYER,
+    layer_groups,
+    randomised,
+)
+from xband.checks.rounds import SETTLED
 from xband.cli.main import main
 from xband.errors import XbandError
-from xband.run.aggregate import agreement_matrix
+from xband.methods import BandAttribution, BandSubsetMethod, Saliency
+from xband.methods._base import n_features
+from xband.run.aggregate import TIED, agreement_matrix
 
 METHODS = "saliency,input_x_gradient,integrated_gradients,feature_ablation"
 SECTIONS = [evaluation.RANDOMISATION, evaluation.FAITHFULNESS, evaluation.AGREEMENT,
@@ -171,3 +182,109 @@ def test_cli_evaluate_and_explain_evaluate_write_every_section(onnx_and_data, tm
     assert _sections((tmp_path / "plain" / "report.html").read_text()) == []
     assert not (tmp_path / "plain" / "evaluation.json").exists()
     capsys.readouterr()
+
+
+@dataclass(frozen=True)
+class Constant(BandSubsetMethod):
+    """Every band scores 0 for every image: the scores tie, as permutation importance's do
+    where removing no single band changes a prediction."""
+
+    name = "constant"
+    label = "Constant"
+    units = "nothing"
+
+    def attribute(self, batch, ctx) -> BandAttribution:
+        return BandAttribution(np.zeros((len(batch.x), n_features(batch.x, ctx.features))))
+
+
+def test_a_method_whose_scores_all_tie_is_never_trusted_and_names_no_top_band(trained):
+    model, data = trained
+    result = explain(model, data, methods=["feature_ablation", Constant()], progress=False,
+                     n_boot=50, seed=2)
+    rows = result.table("constant")
+    assert (rows["rank"] == 1).all()  # the table shows the tie: every band shares rank 1
+    assert (result.top_bands()["constant"] == TIED).all()  # and no band is named first
+    assert not result.top_bands()["feature_ablation"].isin(["", TIED]).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Mean of empty slice" or other numpy warning
+        result.evaluation = evaluate(model, data, result, checks="randomisation,faithfulness",
+                                     random_orders=4, cascade_stages=2, progress=False)
+    tied = result.evaluation.faithfulness.query("method == 'constant'")
+    assert not tied["ranked"].any() and tied["z"].isna().all() and tied["auc"].isna().all()
+    assert not (result.evaluation.curves["order"] == "constant").any()
+    verdict = result.verdict()
+    assert verdict.trusted == ("feature_ablation",)
+    assert "no ranking: its scores tie in every class" in verdict.excluded["constant"]
+
+
+class _Probed(nn.Module):
+    """The planted CNN behind a per-band standardisation (mean 0, std 1: the same function),
+    with its output layer as a matrix product and a separate 4-value bias, and a last layer
+    whose output is multiplied by zero: re-drawing it changes nothing."""
+
+    def __init__(self, trained: nn.Sequential):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(1, N_BANDS, 1, 1))
+        self.register_buffer("std", torch.ones(1, N_BANDS, 1, 1))
+        self.body = trained[:-1]
+        self.weight = nn.Parameter(trained[-1].weight.detach().T.clone())
+        self.bias = nn.Parameter(trained[-1].bias.detach().clone())
+        self.inert = nn.Linear(16, N_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body((x - self.mean) / self.std)
+        return h @ self.weight + self.bias + 0.0 * self.inert(h)
+
+
+def test_randomisation_stages_are_layers_with_learned_weights_and_inert_ones_are_no_evidence(
+        planted_torch, trained):
+    _, data = trained
+    model = as_loaded(_Probed(planted_torch).eval(), N_BANDS, N_CLASSES)
+    result = explain(model, data, methods="saliency", progress=False, n_boot=50, seed=2)
+    ev = evaluate(model, data, result, checks="randomisation", cascade_stages=4, progress=False)
+    layers = ev.layers.set_index("tensor")
+    # two convolutions, the output matrix with its bias, the inert layer; the standardisation's
+    # mean and std are data statistics, left as they are (and said so)
+    assert layers["layer"].max() == 4
+    assert layers.loc["network.bias", "layer"] == layers.loc["network.weight", "layer"]
+    assert set(layers.index[layers["left_because"] == BEFORE_FIRST_LAYER]) == {
+        "network.mean", "network.std"}
+    table = ev.randomisation.set_index("stage")
+    assert list(table.index) == ["top 1 of 4", "top 2 of 4", "top 3 of 4", ALL_LAYERS]
+    inert = table.loc["top 1 of 4"]
+    assert not inert["evidence"] and inert["output_change"] == 0 and np.isnan(inert["rank_rho"])
+    assert table.drop(index="top 1 of 4")["evidence"].all()
+    assert "layers with learned weights re-drawn" in ev.settings["randomisation_layers"]
+
+
+_ATTRIBUTED: list[int] = []  # images the counting method was given
+
+
+@dataclass(frozen=True)
+class _CountingSaliency(Saliency):
+    def attribute(self, batch, ctx) -> BandAttribution:
+        _ATTRIBUTED.append(len(batch.x))
+        return super().attribute(batch, ctx)
+
+
+def test_checks_take_images_until_settled_and_reuse_the_explanations_scores(trained, capsys):
+    """The trained model's scores are the explanation's: the randomisation check runs the
+    method on the randomised models only, on the images it took until settled; the cost
+    estimate comes first, and a bar per stage shows the images taken."""
+    model, data = trained
+    result = explain(model, data, methods=[_CountingSaliency()], progress=False, n_boot=50,
+                     seed=2)
+    _ATTRIBUTED.clear()
+    said = []
+    ev = evaluate(model, data, result, checks="randomisation", cascade_stages=2,
+                  announce=said.append)
+    taken = ev.settings["images_taken"]
+    assert sum(_ATTRIBUTED) == sum(t["images"] for t in taken.values())
+    assert ev.settings["images"] == len(result.indices)  # every method explained them all
+    assert all(t["images"] < len(result.indices) and t["reason"] == SETTLED
+               for t in taken.values())
+    assert said[0].startswith("trust checks: estimated time") and "randomisation, 2 stages" in \
+        said[0]
+    assert "randomisation, all layers" in capsys.readouterr().err
+    evaluate(model, data, result, checks="randomisation", cascade_stages=2, progress=False)
+    assert capsys.readouterr().err == ""
