@@ -24,7 +24,7 @@ from xband.checks.randomisation import (
     layer_groups,
     randomised,
 )
-from xband.checks.rounds import SETTLED
+from xband.checks.rounds import ALL_IMAGES, ONE_ROUND, SETTLED, CheckRule, take_until_settled
 from xband.cli.main import main
 from xband.errors import XbandError
 from xband.methods import BandAttribution, BandSubsetMethod, Saliency
@@ -269,7 +269,8 @@ class _CountingSaliency(Saliency):
 
 def test_checks_take_images_until_settled_and_reuse_the_explanations_scores(trained, capsys):
     """The trained model's scores are the explanation's: the randomisation check runs the
-    method on the randomised models only, on the images it took until settled; the cost
+    method on the randomised models only, on the images each stage took (the last until
+    settled, the earlier ones the first round); the cost
     estimate comes first, and a bar per stage shows the images taken."""
     model, data = trained
     result = explain(model, data, methods=[_CountingSaliency()], progress=False, n_boot=50,
@@ -281,10 +282,38 @@ def test_checks_take_images_until_settled_and_reuse_the_explanations_scores(trai
     taken = ev.settings["images_taken"]
     assert sum(_ATTRIBUTED) == sum(t["images"] for t in taken.values())
     assert ev.settings["images"] == len(result.indices)  # every method explained them all
-    assert all(t["images"] < len(result.indices) and t["reason"] == SETTLED
-               for t in taken.values())
-    assert said[0].startswith("trust checks: estimated time") and "randomisation, 2 stages" in \
-        said[0]
+    last = taken.pop(f"randomisation, {ALL_LAYERS}")
+    assert last["images"] < len(result.indices) and last["reason"] == SETTLED
+    # the earlier stage draws the cascade and decides nothing: the first round only
+    assert [t["images"] for t in taken.values()] == [CheckRule().first_round * N_CLASSES]
+    assert said[0].startswith("trust checks: estimated time")
+    assert "randomisation, all layers" in said[0] and "randomisation, 1 earlier stage" in said[0]
     assert "randomisation, all layers" in capsys.readouterr().err
     evaluate(model, data, result, checks="randomisation", cascade_stages=2, progress=False)
     assert capsys.readouterr().err == ""
+
+
+class _NeverSettled:
+    """A check statistic whose answer never settles."""
+
+    def __init__(self):
+        self.taken: list[int] = []
+
+    def add(self, positions: np.ndarray) -> None:
+        self.taken += list(positions)
+
+    def change_chance(self, rng: np.random.Generator) -> float:
+        return 1.0
+
+
+def test_a_check_that_never_settles_takes_every_image_and_a_one_round_step_the_first():
+    orders = {0: np.arange(0, 30), 1: np.arange(30, 50)}
+    rule = CheckRule(first_round=4)
+    steps = {}
+    for one_round in (False, True):
+        statistic = _NeverSettled()
+        taken = take_until_settled(orders, statistic, rule, seed=0, keep=lambda p: None,
+                                   label="", progress=False, one_round=one_round)
+        steps[one_round] = (taken.images, taken.reason, sorted(statistic.taken))
+    assert steps[False] == (50, ALL_IMAGES, list(range(50)))
+    assert steps[True] == (8, ONE_ROUND, [0, 1, 2, 3, 30, 31, 32, 33])

@@ -130,7 +130,8 @@ def _model_checks(setup: Setup, result: Evaluation, taken: dict[str, Taken],
     if "faithfulness" in chosen:
         result.curves, result.faithfulness, deleted = deletion_check(
             setup, baselines=tuple(settings["deletion_baselines"]),
-            n_random=settings["random_orders"], progress=progress)
+            primary=settings["primary_baseline"], n_random=settings["random_orders"],
+            progress=progress)
         taken |= {f"deletion, {baseline} baseline": t for baseline, t in deleted.items()}
         result.stability, other = baseline_stability(
             setup, result.faithfulness, threshold=settings["randomisation_threshold"],
@@ -147,16 +148,23 @@ def _model_checks(setup: Setup, result: Evaluation, taken: dict[str, Taken],
 def planned(setup: Setup, settings: dict) -> list[CheckPasses]:
     """Each chosen check's network passes per image it takes, for the estimate."""
     chosen, methods = settings["checks"], setup.methods
+    first = setup.rule.first_round * len(setup.orders)  # a descriptive step takes these only
     out = []
     if "randomisation" in chosen:
         stages = planned_stages(setup, settings["cascade_stages"])
-        out.append(CheckPasses(f"randomisation, {stages} stages",
-                               passes_of(setup, methods, times=stages)))
+        out.append(CheckPasses("randomisation, all layers", passes_of(setup, methods)))
+        if stages > 1:
+            out.append(CheckPasses(f"randomisation, {stages - 1} earlier stage{'s' * (stages > 2)}",
+                                   passes_of(setup, methods, times=stages - 1),
+                                   images_at_most=first))
     if "faithfulness" in chosen:
-        baselines = settings["deletion_baselines"]
+        n_other = len(settings["deletion_baselines"]) - 1
         sets = deletion_sets(setup, settings["random_orders"])
-        out.append(CheckPasses(f"deletion, {len(baselines)} baselines",
-                               {"forward": sets * len(baselines)}))
+        out.append(CheckPasses(f"deletion, {settings['primary_baseline']} baseline",
+                               {"forward": sets}))
+        if n_other:
+            out.append(CheckPasses(f"deletion, {n_other} other baseline{'s' * (n_other > 1)}",
+                                   {"forward": sets * n_other}, images_at_most=first))
         if others := [m for m in methods if uses_baseline(m)]:
             out.append(CheckPasses("another baseline", passes_of(setup, others)))
     if "completeness" in chosen and "integrated_gradients" in setup.explanation.methods:

@@ -17,12 +17,26 @@ class CheckPasses:
 
     name: str
     passes: dict[str, float]
+    images_at_most: int | None = None  # a check that takes the first round only
 
     def cost(self, seconds_per_pass: dict[str, float]) -> MethodCost:
         """As `xband.run.cost` states a method's cost: passes per image and seconds per pass."""
         total = sum(self.passes.values())
         seconds = sum(n * seconds_per_pass[kind] for kind, n in self.passes.items())
+        if self.images_at_most is not None:
+            return _Capped(self.name, int(round(total)), seconds / max(total, 1e-12),
+                           self.images_at_most)
         return MethodCost(self.name, int(round(total)), seconds / max(total, 1e-12))
+
+
+@dataclass(frozen=True)
+class _Capped(MethodCost):
+    """The cost of a check that takes at most `at_most` images whatever the pool holds."""
+
+    at_most: int = 0
+
+    def seconds(self, images: int) -> float:
+        return super().seconds(min(images, self.at_most))
 
 
 def passes_of(setup: Setup, methods: Sequence[Method], times: float = 1.0) -> dict[str, float]:

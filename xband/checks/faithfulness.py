@@ -242,17 +242,20 @@ def deletion_sets(setup: Setup, n_random: int) -> float:
                                            setup.n_features).sets) for c in setup.orders]))
 
 
-def deletion_check(setup: Setup, *, baselines: tuple[str, ...], n_random: int = 10,
-                   progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Taken]]:
+def deletion_check(setup: Setup, *, baselines: tuple[str, ...], primary: str,
+                   n_random: int = 10, progress: bool = False
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Taken]]:
     """The deletion curves (long), the faithfulness table, and how each baseline took its
-    images."""
+    images: the `primary` one (the run's, which the verdict uses) until settled, the others,
+    which describe how the answer depends on the baseline and decide nothing, the first round
+    only."""
     curves, tables, taken = [], [], {}
     for baseline in baselines:
         statistic = DeletionCurves(setup, baseline, n_random)
         taken[baseline] = take_until_settled(setup.orders, statistic, setup.rule,
                                              seed=setup.seed, keep=setup.keep,
                                              label=f"deletion, {baseline} baseline",
-                                             progress=progress)
+                                             progress=progress, one_round=baseline != primary)
         curves.append(statistic.curves())
         tables.append(statistic.table())
     return pd.concat(curves, ignore_index=True), pd.concat(tables, ignore_index=True), taken

@@ -213,10 +213,11 @@ def randomisation_check(setup: Setup, *, stages: int = 4, threshold: float = 0.5
                         progress: bool = False) -> Randomisation:
     """Per method and cascade stage: Spearman's ρ between the trained and the randomised model's
     band rankings (per class, by mean share, averaged over classes; and per image), and the
-    similarity of the per-band maps of the example images; each stage takes images until every
-    method's "ρ ≥ `threshold`" is settled. `flagged` marks methods whose class ranking keeps
-    ρ ≥ `threshold` with every layer random; `evidence` is False for a stage whose outputs do
-    not change, which no method is judged by."""
+    similarity of the per-band maps of the example images. The last stage (every layer random)
+    takes images until every method's "ρ ≥ `threshold`" is settled; the earlier ones draw the
+    cascade and decide nothing, so they take the first round only. `flagged` marks methods
+    whose class ranking keeps ρ ≥ `threshold` with every layer random; `evidence` is False for
+    a stage whose outputs do not change, which no method is judged by."""
     network = setup.plain_forward
     probe = setup.images(_first_round(setup))
     layers = Layers.of(network, probe[:1])
@@ -236,7 +237,7 @@ def randomisation_check(setup: Setup, *, stages: int = 4, threshold: float = 0.5
         comparison = RankingComparison(setup, setup.context(forward), threshold=threshold)
         taken[stage] = take_until_settled(setup.orders, comparison, setup.rule, seed=setup.seed,
                                           keep=setup.keep, label=f"randomisation, {stage}",
-                                          progress=progress)
+                                          progress=progress, one_round=k != ks[-1])
         rows += [{**row, **common} for row in comparison.rows()]
     table = pd.DataFrame(rows)
     columns = ["method", "stage", "layers_randomised", "n_layers", "output_change", "evidence",

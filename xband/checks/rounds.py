@@ -23,6 +23,7 @@ from xband.run.aggregate import resample_counts
 
 SETTLED = "settled"
 ALL_IMAGES = "all images"
+ONE_ROUND = "one round"  # a descriptive step that decides nothing: the first round only
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,10 @@ class Taken:
 
 def take_until_settled(orders: dict[int, np.ndarray], statistic: Statistic, rule: CheckRule, *,
                        seed: int, keep: Callable[[np.ndarray], None], label: str,
-                       progress: bool) -> Taken:
+                       progress: bool, one_round: bool = False) -> Taken:
     """Give `statistic` every class's next images in rounds (`keep` reads them first) until its
-    change chance falls below `rule.stop_chance` or the images run out; a bar named `label`
-    shows the images taken."""
+    change chance falls below `rule.stop_chance` or the images run out (with `one_round`: the
+    first round only); a bar named `label` shows the images taken."""
     started = time.perf_counter()
     rng = np.random.default_rng([seed, 47])
     taken = dict.fromkeys(orders, 0)
@@ -95,10 +96,10 @@ def take_until_settled(orders: dict[int, np.ndarray], statistic: Statistic, rule
             chance = statistic.change_chance(rng)
             bar.update(len(new))
             bar.set_postfix_str(f"round {rounds}, chance of a change {chance:.2f}")
-            if chance < rule.stop_chance:
+            if chance < rule.stop_chance or one_round:
                 break
     done = sum(taken.values())
-    reason = SETTLED if chance < rule.stop_chance else ALL_IMAGES
+    reason = SETTLED if chance < rule.stop_chance else ALL_IMAGES if done == pool else ONE_ROUND
     return Taken(done, rounds, reason, chance, time.perf_counter() - started)
 
 

@@ -192,11 +192,12 @@ def check_sections(evaluation: Evaluation) -> dict[str, Section]:
     return out
 
 
-
 def _randomisation_section(evaluation: Evaluation) -> Section:
     """The model randomisation section: ρ by stage (a stage that left the outputs as they were
     marked, not evidence), the layers re-drawn and the tensors left, the images taken."""
     table, info = evaluation.randomisation, evaluation.method_info
+    if "evidence" not in table:  # a table made before stages were tested: every stage counts
+        table = table.assign(evidence=True)
     inert = set(table.loc[~table["evidence"], "stage"])
     pivot = table.pivot(index="method", columns="stage", values="rank_rho")
     pivot = pivot.reindex(index=pd.unique(table["method"]), columns=pd.unique(table["stage"]))
@@ -237,6 +238,8 @@ def _layer_summary(layers: pd.DataFrame) -> pd.DataFrame:
 def _no_ranking(faithfulness: pd.DataFrame, baseline: str) -> dict[str, pd.DataFrame]:
     """A table of the classes where a method's bands all tie (no ranking: no deletion test),
     when there are any."""
+    if "ranked" not in faithfulness:  # a table made before ties were told apart
+        return {}
     rows = faithfulness[(faithfulness["baseline"] == baseline)
                         & (faithfulness["curve"] == "deletion")
                         & (faithfulness["metric"] == "accuracy") & ~faithfulness["ranked"]]
