@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from tests.planted import N_BANDS, N_CLASSES, PLANTED, planted_images, small_cnn
 from tests.test_explain import as_loaded
 from xband import evaluate, explain, image_set, load_model
 from xband.checks import evaluation
+from xband.checks._common import Setup
 from xband.checks.completeness import completeness_summary
 from xband.checks.randomisation import (
     ALL_LAYERS,
@@ -317,3 +318,17 @@ def test_a_check_that_never_settles_takes_every_image_and_a_one_round_step_the_f
         steps[one_round] = (taken.images, taken.reason, sorted(statistic.taken))
     assert steps[False] == (50, ALL_IMAGES, list(range(50)))
     assert steps[True] == (8, ONE_ROUND, [0, 1, 2, 3, 30, 31, 32, 33])
+
+
+def test_the_checks_build_a_sped_up_network_even_when_first_used_under_inference_mode():
+    """The deletion check first runs the network under inference mode; the explanation's
+    speed-ups are checked by comparing gradients, which must still work there."""
+    x, y = planted_images(n_per_class=6, seed=1)
+    model = as_loaded(small_cnn().eval(), N_BANDS, N_CLASSES)
+    data = image_set(x, y)
+    result = explain(model, data, methods="saliency", progress=False, n_boot=10)
+    result.record = replace(result.record, speed_ups=("channels-last memory",))
+    setup = Setup.of(model, data, result, max_images=None)
+    with torch.inference_mode():
+        out = setup.forward(setup.images(np.arange(2)))
+    assert out.shape == (2, N_CLASSES)

@@ -4,7 +4,8 @@ rank statistics."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -153,7 +154,10 @@ class Setup:
 
     def fast(self, forward: nn.Module) -> nn.Module:
         """`forward` with the explanation's speed-ups (same numbers), if it used them."""
-        return tune(forward, self.images(self._first_two))[0] if self._sped_up else forward
+        if not self._sped_up:
+            return forward
+        with _gradients_on():  # tuning compares gradients, whatever mode the caller is in
+            return tune(forward, self.images(self._first_two))[0]
 
     @property
     def _first_two(self) -> np.ndarray:
@@ -166,9 +170,12 @@ class Setup:
 
     @cached_property
     def _networks(self) -> Networks:
-        """The explained network as the explanation ran it."""
-        return prepare_networks(self.model.network(self.config.output), self.model.layout,
-                                self.device, self.images(self._first_two), tuned=self._sped_up)
+        """The explained network as the explanation ran it (built on first use, which may be
+        under inference mode)."""
+        with _gradients_on():
+            return prepare_networks(self.model.network(self.config.output), self.model.layout,
+                                    self.device, self.images(self._first_two),
+                                    tuned=self._sped_up)
 
     @property
     def forward(self) -> nn.Module:
@@ -290,6 +297,12 @@ def class_order(explanation: Explanation, method: str, class_name: str,
     if aggregate.all_tied(share):
         return None
     return band[np.lexsort((rng.permutation(len(share)), -share))]
+
+
+@contextmanager
+def _gradients_on() -> Iterator[None]:
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
 
 
 def nan_mean(values: np.ndarray | pd.Series) -> float:
