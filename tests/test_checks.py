@@ -288,7 +288,7 @@ def test_checks_take_images_until_settled_and_reuse_the_explanations_scores(trai
     # the earlier stage draws the cascade and decides nothing: the first round only
     assert [t["images"] for t in taken.values()] == [CheckRule().first_round * N_CLASSES]
     assert said[0].startswith("trust checks: estimated time")
-    assert "randomisation, all layers" in said[0] and "randomisation, 1 earlier stage" in said[0]
+    assert "  randomisation  " in said[0] and "  cascade, 1 earlier  " in said[0]
     assert "randomisation, all layers" in capsys.readouterr().err
     evaluate(model, data, result, checks="randomisation", cascade_stages=2, progress=False)
     assert capsys.readouterr().err == ""

@@ -152,18 +152,18 @@ def planned(setup: Setup, settings: dict) -> list[CheckPasses]:
     out = []
     if "randomisation" in chosen:
         stages = planned_stages(setup, settings["cascade_stages"])
-        out.append(CheckPasses("randomisation, all layers", passes_of(setup, methods)))
+        out.append(CheckPasses("randomisation", passes_of(setup, methods)))
         if stages > 1:
-            out.append(CheckPasses(f"randomisation, {stages - 1} earlier stage{'s' * (stages > 2)}",
+            out.append(CheckPasses(f"cascade, {stages - 1} earlier",
                                    passes_of(setup, methods, times=stages - 1),
                                    images_at_most=first))
     if "faithfulness" in chosen:
         n_other = len(settings["deletion_baselines"]) - 1
         sets = deletion_sets(setup, settings["random_orders"])
-        out.append(CheckPasses(f"deletion, {settings['primary_baseline']} baseline",
+        out.append(CheckPasses(f"deletion, {settings['primary_baseline']}",
                                {"forward": sets}))
         if n_other:
-            out.append(CheckPasses(f"deletion, {n_other} other baseline{'s' * (n_other > 1)}",
+            out.append(CheckPasses(f"deletion, {n_other} other{'s' * (n_other > 1)}",
                                    {"forward": sets * n_other}, images_at_most=first))
         if others := [m for m in methods if uses_baseline(m)]:
             out.append(CheckPasses("another baseline", passes_of(setup, others)))

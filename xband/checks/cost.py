@@ -62,6 +62,7 @@ def estimate_text(setup: Setup, checks: list[CheckPasses]) -> str:
     lines[0] = "trust checks: " + lines[0].replace(
         "images;", "images each check takes until its answer is settled;", 1)
     lines.append("each check takes images until its answer is settled: the fewest is the first "
-                 f"round, the most every image that every method explained ({pool}); the trained "
-                 "model's scores are the explanation's own")
+                 f"round, the most every image that every method explained ({pool}); the earlier "
+                 "cascade stages and the other deletion baselines decide nothing and take the "
+                 "first round only; the trained model's scores are the explanation's own")
     return "\n".join(lines)
