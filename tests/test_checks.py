@@ -255,7 +255,8 @@ def test_randomisation_stages_are_layers_with_learned_weights_and_inert_ones_are
     inert = table.loc["top 1 of 4"]
     assert not inert["evidence"] and inert["output_change"] == 0 and np.isnan(inert["rank_rho"])
     assert table.drop(index="top 1 of 4")["evidence"].all()
-    assert "layers with learned weights re-drawn" in ev.settings["randomisation_layers"]
+    assert ev.settings["randomisation_layers"] == (
+        f"4 layers with learned weights re-drawn; left as they are: {BEFORE_FIRST_LAYER} × 2")
 
 
 _ATTRIBUTED: list[int] = []  # images the counting method was given

@@ -135,7 +135,7 @@ class Layers:
     def summary(self) -> str:
         """One line: the layers re-drawn and, counted by kind, the tensors left as they are."""
         kinds = pd.Series([why for _, why in self.left]).value_counts()
-        left = "; ".join(f"{count} {why}{'s' if count > 1 else ''}" for why, count in kinds.items())
+        left = "; ".join(f"{why} × {count}" for why, count in kinds.items())
         return (f"{len(self.layers)} layers with learned weights re-drawn"
                 + (f"; left as they are: {left}" if left else ""))
 
