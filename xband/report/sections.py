@@ -155,7 +155,8 @@ def check_sections(evaluation: Evaluation) -> dict[str, Section]:
              "ranking ρ between the run's baseline and a zero (or mean) one":
              evaluation.stability.set_index("method"),
              **_no_ranking(evaluation.faithfulness, baseline),
-             "Images each baseline took (until its answer was settled)":
+             "Images each baseline took (the run's until its answer was settled, the others "
+             "the first round)":
              _taken(evaluation, ("deletion", "ranking under"))},
             [("faithfulness_gaps", "Area between each method's curves and random orders",
               partial(plots.faithfulness_gaps, evaluation.faithfulness, method_info=info))]
@@ -212,7 +213,8 @@ def _randomisation_section(evaluation: Evaluation) -> Section:
         {"Band-ranking ρ, trained vs randomised (mean over classes), by layers re-drawn": pivot,
          f"Layers ({evaluation.settings.get('randomisation_layers', '')})":
          _layer_summary(layers) if layers is not None else pd.DataFrame(),
-         "Images each stage took (until every method's answer was settled)":
+         "Images each stage took (every layer random: until every method's answer was "
+         "settled; the earlier stages: the first round)":
          _taken(evaluation, ("randomisation",))},
         [("randomisation_bars", "Similarity with every layer re-drawn",
           partial(plots.randomisation_bars, shown, threshold=threshold, method_info=info)),
