@@ -18,6 +18,7 @@ from tests.test_explain import as_loaded
 from xband import evaluate, explain, image_set, load_model
 from xband.checks import evaluation
 from xband.checks._common import Setup
+from xband.checks.compare import map_similarity
 from xband.checks.completeness import completeness_summary
 from xband.checks.randomisation import (
     ALL_LAYERS,
@@ -333,3 +334,12 @@ def test_the_checks_build_a_sped_up_network_even_when_first_used_under_inference
     with torch.inference_mode():
         out = setup.forward(setup.images(np.arange(2)))
     assert out.shape == (2, N_CLASSES)
+
+
+def test_a_randomised_model_with_flat_maps_gives_no_map_similarity_and_no_warning():
+    """A randomised ReLU network often has zero gradient everywhere for an image: its maps are
+    flat, so no band's pixel ranking exists; that is "no value", not a numpy warning."""
+    trained_map = np.random.default_rng(0).normal(size=(N_BANDS, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(map_similarity(trained_map, np.zeros_like(trained_map)))
