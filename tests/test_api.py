@@ -97,9 +97,10 @@ def test_checks_attribute_through_the_same_runner_as_the_explanation(model, data
     result = xband.explain(model, (x, y), methods=[GradientShap(n_samples=4)], seed=4,
                            batch_size=16, progress=False, n_boot=10)
     setup = Setup.of(model, xband.image_set(x, y), result, max_images=None)
-    scores, _ = setup.reference(result.plan.methods[0])
-    np.testing.assert_allclose(scores, result.scores["gradient_shap"][setup.positions],
-                               rtol=1e-5, atol=1e-6)
+    every = np.arange(len(setup.rows))
+    again = setup.attribute(result.plan.methods, setup.context(setup.forward), every)
+    np.testing.assert_allclose(again["gradient_shap"].scores,
+                               result.scores["gradient_shap"][setup.rows], rtol=1e-5, atol=1e-6)
 
 
 def test_image_set_is_model_free_immutable_and_checked_against_the_model(model, data):

@@ -152,6 +152,7 @@ def test_the_checks_rerun_the_methods_against_the_same_background(level_task):
     from xband.checks._common import Setup
 
     setup = Setup.of(model, data, result, max_images=None)
-    own = setup.reference(result.plan.method("feature_ablation"))[0]
-    np.testing.assert_allclose(own, result.scores["feature_ablation"][setup.positions],
+    own = setup.attribute(result.plan.methods, setup.context(setup.forward),
+                          np.arange(len(setup.rows)))["feature_ablation"].scores
+    np.testing.assert_allclose(own, result.scores["feature_ablation"][setup.rows],
                                rtol=1e-5, atol=1e-6)

@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import json
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from tests.planted import N_BANDS, N_CLASSES, PLANTED, planted_images, small_cnn
 from tests.test_explain import as_loaded
 from xband import evaluate, explain, image_set, load_model
 from xband.checks import evaluation
+from xband.checks._common import Setup
+from xband.checks.compare import map_similarity
 from xband.checks.completeness import completeness_summary
-from xband.checks.randomisation import ALL_LAYERS, layer_groups, randomised
+from xband.checks.randomisation import (
+    ALL_LAYERS,
+    BEFORE_FIRST_LAYER,
+    layer_groups,
+    randomised,
+)
+from xband.checks.rounds import ALL_IMAGES, ONE_ROUND, SETTLED, CheckRule, take_until_settled
 from xband.cli.main import main
 from xband.errors import XbandError
-from xband.run.aggregate import agreement_matrix
+from xband.methods import BandAttribution, BandSubsetMethod, Saliency
+from xband.methods._base import n_features
+from xband.run.aggregate import TIED, agreement_matrix
 
 METHODS = "saliency,input_x_gradient,integrated_gradients,feature_ablation"
 SECTIONS = [evaluation.RANDOMISATION, evaluation.FAITHFULNESS, evaluation.AGREEMENT,
@@ -171,3 +184,162 @@ def test_cli_evaluate_and_explain_evaluate_write_every_section(onnx_and_data, tm
     assert _sections((tmp_path / "plain" / "report.html").read_text()) == []
     assert not (tmp_path / "plain" / "evaluation.json").exists()
     capsys.readouterr()
+
+
+@dataclass(frozen=True)
+class Constant(BandSubsetMethod):
+    """Every band scores 0 for every image: the scores tie, as permutation importance's do
+    where removing no single band changes a prediction."""
+
+    name = "constant"
+    label = "Constant"
+    units = "nothing"
+
+    def attribute(self, batch, ctx) -> BandAttribution:
+        return BandAttribution(np.zeros((len(batch.x), n_features(batch.x, ctx.features))))
+
+
+def test_a_method_whose_scores_all_tie_is_never_trusted_and_names_no_top_band(trained):
+    model, data = trained
+    result = explain(model, data, methods=["feature_ablation", Constant()], progress=False,
+                     n_boot=50, seed=2)
+    rows = result.table("constant")
+    assert (rows["rank"] == 1).all()  # the table shows the tie: every band shares rank 1
+    assert (result.top_bands()["constant"] == TIED).all()  # and no band is named first
+    assert not result.top_bands()["feature_ablation"].isin(["", TIED]).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Mean of empty slice" or other numpy warning
+        result.evaluation = evaluate(model, data, result, checks="randomisation,faithfulness",
+                                     random_orders=4, cascade_stages=2, progress=False)
+    tied = result.evaluation.faithfulness.query("method == 'constant'")
+    assert not tied["ranked"].any() and tied["z"].isna().all() and tied["auc"].isna().all()
+    assert not (result.evaluation.curves["order"] == "constant").any()
+    verdict = result.verdict()
+    assert verdict.trusted == ("feature_ablation",)
+    assert "no ranking: its scores tie in every class" in verdict.excluded["constant"]
+
+
+class _Probed(nn.Module):
+    """The planted CNN behind a per-band standardisation (mean 0, std 1: the same function),
+    with its output layer as a matrix product and a separate 4-value bias, and a last layer
+    whose output is multiplied by zero: re-drawing it changes nothing."""
+
+    def __init__(self, trained: nn.Sequential):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(1, N_BANDS, 1, 1))
+        self.register_buffer("std", torch.ones(1, N_BANDS, 1, 1))
+        self.body = trained[:-1]
+        self.weight = nn.Parameter(trained[-1].weight.detach().T.clone())
+        self.bias = nn.Parameter(trained[-1].bias.detach().clone())
+        self.inert = nn.Linear(16, N_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body((x - self.mean) / self.std)
+        return h @ self.weight + self.bias + 0.0 * self.inert(h)
+
+
+def test_randomisation_stages_are_layers_with_learned_weights_and_inert_ones_are_no_evidence(
+        planted_torch, trained):
+    _, data = trained
+    model = as_loaded(_Probed(planted_torch).eval(), N_BANDS, N_CLASSES)
+    result = explain(model, data, methods="saliency", progress=False, n_boot=50, seed=2)
+    ev = evaluate(model, data, result, checks="randomisation", cascade_stages=4, progress=False)
+    layers = ev.layers.set_index("tensor")
+    # two convolutions, the output matrix with its bias, the inert layer; the standardisation's
+    # mean and std are data statistics, left as they are (and said so)
+    assert layers["layer"].max() == 4
+    assert layers.loc["network.bias", "layer"] == layers.loc["network.weight", "layer"]
+    assert set(layers.index[layers["left_because"] == BEFORE_FIRST_LAYER]) == {
+        "network.mean", "network.std"}
+    table = ev.randomisation.set_index("stage")
+    assert list(table.index) == ["top 1 of 4", "top 2 of 4", "top 3 of 4", ALL_LAYERS]
+    inert = table.loc["top 1 of 4"]
+    assert not inert["evidence"] and inert["output_change"] == 0 and np.isnan(inert["rank_rho"])
+    assert table.drop(index="top 1 of 4")["evidence"].all()
+    assert ev.settings["randomisation_layers"] == (
+        f"4 layers with learned weights re-drawn; left as they are: {BEFORE_FIRST_LAYER} × 2")
+
+
+_ATTRIBUTED: list[int] = []  # images the counting method was given
+
+
+@dataclass(frozen=True)
+class _CountingSaliency(Saliency):
+    def attribute(self, batch, ctx) -> BandAttribution:
+        _ATTRIBUTED.append(len(batch.x))
+        return super().attribute(batch, ctx)
+
+
+def test_checks_take_images_until_settled_and_reuse_the_explanations_scores(trained, capsys):
+    """The trained model's scores are the explanation's: the randomisation check runs the
+    method on the randomised models only, on the images each stage took (the last until
+    settled, the earlier ones the first round); the cost
+    estimate comes first, and a bar per stage shows the images taken."""
+    model, data = trained
+    result = explain(model, data, methods=[_CountingSaliency()], progress=False, n_boot=50,
+                     seed=2)
+    _ATTRIBUTED.clear()
+    said = []
+    ev = evaluate(model, data, result, checks="randomisation", cascade_stages=2,
+                  announce=said.append)
+    taken = ev.settings["images_taken"]
+    assert sum(_ATTRIBUTED) == sum(t["images"] for t in taken.values())
+    assert ev.settings["images"] == len(result.indices)  # every method explained them all
+    last = taken.pop(f"randomisation, {ALL_LAYERS}")
+    assert last["images"] < len(result.indices) and last["reason"] == SETTLED
+    # the earlier stage draws the cascade and decides nothing: the first round only
+    assert [t["images"] for t in taken.values()] == [CheckRule().first_round * N_CLASSES]
+    assert said[0].startswith("trust checks: estimated time")
+    assert "  randomisation  " in said[0] and "  cascade, 1 earlier  " in said[0]
+    assert "randomisation, all layers" in capsys.readouterr().err
+    evaluate(model, data, result, checks="randomisation", cascade_stages=2, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+class _NeverSettled:
+    """A check statistic whose answer never settles."""
+
+    def __init__(self):
+        self.taken: list[int] = []
+
+    def add(self, positions: np.ndarray) -> None:
+        self.taken += list(positions)
+
+    def change_chance(self, rng: np.random.Generator) -> float:
+        return 1.0
+
+
+def test_a_check_that_never_settles_takes_every_image_and_a_one_round_step_the_first():
+    orders = {0: np.arange(0, 30), 1: np.arange(30, 50)}
+    rule = CheckRule(first_round=4)
+    steps = {}
+    for one_round in (False, True):
+        statistic = _NeverSettled()
+        taken = take_until_settled(orders, statistic, rule, seed=0, keep=lambda p: None,
+                                   label="", progress=False, one_round=one_round)
+        steps[one_round] = (taken.images, taken.reason, sorted(statistic.taken))
+    assert steps[False] == (50, ALL_IMAGES, list(range(50)))
+    assert steps[True] == (8, ONE_ROUND, [0, 1, 2, 3, 30, 31, 32, 33])
+
+
+def test_the_checks_build_a_sped_up_network_even_when_first_used_under_inference_mode():
+    """The deletion check first runs the network under inference mode; the explanation's
+    speed-ups are checked by comparing gradients, which must still work there."""
+    x, y = planted_images(n_per_class=6, seed=1)
+    model = as_loaded(small_cnn().eval(), N_BANDS, N_CLASSES)
+    data = image_set(x, y)
+    result = explain(model, data, methods="saliency", progress=False, n_boot=10)
+    result.record = replace(result.record, speed_ups=("channels-last memory",))
+    setup = Setup.of(model, data, result, max_images=None)
+    with torch.inference_mode():
+        out = setup.forward(setup.images(np.arange(2)))
+    assert out.shape == (2, N_CLASSES)
+
+
+def test_a_randomised_model_with_flat_maps_gives_no_map_similarity_and_no_warning():
+    """A randomised ReLU network often has zero gradient everywhere for an image: its maps are
+    flat, so no band's pixel ranking exists; that is "no value", not a numpy warning."""
+    trained_map = np.random.default_rng(0).normal(size=(N_BANDS, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(map_similarity(trained_map, np.zeros_like(trained_map)))

@@ -1,8 +1,11 @@
-"""What every check shares: a seeded subset of the explained images in memory, the explanation's
-configuration and network, and rank statistics."""
+"""What every check shares: the explained images it may take (those every method explained), in
+the order it takes them, the explanation's configuration, network and per-image scores, and
+rank statistics."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -11,6 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from xband.checks.rounds import CheckRule
 from xband.data.images import ImageSet, stratified_subset
 from xband.errors import XbandError
 from xband.methods import Context, Method
@@ -25,47 +29,62 @@ from xband.run.runner import BatchRunner, Donors, FeatureContexts
 
 @dataclass
 class Setup:
-    """The images the checks run on (a stratified, seeded subset of the explained ones), the
-    explanation's configuration, and its network as it ran: every check measures the same
-    methods with the same settings, through the same batch runner."""
+    """The images the checks may take and the order they take them in, the explanation's
+    configuration, and its network as it ran: every check measures the same methods with the
+    same settings, through the same batch runner.
+
+    The pool is the explained images that every method explained (so that the trained model's
+    scores of each are the explanation's own), at most `max_images` of them (stratified,
+    seeded); each class takes its example images first (their maps are kept), then the rest in
+    a seeded order. Positions number the pool; images are read when a check first takes them.
+    """
 
     model: LoadedModel
     explanation: Explanation
-    x: torch.Tensor  # (n, B, H, W) channels-first, on device
-    image_class: np.ndarray  # (n,) class each image counts as: its label, else its predicted class
-    target: np.ndarray  # (n,) class whose output is explained
-    positions: np.ndarray  # (n,) rows of the explanation's per-image arrays
+    data: ImageSet  # the explained data, for the model
+    rows: np.ndarray  # (P,) rows of the explanation's per-image arrays, ascending
+    image_class: np.ndarray  # (P,) class each image counts as: its label, else its prediction
+    target: np.ndarray  # (P,) class whose output is explained
+    orders: dict[int, np.ndarray]  # class → its positions, in the order the checks take them
+    examples: dict[int, int]  # position → row of the explanation's example images (maps kept)
     baseline: torch.Tensor  # (1, B, 1, 1) the explanation's (the band means, for the data one)
     batch_size: int
     # explained by spectral region: the bands of each region, the features every check ranks,
     # deletes and compares (None: the bands)
     regions: dict[str, tuple[int, ...]] | None = None
-    _reference: dict = field(default_factory=dict)
+    rule: CheckRule = CheckRule()  # when a check has taken enough images
+    _kept: dict[int, torch.Tensor] = field(default_factory=dict)  # position → (B, H, W)
 
     @classmethod
     def of(cls, model: LoadedModel, data: ImageSet, explanation: Explanation, *,
-           max_images: int | None, batch_size: int | None = None) -> Setup:
-        """The subset the checks use, taken from `explanation` (made from `model` and `data`)."""
+           max_images: int | None, batch_size: int | None = None,
+           rule: CheckRule | None = None) -> Setup:
+        """The pool the checks take images from, out of `explanation` (made from `model` and
+        `data`)."""
         if explanation.pairs is not None:
             raise XbandError("the trust checks (model randomisation, deletion curves, agreement, "
                              "completeness) are written for single-label models; this "
                              "explanation is multi-label. Explain it without --evaluate.")
-        config, record = explanation.config, explanation.record
         data = data.for_model(model)
         if len(data) <= int(explanation.indices.max()):
             raise XbandError(f"{data.source}: the explanation refers to image "
                              f"{explanation.indices.max()} but the data holds {len(data)}; give "
                              "the data that was explained.")
-        image_class = known_classes(explanation)
-        positions = stratified_subset(image_class, len(image_class), max_images, config.seed)
-        target = explanation.predictions if explanation.plan.target == "predicted" \
-            else image_class
-        device = check_device(config.device)
-        x = torch.from_numpy(data.take(explanation.indices[positions])).to(device)
-        return cls(model=model, explanation=explanation, x=x, image_class=image_class[positions],
-                   target=target[positions], positions=positions,
-                   baseline=torch.from_numpy(record.baseline).view(1, -1, 1, 1).to(device),
-                   batch_size=batch_size or config.batch_size, regions=region_bands(explanation))
+        config = explanation.config
+        known = known_classes(explanation)
+        every = np.flatnonzero(explained_by_every_method(explanation))
+        rows = every[stratified_subset(known[every], len(every), max_images, config.seed)]
+        target = explanation.predictions if explanation.plan.target == "predicted" else known
+        examples = {int(p): int(k) for p, k in _example_rows(explanation, rows)}
+        check_device(config.device)
+        return cls(model=model, explanation=explanation, data=data, rows=rows,
+                   image_class=known[rows], target=target[rows],
+                   orders=take_orders(known[rows], set(examples), config.seed),
+                   examples=examples,
+                   baseline=torch.from_numpy(explanation.record.baseline).view(
+                       1, -1, 1, 1).to(config.device),
+                   batch_size=batch_size or config.batch_size, regions=region_bands(explanation),
+                   rule=rule or CheckRule())
 
     @property
     def config(self) -> RunConfig:
@@ -90,12 +109,16 @@ class Setup:
 
     @property
     def n_bands(self) -> int:
-        return int(self.x.shape[1])
+        return int(self.explanation.record.band_mean.shape[0])
 
     @property
     def n_features(self) -> int:
         """What the methods rank: the regions, or the bands."""
         return len(self.regions) if self.regions is not None else self.n_bands
+
+    @property
+    def n_classes(self) -> int:
+        return self.model.n_classes
 
     def band_mask(self, features: frozenset) -> list[int]:
         """The bands of a set of features (regions, or bands)."""
@@ -103,6 +126,25 @@ class Setup:
             return list(features)
         members = list(self.regions.values())
         return [b for f in features for b in members[f]]
+
+    def keep(self, positions: np.ndarray) -> None:
+        """Read the images a check takes and keep them while the checks run."""
+        missing = [int(p) for p in positions if int(p) not in self._kept]
+        if missing:
+            images = self._read(np.asarray(missing))
+            self._kept.update(zip(missing, images, strict=True))
+
+    def images(self, positions: np.ndarray) -> torch.Tensor:
+        """(n, B, H, W) the pool's images at `positions`, channels-first on the device: those
+        taken from memory, others (donor images) read."""
+        positions = np.asarray(positions)
+        if all(int(p) in self._kept for p in positions):
+            return torch.stack([self._kept[int(p)] for p in positions])
+        return self._read(positions)
+
+    def _read(self, positions: np.ndarray) -> torch.Tensor:
+        indices = self.explanation.indices[self.rows[positions]]
+        return torch.from_numpy(self.data.take(indices)).to(self.device)
 
     @property
     def plain_forward(self) -> nn.Module:
@@ -112,7 +154,14 @@ class Setup:
 
     def fast(self, forward: nn.Module) -> nn.Module:
         """`forward` with the explanation's speed-ups (same numbers), if it used them."""
-        return tune(forward, self.x[:2])[0] if self._sped_up else forward
+        if not self._sped_up:
+            return forward
+        with _gradients_on():  # tuning compares gradients, whatever mode the caller is in
+            return tune(forward, self.images(self._first_two))[0]
+
+    @property
+    def _first_two(self) -> np.ndarray:
+        return np.concatenate(list(self.orders.values()))[:2]
 
     @property
     def _sped_up(self) -> bool:
@@ -121,53 +170,95 @@ class Setup:
 
     @cached_property
     def _networks(self) -> Networks:
-        """The explained network as the explanation ran it."""
-        return prepare_networks(self.model.network(self.config.output), self.model.layout,
-                                self.device, self.x[:2], tuned=self._sped_up)
+        """The explained network as the explanation ran it (built on first use, which may be
+        under inference mode)."""
+        with _gradients_on():
+            return prepare_networks(self.model.network(self.config.output), self.model.layout,
+                                    self.device, self.images(self._first_two),
+                                    tuned=self._sped_up)
 
     @property
     def forward(self) -> nn.Module:
         return self._networks.forward
 
     def context(self, forward: nn.Module, baseline: torch.Tensor | None = None) -> Context:
-        """A method context over this subset; donor images are seeded permutations of it."""
+        """A method context over the pool; donor images are seeded permutations of it."""
         return Context(
             forward=forward,
             baseline=self.baseline if baseline is None else baseline,
             band_std=torch.from_numpy(self.explanation.record.band_std).to(self.device),
-            donors=Donors(len(self.positions), self.seed, self._take),
+            donors=Donors(len(self.rows), self.seed, self.images),
             passes=self.passes,
             background=self.explanation.plan.donor_backgrounds if baseline is None else 0,
         )
 
-    def _take(self, positions: np.ndarray) -> torch.Tensor:
-        return self.x[torch.from_numpy(np.asarray(positions))]
-
-    def attribute(self, method: Method, ctx: Context, *, keep_maps: bool = False
-                  ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Per-image scores (n, F) of `method` on the subset, per band or per region as in
-        the explanation, and its maps (n, B, H, W) when asked and the method has them. Random
-        draws depend only on the run's seed, the method and the batch, so two models see the
+    def attribute(self, methods: Sequence[Method], ctx: Context, positions: np.ndarray, *,
+                  first_batch: int = 0, keep_maps: bool = False) -> dict[str, Attributed]:
+        """Per method, its scores (n, F) of the images at `positions`, per band or per region as
+        in the explanation's answer (no other feature set), and (`keep_maps`) the maps of the
+        example images among them. Random draws depend only on the run's seed, the method and
+        the batch number (from `first_batch`), so two models given the same batches see the
         same draws."""
         plan = self.explanation.plan
-        sets = plan.features if plan.by_region else plan.features[:1]  # regions, or the bands
-        runner = BatchRunner(ctx, self._take, seed=self.seed, batch_size=self.batch_size,
-                             n_classes=self.model.n_classes,
-                             features=FeatureContexts.of(ctx, sets))
-        everyone = np.arange(len(self.positions))
-        run = runner.run(method, everyone, known=self.image_class, targets=self.target,
-                         keep_maps=everyone if keep_maps else everyone[:0])
-        scores = run.scores[plan.answer.name]
-        if not keep_maps or run.maps is None:
-            return scores, None
-        return scores, np.stack([run.maps[p] for p in everyone])
+        runner = BatchRunner(ctx, self.images, seed=self.seed, batch_size=self.batch_size,
+                             n_classes=self.n_classes,
+                             features=FeatureContexts.of(ctx, (plan.answer,)))
+        examples = np.array([p for p in positions if int(p) in self.examples], dtype=np.int64)
+        runs = runner.run_many(methods, positions, known=self.image_class, targets=self.target,
+                               keep_maps=examples if keep_maps else examples[:0],
+                               first_batch=first_batch)
+        return {name: Attributed(run.scores[plan.answer.name], run.maps or {})
+                for name, run in runs.items()}
 
-    def reference(self, method: Method) -> tuple[np.ndarray, np.ndarray | None]:
-        """Scores and maps of the trained model on the subset with the explanation's settings."""
-        if method.name not in self._reference:
-            self._reference[method.name] = self.attribute(method, self.context(self.forward),
-                                                          keep_maps=True)
-        return self._reference[method.name]
+    def reference(self, method: str, positions: np.ndarray) -> np.ndarray:
+        """(n, F) the explanation's own scores of `method` for the images at `positions`: the
+        trained model's, for the class each image is explained for."""
+        scores = self.explanation.scores[method][self.rows[positions]]
+        if scores.ndim == 3:  # every class a target: each image's own
+            scores = scores[np.arange(len(scores)), self.target[positions]]
+        return scores
+
+    def reference_maps(self, method: str) -> dict[int, np.ndarray]:
+        """Position → (B, H, W) the explanation's map of `method` for each example image in
+        the pool ({} for a method without maps)."""
+        maps = self.explanation.examples.maps.get(method)
+        if maps is None:
+            return {}
+        return {p: maps[k] for p, k in self.examples.items()}
+
+
+@dataclass(frozen=True)
+class Attributed:
+    """One method's answer on a check's images: scores, and maps of the examples among them."""
+
+    scores: np.ndarray  # (n, F)
+    maps: dict[int, np.ndarray]  # position → (B, H, W)
+
+
+def explained_by_every_method(explanation: Explanation) -> np.ndarray:
+    """(N,) whether every method explained each row (a run until settled stops each method at
+    its own number of images per class)."""
+    return np.all([np.isfinite(s.reshape(len(s), -1)).all(axis=1)
+                   for s in explanation.scores.values()], axis=0)
+
+
+def take_orders(image_class: np.ndarray, first: set[int], seed: int) -> dict[int, np.ndarray]:
+    """Per class, its positions in the order the checks take them: those in `first` (the
+    example images), then the others in a seeded random order."""
+    rng = np.random.default_rng([seed, 43])
+    orders = {}
+    for c in np.unique(image_class):
+        members = rng.permutation(np.flatnonzero(image_class == c))
+        ahead = np.isin(members, list(first))
+        orders[int(c)] = np.concatenate([members[ahead], members[~ahead]])
+    return orders
+
+
+def _example_rows(explanation: Explanation, rows: np.ndarray) -> list[tuple[int, int]]:
+    """(position in the pool, example number) of the explanation's example images in it."""
+    where = {int(i): k for k, i in enumerate(explanation.examples.index)}
+    return [(p, where[int(i)]) for p, i in enumerate(explanation.indices[rows])
+            if int(i) in where]
 
 
 def region_bands(explanation: Explanation) -> dict[str, tuple[int, ...]] | None:
@@ -195,22 +286,23 @@ def per_image_shares(explanation: Explanation, method: str) -> np.ndarray:
     return aggregate.shares(scores)
 
 
-def class_means(scores: np.ndarray, group: np.ndarray, n_classes: int) -> np.ndarray:
-    """(C, B) mean share per class (NaN rows for classes without images)."""
-    share = aggregate.shares(scores)
-    out = np.full((n_classes, scores.shape[1]), np.nan)
-    for c in range(n_classes):
-        if (group == c).any():
-            out[c] = share[group == c].mean(axis=0)
-    return out
-
-
-def class_order(explanation: Explanation, method: str, class_name: str) -> np.ndarray:
-    """Band (region) indices in the order `method` ranks them for a class, most important first."""
+def class_order(explanation: Explanation, method: str, class_name: str,
+                rng: np.random.Generator) -> np.ndarray | None:
+    """Band (region) indices in the order `method` ranks them for a class, most important
+    first; bands with equal mean shares in a random order (`rng`), since a tie carries no
+    order; None when every band ties: the method gives no ranking."""
     rows = aggregate.class_rows(explanation.importance_of())
     rows = rows[(rows["method"] == method) & (rows["class"] == class_name)]
-    return rows.sort_values(["share", "band_index"], ascending=[False, True],
-                            kind="stable")["band_index"].to_numpy()
+    share, band = rows["share"].to_numpy(), rows["band_index"].to_numpy()
+    if aggregate.all_tied(share):
+        return None
+    return band[np.lexsort((rng.permutation(len(share)), -share))]
+
+
+@contextmanager
+def _gradients_on() -> Iterator[None]:
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
 
 
 def nan_mean(values: np.ndarray | pd.Series) -> float:
@@ -218,3 +310,10 @@ def nan_mean(values: np.ndarray | pd.Series) -> float:
     finite = np.asarray(values, dtype=float)
     finite = finite[np.isfinite(finite)]
     return float(finite.mean()) if finite.size else float("nan")
+
+
+def nan_min(values: np.ndarray | pd.Series) -> float:
+    """Smallest finite value, NaN when there is none (and no warning)."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return float(finite.min()) if finite.size else float("nan")

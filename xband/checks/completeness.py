@@ -1,7 +1,11 @@
 """Completeness of Integrated Gradients: do the band sums add up to f(x) − f(baseline)?
 
 The convergence delta Σ_b s_b − (f_t(x) − f_t(baseline)) per image, at a quarter of, at, and at
-four times the run's number of integration steps: it should shrink as the steps grow.
+four times the run's number of integration steps: it should shrink as the steps grow. Images are
+taken until it is settled whether the median relative delta at the run's steps is within
+WITHIN (`xband.checks.rounds`). With a constant baseline the run's own scores are the explanation's;
+with the data baseline the check draws its own background images, and computes them again so that
+the output gain is taken over the same images.
 """
 
 from __future__ import annotations
@@ -11,45 +15,84 @@ import pandas as pd
 import torch
 
 from xband.checks._common import Setup
+from xband.checks.rounds import Taken, flip_chance, take_until_settled
 from xband.methods import Batch
 
 METHOD = "integrated_gradients"
+WITHIN = 0.05  # the median relative delta a settled check is compared with
 
 
-def completeness_check(setup: Setup) -> pd.DataFrame:
+class Completeness:
+    """Per image and number of steps: the band sum and the output gain; a `rounds.Statistic`
+    whose decision is "median relative delta at the run's steps ≤ WITHIN"."""
+
+    def __init__(self, setup: Setup):
+        self.setup = setup
+        self.method = setup.explanation.plan.method(METHOD)
+        self.steps = self.method.n_steps
+        self.ctx = setup.context(setup.forward)
+        self.frames: list[pd.DataFrame] = []
+        self.batches = 0
+
+    def _gain(self, positions: np.ndarray) -> np.ndarray:
+        """f(x) − f(baseline) per image: the baseline's output is the mean over each image's
+        background images with the data baseline."""
+        x = self.setup.images(positions)
+        target = torch.from_numpy(self.setup.target[positions]).to(x.device)
+        index = torch.arange(len(x), device=x.device)
+
+        def outputs(images: torch.Tensor) -> torch.Tensor:
+            return torch.cat([self.setup.forward(part)
+                              for part in images.split(self.setup.passes.forward)])[index, target]
+
+        with torch.inference_mode():
+            base = torch.stack([outputs(b.expand_as(x)) for b in self.ctx.removal(
+                Batch(x, target, target, positions))]).mean(dim=0)
+            return (outputs(x) - base).double().cpu().numpy()
+
+    def _band_sum(self, n_steps: int, positions: np.ndarray) -> np.ndarray:
+        if n_steps == self.steps and not self.setup.explanation.plan.donor_backgrounds:
+            return self.setup.reference(METHOD, positions).sum(axis=1)  # the explanation's
+        method = self.method if n_steps == self.steps else self.method.with_options(
+            n_steps=n_steps)
+        done = self.setup.attribute([method], self.ctx, positions, first_batch=self.batches)
+        return done[METHOD].scores.sum(axis=1)
+
+    def add(self, positions: np.ndarray) -> None:
+        gain = self._gain(positions)
+        names = np.array(self.setup.explanation.class_names)
+        images = self.setup.explanation.indices[self.setup.rows[positions]]
+        for n_steps in sorted({max(2, self.steps // 4), self.steps,
+                               min(self.steps * 4, self.method.largest("n_steps"))}):
+            total = self._band_sum(n_steps, positions)
+            delta = total - gain
+            self.frames.append(pd.DataFrame({
+                "n_steps": n_steps, "image": images,
+                "class": names[self.setup.image_class[positions]],
+                "band_sum": total, "output_gain": gain, "delta": delta,
+                "relative_delta": np.abs(delta) / np.maximum(np.abs(gain), 1e-12),
+            }))
+        self.batches += -(-len(positions) // self.setup.batch_size)
+
+    def table(self) -> pd.DataFrame:
+        return pd.concat(self.frames, ignore_index=True).sort_values(
+            "n_steps", kind="stable").reset_index(drop=True)
+
+    def change_chance(self, rng: np.random.Generator) -> float:
+        table = self.table()
+        relative = table.loc[table["n_steps"] == self.steps, "relative_delta"].to_numpy()
+        draws = rng.integers(0, len(relative), size=(self.setup.rule.n_boot, len(relative)))
+        within = np.median(relative[draws], axis=1) <= WITHIN
+        return float(flip_chance(np.median(relative) <= WITHIN, within))
+
+
+def completeness_check(setup: Setup, *, progress: bool = False) -> tuple[pd.DataFrame, Taken]:
     """Per image and number of steps: the band sum, the output gain f(x) − f(baseline), the delta
-    and the delta relative to |gain|."""
-    method = setup.explanation.plan.method(METHOD)
-    steps = method.n_steps
-    forward = setup.forward
-    index = torch.arange(len(setup.x), device=setup.x.device)
-    target = torch.from_numpy(setup.target).to(setup.x.device)
-
-    def outputs(x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([forward(part) for part in x.split(setup.passes.forward)])[index, target]
-
-    ctx = setup.context(forward)
-    with torch.inference_mode():  # the output gain over the baseline (each image's background
-        # images, the mean of their outputs, with the data baseline)
-        base = torch.stack([outputs(b.expand_as(setup.x)) for b in ctx.removal(
-            Batch(setup.x, target, target, np.arange(len(setup.x))))]).mean(dim=0)
-        gain = (outputs(setup.x) - base).double().cpu().numpy()
-    images = setup.explanation.indices[setup.positions]
-    frames = []
-    for n_steps in sorted({max(2, steps // 4), steps, min(steps * 4, method.largest("n_steps"))}):
-        if n_steps == steps:  # the explanation's own setting: the cached reference scores
-            total = setup.reference(method)[0].sum(axis=1)
-        else:
-            total = setup.attribute(method.with_options(n_steps=n_steps),
-                                    ctx)[0].sum(axis=1)
-        delta = total - gain
-        frames.append(pd.DataFrame({
-            "n_steps": n_steps, "image": images,
-            "class": np.array(setup.explanation.class_names)[setup.image_class],
-            "band_sum": total, "output_gain": gain, "delta": delta,
-            "relative_delta": np.abs(delta) / np.maximum(np.abs(gain), 1e-12),
-        }))
-    return pd.concat(frames, ignore_index=True)
+    and the delta relative to |gain|; and how the images were taken."""
+    statistic = Completeness(setup)
+    taken = take_until_settled(setup.orders, statistic, setup.rule, seed=setup.seed,
+                               keep=setup.keep, label="completeness", progress=progress)
+    return statistic.table(), taken
 
 
 def completeness_summary(table: pd.DataFrame) -> pd.DataFrame:

@@ -15,7 +15,8 @@ AGREEMENT = "Agreement between methods, per class"
 CONSENSUS = "Consensus ranking with bootstrap intervals"
 COMPLETENESS = "Completeness of Integrated Gradients"
 
-_FILES = {"randomisation": "randomisation.csv", "curves": "deletion_curves.csv",
+_FILES = {"randomisation": "randomisation.csv", "layers": "randomisation_layers.csv",
+          "curves": "deletion_curves.csv",
           "faithfulness": "faithfulness.csv", "stability": "baseline_stability.csv",
           "pairs": "agreement_pairs.csv", "consensus": "consensus_bootstrap.csv",
           "completeness": "completeness.csv"}
@@ -26,15 +27,19 @@ class Evaluation:
     """Can the answer be trusted? One table per check (None for checks not run).
 
     randomisation: method × cascade stage, ρ trained vs randomised (bands per class, per image,
-    maps), flagged; curves: deletion/insertion curves (long); faithfulness: areas and gaps to
-    random orders; stability: per method across baselines; pairs: per class Kendall's τ and
+    maps), whether the stage changed the outputs (evidence), flagged; layers: the weights each
+    stage re-draws and those left as they are; curves: deletion/insertion curves (long);
+    faithfulness: areas and gaps to random orders (NaN where a method's bands all tie: no
+    ranking); stability: per method across baselines; pairs: per class Kendall's τ and
     Spearman's ρ between methods; consensus: consensus rank with bootstrap interval;
-    completeness: IG's delta per image and number of steps.
+    completeness: IG's delta per image and number of steps. settings["images_taken"]: per
+    check (and stage or baseline), the images it took until its answer was settled.
     """
 
     method_info: dict[str, dict]
     settings: dict
     randomisation: pd.DataFrame | None = None
+    layers: pd.DataFrame | None = None
     curves: pd.DataFrame | None = None
     faithfulness: pd.DataFrame | None = None
     stability: pd.DataFrame | None = None

@@ -197,7 +197,8 @@ def _explain_and_save(model, data, config, args: argparse.Namespace) -> None:
     if args.evaluate:
         from xband.checks import evaluate
 
-        result.evaluation = evaluate(model, data, result, **args.check_arguments)
+        result.evaluation = evaluate(model, data, result, **args.check_arguments,
+                                     progress=not args.quiet, announce=print)
     verdict = result.verdict()
     out = save_report(result, args.out, overwrite=args.overwrite, figures=not args.no_figures,
                       checks_only=args.command == "evaluate")

@@ -192,9 +192,10 @@ def add_check_options(p: argparse.ArgumentParser, *, flag: bool) -> None:
                            "evaluate`), added to the report")
     group.add_argument("--checks", default="all", metavar="C1,C2,…",
                        help=f"checks to run: {', '.join(CHECKS)} or 'all' (default)")
-    group.add_argument("--eval-images", type=int, default=128, metavar="N",
-                       help="images (stratified, seeded) the model-running checks use (default "
-                       "128)")
+    group.add_argument("--eval-images", type=int, metavar="N",
+                       help="at most N images (stratified, seeded) for the model-running checks "
+                       "(default: each check takes images until its answer is settled, from "
+                       "those every method explained)")
     group.add_argument("--deletion-baselines", default=",".join(DELETION_BASELINES),
                        metavar="B1,B2,…", help=f"what a deleted band becomes: "
                        f"{', '.join(DELETION_BASELINES)} (default all)")
@@ -327,7 +328,8 @@ def check_arguments(args: argparse.Namespace) -> dict:
     return {"checks": choices("check", args.checks, CHECKS),
             "baselines": choices("deletion baseline", args.deletion_baselines, DELETION_BASELINES,
                                  aliases=ALIASES),
-            "max_images": whole_number(args.eval_images, "--eval-images"),
+            "max_images": None if args.eval_images is None
+            else whole_number(args.eval_images, "--eval-images"),
             "random_orders": whole_number(args.random_orders, "--random-orders", minimum=2),
             "cascade_stages": whole_number(args.cascade_stages, "--cascade-stages")}
 

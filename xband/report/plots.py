@@ -180,10 +180,14 @@ def _rotate_if_crowded(ax: Axes, labels: Sequence[str], width_in: float) -> None
 
 def _outline_row_max(ax: Axes, values: np.ndarray, *, lowest: bool = False) -> None:
     """Draw a box around each row's largest finite value (the top band; with `lowest`, around
-    the smallest: the top rank)."""
+    the smallest: the top rank), around each of several that tie, and around none where every
+    band ties (no band is first)."""
     for i, row in enumerate(values):
-        if np.isfinite(row).any():
-            j = int(np.nanargmin(row) if lowest else np.nanargmax(row))
+        finite = row[np.isfinite(row)]
+        if not finite.size or (finite.size > 1 and np.all(finite == finite[0])):
+            continue
+        best = finite.min() if lowest else finite.max()
+        for j in np.flatnonzero(row == best):
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.2, ec="black"))
 
 

@@ -211,27 +211,17 @@ def check_sections(evaluation: Evaluation) -> dict[str, Section]:
     info = evaluation.method_info
     out: dict[str, Section] = {}
     if evaluation.randomisation is not None:
-        table = evaluation.randomisation
-        pivot = table.pivot(index="method", columns="stage", values="rank_rho")
-        pivot = pivot.reindex(index=pd.unique(table["method"]), columns=pd.unique(table["stage"]))
-        final = table[table["stage"] == table["stage"].iloc[-1]].set_index("method")
-        pivot["map ρ (all layers)"] = final["map_rho"]
-        pivot["flagged"] = final["flagged"].map({True: "barely changes", False: ""})
-        threshold = evaluation.settings["randomisation_threshold"]
-        out[RANDOMISATION] = (
-            {"Band-ranking ρ, trained vs randomised (mean over classes), by layers re-drawn":
-             pivot},
-            [("randomisation_bars", "Similarity with every layer re-drawn",
-              partial(plots.randomisation_bars, table, threshold=threshold, method_info=info)),
-             ("randomisation_cascade", "Cascading randomisation from the output layer down",
-              partial(plots.randomisation_cascade, table, method_info=info))],
-        )
+        out[RANDOMISATION] = _randomisation_section(evaluation)
     if evaluation.faithfulness is not None:
         baseline = evaluation.settings["primary_baseline"]
         out[FAITHFULNESS] = (
             {"Deletion gap to random orders (accuracy area, mean over classes) per baseline; "
              "ranking ρ between the run's baseline and a zero (or mean) one":
-             evaluation.stability.set_index("method")},
+             evaluation.stability.set_index("method"),
+             **_no_ranking(evaluation.faithfulness, baseline),
+             "Images each baseline took (the run's until its answer was settled, the others "
+             "the first round)":
+             _taken(evaluation, ("deletion", "ranking under"))},
             [("faithfulness_gaps", "Area between each method's curves and random orders",
               partial(plots.faithfulness_gaps, evaluation.faithfulness, method_info=info))]
             + [(f"deletion_{m}", f"{info[m]['label']}: deletion and insertion curves",
@@ -258,9 +248,76 @@ def check_sections(evaluation: Evaluation) -> dict[str, Section]:
     if evaluation.completeness is not None:
         steps = evaluation.settings["integrated_gradients_steps"]
         out[COMPLETENESS] = (
-            {"Convergence delta by number of steps": completeness_summary(evaluation.completeness)},
+            {"Convergence delta by number of steps": completeness_summary(evaluation.completeness),
+             "Images taken (until the median relative delta was settled)":
+             _taken(evaluation, ("completeness",))},
             [("completeness", "Band sums against f(x) − f(baseline)",
               partial(plots.completeness_plot, evaluation.completeness, steps))],
         )
     return out
 
+
+def _randomisation_section(evaluation: Evaluation) -> Section:
+    """The model randomisation section: ρ by stage (a stage that left the outputs as they were
+    marked, not evidence), the layers re-drawn and the tensors left, the images taken."""
+    table, info = evaluation.randomisation, evaluation.method_info
+    if "evidence" not in table:  # a table made before stages were tested: every stage counts
+        table = table.assign(evidence=True)
+    inert = set(table.loc[~table["evidence"], "stage"])
+    pivot = table.pivot(index="method", columns="stage", values="rank_rho")
+    pivot = pivot.reindex(index=pd.unique(table["method"]), columns=pd.unique(table["stage"]))
+    pivot = pivot.rename(columns={s: f"{s} (outputs unchanged: not evidence)" for s in inert})
+    final = table[table["evidence"]].drop_duplicates("method", keep="last").set_index("method")
+    pivot["map ρ (examples, last stage)"] = final["map_rho"]
+    pivot["flagged"] = final["flagged"].map({True: "barely changes", False: ""})
+    threshold = evaluation.settings["randomisation_threshold"]
+    layers = evaluation.layers
+    shown = table[table["evidence"]]
+    return (
+        {"Band-ranking ρ, trained vs randomised (mean over classes), by layers re-drawn": pivot,
+         f"Layers ({evaluation.settings.get('randomisation_layers', '')})":
+         _layer_summary(layers) if layers is not None else pd.DataFrame(),
+         "Images each stage took (every layer random: until every method's answer was "
+         "settled; the earlier stages: the first round)":
+         _taken(evaluation, ("randomisation",))},
+        [("randomisation_bars", "Similarity with every layer re-drawn",
+          partial(plots.randomisation_bars, shown, threshold=threshold, method_info=info)),
+         ("randomisation_cascade", "Cascading randomisation from the output layer down",
+          partial(plots.randomisation_cascade, shown, method_info=info))],
+    )
+
+
+def _layer_summary(layers: pd.DataFrame) -> pd.DataFrame:
+    """One row per layer re-drawn (its tensors, values, first stage), then one per kind of
+    tensor left as it is (how many, the first names)."""
+    drawn = layers[layers["left_because"] == ""].groupby("layer", sort=True).agg(
+        tensors=("tensor", ", ".join), values=("values", "sum"),
+        redrawn_from=("redrawn_from_stage", "first"))
+    drawn.index = [f"layer {int(i)}" for i in drawn.index]
+    left = layers[layers["left_because"] != ""].groupby("left_because", sort=False)["tensor"]
+    kept = pd.DataFrame({"tensors": left.agg(lambda t: ", ".join(t.head(3))
+                                             + (f", … ({len(t)})" if len(t) > 3 else "")),
+                         "redrawn_from": "left as it is"})
+    return pd.concat([drawn, kept])
+
+
+def _no_ranking(faithfulness: pd.DataFrame, baseline: str) -> dict[str, pd.DataFrame]:
+    """A table of the classes where a method's bands all tie (no ranking: no deletion test),
+    when there are any."""
+    if "ranked" not in faithfulness:  # a table made before ties were told apart
+        return {}
+    rows = faithfulness[(faithfulness["baseline"] == baseline)
+                        & (faithfulness["curve"] == "deletion")
+                        & (faithfulness["metric"] == "accuracy") & ~faithfulness["ranked"]]
+    if rows.empty:
+        return {}
+    tied = rows.groupby("method", sort=False)["class"].agg(", ".join).rename("classes")
+    return {"No ranking (every band's score ties), so no deletion test: z not computed, never "
+            "credited as faithful": tied.to_frame()}
+
+
+def _taken(evaluation: Evaluation, prefixes: tuple[str, ...]) -> pd.DataFrame:
+    """How the checks whose names start with `prefixes` took their images."""
+    taken = evaluation.settings.get("images_taken", {})
+    return pd.DataFrame({name: t for name, t in taken.items()
+                         if name.startswith(prefixes)}).T

@@ -14,7 +14,6 @@ Without the checks, the verdict uses every method and says that they were not ch
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,11 +21,11 @@ from dataclasses import dataclass
 import pandas as pd
 from matplotlib.figure import Figure
 
+from xband.checks.faithfulness import TRUST_Z, needed_z
 from xband.data.sensors import OTHER
 from xband.report import plots
 from xband.run import aggregate
 
-TRUST_Z = 1.645  # one-sided 5% point of a standard normal: how far a random order rarely gets
 CONSENSUS = "trusted consensus"  # the method name of the consensus rows
 RANDOMISATION, DELETION = "model randomisation", "deletion against random orders"
 CHECK_COMMAND = ("rerun with --evaluate (xband explain … --evaluate, xband demo --evaluate) or "
@@ -125,7 +124,7 @@ class Verdict:
             "how_to_check": None if self.checked or not self.checkable else CHECK_COMMAND,
             "classes": [{"class": c.name, "sentence": c.sentence, "agreed": c.agreed,
                          "first": c.first, "votes": dict(c.votes),
-                         "top_bands": [b for b, _ in c.mean_rank[:3]],
+                         "top_bands": surely_top(c.mean_rank, 3),
                          "mean_rank": {b: round(r, 3) for b, r in c.mean_rank}}
                         for c in self.classes],
         }
@@ -142,6 +141,13 @@ class Verdict:
                                         feature=self.feature)
 
 
+def surely_top(mean_rank: Sequence[tuple[str, float]], k: int) -> list[str]:
+    """The bands among the top `k` whatever order their ties take: those with at most k bands
+    ranked as well or better (every band tied: none)."""
+    ranks = [r for _, r in mean_rank]
+    return [b for b, r in mean_rank if sum(other <= r for other in ranks) <= k]
+
+
 def trusted_methods(methods: Sequence[str], evaluation
                     ) -> tuple[list[str], list[tuple[str, str, str]], dict[str, str]]:
     """The methods that passed the trust checks that ran in `evaluation` (an
@@ -154,7 +160,10 @@ def trusted_methods(methods: Sequence[str], evaluation
         threshold = evaluation.settings["randomisation_threshold"]
         run[RANDOMISATION] = (f"the band ranking barely changes with every layer random "
                               f"(ρ ≥ {threshold:g})")
-        final = table.sort_values("layers_randomised", kind="stable").groupby("method").last()
+        if "evidence" in table:  # a stage that left the outputs as they were says nothing
+            table = table[table["evidence"]]
+        final = table.sort_values("layers_randomised", kind="stable").drop_duplicates(
+            "method", keep="last").set_index("method")
         failures += [(m, RANDOMISATION, f"ρ {row['rank_rho']:.2f}")
                      for m, row in final[final["flagged"]].iterrows()]
     table = None if evaluation is None else evaluation.faithfulness
@@ -162,17 +171,27 @@ def trusted_methods(methods: Sequence[str], evaluation
         baseline = evaluation.settings["primary_baseline"]
         rows = table[(table["baseline"] == baseline) & (table["curve"] == "deletion")
                      & (table["metric"] == "accuracy")]
-        needed = TRUST_Z / math.sqrt(max(rows["class"].nunique(), 1))
+        needed = needed_z(rows["class"].nunique())
         run[DELETION] = (f"deleting bands in the method's order lowers accuracy no faster than "
                          f"random orders ({baseline} baseline; mean z ≤ {needed:.2f})")
-        for method in methods:
-            mine = rows[rows["method"] == method]
-            z = mine["z"].fillna(0.0).mean()  # no spread among random orders: no evidence
-            if mine.empty or not z > needed:
-                failures.append((method, DELETION,
-                                 f"z {z:.2f}, gap {mine['gap'].mean():+.3f}"))
+        failures += [(m, DELETION, why) for m in methods
+                     if (why := _deletion_failure(rows[rows["method"] == m], needed))]
     failed = {m for m, _, _ in failures}
     return [m for m in methods if m not in failed], failures, run
+
+
+def _deletion_failure(rows: pd.DataFrame, needed: float) -> str | None:
+    """What was measured when a method's deletion rows (one per class) do not beat random
+    orders: a class without spread among the random orders, or where the method's bands all
+    tie (no ranking, so nothing to test), counts as z = 0; None when it passes."""
+    z = rows["z"].fillna(0.0).mean()
+    if not rows.empty and z > needed:
+        return None
+    tied = rows.loc[~rows["ranked"], "class"].tolist() if "ranked" in rows else []
+    if tied and len(tied) == len(rows):
+        return "no ranking: its scores tie in every class"
+    measured = f"z {z:.2f}, gap {rows['gap'].mean():+.3f}"
+    return measured + (f"; no ranking (scores tie) for {', '.join(tied)}" if tied else "")
 
 
 def band_descriptions(importance: pd.DataFrame, band_groups: Mapping[str, Sequence[str]] | None

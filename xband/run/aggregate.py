@@ -10,6 +10,7 @@ import pandas as pd
 from scipy.stats import kendalltau, rankdata
 
 ALL_IMAGES = "all images"
+TIED = "(all tied)"  # what names a class's top band when every band ties: none is first
 
 
 def shares(scores: np.ndarray) -> np.ndarray:
@@ -210,6 +211,30 @@ def class_rows(importance: pd.DataFrame, *, per_class_only: bool = True) -> pd.D
     if per_class_only:
         rows = rows[rows["class"] != ALL_IMAGES]
     return rows
+
+
+def all_tied(values: np.ndarray | pd.Series) -> bool:
+    """Whether every value is the same: scores that all tie carry no order, so no band is first
+    and no ranking can be tested."""
+    values = np.asarray(values, dtype=float)
+    return bool(len(values)) and bool(np.all(values == values[0]))
+
+
+def top_features(rows: pd.DataFrame) -> pd.Series:
+    """Per (class, method) of importance rows: the band ranked first, bands tied first joined
+    by " = ", or TIED where every band ties (rank 1 shared by all: no first band)."""
+    def first(block: pd.DataFrame) -> str:
+        top = block.loc[block["rank"] == 1, "band"]
+        return TIED if len(top) == len(block) > 1 else " = ".join(top)
+
+    return rows.groupby(["class", "method"], sort=False)[["band", "rank"]].apply(first)
+
+
+def top_tiers(ranked: pd.DataFrame, k: int) -> str:
+    """The first `k` tiers of one class's consensus ranks (tied bands joined by " = "), or TIED
+    when every band ties."""
+    tiers = ranked.groupby("consensus_rank", sort=True)["band"].agg(" = ".join)
+    return TIED if len(tiers) == 1 and len(ranked) > 1 else ", ".join(tiers.head(k))
 
 
 def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

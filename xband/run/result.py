@@ -364,19 +364,18 @@ class Explanation:
 
     def top_bands(self, k: int = 3) -> pd.DataFrame:
         """Per class: the consensus top-k ranks (tied bands joined by " = ") and each method's top
-        band."""
+        band; "(all tied)" where every band ties, which names none."""
         k = whole_number(k, "k")
         consensus = self.consensus
         rows = aggregate.class_rows(self.importance_of(), per_class_only=False)
-        top = rows[rows["rank"] == 1].groupby(["class", "method"], sort=False)["band"].first()
+        top = aggregate.top_features(rows)  # a tie names no band
         order = [aggregate.ALL_IMAGES, *self.class_names]
         out = []
         for cls in order:
             ranked = consensus[consensus["class"] == cls]
             if ranked.empty:
                 continue
-            tiers = ranked.groupby("consensus_rank", sort=True)["band"].agg(" = ".join)
-            line = {"class": cls, "consensus": ", ".join(tiers.head(k))}
+            line = {"class": cls, "consensus": aggregate.top_tiers(ranked, k)}
             for method in self.methods:
                 line[method] = top.get((cls, method), "")
             out.append(line)
