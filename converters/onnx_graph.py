@@ -111,14 +111,14 @@ def strip_final_activation(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str
     """Copy of `model` without its final Softmax (over the class axis) or Sigmoid, and which of
     the two it was ("softmax" or "sigmoid"); None if the graph ends in neither.
 
-    Follows Identity nodes back from the single output; only a rank-2 (batch, classes) output
-    is stripped, a Softmax only when it runs over the last axis, and neither when its output
-    feeds another node too.
+    Follows Identity nodes back from the single output; only a (batch, classes) output, or a
+    segmentation network's (batch, height, width, classes), is stripped, a Softmax only when it
+    runs over the last axis, and neither when its output feeds another node too.
     """
     if len(model.graph.output) != 1:
         return None
     shape = output_shape(model)
-    if shape is not None and len(shape) != 2:
+    if shape is not None and len(shape) not in (2, 4):
         return None
     nodes = list(model.graph.node)
     producers = {out: i for i, node in enumerate(nodes) for out in node.output}
@@ -132,7 +132,7 @@ def strip_final_activation(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str
     kind = FINAL_ACTIVATIONS.get(node.op_type)
     if kind is None or node.domain not in ONNX_DOMAINS:
         return None
-    if kind == "softmax" and _softmax_axis(model, node) not in (1, -1):
+    if kind == "softmax" and _softmax_axis(model, node) not in (-1, len(shape or (0, 0)) - 1):
         return None
     drop = {producers[name], *chain}
     produced = {out for i in drop for out in nodes[i].output}

@@ -22,6 +22,7 @@ from xband.methods._base import (
     Context,
     SharedOutputs,
     n_features,
+    network_input,
 )
 from xband.methods.removal import with_bands_removed
 
@@ -62,7 +63,8 @@ def masked_outputs(batch: Batch, ctx: Context, present: torch.Tensor, absent: to
             image, subset = (part // n_subsets).to(x.device), (part % n_subsets).to(x.device)
             mask = keep[image, subset][..., None, None]  # (P, B, 1, 1)
             other = absent[pick[image, subset], rows[image]]  # (P, B, H or 1, W or 1)
-            out = ctx.forward(with_bands_removed(x[image], mask, other))
+            fixed = None if batch.fixed is None else batch.fixed[image]
+            out = ctx.forward(network_input(with_bands_removed(x[image], mask, other), fixed))
             for i, row in zip(part.tolist(), out, strict=True):
                 shared.rows[names[i]] = row
     shared.evaluated += len(missing)

@@ -37,6 +37,7 @@ from converters.fidelity import (  # noqa: E402
     compare,
     enforce,
     gradient_against_float64,
+    gradient_target,
     input_gradient,
     torch_outputs,
 )
@@ -51,6 +52,7 @@ from xband.errors import (  # noqa: E402
 )
 from xband.files import atomic_path  # noqa: E402
 from xband.layout import Layout  # noqa: E402
+from xband.models.segmentation import classes_first, output_layout  # noqa: E402
 from xband.verbosity import verbose  # noqa: E402
 
 Output = Literal["logits", "probabilities"]
@@ -79,11 +81,19 @@ class LoadedModel:
     onnx_path: str | None = None
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds: keras_to_onnx, to_torch
+    # a segmentation network (per-pixel class outputs): where the classes are in its outputs,
+    # (N, C, H, W) channels-first or (N, H, W, C) channels-last; None: a classifier, (N, C)
+    segmentation: Layout | None = None
 
     def __post_init__(self) -> None:
         self.layout = Layout.parse(self.layout, "layout")
         if self.final_activation not in ACTIVATIONS:
             raise ValueError(f"final_activation must be one of {ACTIVATIONS}")
+
+    @property
+    def class_axis(self) -> int:
+        """Axis of the classes in the network's outputs."""
+        return 1 if self.segmentation is None else self.segmentation.band_axis
 
     @property
     def ends_with_softmax(self) -> bool:
@@ -92,9 +102,11 @@ class LoadedModel:
     def summary(self) -> str:
         """What was loaded, notes, and the fidelity figures."""
         size = "any size" if self.spatial_size is None else "x".join(map(str, self.spatial_size))
+        per_pixel = "" if self.segmentation is None else \
+            f" per pixel (segmentation, classes on output axis {self.class_axis})"
         head = (f"{self.source_path or 'module'}: {self.source_format}, {self.layout} "
                 f"(bands on axis {self.band_axis}), {self.n_bands} bands, {self.n_classes} "
-                f"classes, input {size}; {self.activation_statement()}")
+                f"classes{per_pixel}, input {size}; {self.activation_statement()}")
         return "\n".join([head, *self.notes, *([self.fidelity.summary()] if self.fidelity else [])])
 
     def activation_statement(self) -> str:
@@ -127,7 +139,8 @@ class LoadedModel:
             return self.logits_module if self.logits_module is not None else self.module
         if self.final_activation != "none":
             return self.module
-        return nn.Sequential(self.module, nn.Sigmoid() if multi_label else nn.Softmax(dim=-1))
+        return nn.Sequential(self.module, nn.Sigmoid() if multi_label
+                             else nn.Softmax(dim=self.class_axis))
 
     def __call__(self, x: torch.Tensor, output: Output = "logits") -> torch.Tensor:
         return self.network(output)(x)
@@ -308,15 +321,21 @@ def _check_batch_sizes(module: nn.Module, probe: np.ndarray, source: str) -> np.
                          f"{probe.shape} or one image more ({type(err).__name__}: "
                          f"{str(err)[:300]}). If the batch size is fixed inside the model, "
                          "re-export it with a dynamic batch axis.") from err
-    if out.ndim != 2:
-        raise XbandError(f"{source}: the model output has shape {out.shape}; xband needs class "
-                         "scores of shape (batch, classes).")
     scale = 1e-4 + 1e-3 * float(np.ptp(out))
     if more.shape[0] != len(probe) + 1 or np.abs(more[:-1] - out).max() > scale:
         raise XbandError(f"{source}: the PyTorch model gives different results for the same "
                          "images in batches of different sizes; re-export it with a dynamic "
                          "batch axis and in inference mode.")
     return out
+
+
+def _classes(out: np.ndarray, probe: np.ndarray, layout: Layout, source: str
+             ) -> tuple[np.ndarray, int, Layout | None]:
+    """The outputs on the probe with the classes on axis 1, the class count, and, for a
+    segmentation network (per-pixel outputs), where its outputs hold the classes."""
+    segmentation = output_layout(out.shape, layout.image_size(probe.shape), layout, source)
+    out = classes_first(out, segmentation)
+    return out, out.shape[1], segmentation
 
 
 def _activation_from_outputs(out: np.ndarray) -> str:
@@ -392,7 +411,8 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
     timings = {"to_torch": time.perf_counter() - start}
     layout = req.layout or _graph_layout(conv) or Layout.CHANNELS_LAST
     n_bands = exp.probe.shape[layout.band_axis]
-    out = _check_batch_sizes(conv.module, exp.probe, str(path))
+    out, n_classes, segmentation = _classes(_check_batch_sizes(conv.module, exp.probe, str(path)),
+                                            exp.probe, layout, str(path))
 
     def float64_reference() -> KerasExport:  # a second TensorFlow process, only when needed
         return export_keras(path, fmt, sha, opset=req.opset, probe=req.probe,
@@ -408,9 +428,9 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
     if exp.convert_seconds is not None:
         timings["keras_to_onnx"] = exp.convert_seconds
     kind, activation_notes = _final(conv.final_activation, out)
-    return LoadedModel(conv.module, conv.logits_module, layout, n_bands, out.shape[1],
+    return LoadedModel(conv.module, conv.logits_module, layout, n_bands, n_classes,
                        _spatial(conv.input_shape, layout), kind, fmt, str(path), sha, fid,
-                       str(exp.onnx_path), notes + activation_notes, timings)
+                       str(exp.onnx_path), notes + activation_notes, timings, segmentation)
 
 
 def _graph_layout(conv) -> Layout | None:
@@ -442,14 +462,16 @@ def _from_onnx(path: Path, req: _Request) -> LoadedModel:
         raise XbandError(f"{path}: the number of bands is not fixed in the graph; pass n_bands.")
     spatial = _spatial(conv.input_shape, layout)
     probe, probe_desc = _make_probe(req, layout, n_bands, spatial, str(path))
-    out = _check_batch_sizes(conv.module, probe, str(path))
+    out, n_classes, segmentation = _classes(_check_batch_sizes(conv.module, probe, str(path)),
+                                            probe, layout, str(path))
     fid = onnx_fidelity(conv.logits_graph.SerializeToString(),
                         conv.module if conv.logits_module is None else conv.logits_module,
                         probe, reference="onnxruntime", probe_desc=probe_desc, source=str(path))
     enforce(fid, str(path), req.accept_mismatch)
     kind, notes = _final(conv.final_activation, out)
-    return LoadedModel(conv.module, conv.logits_module, layout, n_bands, out.shape[1], spatial,
-                       kind, "onnx", str(path), sha, fid, str(path), notes, timings)
+    return LoadedModel(conv.module, conv.logits_module, layout, n_bands, n_classes, spatial,
+                       kind, "onnx", str(path), sha, fid, str(path), notes, timings,
+                       segmentation)
 
 
 def onnx_fidelity(graph: bytes, module: nn.Module, probe: np.ndarray, *, reference: str,
@@ -460,7 +482,7 @@ def onnx_fidelity(graph: bytes, module: nn.Module, probe: np.ndarray, *, referen
     differences of its own float64 copy (`converters.fidelity.float64_slopes`): a backward
     that does not follow the forward fails, and ReLU or max-pool kinks do not."""
     ref = _onnxruntime(graph, source)(probe)
-    target = int(np.argmax(ref.mean(axis=0)))
+    target = gradient_target(ref)
     exact, slopes = gradient_against_float64(module, probe, target)
     fid = compare(ref, torch_outputs(module, probe), reference=reference, probe=probe_desc,
                   compared="logits", ref_grad=exact, grad=None if exact is None else slopes,
@@ -663,16 +685,17 @@ def _from_module(module: nn.Module, fmt: str, path: Path | None, sha: str | None
         raise XbandError(f"{source}: cannot tell the number of bands (no Conv2d layer found); "
                          "pass n_bands.")
     probe, probe_desc = _make_probe(req, layout, n_bands, req.input_size, source)
-    out = _check_batch_sizes(module, probe, source)
+    out, n_classes, segmentation = _classes(_check_batch_sizes(module, probe, source), probe,
+                                            layout, source)
     stripped = _strip_module(module)
-    if stripped is not None and not _strip_holds(*stripped, probe, out):
+    if stripped is not None and not _strip_holds(*stripped, probe, out, segmentation):
         stripped = None
     logits, kind = stripped or (None, "none")
     kind, notes = _final(kind, out)
-    return LoadedModel(module, logits, layout, n_bands, out.shape[1], req.input_size, kind, fmt,
+    return LoadedModel(module, logits, layout, n_bands, n_classes, req.input_size, kind, fmt,
                        None if path is None else str(path), sha,
                        Fidelity(reference="none", probe=probe_desc, n_probe=len(probe)),
-                       notes=notes)
+                       notes=notes, segmentation=segmentation)
 
 
 def _strip_module(module: nn.Module) -> tuple[nn.Module, str] | None:
@@ -744,9 +767,11 @@ def _strip_exported(module: ExportedProgram) -> tuple[nn.Module, str] | None:
     return ExportedProgram(graph_module), kind
 
 
-def _strip_holds(logits: nn.Module, kind: str, probe: np.ndarray, out: np.ndarray) -> bool:
-    """The activation applied to the stripped module's outputs gives the module's outputs."""
-    z = torch.from_numpy(torch_outputs(logits, probe))
+def _strip_holds(logits: nn.Module, kind: str, probe: np.ndarray, out: np.ndarray,
+                 segmentation: Layout | None = None) -> bool:
+    """The activation applied to the stripped module's outputs gives the module's outputs
+    (`out`, the classes on axis 1)."""
+    z = torch.from_numpy(classes_first(torch_outputs(logits, probe), segmentation))
     again = (torch.softmax(z, dim=1) if kind == "softmax" else torch.sigmoid(z)).numpy()
     return bool(np.allclose(again, out, rtol=1e-4, atol=1e-6))
 
