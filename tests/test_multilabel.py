@@ -20,6 +20,7 @@ from xband.methods import Context, GradientShap
 from xband.methods._base import PassSizes
 from xband.run.config import RunConfig
 from xband.run.pipeline import run_explanation
+from xband.run.plan import BANDS
 from xband.run.runner import BatchRunner, Donors, Pairs
 
 METHODS = ["integrated_gradients", "feature_ablation", "shapley", "permutation"]
@@ -160,12 +161,14 @@ def test_pairs_run_in_parts_draw_as_one_run(net, test_data):
                           first_batch=first_batch)
 
     whole = run(every)
-    assert whole.scores.shape == (len(pairs), N_BANDS) and sorted(whole.maps) == [3, 20]
+    assert whole.scores[BANDS].shape == (len(pairs), N_BANDS) and sorted(whole.maps) == [3, 20]
     first, rest = run(every[:16]), run(every[16:], first_batch=2)  # batches 0-1, then 2…
     assert first.batches == 2
-    np.testing.assert_array_equal(np.concatenate([first.scores, rest.scores]), whole.scores)
+    np.testing.assert_array_equal(np.concatenate([first.scores[BANDS], rest.scores[BANDS]]),
+                                  whole.scores[BANDS])
     np.testing.assert_array_equal(rest.maps[20], whole.maps[20])
-    assert not np.allclose(run(every[16:], first_batch=3).scores, rest.scores)  # other draws
+    other_draws = run(every[16:], first_batch=3).scores[BANDS]
+    assert not np.allclose(other_draws, rest.scores[BANDS])
 
 
 def test_multilabel_subsets_keep_every_class():
