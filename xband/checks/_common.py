@@ -47,9 +47,11 @@ class Setup:
            max_images: int | None, batch_size: int | None = None) -> Setup:
         """The subset the checks use, taken from `explanation` (made from `model` and `data`)."""
         if explanation.pairs is not None:
+            kind = ("of a segmentation network (per (image, class) pair)"
+                    if explanation.plan.segmentation else "multi-label")
             raise XbandError("the trust checks (model randomisation, deletion curves, agreement, "
                              "completeness) are written for single-label models; this "
-                             "explanation is multi-label. Explain it without --evaluate.")
+                             f"explanation is {kind}. Explain it without --evaluate.")
         config, record = explanation.config, explanation.record
         data = data.for_model(model)
         if len(data) <= int(explanation.indices.max()):
