@@ -21,7 +21,7 @@ from tests.planted import (
     planted_segmentation,
     train_unet,
 )
-from xband import XbandError, explain, from_torch, image_set, load_model, read_data
+from xband import XbandError, evaluate, explain, from_torch, image_set, load_model, read_data
 from xband.cli.main import main
 from xband.report.sections import explanation_drawings
 from xband.run.config import RunConfig
@@ -123,6 +123,14 @@ def test_example_maps_outline_the_class_pixels(run):
     assert f"pixels of {CLASSES[ex.label[0]]} (outlined, label mask)" in caption
     figure = draw()
     assert all(ax.collections for ax in figure.axes[:2])  # the contour on each row
+
+
+def test_the_trust_checks_say_they_are_not_for_segmentation(run, unet, test_data):
+    result, _ = run
+    x, masks = test_data
+    data = image_set(x, masks=masks, ignore_index=SEG_IGNORE, classes=CLASSES)
+    with pytest.raises(XbandError, match="explanation is of a segmentation network"):
+        evaluate(load_model(unet, verbose=False), data, result)
 
 
 def test_the_cost_estimate_counts_image_class_pairs(run):

@@ -371,17 +371,11 @@ def image_set(
     Every problem is an `XbandError` naming the data and what to do.
     """
     bands, classes = _legacy_arguments(legacy, bands, classes)
-    _check_values(images, source)
-    images = _four_axes(images, labels, source)
-    shape = tuple(images.shape)
-    if shape[0] == 0:
-        raise XbandError(f"{source}: holds no images.")
-    if item_names is not None and len(item_names) != shape[0]:
-        raise ValueError("item_names must name every image")
+    images = _checked_images(images, labels, item_names, source)
     class_names = None if classes is None else _class_names(classes)
-    masks, ignore_index = _masks(masks, ignore_index, labels, shape[0], source)
-    y, class_names, class_origin, label_notes = _labels(labels, shape[0], class_names, source,
-                                                       class_origin)
+    masks, ignore_index = _masks(masks, ignore_index, labels, images.shape[0], source)
+    y, class_names, class_origin, label_notes = _labels(labels, images.shape[0], class_names,
+                                                       source, class_origin)
     data = ImageSet(
         images=images, labels=y,
         band_names=None if bands is None else tuple(str(b) for b in bands),
@@ -399,6 +393,17 @@ def image_set(
         get_sensor(sensor)  # an unknown name fails now
     n_bands = _band_count(data)
     return data if n_bands is None else _described(data, n_bands)
+
+
+def _checked_images(images, labels, item_names: Sequence[str] | None, source: str):
+    """`images` with four axes, holding numbers, at least one image, every one named."""
+    _check_values(images, source)
+    images = _four_axes(images, labels, source)
+    if images.shape[0] == 0:
+        raise XbandError(f"{source}: holds no images.")
+    if item_names is not None and len(item_names) != images.shape[0]:
+        raise ValueError("item_names must name every image")
+    return images
 
 
 def _masks(masks, ignore_index, labels, n_images: int, source: str

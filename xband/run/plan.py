@@ -202,6 +202,7 @@ def _check_segmentation(config: RunConfig, data: ImageSet, segmentation: bool) -
             f"{option('budget', '--budget')}; limit the images with "
             f"{option('max_images', '--max-images')}.")
 
+
 def _regions(config: RunConfig, data: ImageSet) -> tuple[RegionSpec | None, tuple[str, ...]]:
     """The spectral regions to explain by: those asked for, or "auto" for many bands with
     wavelengths known and no band groups; None (band by band) otherwise or for 'none'."""
