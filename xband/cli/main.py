@@ -203,8 +203,9 @@ def _print_accuracy(accuracy: dict, n_images: int) -> None:
 
         print(f"per-class pixel scores on these {n_images} images (pixel accuracy "
               f"{accuracy['overall']:.3f}, mean IoU {accuracy['mean_iou']:.3f}):")
-        print(pd.DataFrame(accuracy["per_class"]).T.to_string(
-            float_format=lambda v: f"{v:.3f}"))
+        table = pd.DataFrame(accuracy["per_class"]).T
+        table["pixels"] = table["pixels"].astype(int)
+        print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     elif accuracy.get("multi_label") and accuracy["per_class"]:
         import pandas as pd
 
