@@ -341,10 +341,35 @@ def _fits(probe: np.ndarray, want: tuple) -> bool:
                                    for w, p in zip(want, probe.shape[1:], strict=True))
 
 
+def _spectra_probe(args, shape: tuple) -> np.ndarray:
+    """For a model of spectra ((N, B), (N, B, 1) or (N, 1, B)): the user's spectra (`--probe`,
+    as (N, B) or 1×1 images (N, B, 1, 1) / (N, 1, 1, B)) reshaped to what it takes, or the
+    default probe."""
+    want = tuple(shape[1:])
+    if not args.probe:
+        if None in want:
+            raise ExportError("bad_probe", f"{args.source}: the model takes spectra of any "
+                              f"length {want}; give data (--data) so that the check runs on "
+                              "spectra of the right length.")
+        return default_probe(want)
+    probe = np.load(args.probe).astype(np.float32)
+    per_item = int(np.prod(probe.shape[1:]))
+    bands = [d for d in want if d != 1]
+    if sum(d > 1 for d in probe.shape[1:]) > 1 or (bands and None not in bands
+                                                  and per_item != bands[0]):
+        raise ExportError("bad_probe", f"{args.source}: the data given with --data have shape "
+                          f"{probe.shape[1:]} but the model takes spectra of shape "
+                          f"{tuple('any' if d is None else d for d in want)}. Give one "
+                          "spectrum per pixel, with the model's bands.")
+    return probe.reshape(len(probe), *(per_item if d is None else d for d in want))
+
+
 def _probe(args, shape: tuple) -> np.ndarray:
     """The user's images (`--probe`) laid out as the model takes them, or the default probe.
     Images whose bands are known to be on axis 1 (`--probe-layout channels_first`, as GeoTIFFs
     are read) are moved bands last when that is what the model takes."""
+    if len(shape) in (2, 3):
+        return _spectra_probe(args, shape)
     if args.probe:
         probe = np.load(args.probe).astype(np.float32)
         want = tuple(shape[1:])
@@ -380,9 +405,10 @@ def run(args) -> dict:
     source = Path(args.source)
     model = _load(source, args.format, args.trust_graph)
     shape = model.shape
-    if len(shape) != 4:
+    if len(shape) not in (2, 3, 4):
         raise ExportError("unsupported", f"{source}: the model input has shape {shape}; xband "
-                          "needs images (batch, height, width, bands).")
+                          "needs images (batch, height, width, bands) or spectra (batch, bands) "
+                          "or (batch, bands, 1).")
     report: dict = {"ok": True, "input_shape": [None, *shape[1:]]}
     onnx_path = Path(args.onnx)
     if not onnx_path.exists():

@@ -537,7 +537,7 @@ def test_torchscript_and_export_files_end_in_softmax_stripped_to_logits(tmp_path
 def test_torch_module_object():
     net = torch_net()
     model = load_model(net, verbose=False)
-    assert model.module is net and model.source_format == "torch-module"
+    assert model.module is not net and model.source_format == "torch-module"  # a copy
     assert (model.layout, model.band_axis, model.n_bands, model.n_classes) == (
         "channels_first", 1, 13, 4)
     assert model.ends_with_softmax and model.logits_module is not None
@@ -546,6 +546,8 @@ def test_torch_module_object():
 
 
 def test_torch_module_with_softmax_inside_forward():
+    """A softmax at the end of forward is found by tracing and stripped; where forward cannot
+    be traced (control flow on values), rows summing to 1 still tell a softmax, kept."""
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
@@ -554,7 +556,17 @@ def test_torch_module_with_softmax_inside_forward():
         def forward(self, x):
             return torch.softmax(self.body(x), dim=1)
 
-    model = load_model(Net(), verbose=False)
+    traced = load_model(Net(), verbose=False)
+    assert traced.final_activation == "softmax" and traced.logits_module is not None
+    assert "softmax() at the end of forward, traced with torch.fx" in traced.summary()
+    torch.testing.assert_close(traced(images(2)), traced.module.body(images(2)))
+
+    class Untraceable(Net):
+        def forward(self, x):
+            z = self.body(x)
+            return torch.softmax(z if z.sum() > -1e9 else -z, dim=1)
+
+    model = load_model(Untraceable(), verbose=False)
     assert model.final_activation == "softmax" and model.logits_module is None
     assert model.network("logits") is model.module
     assert model.output_space("logits") == "probabilities"
@@ -576,13 +588,25 @@ def test_torch_sigmoid_is_stripped_even_when_nested():
         torch.testing.assert_close(model(x), body(x))
         torch.testing.assert_close(model(x, output="probabilities"), torch.sigmoid(body(x)))
 
-    class Inside(nn.Module):  # a sigmoid inside forward: told from the outputs, kept
+    class Inside(nn.Module):  # a sigmoid at the end of forward: traced, stripped
+        def __init__(self):
+            super().__init__()
+            self.body = body
+
+        def forward(self, x):
+            return torch.sigmoid(self.body(x))
+
+    inside = load_model(Inside(), n_bands=13, verbose=False)
+    assert inside.final_activation == "sigmoid" and inside.logits_module is not None
+    torch.testing.assert_close(inside(images(2)), body(images(2)))
+
+    class Hidden(nn.Module):  # calls a module it does not hold: torch.fx cannot trace it
         def forward(self, x):
             return torch.sigmoid(body(x))
 
-    inside = load_model(Inside(), n_bands=13, verbose=False)
-    assert inside.final_activation == "sigmoid" and inside.logits_module is None
-    assert any("sigmoid is inside the network" in note for note in inside.notes)
+    hidden = load_model(Hidden(), n_bands=13, verbose=False)  # outputs in [0, 1] prove nothing
+    assert hidden.final_activation == "none" and hidden.logits_module is None
+    assert any("no final sigmoid is visible" in note for note in hidden.notes)
 
 
 def test_onnx_final_sigmoid_is_stripped_and_compared_as_logits(tmp_path):

@@ -25,9 +25,17 @@ from xband.errors import XbandError
 from xband.methods import METHODS, Batch, Context, SharedOutputs, get_method
 from xband.methods._base import PassSizes
 from xband.methods.shapley import antithetic_orders
-from xband.run.forward import check_device, forward_module, relu_after_max_pool, tune
+from xband.run.forward import (
+    ConvActivation,
+    check_device,
+    forward_module,
+    fused_activations,
+    relu_after_max_pool,
+    tune,
+)
 from xband.run.pipeline import explain
 from xband.run.runner import Donors
+from xband.run.tuning import Verdict
 
 N_BANDS, N_CLASSES = 5, 3
 
@@ -74,7 +82,8 @@ def test_tuned_forward_folds_batchnorm_and_goes_channels_last():
     forward = forward_module(bn_cnn(), "channels_first", "cpu")
     x = torch.from_numpy(images(4)[0])
     fast, applied, notes = tune(forward, x[:2])
-    assert applied == ["batchnorm folded into convolutions", "channels-last memory"]
+    assert applied == ["batchnorm folded into convolutions", "activations fused into convolutions",
+                       "channels-last memory"]
     assert notes == []
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     assert all(not p.requires_grad for p in fast.parameters())
@@ -85,7 +94,7 @@ def test_tuned_forward_folds_batchnorm_and_goes_channels_last():
 def test_channels_last_is_dropped_with_a_note_when_the_model_cannot_run_it():
     forward = forward_module(bn_cnn(flatten_with_view=True), "channels_first", "cpu")
     fast, applied, notes = tune(forward, torch.from_numpy(images(2)[0]))
-    assert applied == ["batchnorm folded into convolutions"]
+    assert applied == ["batchnorm folded into convolutions", "activations fused into convolutions"]
     assert len(notes) == 1 and "channels-last memory not used" in notes[0]
     assert "view" in notes[0]
 
@@ -120,8 +129,44 @@ def test_relu_moved_after_max_pooling_keeps_every_bit_and_only_where_pooling_is_
         gradients.append(torch.autograd.grad(out[:, 1].sum(), x)[0])
         assert torch.equal(out, forward(x))
     assert torch.equal(*gradients)
-    _, applied, _ = tune(forward, x.detach()[:2])
-    assert "ReLU after max-pooling" in applied
+    _, applied, _ = tune(forward, x.detach()[:2])  # conv1's ReLU is computed inside it instead
+    assert "activations fused into convolutions" in applied
+    assert "ReLU after max-pooling" not in applied
+
+
+class ConvActivationNet(nn.Module):
+    """Convolutions followed by a ReLU, a ReLU6 (strided, grouped) and, for the last one, a ReLU
+    that is not its only use."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(N_BANDS, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, stride=2, groups=4)
+        self.conv3 = nn.Conv2d(8, 8, 1)
+        self.relu, self.relu6 = nn.ReLU(), nn.ReLU6()
+        self.head = nn.Linear(8, N_CLASSES)
+
+    def forward(self, x):
+        h = self.relu6(self.conv2(self.relu(self.conv1(x))))
+        g = self.conv3(h)
+        return self.head((self.relu(g) + g).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_fused_convolution_activations_keep_every_bit_of_outputs_and_gradients(memory_format):
+    forward = forward_module(ConvActivationNet().eval(), "channels_first", "cpu")
+    fused = fused_activations(forward)
+    assert sum(isinstance(m, ConvActivation) for m in fused.modules()) == 2  # not conv3: used twice
+    x = torch.from_numpy(images(6)[0]).contiguous(memory_format=memory_format)
+    x.requires_grad_(True)
+    results = []
+    for net in (forward, fused):
+        out = net(x)
+        results.append((out, torch.autograd.grad(out[:, 1].sum(), x)[0]))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    with torch.inference_mode():
+        assert torch.equal(fused(x), results[0][0])
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -129,13 +174,17 @@ def test_tuned_run_gives_the_plain_run_scores(method, monkeypatch):
     import xband.run.pipeline
 
     monkeypatch.setattr(xband.run.pipeline, "SPEED_UP_COST_S", 0.0)  # tune even this short run
-    monkeypatch.setattr(xband.run.pipeline, "speed_ups_pay", lambda plain, sped_up: True)  # used
+
+    monkeypatch.setattr(xband.run.pipeline, "timing_size", lambda seconds, budget: 8)
+    monkeypatch.setattr(xband.run.pipeline, "speed_ups_pay",
+                        lambda plain, sped_up: Verdict(True, steady=False))  # used
     model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
     data = as_data(*images())
     runs = {tuned: explain(model, data, methods=[method], progress=False, n_boot=10, seed=5,
                            batch_size=8, tuned=tuned) for tuned in (True, False)}
     assert runs[True].summary["settings"]["speed_ups"] == [
-        "batchnorm folded into convolutions", "channels-last memory"]
+        "batchnorm folded into convolutions", "activations fused into convolutions",
+        "channels-last memory"]
     assert runs[False].summary["settings"]["speed_ups"] == []
     tuned, plain = runs[True].scores[method], runs[False].scores[method]
     scale = np.abs(plain).max()
@@ -395,3 +444,24 @@ def test_donors_of_a_batch_are_read_once_for_every_method_that_asks():
     reads.clear()
     donors(np.arange(8), 0)
     assert len(reads) == 1
+
+
+@pytest.mark.parametrize(("setting", "torch_first", "policy"), [
+    (None, False, "PASSIVE"), ("ACTIVE", False, "ACTIVE"), (None, True, None)],
+    ids=["default", "user's choice", "torch loaded before"])
+def test_torch_threads_wait_passively_unless_the_user_or_torch_decided_first(
+        setting, torch_first, policy):
+    """OpenMP reads its wait policy once, when torch loads: `import xband` sets it before that,
+    and leaves a policy the user chose, or a torch already loaded, alone."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if setting is not None:
+        env["OMP_WAIT_POLICY"] = setting
+    code = ("import torch; " if torch_first else "") + (
+        "import os, xband; print(os.environ.get('OMP_WAIT_POLICY'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == str(policy)

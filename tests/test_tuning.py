@@ -14,17 +14,22 @@ from tests.test_explain import as_loaded
 from tests.test_speed import N_BANDS, N_CLASSES, as_data, bn_cnn, images
 from xband.errors import XbandError
 from xband.methods import Saliency, Shapley
+from xband.methods._base import PassSizes
 from xband.run import memory
 from xband.run.cost import fit_budget, parse_budget
 from xband.run.forward import forward_module
 from xband.run.pipeline import explain
 from xband.run.tuning import (
     DEFAULT_SIZE,
+    KINDS,
+    Verdict,
     cache_file,
     choose_size,
     pass_timing,
     plain_timing,
+    sizes_for,
     speed_ups_pay,
+    timing_size,
 )
 
 
@@ -80,6 +85,56 @@ def test_steady_choices_are_remembered_and_unsteady_ones_are_not(tmp_path):
         assert not cache.exists()
 
 
+def test_smaller_images_go_through_the_network_in_larger_passes():
+    assert sizes_for((13, 64, 64)) == (64, (32, 64, 128, 256))  # as before for 64×64 and more
+    assert sizes_for((4, 224, 224)) == (64, (32, 64, 128, 256))
+    assert sizes_for((10, 24, 24)) == (256, (128, 256, 512, 1024))  # 7× fewer pixels
+    assert sizes_for((6, 8, 8)) == (1024, (512, 1024))
+
+
+def test_each_kind_of_pass_keeps_its_remembered_size(monkeypatch, tmp_path):
+    """A run of forward-only methods and then one of gradient methods on the same model: each
+    remembers its own kind's size, and a run of both recalls them without measuring."""
+    import xband.run.tuning
+
+    monkeypatch.setattr(xband.run.tuning, "choose_size", lambda measure, budget_s, **sizes: (
+        xband.run.tuning.Choice(512, 1e-4, True, (512,))))
+    forward = forward_module(bn_cnn(), "channels_first", "cpu")
+    example = torch.from_numpy(images(2)[0])
+    cache = tmp_path / "tuning" / "model.json"
+    for kind in KINDS:
+        assert pass_timing(forward, example, kinds=[kind], budget_s=1.0, cache=cache
+                           ).source == "measured"
+    both = pass_timing(forward, example, kinds=KINDS, budget_s=1.0, cache=cache)
+    assert both.source == "remembered" and both.sizes == PassSizes(512, 512)
+
+
+def test_a_steady_verdict_on_the_speed_ups_is_remembered_and_an_unsteady_one_is_not(
+        monkeypatch, tmp_path):
+    import xband.run.pipeline
+
+    monkeypatch.setenv("XBAND_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(xband.run.pipeline, "SPEED_UP_COST_S", 0.0)
+    monkeypatch.setattr(xband.run.pipeline, "timing_size", lambda seconds, budget: 8)
+    timed = []
+    model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
+    data = as_data(*images(24))
+    for steady in (False, True, True):
+        monkeypatch.setattr(xband.run.pipeline, "speed_ups_pay", lambda plain, sped_up, steady=steady: (
+            timed.append(steady) or Verdict(True, steady=steady)))
+        result = explain(model, data, "saliency", n_boot=10, progress=False, all_images=True)
+        assert "channels-last memory" in result.summary["settings"]["speed_ups"]
+    assert timed == [False, True]  # the third run recalls the second's verdict
+
+
+def test_speed_ups_are_timed_in_passes_the_tuning_share_can_pay_for():
+    """Timing both networks costs 8 passes of each kind: at 64 images when the share pays for
+    that, in smaller passes when not (ResNet50 once took 7 s of a 1 s share), not at all below 8."""
+    assert timing_size({"forward": 4e-4, "gradient": 1e-3}, budget_s=10.0) == 64
+    assert timing_size({"gradient": 0.01}, budget_s=1.0) == 12
+    assert timing_size({"gradient": 0.1}, budget_s=1.0) is None
+
+
 def test_pass_sizes_measured_under_another_allocator_are_not_recalled(monkeypatch, tmp_path):
     """Pass timings depend on whether freed memory is kept (xband.run.memory): a size measured
     under another allocator setting is measured again."""
@@ -105,12 +160,14 @@ def _timer(seconds: float, seed: int):
 def test_speed_ups_not_clearly_faster_are_rarely_used(sped_up, at_most):
     """Speed-ups keep the numbers but may be slower on a machine: over 200 seeded runs of a
     noisy timer, ones that gain nothing are seldom adopted, slower ones almost never."""
-    used = [speed_ups_pay(_timer(1.0, seed), _timer(sped_up, seed + 1000)) for seed in range(200)]
+    used = [speed_ups_pay(_timer(1.0, seed), _timer(sped_up, seed + 1000)).pays
+            for seed in range(200)]
     assert np.mean(used) <= at_most
 
 
 def test_clearly_faster_speed_ups_are_used_despite_the_noise():
-    assert all(speed_ups_pay(_timer(1.0, seed), _timer(0.6, seed + 1000)) for seed in range(200))
+    assert all(speed_ups_pay(_timer(1.0, seed), _timer(0.6, seed + 1000)).pays
+               for seed in range(200))
 
 
 def test_speed_ups_that_do_not_pay_leave_the_network_as_given(monkeypatch, tmp_path):
@@ -118,7 +175,9 @@ def test_speed_ups_that_do_not_pay_leave_the_network_as_given(monkeypatch, tmp_p
 
     monkeypatch.setenv("XBAND_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(xband.run.pipeline, "SPEED_UP_COST_S", 0.0)
-    monkeypatch.setattr(xband.run.pipeline, "speed_ups_pay", lambda plain, sped_up: False)
+    monkeypatch.setattr(xband.run.pipeline, "timing_size", lambda seconds, budget: 8)
+    monkeypatch.setattr(xband.run.pipeline, "speed_ups_pay",
+                        lambda plain, sped_up: Verdict(False, steady=False))
     model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
     result = explain(model, as_data(*images(24)), "saliency", n_boot=10, progress=False,
                      all_images=True)
@@ -134,6 +193,7 @@ def test_tuning_spends_at_most_its_share_of_the_estimated_run(long_run, monkeypa
     monkeypatch.setenv("XBAND_CACHE_DIR", str(tmp_path))
     if long_run:  # as if tuning were cheap next to this run: the speed-ups are tried
         monkeypatch.setattr(xband.run.pipeline, "SPEED_UP_COST_S", 0.0)
+        monkeypatch.setattr(xband.run.pipeline, "timing_size", lambda seconds, budget: 8)
     model = as_loaded(bn_cnn(), N_BANDS, N_CLASSES)
     result = explain(model, as_data(*images(24)), "saliency", n_boot=10,
                            progress=False, all_images=True)
@@ -206,3 +266,18 @@ def test_a_spent_budget_stops_every_method_and_says_so():
     table = result.sampling_table()
     assert set(table["method"]) == {"saliency", "integrated_gradients"}
     assert len(result.indices) < 600
+
+
+def test_a_run_too_short_to_repay_tuning_times_no_pass_at_the_batch_size(monkeypatch):
+    """ResNet50 saliency on 64 images spent as long timing one pass of 64 as explaining them:
+    a pass of the two example images shows such a run too short to tune, and is its estimate.
+    (Speed-ups made to cost an hour: every run is too short, whatever the machine's load.)"""
+    monkeypatch.setattr("xband.run.pipeline.SPEED_UP_COST_S", 3600.0)
+    net = bn_cnn()
+    sizes = []
+    net.register_forward_hook(lambda module, args, out: sizes.append(len(args[0])))
+    result = explain(as_loaded(net, N_BANDS, N_CLASSES), as_data(*images(24)), "saliency",
+                     n_boot=10, progress=False, all_images=True, batch_size=20)
+    assert "too short to repay tuning" in result.summary["settings"]["pass_timing"]["source"]
+    assert sizes.count(20) == 1  # the method's own pass of 20 images; the timing took 2
+    assert result.summary["settings"]["images_per_pass"] == {"forward": 20, "gradient": 20}

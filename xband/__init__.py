@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib
 
-from xband.imports import keep_triton_out
+from xband.imports import keep_triton_out, passive_threads
 
 keep_triton_out()
+passive_threads()
 
 _EXPORTS = {
     "SENSORS": "xband.data.sensors",
@@ -44,6 +45,7 @@ _EXPORTS = {
     "from_torch": "xband.data.readers",
     "load_images": "xband.data.readers",
     "read_data": "xband.data.readers",
+    "read_scene": "xband.data.scenes",
     "Explanation": "xband.run.result",
 }
 

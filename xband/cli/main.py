@@ -117,6 +117,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _add_model_data_and_run(p: argparse.ArgumentParser) -> None:
     options.add_model_options(p)
     options.add_data_options(p)
+    options.add_scene_options(p)
     options.add_explain_options(p)
     options.add_run_options(p)
 

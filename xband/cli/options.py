@@ -18,6 +18,7 @@ from xband.settings import DATA, ENGINE, EXPLAIN, RUN, flag_of, help_of, setting
 
 PROBE_MAX = 32  # images of --data used for the conversion's fidelity check
 LAYOUTS = ("channels_last", "channels_first")
+MODEL_LAYOUTS = (*LAYOUTS, "spectra", "spectra_channels_last", "spectra_channels_first")
 
 
 class Deprecated(argparse.Action):
@@ -42,9 +43,10 @@ def add_model_options(p: argparse.ArgumentParser, *, positional: bool = False) -
     else:
         group.add_argument("--model", required=True, help="model file (.keras, .h5, SavedModel "
                            "folder, .onnx, TorchScript, .pt2)")
-    group.add_argument("--model-layout", choices=LAYOUTS,
-                       help="band axis of the model input (default: read from the graph; "
-                       "channels_first for PyTorch files)")
+    group.add_argument("--model-layout", choices=MODEL_LAYOUTS,
+                       help="what the model takes: images with the bands last or first, or "
+                       "spectra (N, bands), (N, bands, 1), (N, 1, bands) (default: read from "
+                       "the graph or the first layer; channels_first for PyTorch CNNs)")
     group.add_argument("--accept-mismatch", action="store_true",
                        help="go on even if the converted model's outputs differ from the "
                        "original beyond tolerance (1e-4 absolute or 1e-3 x output range)")
@@ -65,9 +67,11 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                       help="a folder with one sub-folder of GeoTIFF patches per class (EuroSAT-MS "
                       "layout), a .csv of 'path,label' rows, an .h5 file (--x-key, --y-key), a "
                       ".npz with images 'x' and labels 'y' (optional 'band_names', "
-                      "'class_names'), or .npy images with --labels")
-    data.add_argument("--labels", help="labels for .npy or .h5 images: .npy, or text with one "
-                      "label a line")
+                      "'class_names'), .npy images with --labels, a .csv of spectra (a row per "
+                      "pixel, a column per band, a 'label' column), or a scene and its label map "
+                      "(--labels): ENVI .hdr, GeoTIFF, MATLAB .mat (variables: --x-key, --y-key)")
+    data.add_argument("--labels", help="labels for .npy or .h5 images (.npy, or text, one a "
+                      "line), or a scene's label map (0 = unlabelled)")
     data.add_argument("--masks", metavar="PATH",
                       help="segmentation: each image's class per pixel, a .npy of (images, "
                       "height, width) for .npy images, or a folder of single-band GeoTIFF masks "
@@ -76,10 +80,10 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     data.add_argument("--ignore-index", type=int, metavar="V",
                       help="segmentation: the mask value of unlabelled pixels, e.g. 255, or 0 "
                       "for nodata (default: a mask GeoTIFF's nodata value)")
-    data.add_argument("--x-key", metavar="NAME", help="HDF5 dataset (or .npz array) of the images "
-                      "(default x)")
-    data.add_argument("--y-key", metavar="NAME", help="HDF5 dataset (or .npz array) of the labels "
-                      "(default y, when present)")
+    data.add_argument("--x-key", metavar="NAME", help="HDF5 dataset, .npz array or .mat variable "
+                      "of the images (default x); in a .csv of spectra, band columns FIRST:LAST")
+    data.add_argument("--y-key", metavar="NAME", help="the same of the labels (default y, when "
+                      "present); in a .csv of spectra, the label column")
     data.add_argument("--data-layout", choices=LAYOUTS,
                       help="band axis of the images on disk (default: from the file, else the "
                       "model's, else guessed)")
@@ -112,6 +116,37 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                       help="then standardise each band, (x − mean) / std, with the statistics "
                       "in FILE ({\"bands\": […], \"mean\": […], \"std\": […]}); when FILE does "
                       "not exist they are computed from the images explained and saved there")
+
+
+def add_scene_options(p: argparse.ArgumentParser) -> None:
+    """How a hyperspectral scene (a cube and its label map) becomes the data explained."""
+    scene = p.add_argument_group("hyperspectral scenes (--data a cube, --labels its label map)")
+    scene.add_argument("--patch-size", type=int, default=1, metavar="P",
+                       help="1: one spectrum per labelled pixel, for per-pixel models (default); "
+                       "P (odd): the P×P patch around each labelled pixel, for patch models")
+    scene.add_argument("--class-values", metavar="V1,V2,…",
+                       help="label-map values of the model's outputs, in output order (default: "
+                       "the values present, sorted, 0 = unlabelled left out)")
+    scene.add_argument("--held-out", type=float, metavar="FRACTION",
+                       help="explain only this fraction of each class's labelled pixels, drawn "
+                       "with --split-seed (the same pixels every time)")
+    scene.add_argument("--split-seed", type=int, default=0, metavar="N",
+                       help="seed of the held-out split (default 0)")
+    scene.add_argument("--part", choices=("held_out", "train", "all"),
+                       help="which part of the split to explain (default: held_out)")
+
+
+def scene_options(args: argparse.Namespace) -> dict:
+    """`read_scene`'s options from the command line."""
+    values = None
+    if args.class_values:
+        try:
+            values = [int(v) for v in args.class_values.split(",")]
+        except ValueError:
+            raise XbandError(f"--class-values '{args.class_values}': give whole numbers, "
+                             "e.g. --class-values 2,3,5,11.") from None
+    return {"patch_size": args.patch_size, "class_values": values, "held_out": args.held_out,
+            "split_seed": args.split_seed, "part": args.part}
 
 
 def add_explain_options(p: argparse.ArgumentParser) -> None:
@@ -349,7 +384,8 @@ def read_images(args: argparse.Namespace):
     return read_data(
         args.data, labels=args.labels, masks=args.masks, x_key=args.x_key, y_key=args.y_key,
         skip_bad=args.skip_bad, ignore_index=args.ignore_index, bands=band_names,
-        classes=names(args.classes, None, "class"), layout=args.data_layout, sensor=args.sensor,
+        classes=names(args.classes, None, "class"), scene=scene_options(args),
+        layout=args.data_layout, sensor=args.sensor,
         band_groups=parse_groups(args.band_groups) if args.band_groups else None,
         wavelengths=args.wavelengths, preprocess=preprocess(args), nodata=args.nodata)
 

@@ -62,7 +62,8 @@ class BadImage(XbandError):
 @dataclass(frozen=True)
 class Preprocess:
     """What the model saw in training, applied before attribution: x × scale, then clipped to
-    [low, high], then (x − mean) / std per band."""
+    [low, high], then (x − mean) / std per band. `by_source` says what the data source itself
+    applies as it reads, before these (a DataLoader's collate_fn, a DataModule's augmentation)."""
 
     scale: float = 1.0
     clip: tuple[float, float] | None = None
@@ -70,6 +71,7 @@ class Preprocess:
     std: np.ndarray | None = None
     stats_file: str | None = None  # where mean and std came from
     stats_bands: list[str] | None = None  # the bands the statistics are for, when known
+    by_source: str | None = None  # applied by the source as it reads, in words
 
     def __post_init__(self) -> None:
         try:
@@ -95,7 +97,9 @@ class Preprocess:
         return x.astype(np.float32, copy=False)
 
     def describe(self) -> str:
-        steps = [f"× {self.scale:g}"] if self.scale != 1.0 else []
+        steps = [self.by_source] if self.by_source else []
+        if self.scale != 1.0:
+            steps.append(f"× {self.scale:g}")
         if self.clip is not None:
             steps.append(f"clipped to [{self.clip[0]:g}, {self.clip[1]:g}]")
         if self.mean is not None:
@@ -251,7 +255,7 @@ class ImageSet:
         """This set with its band axis settled for a model taking `n_bands` bands (`preferred`
         when both axes fit) and its size checked."""
         shape = tuple(self.images.shape)
-        layout = self.layout or guess_layout(shape, n_bands, Layout(preferred))
+        layout = self.layout or guess_layout(shape, n_bands, Layout(preferred).images)
         if shape[layout.band_axis] != n_bands:
             reversed_fits = n_bands in (shape[0], shape[2]) and len(shape) == 4
             raise XbandError(
@@ -267,6 +271,7 @@ class ImageSet:
                              f"pixels for images of {size[0]}×{size[1]}. Give each image a mask "
                              "of its own size.")
         if spatial_size is not None and tuple(size) != tuple(spatial_size):
+            _check_spectra_or_patches(self.source, size, spatial_size, Layout(preferred))
             raise XbandError(
                 f"{self.source}: images are {size[0]}×{size[1]} pixels but the model takes "
                 f"{spatial_size[0]}×{spatial_size[1]}. Crop or resample the patches to the "
@@ -302,6 +307,22 @@ class ImageSet:
                     f"(0–{model.n_classes - 1}). Map labels to the model's output order (0-based)."
                 )
         return dataclasses.replace(data, class_names=names)
+
+
+def _check_spectra_or_patches(source: str, size: tuple[int, int], spatial_size: tuple[int, int],
+                              model_layout: Layout) -> None:
+    """Say what to do when a per-pixel model gets patches, or a patch model single spectra."""
+    if model_layout.spectra:
+        raise XbandError(
+            f"{source}: images of {size[0]}×{size[1]} pixels, but the model classifies single "
+            f"spectra ({model_layout.describe()}). Give one spectrum per pixel: an (N, bands) "
+            "array or table, or a scene read with patch size 1 (patch_size=1, --patch-size 1).")
+    if tuple(size) == (1, 1):
+        raise XbandError(
+            f"{source}: single spectra (1×1 pixels), but the model takes "
+            f"{spatial_size[0]}×{spatial_size[1]}-pixel patches. Read the scene as patches "
+            f"around each labelled pixel (patch_size={spatial_size[0]}, --patch-size "
+            f"{spatial_size[0]}), or give patches of that size.")
 
 
 def likely_layout(shape: Sequence[int]) -> Layout | None:
@@ -357,21 +378,21 @@ def image_set(
     """Images and labels as one checked `ImageSet`; no model needed.
 
     images: (N, H, W, B) or (N, B, H, W), an array or any `ImageSource` (read lazily); one image
-    of 3 axes is a set of one. labels: class positions (whole numbers from 0), class names, or,
-    several per image (multi-label), class names joined by ';' or an (N, C) 0/1 matrix.
+    of 3 axes is a set of one; (N, B) is one spectrum a row (held as 1×1 images). labels: class
+    positions (whole numbers from 0), class names, or, several per image (multi-label), class
+    names joined by ';' or an (N, C) 0/1 matrix.
     bands: band names in file order; sensor: a preset name (band names, wavelengths, spectral
     groups; `xband sensors` lists them); band_groups: {group: [band names]}, the bands no group
     names forming 'other'; wavelengths: each band's centre wavelength in nm, or a file (one
-    value a line, or an ENVI .hdr). classes: class names in the model's output order (default: sorted
-    label names for text labels, else "class i"). layout: "channels_last" or "channels_first"
+    value a line, or an ENVI .hdr). classes: class names in the model's output order (default:
+    sorted label names for text labels, else "class i"). layout: "channels_last" or "channels_first"
     (default: from the shape, else from the model). preprocess: applied to every batch read;
     nodata: a value that marks an image as unusable; item_names: what messages call each image.
     masks: segmentation, each image's class per pixel (N, H, W), in place of labels;
     ignore_index: the mask value of pixels of no class (255, say, or 0 as nodata).
-    Every problem is an `XbandError` naming the data and what to do.
-    """
+    Every problem is an `XbandError` naming the data and what to do."""
     bands, classes = _legacy_arguments(legacy, bands, classes)
-    images = _checked_images(images, labels, item_names, source)
+    images, layout = _checked_images(images, labels, item_names, source, layout)
     class_names = None if classes is None else _class_names(classes)
     masks, ignore_index = _masks(masks, ignore_index, labels, images.shape[0], source)
     y, class_names, class_origin, label_notes = _labels(labels, images.shape[0], class_names,
@@ -379,7 +400,7 @@ def image_set(
     data = ImageSet(
         images=images, labels=y,
         band_names=None if bands is None else tuple(str(b) for b in bands),
-        class_names=class_names, layout=None if layout is None else Layout.parse(layout),
+        class_names=class_names, layout=None if layout is None else Layout.parse(layout).images,
         source=source, sensor=sensor,
         band_groups_by_name=None if not band_groups else {
             str(g): tuple(str(b) for b in m) for g, m in band_groups.items()},
@@ -395,15 +416,17 @@ def image_set(
     return data if n_bands is None else _described(data, n_bands)
 
 
-def _checked_images(images, labels, item_names: Sequence[str] | None, source: str):
-    """`images` with four axes, holding numbers, at least one image, every one named."""
+def _checked_images(images, labels, item_names: Sequence[str] | None, source: str,
+                    layout: str | Layout | None):
+    """`images` with four axes, holding numbers, at least one image, every one named, and their
+    layout (`_four_axes`)."""
     _check_values(images, source)
-    images = _four_axes(images, labels, source)
+    images, layout = _four_axes(images, labels, source, layout)
     if images.shape[0] == 0:
         raise XbandError(f"{source}: holds no images.")
     if item_names is not None and len(item_names) != images.shape[0]:
         raise ValueError("item_names must name every image")
-    return images
+    return images, layout
 
 
 def _masks(masks, ignore_index, labels, n_images: int, source: str
@@ -423,6 +446,20 @@ def _masks(masks, ignore_index, labels, n_images: int, source: str
                                                            minimum=0))
 
 
+class Spectra:
+    """(N, B) spectra as an `ImageSource` of N 1×1 images (N, B, 1, 1), channels-first."""
+
+    layout = Layout.CHANNELS_FIRST
+
+    def __init__(self, source: ImageSource):
+        self.source = source
+        n, b = source.shape
+        self.shape = (n, b, 1, 1)
+
+    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
+        return np.asarray(self.source[indices])[:, :, None, None]
+
+
 class SingleBand:
     """(N, H, W) images as an `ImageSource` of N single-band images (N, 1, H, W)."""
 
@@ -438,9 +475,10 @@ class SingleBand:
 _REVERSED = "axes look reversed (written from R or MATLAB?)"
 
 
-def _four_axes(images, labels, source: str):
-    """`images` with 4 axes: an array of 3 axes is one image (H, W, B) or, when there is a label
-    per entry of its first axis, that many single-band images (N, H, W)."""
+def _four_axes(images, labels, source: str, layout: str | Layout | None):
+    """`images` with 4 axes, and their layout: an array of 2 axes is spectra (N, B), held as
+    1×1 images (N, B, 1, 1), channels-first; one of 3 axes is one image (H, W, B) or, when there
+    is a label per entry of its first axis, that many single-band images (N, H, W)."""
     shape = tuple(images.shape)
     n_labels = None if labels is None else len(np.asarray(labels).reshape(-1))
     if n_labels is not None and shape and n_labels != shape[0] and n_labels == shape[-1]:
@@ -448,6 +486,15 @@ def _four_axes(images, labels, source: str):
             f"{source}: images of shape {shape} but {n_labels} labels, as many as the last axis: "
             f"the {_REVERSED}: R and MATLAB write arrays column-major; in R write aperm(x, "
             f"{len(shape)}:1) instead of x, or in NumPy use x.transpose().")
+    if len(shape) == 2:
+        spectra = images[:, :, None, None] if isinstance(images, np.ndarray) else Spectra(images)
+        return spectra, Layout.CHANNELS_FIRST
+    return _image_axes(images, n_labels, source), layout
+
+
+def _image_axes(images, n_labels: int | None, source: str):
+    """`_four_axes` for images: 3 or 4 axes."""
+    shape = tuple(images.shape)
     if len(shape) == 3:
         if n_labels is not None and n_labels == shape[0] > 1:
             return images[:, None] if isinstance(images, np.ndarray) else SingleBand(images)
@@ -458,7 +505,8 @@ def _four_axes(images, labels, source: str):
                          "axes (images, height, width, bands).")
     if len(shape) != 4:
         raise XbandError(f"{source}: images have shape {shape}; expected 4 axes "
-                         "(images, height, width, bands) or (images, bands, height, width).")
+                         "(images, height, width, bands) or (images, bands, height, width), or "
+                         "2 axes (spectra, bands).")
     return images
 
 
@@ -718,6 +766,9 @@ class BandStats:
 
     mean: np.ndarray
     std: np.ndarray
+    # (C, B) per class, of the images as stored (before preprocessing): the class-mean spectra
+    # the report draws; NaN for a class without images; None without single labels
+    class_mean: np.ndarray | None = None
 
 
 @dataclass
@@ -747,11 +798,13 @@ def scan(data: ImageSet, indices: np.ndarray, batch_size: int = 256, *,
     total = np.zeros(data.n_bands)
     total_sq = np.zeros(data.n_bands)
     kept, skipped = [], []
+    classes = _ClassSums(data.labels, data.n_bands)
     for good, raw, bad in _checked_chunks(data, indices, batch_size, skip_bad):
         kept.append(good)
         skipped += bad
         if not len(good):
             continue
+        classes.add(good, raw)
         x = data.preprocess(raw).astype(np.float64)
         total += x.sum(axis=(0, 2, 3))
         total_sq += (x**2).sum(axis=(0, 2, 3))
@@ -761,8 +814,32 @@ def scan(data: ImageSet, indices: np.ndarray, batch_size: int = 256, *,
                          f"first: {skipped[0][0]}: {skipped[0][1]}")
     mean = total / n
     std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0))
-    stats = BandStats(mean=mean.astype(np.float32), std=std.astype(np.float32))
+    stats = BandStats(mean=mean.astype(np.float32), std=std.astype(np.float32),
+                      class_mean=classes.means())
     return Scan(stats, np.concatenate(kept), skipped)
+
+
+class _ClassSums:
+    """Per-class sums of the images' band means, for the class-mean spectra (single labels)."""
+
+    def __init__(self, labels: np.ndarray | None, n_bands: int):
+        self.labels = labels if labels is not None and labels.ndim == 1 else None
+        n_classes = 0 if self.labels is None or not len(labels) else int(labels.max()) + 1
+        self.total = np.zeros((n_classes, n_bands))
+        self.count = np.zeros(n_classes)
+
+    def add(self, indices: np.ndarray, raw: np.ndarray) -> None:
+        if self.labels is None:
+            return
+        classes = self.labels[indices]
+        np.add.at(self.total, classes, raw.astype(np.float64).mean(axis=(2, 3)))
+        np.add.at(self.count, classes, 1)
+
+    def means(self) -> np.ndarray | None:
+        if self.labels is None:
+            return None
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (self.total / self.count[:, None]).astype(np.float32)
 
 
 def check_images(data: ImageSet, indices: np.ndarray, batch_size: int = 256, *,

@@ -7,17 +7,21 @@ the data says about its bands and classes; `explain` checks it against the model
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
+import re
 import warnings
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from xband.data.images import BadImage, ImageSet, image_set
+from xband.data.images import BadImage, ImageSet, Preprocess, image_set
+from xband.data.scenes import SCENE_SUFFIXES
+from xband.data.sensors import SENSORS
 from xband.data.wavelengths import raster_wavelengths
 from xband.errors import XbandError, option
 from xband.layout import Layout
@@ -34,9 +38,13 @@ MASKS_KEY = "masks"  # the array (HDF5 dataset) of segmentation masks in .npz an
 
 def read_data(path: str | os.PathLike, *, labels: str | os.PathLike | np.ndarray | None = None,
               x_key: str | None = None, y_key: str | None = None, skip_bad: bool = False,
-              masks: str | os.PathLike | np.ndarray | None = None, **description) -> ImageSet:
+              masks: str | os.PathLike | np.ndarray | None = None, scene: Mapping | None = None,
+              **description) -> ImageSet:
     """Open `path` by what it is: a folder of class folders of GeoTIFFs, a .csv of (path, label)
-    rows, an .h5/.hdf5 file (`x_key`, `y_key`), or .npz/.npy (with `labels`).
+    rows or a table of spectra (a row per pixel, a column per band and a label column), an
+    .h5/.hdf5 file (`x_key`, `y_key`), .npz/.npy (with `labels`), or a hyperspectral scene (ENVI
+    .hdr, a GeoTIFF cube, MATLAB .mat: `labels` its label map, `x_key`/`y_key` the .mat
+    variables; `scene`: `read_scene`'s options, e.g. {"patch_size": 9, "held_out": 0.25}).
 
     Segmentation data: a .npz or .h5 holding 'masks' (a class per pixel, (N, H, W)) beside the
     images, .npy images with `masks` a .npy file, or a folder of GeoTIFF images with `masks` a
@@ -61,7 +69,19 @@ def read_data(path: str | os.PathLike, *, labels: str | os.PathLike | np.ndarray
     if path.is_dir():
         return read_class_folders(path, skip_bad=skip_bad, **description)
     suffix = path.suffix.lower()
+    if suffix in SCENE_SUFFIXES:
+        from xband.data.scenes import read_scene
+
+        return read_scene(path, labels, cube_key=x_key, label_key=y_key, **(scene or {}),
+                          **description)
+    asked = [k for k, v in (scene or {}).items() if v not in (None, 1, 0)]
+    if asked:
+        raise XbandError(f"{path}: {', '.join(asked)} apply to a hyperspectral scene (an ENVI "
+                         ".hdr, GeoTIFF cube or .mat with its label map), not to this file.")
     if suffix == ".csv":
+        if is_spectra_table(path):
+            return read_spectra_table(path, label_column=y_key, band_columns=x_key,
+                                      **description)
         return read_csv_list(path, skip_bad=skip_bad, **description)
     if suffix in (".h5", ".hdf5", ".he5"):
         return read_hdf5(path, x_key=x_key or "x", y_key=y_key, labels=labels, **description)
@@ -70,7 +90,8 @@ def read_data(path: str | os.PathLike, *, labels: str | os.PathLike | np.ndarray
                           masks=masks, **description)
     raise XbandError(
         f"{path}: unknown data format '{path.suffix}'. Give a folder of class folders of GeoTIFFs, "
-        "a .csv of (path, label) rows, an .h5 file, or a .npz/.npy file."
+        "a .csv of (path, label) rows or of spectra, an .h5 file, a .npz/.npy file, or a scene "
+        "(ENVI .hdr, GeoTIFF, .mat) with its label map."
     )
 
 
@@ -543,65 +564,337 @@ def read_hdf5(path: Path, *, x_key: str = "x", y_key: str | None = None,
 
 
 class TorchImages:
-    """A map-style torch `Dataset` as an `ImageSource`: items (image, label, …) tuples, or dicts
-    (torchgeo's {"image": …, "label": …}) whose image is `image_key`. With a dict's `mask_key`,
-    its segmentation masks as a `MaskSource` (`masks`)."""
+    """A map-style torch `Dataset` as an `ImageSource`, read as its DataLoader would give it:
+    items (image, label, …) tuples, or dicts (torchgeo's {"image": …, "label": …}) whose image
+    is `image_key`; `positions` (P,), the dataset indices the loader's sampler gives (None:
+    all); the items of a read collated by `collate` (the loader's collate_fn; one by one when
+    the loader does not batch, `per_item`) and the batch then passed through `batch_transform`
+    (a DataModule's augmentation). With a dict's `mask_key`, its segmentation masks as a
+    `MaskSource` (`masks`)."""
 
-    def __init__(self, dataset, image_key: str = "image"):
-        self.dataset, self.image_key = dataset, image_key
-        self.shape = (len(dataset), *np.asarray(self.image(0)).shape)
+    def __init__(self, dataset, image_key: str = "image", positions: np.ndarray | None = None,
+                 collate: Callable | None = None, batch_transform: Callable | None = None,
+                 per_item: bool = False):
+        self.dataset, self.image_key, self.positions = dataset, image_key, positions
+        self.collate, self.batch_transform, self.per_item = collate, batch_transform, per_item
+        n = len(dataset) if positions is None else len(positions)
+        self.shape = (n, *self[np.array([0])].shape[1:])
 
     def image(self, i: int):
-        sample = self.dataset[i]
-        return sample[self.image_key] if isinstance(sample, Mapping) else sample[0]
+        return _image_of(self.dataset[i], self.image_key)
 
     def __getitem__(self, indices: np.ndarray) -> np.ndarray:
-        return np.stack([np.asarray(self.image(int(i)), dtype=np.float32) for i in indices])
+        rows = [int(i) if self.positions is None else int(self.positions[i]) for i in indices]
+        if self.collate is None:
+            return np.stack([_as_float32(self.image(i)) for i in rows])
+        items = [self.dataset[i] for i in rows]
+        if self.per_item:
+            return np.stack([_as_float32(_image_of(self.collate(item), self.image_key))
+                             for item in items])
+        batch = self.collate(items)
+        if self.batch_transform is not None:
+            batch = self.batch_transform(batch)
+        return _as_float32(_image_of(batch, self.image_key))
 
     def masks(self, mask_key: str) -> TorchImages:
-        """The items' masks (`mask_key`), a source of its own."""
-        return TorchImages(self.dataset, mask_key)
+        """The items' masks (`mask_key`), a source of its own, read as the images are (the same
+        sampler, collate_fn and batch augmentation)."""
+        return TorchImages(self.dataset, mask_key, self.positions, self.collate,
+                           self.batch_transform, self.per_item)
+
+
+def _image_of(sample, image_key: str):
+    """The image of an item or a batch: its `image_key` entry, its first entry, or itself."""
+    if isinstance(sample, Mapping):
+        return sample[image_key]
+    return sample[0] if isinstance(sample, tuple | list) else sample
+
+
+def _as_float32(image) -> np.ndarray:
+    if hasattr(image, "detach"):  # a torch tensor, perhaps on a GPU or in bfloat16
+        image = image.detach().cpu().float().numpy()
+    return np.asarray(image, dtype=np.float32)
+
+
+@dataclass
+class TorchReading:
+    """How a torch source gives its images: what `TorchImages` takes beyond the dataset, what
+    is applied to the stored values (for the preprocessing description) and notes."""
+
+    dataset: object
+    positions: np.ndarray | None = None  # (P,) dataset indices the sampler gives; None: all
+    collate: Callable | None = None
+    batch_transform: Callable | None = None
+    per_item: bool = False
+    applied: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def from_torch(data, *, image_key: str = "image", label_key: str = "label",
-               mask_key: str = "mask", **description) -> ImageSet:
-    """The images and labels of a torch `Dataset` or `DataLoader` (its dataset: read by index, so
-    the engine can stream and draw donors). Items are (image, label) tuples or dicts, as
-    torchgeo's classification data sets give ({"image": …, "label": …}; other keys with
-    `image_key`, `label_key`). A label is a class number, or a multi-hot vector (multi-label).
-    Segmentation: dicts with a mask and no label ({"image": …, "mask": …}, as torchgeo's
-    segmentation data sets give; `mask_key`), a class per pixel; `ignore_index` (in
-    `description`) marks unlabelled pixels.
-    Labels come from `dataset.targets` when it has them, else from every item; class and band
-    names from `dataset.classes` and `dataset.bands` (torchgeo) unless given.
-    `description`: what `xband.image_set` takes (bands, classes, preprocess, …)."""
+               mask_key: str = "mask", split: str = "test", **description) -> ImageSet:
+    """The images and labels of a torch `Dataset`, `DataLoader`, or a Lightning / torchgeo
+    DataModule (its `split` loader: "test", "val", "train" or "predict"), read by index so the
+    engine can stream and draw donors, and as the model sees them: a loader's sampler picks the
+    images (a SubsetRandomSampler's, say), its collate_fn and a DataModule's batch augmentation
+    (torchgeo's `aug`, its normalisation) apply to every batch read. A sampler that draws other
+    images on each pass is refused; a random transform is named in a note. Items are (image,
+    label) tuples or dicts ({"image": …, "label": …}; other keys with `image_key`, `label_key`).
+    A label is a class number, or a multi-hot vector (multi-label). Segmentation: dicts with a
+    mask and no label ({"image": …, "mask": …}, as torchgeo's segmentation data sets give;
+    `mask_key`), a class per pixel; `ignore_index` (in `description`) marks unlabelled pixels.
+    Labels come from the dataset's `targets` when it has them (through any Subset), else from
+    every item; class and band names from its `classes` and `bands` (torchgeo), and for
+    torchgeo data sets whose sensor is known their wavelengths and band groups, unless given.
+    `description`: what `xband.image_set` takes (bands, classes, sensor, preprocess, …)."""
+    reading = _torch_reading(data, split)
+    dataset = reading.dataset
+    source = f"torch {type(dataset).__name__}"
+    if len(dataset) == 0:
+        raise XbandError(f"{source}: holds no images.")
+    first = dataset[0 if reading.positions is None else int(reading.positions[0])]
+    labelled = _check_sample(first, image_key, label_key, source)
+    masked = not labelled and isinstance(first, Mapping) and mask_key in first
+    base, to_base = _base_dataset(dataset)
+    images = TorchImages(dataset, image_key, reading.positions, reading.collate,
+                         reading.batch_transform, reading.per_item)
+    found: dict = {"notes": [*reading.notes, *_random_reads(images, source)],
+                   "masks": images.masks(mask_key) if masked else None}
+    classes = _names(getattr(base, "classes", None))
+    if classes and description.get("classes") is None:
+        found.update(classes=classes, class_origin="from the dataset's classes")
+    band_info = _dataset_bands(base, images.shape, description)
+    found["notes"] += band_info.pop("notes", [])
+    found.update(band_info)
+    if reading.applied:
+        given = description.get("preprocess") or Preprocess()
+        description = {**description, "preprocess": dataclasses.replace(
+            given, by_source=", then ".join(reading.applied))}
+    targets = None if masked else _targets(dataset, base, to_base, reading.positions, labelled,
+                                           label_key)
+    return _with_found(images, targets, source=source, found=found, description=description)
+
+
+def _torch_reading(data, split: str) -> TorchReading:
+    """What honouring `data` takes: a DataModule's loader and augmentation, a loader's sampler
+    and collate function; a Dataset as it is."""
     from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+    batch_transform, applied = None, []
+    if is_datamodule(data):
+        data, batch_transform, applied = _datamodule_loader(data, split)
     dataset = data.dataset if isinstance(data, DataLoader) else data
-    source = f"torch {type(dataset).__name__}"
     if isinstance(dataset, IterableDataset) or not isinstance(dataset, Dataset):
         raise XbandError("xband needs a map-style torch Dataset (items by index); an iterable "
                          "dataset cannot be read by index. Save the images to a file instead.")
-    if len(dataset) == 0:
-        raise XbandError(f"{source}: holds no images.")
-    labelled = _check_sample(dataset[0], image_key, label_key, source)
-    masked = not labelled and isinstance(dataset[0], Mapping) and mask_key in dataset[0]
-    targets = None if masked else getattr(dataset, "targets", None)
-    if targets is None and labelled:
-        targets = [_label_of(dataset[i], label_key) for i in range(len(dataset))]
-    images = TorchImages(dataset, image_key)
-    found: dict = {}
-    classes = _names(getattr(dataset, "classes", None))
-    if classes and description.get("classes") is None:
-        found.update(classes=classes, class_origin="from the dataset's classes")
-    bands = _names(getattr(dataset, "bands", None))
-    if bands and len(bands) in (images.shape[1], images.shape[3]):
-        found["bands"] = bands  # checked against a sensor preset when one is given
-    if masked:
-        found["masks"] = images.masks(mask_key)
-    return _with_found(images,
-                       None if targets is None else np.stack([np.asarray(t) for t in targets]),
-                       source=source, found=found, description=description)
+    if not isinstance(data, DataLoader):
+        return TorchReading(dataset)
+    positions, notes = _loader_positions(data, len(dataset))
+    collate = data.collate_fn
+    if not _default_collate(collate):
+        applied.insert(0, f"the DataLoader's collate_fn ({_callable_name(collate)})")
+    elif batch_transform is None:
+        collate = None  # torch's own only stacks: items are read one by one, as from a Dataset
+    return TorchReading(dataset, positions, collate, batch_transform,
+                        per_item=data.batch_size is None and data.batch_sampler is None,
+                        applied=tuple(applied), notes=tuple(notes))
+
+
+def _default_collate(collate: Callable) -> bool:
+    """Whether `collate` is torch's own, which only stacks items into a batch."""
+    from torch.utils.data import default_collate, default_convert
+
+    return collate in (default_collate, default_convert)
+
+
+def _callable_name(function) -> str:
+    name = getattr(function, "__qualname__", None) or type(function).__qualname__
+    return f"{getattr(function, '__module__', None) or type(function).__module__}.{name}"
+
+
+def _loader_positions(loader, n: int) -> tuple[np.ndarray | None, list[str]]:
+    """The dataset indices a DataLoader's sampler gives, sorted (None: all `n`), and a note.
+    Batching only groups the sampler's images (its drop_last is ignored: every image is read);
+    a sampler that gives other images on each pass is refused."""
+    from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+
+    sampler = loader.batch_sampler if loader.batch_sampler is not None else loader.sampler
+    if isinstance(sampler, BatchSampler):
+        sampler = sampler.sampler
+    name = type(sampler).__name__
+    if isinstance(sampler, SequentialSampler) or (
+            isinstance(sampler, RandomSampler) and not sampler.replacement
+            and sampler.num_samples == n):
+        return None, []
+    if hasattr(sampler, "indices"):  # SubsetRandomSampler, and samplers like it
+        picked = np.unique(np.asarray(list(sampler.indices), dtype=np.int64))
+    else:
+        try:
+            picked, again = (np.unique(np.fromiter(_flat(sampler), dtype=np.int64))
+                             for _ in range(2))
+        except (TypeError, ValueError):
+            raise XbandError(f"torch DataLoader: its {name} gives other things than image "
+                             "indices (a geospatial sampler's regions, say); xband reads images "
+                             "by index: save the patches as files, or give a dataset of patches."
+                             ) from None
+        if not np.array_equal(picked, again):
+            raise XbandError(f"torch DataLoader: its {name} gives other images on each pass, "
+                             "which xband cannot explain reproducibly. Give a DataLoader whose "
+                             "sampler picks fixed images (a SubsetRandomSampler, or a Subset of "
+                             "the dataset), or the dataset itself.")
+    if len(picked) and (picked[0] < 0 or picked[-1] >= n):
+        raise XbandError(f"torch DataLoader: its {name} gives index {picked[-1]}, beyond the "
+                         f"dataset's {n} items.")
+    if len(picked) == n:
+        return None, []
+    return picked, [f"the DataLoader's {name} picks {len(picked)} of the dataset's {n} images: "
+                    "those are the images explained"]
+
+
+def _flat(sampler) -> Iterator[int]:
+    for entry in sampler:
+        yield from (entry if isinstance(entry, list | tuple) else [entry])
+
+
+def is_datamodule(data) -> bool:
+    """A Lightning DataModule (torchgeo's among them), told without importing Lightning."""
+    return all(hasattr(data, name) for name in
+               ("setup", "test_dataloader", "on_after_batch_transfer", "on_before_batch_transfer"))
+
+
+_STAGES = {"train": "fit", "val": "validate", "test": "test", "predict": "predict"}
+
+
+def _datamodule_loader(module, split: str) -> tuple[object, Callable | None, list[str]]:
+    """A DataModule's `split` loader (set up first when needed), the batch transform its
+    training would apply after loading, and that transform in words."""
+    if split not in _STAGES:
+        raise XbandError(f"split '{split}': a DataModule's split is one of "
+                         f"{', '.join(_STAGES)}.")
+    name = type(module).__name__
+    try:
+        loader = getattr(module, f"{split}_dataloader")()
+    except Exception:  # not set up yet: Lightning sets up a stage before asking its loaders
+        module.setup(_STAGES[split])
+        try:
+            loader = getattr(module, f"{split}_dataloader")()
+        except Exception as err:
+            raise XbandError(f"{name}: has no {split} loader ({type(err).__name__}: {err}); "
+                             "give split= one it has (test, val, train, predict).") from None
+    if hasattr(module, "_valid_attribute") and hasattr(module, "aug"):  # torchgeo's
+        attribute = f"{split}_aug" if getattr(module, f"{split}_aug", None) is not None else "aug"
+        aug = getattr(module, attribute)
+        return loader, aug, [f"the {name}'s {attribute} ({_transform_steps(aug)})"]
+    hooks = [hook for hook in ("on_before_batch_transfer", "on_after_batch_transfer")
+             if not getattr(type(module), hook).__module__.startswith(
+                 ("lightning", "pytorch_lightning"))]  # Lightning's own return the batch
+    if not hooks:
+        return loader, None, []
+
+    def transfer_hooks(batch):
+        for hook in hooks:
+            batch = getattr(module, hook)(batch, 0)
+        return batch
+
+    return loader, transfer_hooks, [f"the {name}'s {' and '.join(hooks)} (without a Trainer)"]
+
+
+def _transform_steps(transform) -> str:
+    """The steps of a transform in words: a kornia/torchvision sequence's step names."""
+    steps = [type(step).__name__ for step in getattr(transform, "children", lambda: [])()]
+    return ", ".join(steps) or type(transform).__name__
+
+
+def _random_reads(images: TorchImages, source: str) -> list[str]:
+    """A note when reading the first image twice gives different values (a random transform)."""
+    first = np.array([0])
+    if np.array_equal(images[first], images[first], equal_nan=True):
+        return []
+    return [f"{source}: the first image read twice gave different values: a transform is "
+            "random (augmentation), so every read of an image differs and the scores mix the "
+            "model with the augmentation; give the data without random transforms (an "
+            "evaluation loader) to explain the model alone"]
+
+
+def _base_dataset(dataset) -> tuple[object, np.ndarray | None]:
+    """The dataset under any `Subset`s, and the index map into it (None: no Subset)."""
+    from torch.utils.data import Subset
+
+    to_base = None
+    while isinstance(dataset, Subset):
+        indices = np.asarray(list(dataset.indices), dtype=np.int64)
+        to_base = indices if to_base is None else indices[to_base]
+        dataset = dataset.dataset
+    return dataset, to_base
+
+
+def _targets(dataset, base, to_base: np.ndarray | None, positions: np.ndarray | None,
+             labelled: bool, label_key: str) -> np.ndarray | None:
+    """Labels of the images read: the base dataset's `targets` through the Subsets and the
+    sampler, else every item's label."""
+    rows = np.arange(len(dataset)) if positions is None else positions
+    targets = getattr(base, "targets", None)
+    if targets is not None:
+        targets = [targets[int(i)] for i in (rows if to_base is None else to_base[rows])]
+    elif labelled:
+        targets = [_label_of(dataset[int(i)], label_key) for i in rows]
+    return None if targets is None else np.stack([np.asarray(t) for t in targets])
+
+
+# torchgeo data sets of Sentinel-2 bands (by class name; subclasses too) → the prefix of their
+# band names (So2Sat names its bands S2_B02, …)
+_TORCHGEO_SENTINEL2 = {"EuroSAT": "", "So2Sat": "S2_"}
+_S2_BANDS = {band.name: band for band in SENSORS["sentinel2"].bands}
+
+
+def _dataset_bands(dataset, shape: tuple[int, ...], description: dict) -> dict:
+    """What a dataset says about its bands, unless the caller describes them: their names
+    (`bands`), and for a torchgeo data set of known sensor (EuroSAT, So2Sat: Sentinel-2) or
+    with per-band `wavelengths` (torchgeo's are in micrometres) their wavelengths and groups:
+    an xband sensor preset when the bands are exactly its bands."""
+    names = _names(getattr(dataset, "bands", None))
+    if not names or len(names) not in (shape[1], shape[3]):
+        return {}
+    if any(description.get(k) is not None for k in ("bands", "sensor", "wavelengths")):
+        return {"bands": names}  # checked against a sensor preset when one is given
+    origin = f"the {type(dataset).__name__} data set"
+    prefix = next((p for cls in type(dataset).__mro__
+                   if (p := _TORCHGEO_SENTINEL2.get(cls.__name__)) is not None
+                   and cls.__module__.startswith("torchgeo.")), None)
+    if prefix is not None and all(n.startswith(prefix) and n[len(prefix):] in _S2_BANDS
+                                  for n in names):
+        return _sentinel2_bands(names, prefix, origin)
+    given = getattr(dataset, "wavelengths", None)
+    if given is None:
+        return {"bands": names}
+    values = ([given.get(n) for n in names] if isinstance(given, Mapping)
+              else list(_as_float32(given).reshape(-1)))
+    if len(values) != len(names) or None in values:
+        return {"bands": names}
+    nm = [float(v) * (1000 if max(values) < 100 else 1) for v in values]  # μm → nm
+    preset = next((s for s in SENSORS.values() if s.band_names == names
+                   and np.allclose(s.wavelengths, nm, atol=20)), None)
+    if preset is not None:
+        return {"sensor": preset.name,
+                "notes": [f"bands: {preset.title}, as {origin} says (its band wavelengths)"]}
+    return {"bands": names, "wavelengths": nm,
+            "notes": [f"band wavelengths from {origin}"]}
+
+
+def _sentinel2_bands(names: list[str], prefix: str, origin: str) -> dict:
+    """Sentinel-2 bands by name: a preset when they are exactly its bands, else the names with
+    their wavelengths and spectral groups."""
+    bare = [n[len(prefix):] for n in names]
+    preset = next((s for s in SENSORS.values() if s.band_names == bare), None)
+    if preset is not None and not prefix:
+        return {"sensor": preset.name,
+                "notes": [f"bands: {preset.title} ({origin}'s sensor): sensor '{preset.name}'"]}
+    groups: dict[str, list[str]] = {}
+    for name, band in zip(names, bare, strict=True):
+        groups.setdefault(_S2_BANDS[band].group, []).append(name)
+    return {"bands": names, "wavelengths": [_S2_BANDS[b].wavelength_nm for b in bare],
+            "band_groups": groups if len(groups) > 1 else None,
+            "notes": [f"bands: Sentinel-2 ({origin}'s sensor): wavelengths and spectral groups "
+                      "of the sentinel2 preset"]}
 
 
 def _check_sample(sample, image_key: str, label_key: str, source: str) -> bool:
@@ -630,3 +923,84 @@ def _names(value) -> list[str] | None:
     if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
         return list(value)
     return None
+
+
+LABEL_COLUMNS = ("label", "labels", "class", "y")  # label column names a spectra table may use
+_NM_HEADER = re.compile(r"\s*(\d+(?:\.\d*)?)\s*(?:nm)?\s*", flags=re.I)
+
+
+def is_spectra_table(path: Path) -> bool:
+    """Whether a CSV is a table of spectra (3 or more columns) rather than (path, label) rows."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            first = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False  # read_csv_list says what is wrong
+    return len(first) >= 3
+
+
+def read_spectra_table(path: str | os.PathLike, *, label_column: str | None = None,
+                       band_columns: str | None = None, **description) -> ImageSet:
+    """A CSV table of spectra: a header row, one row per pixel, one column per band and a label
+    column (`label_column`; default: one named label, class or y; none: unlabelled). Band
+    columns: every other column, or `band_columns` "FIRST:LAST" (both included). Headers that
+    are numbers (400.5, "400.5 nm") are the bands' centre wavelengths."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise XbandError(f"{path}: cannot read the CSV ({err}).") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    label = _label_column(table.columns, label_column, path)
+    bands = _band_columns(table.columns, label, band_columns, path)
+    spectra = np.empty((len(table), len(bands)), dtype=np.float32)
+    for j, column in enumerate(bands):
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = np.flatnonzero(values.isna() & table[column].notna())
+        if len(bad):
+            raise XbandError(f"{path}: column '{column}' holds '{table[column].iloc[bad[0]]}' (row "
+                             f"{bad[0] + 2}), not a number. Drop columns that are not bands, or "
+                             f"name the band columns FIRST:LAST with "
+                             f"{option('band_columns=', '--x-key')}.")
+        spectra[:, j] = values.to_numpy(dtype=np.float32)
+    wavelengths = [_NM_HEADER.fullmatch(c) for c in bands]
+    found = {"bands": bands, "wavelengths": None if not all(wavelengths) or description.get(
+        "sensor") else [float(m.group(1)) for m in wavelengths]}
+    notes = [] if label else [f"{path}: no label column ({', '.join(LABEL_COLUMNS)}; or name it "
+                              f"with {option('label_column=', '--y-key')}): every spectrum is "
+                              "explained for its predicted class"]
+    y = None if label is None else _table_labels(table[label])
+    return _with_found(spectra, y, source=str(path), found={**found, "notes": notes},
+                       description=description)
+
+
+def _label_column(columns: list[str], given: str | None, path: Path) -> str | None:
+    if given is not None:
+        if given not in columns:
+            raise XbandError(f"{path}: no column '{given}' (columns: {', '.join(columns[:8])}"
+                             f"{', …' if len(columns) > 8 else ''}).")
+        return given
+    return next((c for c in columns if c.lower() in LABEL_COLUMNS), None)
+
+
+def _band_columns(columns: list[str], label: str | None, span: str | None,
+                  path: Path) -> list[str]:
+    """The band columns: every column but the label's, or those from FIRST to LAST."""
+    if span is None:
+        return [c for c in columns if c != label]
+    first, sep, last = span.partition(":")
+    if not sep or first.strip() not in columns or last.strip() not in columns:
+        raise XbandError(f"{path}: band columns '{span}' are not FIRST:LAST naming two of the "
+                         f"columns ({', '.join(columns[:4])}, …).")
+    start, stop = columns.index(first.strip()), columns.index(last.strip())
+    return [c for c in columns[start:stop + 1] if c != label]
+
+
+def _table_labels(column) -> np.ndarray:
+    """Labels as class numbers when every one is a whole number, else as class names."""
+    values = column.to_numpy()
+    if values.dtype.kind in "iuf":
+        return values
+    return values.astype(str)

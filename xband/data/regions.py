@@ -6,6 +6,11 @@ last one closed at its top), `--regions 50nm` into windows of another width, and
 `--regions "VIS=400-700;…"` by named ranges. Neighbouring bands are so correlated that removing
 one changes nothing; a region removed whole does, and the region count (not the band count) sets
 what the perturbation methods cost.
+
+No window spans a gap in the band centres (bands removed around the water-vapour absorptions
+at ~1400 and ~1900 nm, say): the spectrum is cut at each gap first, a window's edge at a gap is
+named by the band centre there ("1300-1388", "1445-1500"), and a sliver of a window at the
+edge of a stretch (less than half a window of bands) joins its neighbour ("1700-1825").
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xband.data.wavelengths import spectral_gaps
 from xband.errors import XbandError, option
 
 AUTO_WIDTH_NM = 100.0  # why 100 nm: README "Hyperspectral" (scripts/hyperspectral.py)
@@ -74,11 +80,7 @@ def band_regions(spec: RegionSpec, wavelengths: Sequence[float],
     wavelengths ("1310-1490")."""
     wavelength = np.asarray(wavelengths, dtype=np.float64)
     if spec.width is not None:
-        window = np.floor(wavelength / spec.width).astype(np.int64)
-        top = wavelength == wavelength.max()  # the last window is closed at its top
-        window[top & (window * spec.width == wavelength) & (window > window.min())] -= 1
-        return {_span(w * spec.width, (w + 1) * spec.width): tuple(np.flatnonzero(window == w))
-                for w in np.unique(window)}
+        return _windows(wavelength, spec.width)
     owner = np.full(len(wavelength), -1)
     names = list(spec.ranges)
     starts = [low for low, _ in spec.ranges.values()]
@@ -99,12 +101,55 @@ def band_regions(spec: RegionSpec, wavelengths: Sequence[float],
     return _in_wavelength_order(owner, names, wavelength)
 
 
+def _windows(wavelength: np.ndarray, width: float) -> dict[str, tuple[int, ...]]:
+    """Band positions per window of `width` nm, in wavelength order, cut at every gap in the
+    band centres; a window's edge at a gap or a merged sliver is named by its band centre."""
+    order = np.argsort(wavelength, kind="stable")
+    centres = wavelength[order]
+    window = np.floor(centres / width).astype(np.int64)
+    top = centres == centres.max()  # the last window is closed at its top
+    window[top & (window * width == centres) & (window > window.min())] -= 1
+    regions: dict[str, tuple[int, ...]] = {}
+    for stretch, (after_gap, before_gap) in _stretches(centres):
+        runs = np.split(stretch, np.flatnonzero(np.diff(window[stretch])) + 1)
+        edges = [[window[r[0]] * width, (window[r[0]] + 1) * width] for r in runs]
+        if after_gap:
+            edges[0][0] = centres[runs[0][0]]
+        if before_gap:
+            edges[-1][1] = centres[runs[-1][-1]]
+        for end in (0, -1):  # a sliver at either end of the stretch joins its neighbour
+            if len(runs) > 1 and np.ptp(centres[runs[end]]) < width / 2:
+                inner = 1 if end == 0 else -2
+                runs[inner] = np.sort(np.concatenate([runs[end], runs[inner]]))
+                edges[inner][end] = centres[runs[end][end]]
+                del runs[end], edges[end]
+        for run, (low, high) in zip(runs, edges, strict=True):
+            name = _span(low, high)
+            regions[name] = tuple(sorted(regions.get(name, ()) + tuple(int(b) for b in order[run])))
+    return regions
+
+
+def _stretches(centres: np.ndarray) -> list[tuple[np.ndarray, tuple[bool, bool]]]:
+    """Positions into sorted `centres` of each stretch between gaps, with whether a gap lies
+    before and after it."""
+    gaps = spectral_gaps(centres)
+    before = np.array([low for low, _ in gaps])
+    cuts = np.flatnonzero(np.isin(centres[:-1], before) & (centres[1:] > centres[:-1])) + 1
+    stretches = np.split(np.arange(len(centres)), cuts)
+    return [(s, (i > 0, i < len(stretches) - 1)) for i, s in enumerate(stretches)]
+
+
 def _in_wavelength_order(owner: np.ndarray, names: list[str],
                          wavelength: np.ndarray) -> dict[str, tuple[int, ...]]:
-    """Regions from each band's range (-1: none), the unowned bands in runs of their own."""
+    """Regions from each band's range (-1: none), the unowned bands in runs of their own, cut
+    at gaps in the band centres."""
     runs: list[tuple[int, list[int]]] = []  # (range or -1, bands), in wavelength order
+    gap_starts = {low for low, _ in spectral_gaps(wavelength)}
     for b in np.argsort(wavelength, kind="stable"):
-        if runs and runs[-1][0] == owner[b]:
+        last = runs[-1][1][-1] if runs else None
+        across_gap = (last is not None and owner[b] < 0 and wavelength[last] in gap_starts
+                      and wavelength[b] > wavelength[last])
+        if runs and runs[-1][0] == owner[b] and not across_gap:
             runs[-1][1].append(int(b))
         else:
             runs.append((int(owner[b]), [int(b)]))

@@ -96,9 +96,39 @@ SENSORS: dict[str, Sensor] = {s.name: s for s in (
 )}
 
 
+# hyperspectral sensors people name, for which xband ships no band-centre list: each flight's
+# or product's own metadata holds the measured centres (no published nominal list could be
+# included with its source and licence; docs/hyperspectral.md)
+_CENTRES_FROM_PRODUCT = {
+    "aviris": "AVIRIS-Classic (224 channels, 400-2500 nm): the centres are recalibrated every "
+              "flight season and ship with each scene (its ENVI .hdr 'wavelength' field, or the "
+              "flight's .spc file)",
+    "aviris-classic": "see 'aviris'",
+    "aviris-ng": "AVIRIS-NG (about 425 channels at 5 nm, 380-2510 nm): each flight line's ENVI "
+                 ".hdr holds its 'wavelength' list",
+    "prisma": "PRISMA (about 240 channels, 400-2505 nm): the centres are measured per product "
+              "and listed in its HDF5 metadata",
+    "desis": "DESIS (235 channels, 400-1000 nm): each product's metadata XML lists the centres",
+    "hymap": "HyMap (126 channels, 450-2500 nm): the centres differ between instruments and "
+             "seasons and ship with each scene's header",
+}
+
+
 def get_sensor(name: str) -> Sensor:
+    """The preset `name`; for a hyperspectral sensor whose centres ship with each scene, a
+    message saying where they are and how to give them."""
+    key = name.lower()
+    if key in _CENTRES_FROM_PRODUCT:
+        detail = _CENTRES_FROM_PRODUCT[key]
+        if detail.startswith("see "):
+            detail = _CENTRES_FROM_PRODUCT["aviris"]
+        raise XbandError(
+            f"sensor '{name}': xband ships no band-centre list for {detail}. Give them with "
+            f"{option('wavelengths=', '--wavelengths ')}FILE (the scene's ENVI .hdr, or a text "
+            "file of one nm value a line); reading the scene's ENVI .hdr as the data takes them "
+            "from it.")
     try:
-        return SENSORS[name.lower()]
+        return SENSORS[key]
     except KeyError:
         raise XbandError(
             f"unknown sensor '{name}'. Known: {', '.join(SENSORS)} (`xband sensors` lists their "
@@ -120,6 +150,9 @@ def sensor_table() -> str:
         else:
             lines.append("  groups: " + "; ".join(f"{g}={','.join(m)}"
                                                   for g, m in s.groups().items()))
+    lines.append("Band centres that ship with each scene (give --wavelengths the scene's ENVI "
+                 ".hdr): " + ", ".join(k for k, v in _CENTRES_FROM_PRODUCT.items()
+                                       if not v.startswith("see ")))
     return "\n".join(lines)
 
 

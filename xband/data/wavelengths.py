@@ -41,14 +41,19 @@ def read_wavelengths(path: str | os.PathLike) -> tuple[float, ...]:
     return checked_wavelengths(values, str(path), units=units)
 
 
+def envi_fields(text: str) -> dict[str, str]:
+    """An ENVI header's fields: lower-case name → value as written (lists keep their braces)."""
+    return {key.strip().lower(): value.strip() for key, value in re.findall(
+        r"^\s*([A-Za-z][A-Za-z0-9 _]*?)\s*=\s*(\{[^}]*\}|[^\n]*)", text, flags=re.M)}
+
+
 def envi_wavelengths(text: str, source: str) -> tuple[list[float], str]:
     """The `wavelength` list and `wavelength units` of an ENVI header's text."""
-    fields = {key.strip().lower(): value for key, value in re.findall(
-        r"^\s*([A-Za-z][A-Za-z0-9 _]*?)\s*=\s*(\{[^}]*\}|[^\n]*)", text, flags=re.M)}
+    fields = envi_fields(text)
     if "wavelength" not in fields:
         raise XbandError(f"{source}: the ENVI header has no 'wavelength = {{...}}' field; {_FIX}.")
-    values = _numbers(fields["wavelength"].strip().strip("{}"), source)
-    return values, fields.get("wavelength units", "nm").strip().lower()
+    values = _numbers(fields["wavelength"].strip("{}"), source)
+    return values, fields.get("wavelength units", "nm").lower()
 
 
 def _numbers(text: str, source: str) -> list[float]:
@@ -119,3 +124,39 @@ def _number(text: str) -> float:
         return float(text)
     except ValueError:
         return float("nan")
+
+
+GAP_RATIO = 1.6  # a step this many times the usual band spacing marks removed bands
+# the strong atmospheric water-vapour absorptions, nm, where reflectance products are noisy or
+# removed (the "corrected" AVIRIS scenes drop their bands): bands within WATER_VAPOUR_MARGIN_NM of
+# one sit on its shoulder
+WATER_VAPOUR_NM = {"~1400 nm": (1350.0, 1450.0), "~1900 nm": (1800.0, 1950.0)}
+WATER_VAPOUR_MARGIN_NM = 50.0
+
+
+def spectral_gaps(wavelengths: Sequence[float]) -> list[tuple[float, float]]:
+    """(last centre before, first centre after) of each gap in the band centres, in wavelength
+    order: a step between neighbouring centres above GAP_RATIO times the usual spacing there
+    (the larger of the median step over the neighbouring steps and over all steps), as where
+    water-vapour bands were removed. Two detectors' overlap (EnMAP near 950 nm) is no gap."""
+    centres = np.unique(np.asarray(wavelengths, dtype=np.float64))
+    if len(centres) < 3:
+        return []
+    steps = np.diff(centres)
+    overall = np.median(steps)
+    gaps = []
+    for i, step in enumerate(steps):
+        near = np.concatenate([steps[max(0, i - 3):i], steps[i + 1:i + 4]])
+        usual = max(float(np.median(near)) if len(near) else overall, overall)
+        if step > GAP_RATIO * usual:
+            gaps.append((float(centres[i]), float(centres[i + 1])))
+    return gaps
+
+
+def near_water_vapour(low: float, high: float) -> str | None:
+    """The water-vapour absorption ("~1400 nm") whose window, widened by
+    WATER_VAPOUR_MARGIN_NM, overlaps [low, high] nm; None when none does."""
+    for name, (start, end) in WATER_VAPOUR_NM.items():
+        if low <= end + WATER_VAPOUR_MARGIN_NM and high >= start - WATER_VAPOUR_MARGIN_NM:
+            return name
+    return None

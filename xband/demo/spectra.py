@@ -66,6 +66,67 @@ def spectral_images(n_per_class: int = 40, *, n_bands: int = 200, size: int = 8,
     return x, labels, wavelength
 
 
+# the bands the corrected AVIRIS scenes leave out around the water-vapour absorptions, nm
+REMOVED_NM = ((1340.0, 1440.0), (1800.0, 1950.0))
+
+
+def gapped_wavelengths(n_bands: int = 224) -> np.ndarray:
+    """`n_bands` evenly spaced centres over WAVELENGTH_RANGE_NM without those in REMOVED_NM,
+    as a scene whose water-vapour bands were removed (gaps in the band centres)."""
+    wavelength = wavelengths(n_bands)
+    removed = np.any([(wavelength >= low) & (wavelength <= high) for low, high in REMOVED_NM],
+                     axis=0)
+    return wavelength[~removed]
+
+
+def pixel_spectra(n_per_class: int = 40, *, wavelength: np.ndarray | None = None, seed: int = 0,
+                  noise: float = 0.003) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spectra of single pixels (N, B) float32, labels (N,) and band centres (B,) in nm, seeded:
+    each a random mix of the background materials; class c with a dip at ABSORPTION_NM[c],
+    every pixel one more at a distractor wavelength. Default centres: `gapped_wavelengths()`."""
+    rng = np.random.default_rng(seed)
+    wavelength = gapped_wavelengths() if wavelength is None else np.asarray(wavelength)
+    labels = rng.permutation(np.repeat(np.arange(len(CLASS_NAMES)), n_per_class))
+    abundance = rng.dirichlet(np.ones(len(_MATERIALS)), size=len(labels))
+    x = abundance @ material_spectra(wavelength)
+    for i, c in enumerate(labels.tolist()):
+        dips = [rng.choice(DISTRACTOR_NM)] + ([ABSORPTION_NM[c]] if c in ABSORPTION_NM else [])
+        for centre in dips:
+            x[i] *= 1 - rng.uniform(0.3, 0.6) * _gaussian(wavelength, centre, _DIP_WIDTH_NM)
+    x += rng.normal(scale=noise, size=x.shape)
+    return x.astype(np.float32), labels, wavelength
+
+
+class StandardiseSpectra(nn.Module):
+    """Per-band (x − mean) / std of spectra (N, B) or (N, 1, B), inside the network."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))  # (B,)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))  # (B,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def spectral_conv1d(x: np.ndarray, n_classes: int) -> nn.Module:
+    """A 1-D CNN on spectra (N, 1, B), as torch users build one: standardisation (from the
+    spectra `x`, (N, B)), a convolution along the spectrum, pooling, a linear layer."""
+    n_bands = x.shape[1]
+    return nn.Sequential(
+        StandardiseSpectra(x.mean(axis=0), x.std(axis=0)),
+        nn.Conv1d(1, 8, 7, padding=3), nn.ReLU(), nn.MaxPool1d(4), nn.Flatten(),
+        nn.Linear(8 * (n_bands // 4), n_classes),
+    )
+
+
+def train_conv1d(x: np.ndarray, y: np.ndarray, epochs: int = 40, seed: int = 0) -> nn.Module:
+    """`spectral_conv1d` fitted full-batch on spectra `x` (N, B); returns logits in eval mode.
+    It takes (N, 1, B)."""
+    return fit_full_batch(lambda: spectral_conv1d(x, int(y.max()) + 1), x[:, None, :], y,
+                          epochs=epochs, lr=1e-2, seed=seed)
+
+
 def _blob(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     cy, cx = rng.uniform(0.25, 0.75, 2)
     return np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 0.08)

@@ -28,8 +28,22 @@ class SharedOutputs:
     Shapley, LIME and KernelSHAP, on bands and on band groups, pay for a copy once."""
 
     def __init__(self) -> None:
-        self.rows: dict[tuple, torch.Tensor] = {}  # name → (C,) outputs
+        self.index: dict[bytes, int] = {}  # a copy's name → its row of `outputs()`
+        self.blocks: list[torch.Tensor] = []  # (P, C) outputs of the copies, in row order
+        self.alternatives: dict[tuple, int] = {}  # removal key → its number in copy names
         self.evaluated = self.reused = 0  # copies through the network, copies found here
+
+    def add(self, names: list[bytes], outputs: torch.Tensor) -> None:
+        """Keep the (P, C) `outputs` of the copies called `names`."""
+        self.index.update(zip(names, range(len(self.index), len(self.index) + len(names)),
+                              strict=True))
+        self.blocks.append(outputs)
+
+    def outputs(self) -> torch.Tensor:
+        """(P, C) every copy's outputs, row `index[name]` for each name."""
+        if len(self.blocks) > 1:
+            self.blocks = [torch.cat(self.blocks)]
+        return self.blocks[0]
 
 
 @dataclass
@@ -161,8 +175,9 @@ class Method:
         (1: a constant baseline); used to pick sampled forms and to report."""
         return 1
 
-    def note(self, n_features: int, n_background: int = 1) -> str | None:
-        """A line for the report when the method runs in a cheaper form than asked."""
+    def note(self, n_features: int, n_background: int = 1, *, feature: str = "band") -> str | None:
+        """A line for the report when the method runs in a cheaper form than asked; `feature`:
+        what the features are ("band", "region")."""
         return None
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:

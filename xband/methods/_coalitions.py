@@ -51,36 +51,55 @@ def masked_outputs(batch: Batch, ctx: Context, present: torch.Tensor, absent: to
     n_subsets = keep.shape[1]
     pick = pick.expand(n, n_subsets).cpu().numpy()
     shared = batch.shared if batch.shared is not None else SharedOutputs()
-    names = copy_names(batch.index, keep.cpu().numpy(), pick, keys)
-    missing = list(dict.fromkeys(name for name in names if name not in shared.rows))
-    first = {name: i for i, name in reversed(list(enumerate(names)))}
-    todo = torch.tensor([first[name] for name in missing], dtype=torch.long)  # flat n·K + k
-    keep, pick = keep.to(x.device), torch.from_numpy(pick).to(x.device)
-    rows = torch.arange(n, device=x.device) if absent.shape[1] > 1 else torch.zeros(
-        n, dtype=torch.long, device=x.device)
+    names = copy_names(batch.index, keep.cpu().numpy(), pick, keys, shared.alternatives)
+    first: dict[bytes, int] = {}
+    for i, name in enumerate(names):
+        first.setdefault(name, i)
+    missing = [name for name in first if name not in shared.index]
+    if missing:
+        todo = torch.tensor([first[name] for name in missing], dtype=torch.long)  # flat n·K + k
+        shared.add(missing, _evaluate(x, batch.fixed, ctx, keep.to(x.device), absent,
+                                      torch.from_numpy(pick).to(x.device), todo))
+    shared.evaluated += len(missing)
+    shared.reused += len(first) - len(missing)
+    rows = np.fromiter(map(shared.index.__getitem__, names), dtype=np.int64, count=len(names))
+    return shared.outputs()[torch.from_numpy(rows).to(x.device)].view(n, n_subsets, -1)
+
+
+def _evaluate(x: torch.Tensor, fixed: torch.Tensor | None, ctx: Context, keep: torch.Tensor,
+              absent: torch.Tensor, pick: torch.Tensor, todo: torch.Tensor) -> torch.Tensor:
+    """(len(todo), C) outputs of the masked copies `todo` (flat image · K + subset), built and
+    sent through the network pass by pass (`ctx.passes.forward` copies each), so that memory
+    stays flat. fixed: the images' `Batch.fixed` channels, beside every copy's bands (None: no
+    such channels); keep: (N, K, B) bands kept; pick: (N, K) the alternative of `absent` taken."""
+    n_subsets = keep.shape[1]
+    rows = torch.arange(len(x), device=x.device) if absent.shape[1] > 1 else torch.zeros(
+        len(x), dtype=torch.long, device=x.device)
+    outputs = []
     with torch.inference_mode():
-        for part in todo.split(ctx.passes.forward):
-            image, subset = (part // n_subsets).to(x.device), (part % n_subsets).to(x.device)
+        for part in todo.to(x.device).split(ctx.passes.forward):
+            image, subset = part // n_subsets, part % n_subsets
             mask = keep[image, subset][..., None, None]  # (P, B, 1, 1)
             other = absent[pick[image, subset], rows[image]]  # (P, B, H or 1, W or 1)
-            fixed = None if batch.fixed is None else batch.fixed[image]
-            out = ctx.forward(network_input(with_bands_removed(x[image], mask, other), fixed))
-            for i, row in zip(part.tolist(), out, strict=True):
-                shared.rows[names[i]] = row
-    shared.evaluated += len(missing)
-    shared.reused += len(set(names)) - len(missing)
-    return torch.stack([shared.rows[name] for name in names]).view(n, n_subsets, -1)
+            fixed_part = None if fixed is None else fixed[image]
+            outputs.append(ctx.forward(network_input(with_bands_removed(x[image], mask, other),
+                                                     fixed_part)))
+    return torch.cat(outputs)
 
 
 def copy_names(positions: np.ndarray, keep: np.ndarray, pick: np.ndarray,
-               keys: tuple[tuple, ...]) -> list[tuple]:
+               keys: tuple[tuple, ...], alternatives: dict[tuple, int]) -> list[bytes]:
     """The name of each masked copy, (N·K,) in row order from (N, K, B) bands kept and (N, K)
-    alternatives picked: image position, the alternative's key (None with every band kept:
-    nothing is removed), and the kept bands as bits."""
-    bits = np.packbits(keep, axis=2)
-    full = keep.all(axis=2)
-    return [(int(positions[i]), None if full[i, k] else keys[pick[i, k]], bits[i, k].tobytes())
-            for i in range(keep.shape[0]) for k in range(keep.shape[1])]
+    alternatives picked: image position, the alternative (numbered by its key in
+    `alternatives`, which grows; −1 with every band kept: nothing is removed), and the kept
+    bands as bits, packed into bytes."""
+    number = np.array([alternatives.setdefault(key, len(alternatives)) for key in keys])
+    n, n_subsets = keep.shape[:2]
+    head = np.empty((n, n_subsets, 2), dtype="<i8")
+    head[..., 0] = np.asarray(positions, dtype=np.int64)[:, None]
+    head[..., 1] = np.where(keep.all(axis=2), -1, number[pick])
+    name = np.concatenate([head.view(np.uint8), np.packbits(keep, axis=2)], axis=2)
+    return np.ascontiguousarray(name).view(f"V{name.shape[2]}").ravel().tolist()
 
 
 def target_values(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -88,13 +88,13 @@ class Shapley(LinearSubsetMethod):
             return self.n_samples * n_features + 1
         return self.n_samples * (n_features + 1)
 
-    def note(self, n_features: int, n_background: int = 1) -> str | None:
+    def note(self, n_features: int, n_background: int = 1, *, feature: str = "band") -> str | None:
         if self.exact(n_features):
             return None
         exact = self.with_options(max_exact_bands=n_features)
         return (
-            f"shapley: {n_features} bands → sampled Shapley values ({self.n_samples} "
-            f"antithetic band orders, {self.passes_per_image(n_features, n_background)} passes "
+            f"shapley: {n_features} {feature}s → sampled Shapley values ({self.n_samples} "
+            f"antithetic {feature} orders, {self.passes_per_image(n_features, n_background)} passes "
             f"per image); exact values need {exact.passes_per_image(n_features, n_background)} "
             "passes per image "
             f"(--method-option shapley.max_exact_bands={n_features} to pay for them)"

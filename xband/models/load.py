@@ -51,7 +51,7 @@ from xband.errors import (  # noqa: E402
     whole_number,  # noqa: E402
 )
 from xband.files import atomic_path  # noqa: E402
-from xband.layout import Layout  # noqa: E402
+from xband.layout import Layout, spectra_layout  # noqa: E402
 from xband.models.segmentation import classes_first, output_layout  # noqa: E402
 from xband.verbosity import verbose  # noqa: E402
 
@@ -84,6 +84,9 @@ class LoadedModel:
     # a segmentation network (per-pixel class outputs): where the classes are in its outputs,
     # (N, C, H, W) channels-first or (N, H, W, C) channels-last; None: a classifier, (N, C)
     segmentation: Layout | None = None
+    # where the final activation (or its absence) was seen: "nn.Softmax, the nn.Sequential's
+    # last layer", "torch.sigmoid at the end of forward (traced with torch.fx)"; "" if not said
+    activation_seen: str = ""
 
     def __post_init__(self) -> None:
         self.layout = Layout.parse(self.layout, "layout")
@@ -102,6 +105,7 @@ class LoadedModel:
     def summary(self) -> str:
         """What was loaded, notes, and the fidelity figures."""
         size = "any size" if self.spatial_size is None else "x".join(map(str, self.spatial_size))
+        size = "one spectrum per pixel" if self.layout.spectra else size
         per_pixel = "" if self.segmentation is None else \
             f" per pixel (segmentation, classes on output axis {self.class_axis})"
         head = (f"{self.source_path or 'module'}: {self.source_format}, {self.layout} "
@@ -111,11 +115,12 @@ class LoadedModel:
 
     def activation_statement(self) -> str:
         """What the network ends in and what xband explains, in a few words."""
+        seen = f" ({self.activation_seen})" if self.activation_seen else ""
         if self.final_activation == "none":
-            return "ends without softmax or sigmoid: its outputs are logits"
+            return f"ends without softmax or sigmoid{seen}: its outputs are logits"
         if self.logits_module is not None:
-            return f"ends with a {self.final_activation}, stripped to explain logits"
-        return (f"ends with a {self.final_activation} that cannot be stripped: "
+            return f"ends with a {self.final_activation}{seen}, stripped to explain logits"
+        return (f"ends with a {self.final_activation}{seen} that cannot be stripped: "
                 "scores are for probabilities")
 
     @property
@@ -233,7 +238,9 @@ def load_model(source: str | os.PathLike | nn.Module, *, layout: Layout | None =
     """Load a classifier as a torch module and prove it computes what the source computes.
 
     `source`: a path (.keras, .h5, SavedModel folder, .onnx, TorchScript, .pt2, or a full-pickle
-    .pt with `trust_pickle`) or an `nn.Module`. `probe`: user images for the fidelity check
+    .pt with `trust_pickle`) or an `nn.Module`, which xband copies: the module you keep is never
+    put in eval mode, frozen or moved. Weights in float64 or float16 run in their own type on
+    float32 images. `probe`: user images for the fidelity check
     (default: 8 seeded uniform [0, 1] images), their bands on the axis `probe_layout` says
     ("channels_first" or "channels_last"; default: the model's layout). Nothing stored in a file runs
     unless trusted: `trust_pickle` for pickles (a full-pickle .pt, pickled entries in a .pt2),
@@ -251,7 +258,7 @@ def load_model(source: str | os.PathLike | nn.Module, *, layout: Layout | None =
                    cache_dir, trust_graph,
                    None if probe_layout is None else Layout.parse(probe_layout, "probe_layout"))
     if isinstance(source, nn.Module):
-        loaded = _from_module(source, "torch-module", None, None, req)
+        loaded = _from_module(own_copy(source), "torch-module", None, None, req)
     else:
         path = Path(source)
         fmt = detect_format(path)
@@ -285,6 +292,8 @@ def _as_batch(probe: np.ndarray) -> np.ndarray | None:
     arr = np.asarray(probe, dtype=np.float32)
     if arr.ndim == 3:
         arr = arr[None]
+    if arr.ndim == 2:  # spectra (N, B): 1×1 images
+        arr = arr[:, :, None, None]
     if arr.ndim != 4 or len(arr) == 0:
         raise XbandError(f"the images given with --data have shape {arr.shape}; expected images "
                          "(N, height, width, bands) or (N, bands, height, width).")
@@ -304,10 +313,23 @@ def _make_probe(req: _Request, layout: Layout, n_bands: int,
         probe = sample.take(np.arange(len(sample)))
         if layout is Layout.CHANNELS_LAST:
             probe = np.moveaxis(probe, 1, 3)
+        elif layout.spectra:
+            probe = probe.reshape(len(probe), *layout.spectrum_shape(n_bands))
         return np.ascontiguousarray(probe), f"user data ({len(probe)} images)"
+    if layout.spectra:
+        return default_probe(layout.spectrum_shape(n_bands)), \
+            f"random uniform [0, 1] ({PROBE_N} spectra)"
     h, w = spatial or req.input_size or (DEFAULT_SPATIAL, DEFAULT_SPATIAL)
     shape = (h, w, n_bands) if layout is Layout.CHANNELS_LAST else (n_bands, h, w)
     return default_probe(shape), f"random uniform [0, 1] ({PROBE_N} images)"
+
+
+DYNAMIC_BATCH = ("export it with a dynamic batch axis: torch.export.export(model, (x,), "
+                 "dynamic_shapes=({0: torch.export.Dim('batch')},)), then torch.export.save")
+
+
+def _cause(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err).strip()[:300]}"
 
 
 def _check_batch_sizes(module: nn.Module, probe: np.ndarray, source: str) -> np.ndarray:
@@ -315,12 +337,17 @@ def _check_batch_sizes(module: nn.Module, probe: np.ndarray, source: str) -> np.
 
     try:
         out = torch_outputs(module, probe)
+    except Exception as err:
+        raise XbandError(f"{source}: the PyTorch model fails on float32 images of shape "
+                         f"{probe.shape} ({_cause(err)}). Check the axis of the bands "
+                         f"({option('layout=', '--model-layout')}) and the image size the "
+                         "model takes (input_size=, or give images with --data).") from err
+    try:
         more = torch_outputs(module, np.concatenate([probe, probe[:1]]))
     except Exception as err:
-        raise XbandError(f"{source}: the PyTorch model fails on a batch of shape "
-                         f"{probe.shape} or one image more ({type(err).__name__}: "
-                         f"{str(err)[:300]}). If the batch size is fixed inside the model, "
-                         "re-export it with a dynamic batch axis.") from err
+        raise XbandError(f"{source}: the PyTorch model runs on a batch of {len(probe)} images "
+                         f"but fails on {len(probe) + 1} ({_cause(err)}): its batch size is "
+                         f"fixed inside; {DYNAMIC_BATCH}.") from err
     scale = 1e-4 + 1e-3 * float(np.ptp(out))
     if more.shape[0] != len(probe) + 1 or np.abs(more[:-1] - out).max() > scale:
         raise XbandError(f"{source}: the PyTorch model gives different results for the same "
@@ -338,29 +365,35 @@ def _classes(out: np.ndarray, probe: np.ndarray, layout: Layout, source: str
     return out, out.shape[1], segmentation
 
 
-def _activation_from_outputs(out: np.ndarray) -> str:
-    """What a network ends in, told from its outputs when its structure does not say: rows of
-    non-negative values summing to 1 (softmax), values within [0, 1] (sigmoid), else none."""
-    if out.min() >= 0 and np.allclose(out.sum(axis=1), 1, atol=1e-5):
-        return "softmax"
-    if out.min() >= 0 and out.max() <= 1:
-        return "sigmoid"
-    return "none"
-
-
-def _unstrippable_note(kind: str) -> str:
-    return (f"final activation: the outputs look like {kind} outputs (told from the outputs: the "
-            f"{kind} is inside the network and cannot be stripped), so scores are for "
-            "probabilities; build the network to end in nn.Softmax/nn.Sigmoid inside an "
-            "nn.Sequential (or in the ONNX graph) to explain logits")
+_VISIBLE = ("end the network in a softmax, sigmoid or log-softmax layer (nn.Softmax, nn.Sigmoid, "
+            "nn.LogSoftmax last in an nn.Sequential, or the ONNX graph's last node), or return "
+            "logits, so that xband sees it and strips it")
 
 
 def _final(conv_kind: str, out: np.ndarray) -> tuple[str, list[str]]:
-    """The final activation (stripped `conv_kind`, else told from the outputs) and its note."""
+    """The final activation and its note: `conv_kind` when the graph showed one, else what the
+    outputs prove. Rows of non-negative values summing to 1 are a softmax's (which cannot be
+    stripped); outputs merely within [0, 1] prove nothing (logits can fall there), so they are
+    taken for logits, and so are log-probabilities, each with a note saying so."""
     if conv_kind != "none":
         return conv_kind, []
-    kind = _activation_from_outputs(out)
-    return kind, [] if kind == "none" else [_unstrippable_note(kind)]
+    if out.min() >= 0 and np.allclose(out.sum(axis=1), 1, atol=1e-5):
+        return "softmax", [
+            "final activation: the outputs' rows sum to 1 on the probe images, as a softmax's "
+            "do, and the softmax is inside the network where it cannot be stripped, so scores "
+            f"are for probabilities; {_VISIBLE} to explain logits"]
+    if out.max() <= 0 and np.allclose(np.exp(out).sum(axis=1), 1, atol=1e-5):
+        return "none", [
+            "final activation: the outputs are log-probabilities (the exponentials of each row "
+            "sum to 1 on the probe images) from inside the network, where they cannot be "
+            "stripped: they are explained as they are; they differ from logits by a constant "
+            f"per image; {_VISIBLE}"]
+    if out.min() >= 0 and out.max() <= 1:
+        return "none", [
+            "final activation: the outputs lie within [0, 1] on the probe images, but no final "
+            "sigmoid is visible in the network, so they are taken for logits (single-label); if "
+            f"the network ends in a sigmoid (multi-label), {_VISIBLE}"]
+    return "none", []
 
 
 def _probe_description(req: _Request, n: int) -> str:
@@ -430,11 +463,15 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
     kind, activation_notes = _final(conv.final_activation, out)
     return LoadedModel(conv.module, conv.logits_module, layout, n_bands, n_classes,
                        _spatial(conv.input_shape, layout), kind, fmt, str(path), sha, fid,
-                       str(exp.onnx_path), notes + activation_notes, timings, segmentation)
+                       str(exp.onnx_path), _spectra_note(conv.input_shape, layout, req) + notes
+                       + activation_notes, timings, segmentation)
 
 
 def _graph_layout(conv) -> Layout | None:
-    """The band axis the ONNX graph tells (None when it does not)."""
+    """The band axis the ONNX graph tells (None when it does not): spectra by the input's rank
+    ((N, B); (N, B, 1) or (N, 1, B)), images by the graph's first operations."""
+    if len(conv.input_shape) in (2, 3):
+        return spectra_layout(conv.input_shape)
     return None if conv.layout is None else Layout(conv.layout)
 
 
@@ -451,13 +488,15 @@ def _from_onnx(path: Path, req: _Request) -> LoadedModel:
     timings = {"to_torch": time.perf_counter() - start}
     layout = req.layout or _graph_layout(conv)
     if layout is None:
-        raise XbandError(f"{path}: cannot tell from the graph whether the bands are the last "
-                         "or the second axis; pass "
-                         f"{option('layout=', '--model-layout')} channels_last or channels_first.")
-    if len(conv.input_shape) != 4:
-        raise XbandError(f"{path}: the input has rank {len(conv.input_shape)}; xband needs "
-                         "images (batch, height, width, bands) or (batch, bands, height, width).")
-    n_bands = layout.n_bands(conv.input_shape) or req.n_bands
+        raise XbandError(f"{path}: cannot tell from the graph (input {conv.input_shape}) which "
+                         f"axis holds the bands; pass {option('layout=', '--model-layout')} "
+                         "channels_last, channels_first, or for spectra spectra, "
+                         "spectra_channels_last, spectra_channels_first.")
+    if len(conv.input_shape) != 4 and not layout.spectra:
+        raise XbandError(f"{path}: the input has shape {conv.input_shape}; xband needs "
+                         "images (batch, height, width, bands) or (batch, bands, height, width), "
+                         "or spectra (batch, bands), (batch, bands, 1) or (batch, 1, bands).")
+    n_bands = layout.n_bands(conv.input_shape) or req.n_bands or _probe_bands(req)
     if n_bands is None:
         raise XbandError(f"{path}: the number of bands is not fixed in the graph; pass n_bands.")
     spatial = _spatial(conv.input_shape, layout)
@@ -470,8 +509,18 @@ def _from_onnx(path: Path, req: _Request) -> LoadedModel:
     enforce(fid, str(path), req.accept_mismatch)
     kind, notes = _final(conv.final_activation, out)
     return LoadedModel(conv.module, conv.logits_module, layout, n_bands, n_classes, spatial,
-                       kind, "onnx", str(path), sha, fid, str(path), notes, timings,
+                       kind, "onnx", str(path), sha, fid, str(path),
+                       _spectra_note(conv.input_shape, layout, req) + notes, timings,
                        segmentation)
+
+
+def _spectra_note(shape: list[int | None], layout: Layout, req: _Request) -> list[str]:
+    """For a model of spectra: what its input is and how that was told."""
+    if not layout.spectra:
+        return []
+    how = "layout as stated" if req.layout is not None else "told from the graph's input"
+    shown = ", ".join("None" if d is None else str(d) for d in shape)
+    return [f"input: {layout.describe()} ({how}, ({shown}))"]
 
 
 def onnx_fidelity(graph: bytes, module: nn.Module, probe: np.ndarray, *, reference: str,
@@ -562,11 +611,19 @@ def _from_torch_file(path: Path, fmt: str, trust_pickle: bool, req: _Request) ->
 
 class ExportedProgram(nn.Module):
     """A `torch.export` program's module. It runs in the mode it was exported in and refuses
-    `.train()`/`.eval()`, so switching modes here sets the flag and leaves the program alone."""
+    `.train()`/`.eval()`, so switching modes here sets the flag and leaves the program alone.
+    `archive` holds the bytes of the .pt2 file it was loaded from, which is how it travels to
+    Ray workers (`from_archive`); `stripped`: its final activation was taken off."""
 
-    def __init__(self, program: nn.Module):
+    def __init__(self, program: nn.Module, archive: bytes | None = None, stripped: bool = False):
         super().__init__()
-        self.program = program
+        self.program, self.archive, self.stripped = program, archive, stripped
+
+    @classmethod
+    def from_archive(cls, archive: bytes, stripped: bool) -> ExportedProgram:
+        """The program loaded again from the bytes of its (already checked) .pt2 file."""
+        module = cls(torch.export.load(io.BytesIO(archive)).module(), archive)
+        return _strip_exported(module).logits if stripped else module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.program(x)
@@ -648,16 +705,17 @@ def _from_export(path: Path, sha: str, req: _Request, trust_pickle: bool) -> Loa
     user = set(program.graph_signature.user_inputs)
     specs = [n.meta["val"].shape for n in program.graph.nodes
              if n.op == "placeholder" and n.name in user]
-    if len(specs) != 1 or len(specs[0]) != 4:
+    if len(specs) != 1 or not (len(specs[0]) == 4 or spectra_layout(specs[0])):
         raise XbandError(f"{path}: the program takes inputs of shapes {specs}; xband needs one "
-                         "image batch of rank 4.")
+                         "image batch of rank 4, or spectra (N, B), (N, B, 1) or (N, 1, B).")
     dims = [d if isinstance(d, int) else None for d in specs[0]]
-    module = ExportedProgram(program.module())
+    module = ExportedProgram(program.module(), path.read_bytes())
     notes = ["torch.export program: runs in the mode it was exported in (export it in eval mode)"]
     if dims[0] is not None:
         module = FixedBatch(module, dims[0])
-        notes.append(f"exported for batch size {dims[0]}: other batch sizes run in padded chunks")
-    layout = req.layout or Layout.CHANNELS_FIRST
+        notes.append(f"exported for batch size {dims[0]}: other batch sizes run in padded chunks "
+                     f"of {dims[0]} (slower); to run any batch size, {DYNAMIC_BATCH}")
+    layout = req.layout or spectra_layout(dims) or Layout.CHANNELS_FIRST
     n_bands = layout.n_bands(dims)
     spatial = _spatial(dims, layout)
     req = replace(req, layout=layout, n_bands=req.n_bands or n_bands,
@@ -678,47 +736,231 @@ def _first_conv_bands(module: nn.Module) -> int | None:
 def _from_module(module: nn.Module, fmt: str, path: Path | None, sha: str | None,
                  req: _Request) -> LoadedModel:
     source = str(path) if path else f"{type(module).__name__} module"
-    module.eval()
-    layout = req.layout or Layout.CHANNELS_FIRST
-    n_bands = req.n_bands or _first_conv_bands(module)
-    if n_bands is None:
-        raise XbandError(f"{source}: cannot tell the number of bands (no Conv2d layer found); "
-                         "pass n_bands.")
-    probe, probe_desc = _make_probe(req, layout, n_bands, req.input_size, source)
+    module, notes = in_float32(module.eval())
+    layout, n_bands, input_notes = module_input(module, req, source)
+    spatial = (1, 1) if layout.spectra else req.input_size
+    probe, probe_desc = _make_probe(req, layout, n_bands, spatial, source)
     out, n_classes, segmentation = _classes(_check_batch_sizes(module, probe, source), probe,
                                             layout, source)
-    stripped = _strip_module(module)
-    if stripped is not None and not _strip_holds(*stripped, probe, out, segmentation):
-        stripped = None
-    logits, kind = stripped or (None, "none")
-    kind, notes = _final(kind, out)
-    return LoadedModel(module, logits, layout, n_bands, n_classes, req.input_size, kind, fmt,
-                       None if path is None else str(path), sha,
+    module, ending, activation_notes = _module_ending(module, probe, out, segmentation)
+    return LoadedModel(module, ending.logits, layout, n_bands, n_classes, spatial,
+                       ending.kind, fmt, None if path is None else str(path), sha,
                        Fidelity(reference="none", probe=probe_desc, n_probe=len(probe)),
-                       notes=notes, segmentation=segmentation)
+                       notes=notes + input_notes + activation_notes, segmentation=segmentation,
+                       activation_seen=ending.seen)
 
 
-def _strip_module(module: nn.Module) -> tuple[nn.Module, str] | None:
-    """(the module without its final activation, "softmax" or "sigmoid") when the network
-    visibly ends in one: an nn.Sequential (nested ones too, and TorchScript's traced or
-    scripted Sequential) whose last layer is a softmax over the class axis or a sigmoid, or a
-    torch.export graph whose output is a softmax or sigmoid call; else None. The caller checks
-    that the activation applied to the stripped outputs gives the module's outputs."""
-    if isinstance(module, FixedBatch):
+def module_input(module: nn.Module, req: _Request, source: str) -> tuple[Layout, int, list[str]]:
+    """The layout and band count of a torch module's input, and a note on how they were told.
+
+    A Conv2d anywhere: images, channels-first, bands from the first Conv2d. Otherwise the first
+    layer tells spectra: nn.Linear(B → …) takes (N, B); nn.Conv1d with one input channel
+    (N, 1, B); nn.Linear(1 → …) (a Transformer embedding each band) (N, B, 1) or (N, B),
+    whichever runs. Bands the weights do not fix come from `n_bands` or the data given."""
+    from_data = req.n_bands or _probe_bands(req)
+    first = None if req.input_size is not None else _first_spectral_layer(module, req.n_bands)
+    if (req.layout is None and (_first_conv_bands(module) is not None or first is None)) or (
+            req.layout is not None and not req.layout.spectra):
+        n_bands = req.n_bands or _first_conv_bands(module)
+        if n_bands is None:
+            raise XbandError(f"{source}: cannot tell what the model takes (no Conv2d layer, and "
+                             "no Conv1d or Linear layer that takes spectra first); pass n_bands "
+                             "(images), or layout='spectra' (spectra (N, bands)).")
+        return req.layout or Layout.CHANNELS_FIRST, n_bands, []
+    kind, n_in = first or ("", 0)
+    candidates = _spectra_candidates(kind, n_in) if req.layout is None else [req.layout]
+    n_bands = n_in if candidates == [Layout.SPECTRA] and n_in > 1 else from_data
+    if n_bands is None:
+        raise XbandError(f"{source}: the first layer ({kind}) does not fix the number of bands; "
+                         f"pass n_bands, or data ({option('probe=', '--data')}).")
+    layout = next((c for c in candidates if len(candidates) == 1
+                   or _runs_as(module, c, n_bands)), None)
+    if layout is None:
+        raise XbandError(f"{source}: the model runs on spectra neither as (N, {n_bands}, 1) nor "
+                         f"as (N, {n_bands}); pass layout= and n_bands.")
+    how = "layout as stated" if req.layout is not None else f"told from the first layer, {kind}"
+    return layout, n_bands, [f"input: {layout.describe()}, {n_bands} bands ({how})"]
+
+
+def _first_spectral_layer(module: nn.Module, n_bands: int | None) -> tuple[str, int] | None:
+    """("nn.Conv1d(1 → 16)" or "nn.Linear(198 → 64)", its input size) of the first Conv1d or
+    Linear layer (TorchScript ones too), in the order the module registers them; None when a
+    Flatten comes first, or a Linear that does not take `n_bands` (both: flattened images)."""
+    for sub in module.modules():
+        name = getattr(sub, "original_name", None) if isinstance(
+            sub, torch.jit.ScriptModule) else type(sub).__name__
+        if isinstance(sub, nn.Flatten) or name == "Flatten":
+            return None
+        if isinstance(sub, nn.Conv1d | nn.Linear) or name in ("Conv1d", "Linear"):
+            weight = getattr(sub, "weight", None)
+            if weight is None or isinstance(weight, nn.parameter.UninitializedParameter):
+                continue
+            n_in = int(weight.shape[1] * getattr(sub, "groups", 1))
+            kind = "Conv1d" if isinstance(sub, nn.Conv1d) or name == "Conv1d" else "Linear"
+            if kind == "Linear" and n_bands not in (None, n_in) and n_in > 1:
+                return None
+            return f"nn.{kind}({n_in} → {int(weight.shape[0])})", n_in
+    return None
+
+
+def _spectra_candidates(kind: str, n_in: int) -> list[Layout]:
+    """The spectra layouts a model whose first layer is `kind` may take, most likely first."""
+    if kind.startswith("nn.Conv1d"):
+        return [Layout.SPECTRA_CHANNELS_FIRST] if n_in == 1 else []
+    return [Layout.SPECTRA] if n_in > 1 else [Layout.SPECTRA_CHANNELS_LAST, Layout.SPECTRA]
+
+
+def _runs_as(module: nn.Module, layout: Layout, n_bands: int) -> bool:
+    """Whether `module` gives class scores (2, C) for two spectra laid out as `layout`."""
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(2, *layout.spectrum_shape(n_bands)))
+    except Exception:  # any failure means: not this layout
+        return False
+    return isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == 2
+
+
+def _probe_bands(req: _Request) -> int | None:
+    """The band count of the data given for the fidelity check, when its band axis is known
+    or it holds spectra."""
+    if req.probe is None:
+        return None
+    shape = req.probe.shape
+    if req.probe_layout is not None:
+        return int(shape[req.probe_layout.band_axis])
+    if tuple(shape[2:]) == (1, 1):
+        return int(shape[1])
+    return int(shape[3]) if tuple(shape[1:3]) == (1, 1) else None
+
+
+def own_copy(module: nn.Module) -> nn.Module:
+    """A copy of the user's module for xband to change (eval mode, frozen weights, device), so
+    that theirs keeps its mode, `requires_grad` flags, device and weights."""
+    try:
+        return copy.deepcopy(module)
+    except Exception as err:
+        raise XbandError(f"{type(module).__name__} module: cannot be copied ({_cause(err)}); "
+                         "xband explains a copy so that your module keeps its mode, "
+                         "requires_grad flags and device. Make it copyable (copy.deepcopy), or "
+                         "save it with torch.export.save and give xband the file.") from None
+
+
+class InDtype(nn.Module):
+    """Runs a network whose weights are float64, float16 or bfloat16 on float32 images: the
+    images are cast to its type, its outputs back to float32, so it computes in its own type."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.inner, self.dtype = module, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, …) float32
+        return self.inner(x.to(self.dtype)).float()
+
+
+def in_float32(module: nn.Module) -> tuple[nn.Module, list[str]]:
+    """`module` taking and giving float32 (`InDtype` when its weights are another floating
+    type), and the note that says so."""
+    dtype = next((t.dtype for t in (*module.parameters(), *module.buffers())
+                  if t.is_floating_point()), torch.float32)
+    if dtype == torch.float32:
+        return module, []
+    rounding = ("" if dtype == torch.float64 else
+                f"; its outputs and gradients carry {str(dtype)[len('torch.'):]} rounding")
+    return InDtype(module, dtype).eval(), [
+        f"weights in {dtype}: the network runs in {dtype} (images cast to it, outputs back to "
+        f"float32){rounding}"]
+
+
+@dataclass
+class _Ending:
+    """How a network ends, as its structure shows: `kind` ("softmax", "sigmoid", "log_softmax"
+    or "none"), the network without that activation, and where it was seen."""
+
+    kind: str
+    logits: nn.Module | None
+    seen: str
+
+
+def _module_ending(module: nn.Module, probe: np.ndarray, out: np.ndarray,
+                   segmentation: Layout | None = None) -> tuple[nn.Module, _Ending, list[str]]:
+    """The module to keep, its ending and notes. The structure decides (`_strip_module`); a
+    stripped activation is kept stripped when, applied to the stripped outputs, it gives the
+    module's outputs (`out`, the classes on axis 1; `segmentation`: where a segmentation
+    network's outputs hold them). A final log-softmax is stripped to logits and the module kept
+    becomes their softmax (probabilities). Only where the structure cannot be seen do the
+    outputs speak (`_final`)."""
+    ending = _strip_module(module)
+    if ending is None:
+        kind, notes = _final("none", out)
+        return module, _Ending(kind, None, "its structure cannot be seen: told from the "
+                                           "outputs"), notes
+    if ending.kind == "none":
+        return module, ending, []
+    if ending.logits is not None and _strip_holds(ending.logits, ending.kind, probe, out,
+                                                  segmentation):
+        if ending.kind == "log_softmax":
+            class_axis = 1 if segmentation is None else segmentation.band_axis
+            probabilities = nn.Sequential(ending.logits, nn.Softmax(dim=class_axis)).eval()
+            seen = f"as log-probabilities: {ending.seen}"
+            return probabilities, _Ending("softmax", ending.logits, seen), [
+                f"final activation: a log-softmax ({ending.seen}): the network gives "
+                "log-probabilities; stripped to explain logits, and its probabilities are "
+                "their softmax"]
+        return module, ending, []
+    if ending.kind == "log_softmax":
+        return module, _Ending("none", None, ending.seen), [
+            f"final activation: a log-softmax ({ending.seen}) that cannot be stripped: the "
+            "log-probabilities are explained as they are"]
+    return module, _Ending(ending.kind, None, ending.seen), [
+        f"final activation: a {ending.kind} ({ending.seen}) that cannot be stripped, so scores "
+        "are for probabilities"]
+
+
+def _strip_module(module: nn.Module) -> _Ending | None:
+    """How the network ends, when its structure shows it: an nn.Sequential (nested ones too,
+    and TorchScript's traced or scripted Sequential) by its last layer, a torch.export graph by
+    its output op, another module by its forward traced with torch.fx. None when it cannot be
+    seen (a forward torch.fx cannot trace, a TorchScript module other than a Sequential). The
+    caller checks that the activation applied to the stripped outputs gives the outputs."""
+    if isinstance(module, FixedBatch | InDtype):
         inner = _strip_module(module.inner)
-        return None if inner is None else (FixedBatch(inner[0], module.batch), inner[1])
+        if inner is None or inner.logits is None:
+            return inner
+        wrapped = (FixedBatch(inner.logits, module.batch) if isinstance(module, FixedBatch)
+                   else InDtype(inner.logits, module.dtype))
+        return _Ending(inner.kind, wrapped.eval(), inner.seen)
     if isinstance(module, ExportedProgram):
         return _strip_exported(module)
     layers = _sequential_layers(module)
+    if layers is None:
+        return None if isinstance(module, torch.jit.ScriptModule) else _strip_traced(module)
     if not layers:
         return None
-    kind = _activation_layer(layers[-1])
+    last = layers[-1]
+    kind = _activation_layer(last)
     if kind is not None:
-        return nn.Sequential(*layers[:-1]).eval(), kind
-    inner = _strip_module(layers[-1])
-    if inner is None:
-        return None
-    return nn.Sequential(*layers[:-1], inner[0]).eval(), inner[1]
+        return _Ending(kind, nn.Sequential(*layers[:-1]).eval(),
+                       f"{_layer_name(last)}, the nn.Sequential's last layer")
+    if _plain_torch_layer(last):
+        return _Ending("none", None, f"the nn.Sequential's last layer is {_layer_name(last)}")
+    inner = _strip_module(last)
+    if inner is None or inner.logits is None:
+        return inner
+    return _Ending(inner.kind, nn.Sequential(*layers[:-1], inner.logits).eval(), inner.seen)
+
+
+def _layer_name(layer: nn.Module) -> str:
+    return f"nn.{getattr(layer, 'original_name', None) or type(layer).__name__}"
+
+
+def _plain_torch_layer(layer: nn.Module) -> bool:
+    """A layer of torch.nn itself (Linear, Flatten, …) other than a container: what it
+    computes is known, so nothing hides in it."""
+    name = (getattr(layer, "original_name", None) if isinstance(layer, torch.jit.ScriptModule)
+            else type(layer).__name__ if type(layer).__module__.startswith("torch.nn.")
+            else None)
+    return name is not None and isinstance(getattr(nn, name, None), type) and not issubclass(
+        getattr(nn, name), nn.Sequential | nn.ModuleList | nn.ModuleDict)
 
 
 def _sequential_layers(module: nn.Module) -> list[nn.Module] | None:
@@ -733,38 +975,85 @@ def _sequential_layers(module: nn.Module) -> list[nn.Module] | None:
     return None
 
 
+_LAYER_ACTIVATIONS = {"Softmax": "softmax", "Sigmoid": "sigmoid", "LogSoftmax": "log_softmax"}
+
+
 def _activation_layer(layer: nn.Module) -> str | None:
-    """"softmax" or "sigmoid" for such a final layer (torch or TorchScript), else None."""
-    if isinstance(layer, nn.Softmax):
-        return "softmax" if layer.dim in (1, -1) else None
+    """"softmax", "sigmoid" or "log_softmax" for such a final layer (torch or TorchScript),
+    else None."""
+    if isinstance(layer, nn.Softmax | nn.LogSoftmax):
+        kind = "log_softmax" if isinstance(layer, nn.LogSoftmax) else "softmax"
+        return kind if layer.dim in (1, -1) else None
     if isinstance(layer, nn.Sigmoid):
         return "sigmoid"
     if isinstance(layer, torch.jit.ScriptModule):
-        return {"Softmax": "softmax", "Sigmoid": "sigmoid"}.get(
-            getattr(layer, "original_name", None))
+        return _LAYER_ACTIVATIONS.get(getattr(layer, "original_name", None))
     return None
 
 
+_CALLED_ACTIVATIONS = {torch.softmax: "softmax", nn.functional.softmax: "softmax",
+                       torch.sigmoid: "sigmoid", nn.functional.sigmoid: "sigmoid",
+                       torch.log_softmax: "log_softmax", nn.functional.log_softmax: "log_softmax",
+                       "softmax": "softmax", "sigmoid": "sigmoid", "log_softmax": "log_softmax"}
+
+
+def _strip_traced(module: nn.Module) -> _Ending | None:
+    """A module whose forward torch.fx traces: the op its output comes from, and when that is
+    a softmax (over the classes), sigmoid or log-softmax, the traced module without it."""
+    try:
+        traced = torch.fx.symbolic_trace(module)
+    except Exception:  # control flow on values, untraceable calls: the structure stays unseen
+        return None
+    output = next(n for n in traced.graph.nodes if n.op == "output")
+    last = output.args[0]
+    if not isinstance(last, torch.fx.Node):
+        return None
+    modules = dict(traced.named_modules())
+    if last.op == "call_module":
+        layer = modules[last.target]
+        kind, name = _activation_layer(layer), _layer_name(layer)
+    elif last.op in ("call_function", "call_method"):
+        kind = _CALLED_ACTIVATIONS.get(last.target)
+        name = (f"{getattr(last.target, '__name__', last.target)}()" if last.op ==
+                "call_function" else f".{last.target}()")
+        dim = last.kwargs.get("dim", last.args[1] if len(last.args) > 1 else None)
+        if kind in ("softmax", "log_softmax") and dim not in (None, 1, -1):
+            kind = None
+    else:
+        kind, name = None, last.op
+    seen = f"{name} at the end of forward, traced with torch.fx"
+    if kind is None:
+        return _Ending("none", None, seen)
+    output.args = (last.args[0],)
+    traced.graph.erase_node(last)
+    traced.recompile()
+    return _Ending(kind, traced.eval(), seen)
+
+
 _GRAPH_ACTIVATIONS = {"aten.softmax.int": "softmax", "aten._softmax.default": "softmax",
-                      "aten.sigmoid.default": "sigmoid"}
+                      "aten.sigmoid.default": "sigmoid",
+                      "aten.log_softmax.int": "log_softmax",
+                      "aten._log_softmax.default": "log_softmax"}
 
 
-def _strip_exported(module: ExportedProgram) -> tuple[nn.Module, str] | None:
-    """A torch.export program whose one output is a softmax or sigmoid call, with the output
-    taken before that call."""
+def _strip_exported(module: ExportedProgram) -> _Ending | None:
+    """A torch.export program by the op of its one output, and when that is a softmax, sigmoid
+    or log-softmax, the program with the output taken before it."""
     graph_module = copy.deepcopy(module.program)
     output = next((n for n in graph_module.graph.nodes if n.op == "output"), None)
     values = None if output is None else output.args[0]
     if not isinstance(values, tuple | list) or len(values) != 1:
         return None
     last = values[0]
-    kind = (_GRAPH_ACTIVATIONS.get(str(last.target)) if getattr(last, "op", None) ==
-            "call_function" else None)
-    if kind is None:
+    if getattr(last, "op", None) != "call_function":
         return None
+    kind = _GRAPH_ACTIVATIONS.get(str(last.target))
+    seen = f"{last.target}, the torch.export graph's last op"
+    if kind is None:
+        return _Ending("none", None, seen)
     output.args = (type(values)([last.args[0]]),)
     graph_module.recompile()
-    return ExportedProgram(graph_module), kind
+    return _Ending(kind, ExportedProgram(graph_module, module.archive, stripped=True), seen)
 
 
 def _strip_holds(logits: nn.Module, kind: str, probe: np.ndarray, out: np.ndarray,
@@ -772,7 +1061,8 @@ def _strip_holds(logits: nn.Module, kind: str, probe: np.ndarray, out: np.ndarra
     """The activation applied to the stripped module's outputs gives the module's outputs
     (`out`, the classes on axis 1)."""
     z = torch.from_numpy(classes_first(torch_outputs(logits, probe), segmentation))
-    again = (torch.softmax(z, dim=1) if kind == "softmax" else torch.sigmoid(z)).numpy()
+    activation = {"softmax": torch.softmax, "log_softmax": torch.log_softmax}
+    again = (activation[kind](z, dim=1) if kind in activation else torch.sigmoid(z)).numpy()
     return bool(np.allclose(again, out, rtol=1e-4, atol=1e-6))
 
 

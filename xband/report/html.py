@@ -99,8 +99,12 @@ def _kv_table(mapping: Mapping) -> str:
 
 
 def _frame(table: pd.DataFrame) -> str:
-    """A DataFrame as an escaped HTML table (floats to 3 significant digits)."""
-    text = table.to_html(escape=True, border=0, na_rep="–", float_format=lambda v: f"{v:.3g}")
+    """A DataFrame as an escaped HTML table (floats to 3 significant digits; wavelengths, the
+    columns named …_nm, in nm to 0.1)."""
+    nm = {c: (lambda v: "–" if v != v else f"{v:.1f}") for c in table.columns
+          if str(c).endswith("_nm")}
+    text = table.to_html(escape=True, border=0, na_rep="–", float_format=lambda v: f"{v:.3g}",
+                         formatters=nm)
     return f'<div class="scroll">{text}</div>'
 
 

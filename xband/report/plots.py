@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
@@ -239,8 +241,10 @@ def _panel_figure(n: int, panel: tuple[float, float], extra: tuple[float, float]
 
 
 def class_bars(importance: pd.DataFrame, method: str, *, grouping: str = "true_class",
-               value: str = "share", method_info: Mapping[str, Mapping] | None = None) -> Figure:
-    """One bar panel per class: mean per band with its 95% interval, top band highlighted."""
+               value: str = "share", method_info: Mapping[str, Mapping] | None = None,
+               feature: str = "band") -> Figure:
+    """One bar panel per class: mean per band (`feature`: or spectral region) with its 95%
+    interval, top one highlighted."""
     info = _info(method, method_info)
     rows = _rows(importance, method, grouping, self_target=True)
     bands = _bands(rows)
@@ -272,13 +276,15 @@ def class_bars(importance: pd.DataFrame, method: str, *, grouping: str = "true_c
         ax.set_ylabel(f"{value}{suffix}")
     fig.suptitle(_wrap(f"{info['label']} — {_value_text(info, value)}\n"
                        f"{_GROUPING_TEXT.get(grouping, grouping)}; whiskers = 95% bootstrap "
-                       f"interval; orange = top band", fig.get_figwidth()), fontsize=10.5)
+                       f"interval; orange = top {feature}", fig.get_figwidth()), fontsize=10.5)
     return fig
 
 
 def methods_panel(importance: pd.DataFrame, *, grouping: str = "true_class", value: str = "rank",
-                  method_info: Mapping[str, Mapping] | None = None) -> Figure:
-    """Per class, a method × band heat map of every method's band rank (or share) side by side."""
+                  method_info: Mapping[str, Mapping] | None = None,
+                  feature: str = "band") -> Figure:
+    """Per class, a method × band (`feature`: or spectral region) heat map of every method's
+    rank (or share) side by side."""
     rows = importance[importance["grouping"] == grouping]
     rows = pd.concat([_rows(rows, m, grouping, self_target=True)
                       for m in pd.unique(rows["method"])])
@@ -308,10 +314,10 @@ def methods_panel(importance: pd.DataFrame, *, grouping: str = "true_class", val
     fig.colorbar(image, ax=axes, label=f"{value}{suffix}", shrink=min(0.6, 4 / fig.get_figheight()),
                  extend="max" if clipped else "neither",
                  ticks=range(1, style["vmax"] + 1) if value == "rank" else None)
-    what = ("rank of each band (1 = most important, by mean share"
+    what = (f"rank of each {feature} (1 = most important, by mean share"
             + (f"; ranks ≥ {_RANK_SHADES} share the palest colour)" if clipped else ")")
             if value == "rank" else _value_text({}, value))
-    fig.suptitle(_wrap(f"Band ranking by every method — {what}\n"
+    fig.suptitle(_wrap(f"{feature.capitalize()} ranking by every method — {what}\n"
                        f"{_GROUPING_TEXT.get(grouping, grouping)}", fig.get_figwidth()),
                  fontsize=10.5)
     return fig
@@ -383,8 +389,10 @@ def _draw_outline(ax: Axes, outline: np.ndarray, starts: np.ndarray) -> None:
 
 
 def agreement_matrix(agreement: pd.DataFrame, *,
-                     method_info: Mapping[str, Mapping] | None = None) -> Figure:
-    """Method × method heat map of the mean Spearman ρ between band rankings, values annotated."""
+                     method_info: Mapping[str, Mapping] | None = None,
+                     feature: str = "band") -> Figure:
+    """Method × method heat map of the mean Spearman ρ between band (`feature`) rankings,
+    values annotated."""
     labels = [_info(str(m), method_info)["label"] for m in agreement.index]
     size = 0.55 * len(labels) + 0.08 * max(len(label) for label in labels) + 2.0
     fig = Figure(figsize=(size + 1.0, size), layout="constrained")
@@ -395,7 +403,7 @@ def agreement_matrix(agreement: pd.DataFrame, *,
     for tick in ax.get_xticklabels():
         tick.set(horizontalalignment="right", rotation_mode="anchor")
     fig.colorbar(image, ax=ax, label="Spearman ρ", shrink=0.8)
-    ax.set_title("Agreement of band rankings between methods\n"
+    ax.set_title(f"Agreement of {feature} rankings between methods\n"
                  "(mean Spearman ρ: 1 = same order, 0 = unrelated, −1 = reversed)", fontsize=10)
     return fig
 
@@ -763,10 +771,11 @@ def completeness_plot(table: pd.DataFrame, n_steps: int) -> Figure:
 
 
 def importance_spectrum(importance: pd.DataFrame, method: str, *, grouping: str = "true_class",
-                        value: str = "share",
-                        method_info: Mapping[str, Mapping] | None = None) -> Figure:
+                        value: str = "share", method_info: Mapping[str, Mapping] | None = None,
+                        gaps: Gaps = ()) -> Figure:
     """Importance against centre wavelength: one line per class with its 95% interval band,
-    the bands named along the top. Needs the wavelength_nm column filled."""
+    the bands named along the top; lines stop at `gaps` (removed bands). Needs the
+    wavelength_nm column filled."""
     info = _info(method, method_info)
     rows = _rows(importance, method, grouping, self_target=True)
     if "wavelength_nm" not in rows or rows["wavelength_nm"].isna().any():
@@ -782,8 +791,9 @@ def importance_spectrum(importance: pd.DataFrame, method: str, *, grouping: str 
     for cls, colour in colours.items():
         mean, low, high = (_pivot(rows[rows["class"] == cls], col, "class", "band", bands)
                            .to_numpy(float)[0] * factor for col in (mean_col, low_col, high_col))
-        ax.plot(wavelength, mean, marker="o", ms=4, lw=1.4, color=colour, label=str(cls))
-        ax.fill_between(wavelength, low, high, color=colour, alpha=0.15, lw=0)
+        x, (mean, low, high) = _broken(wavelength, (mean, low, high), gaps)
+        ax.plot(x, mean, marker="o", ms=4, lw=1.4, color=colour, label=str(cls))
+        ax.fill_between(x, low, high, color=colour, alpha=0.15, lw=0)
     ax.axhline(0, color="black", lw=0.7)
     top = ax.secondary_xaxis("top")
     top.set_xticks(wavelength, labels=bands, fontsize=7, rotation=90)
@@ -797,12 +807,21 @@ def importance_spectrum(importance: pd.DataFrame, method: str, *, grouping: str 
     return fig
 
 
+ClassSpectra = tuple[np.ndarray, Mapping[str, np.ndarray]]  # band centres (B,), class → (B,)
+Gaps = Sequence[tuple[float, float]]  # (last centre before, first centre after) removed bands
+
+
 def region_spectrum(importance: pd.DataFrame, method: str, regions: Mapping[str, tuple[float, float]],
                     *, per_band: bool, grouping: str = "true_class", value: str = "share",
-                    method_info: Mapping[str, Mapping] | None = None) -> Figure:
+                    method_info: Mapping[str, Mapping] | None = None,
+                    class_spectra: ClassSpectra | None = None, gaps: Gaps = (),
+                    absorption: Mapping[str, tuple[float, float]] | None = None) -> Figure:
     """Importance against wavelength, one panel per class, the spectral regions shaded and named:
     a line per band with its 95% interval (`per_band`: a gradient method's band detail), or a
-    step per region over its wavelengths (a method that removes regions whole)."""
+    step per region over its wavelengths (a method that removes regions whole). Lines and
+    intervals stop at `gaps` (removed bands, hatched); `class_spectra` draws each class's mean
+    spectrum under its curve (right axis); `absorption` windows ({name: (low, high) nm}) are
+    shaded blue, with their shoulders lighter."""
     info = _info(method, method_info)
     rows = _rows(importance, method, grouping, self_target=True)
     features = _bands(rows)
@@ -821,20 +840,114 @@ def region_spectrum(importance: pd.DataFrame, method: str, regions: Mapping[str,
                            .to_numpy(float)[0] * factor for col in (mean_col, low_col, high_col))
         if not per_band:
             mean, low, high = (np.repeat(v, 2) for v in (mean, low, high))
-        _shade_regions(ax, regions)
-        ax.plot(x, mean, lw=1.3, color="tab:blue")
-        ax.fill_between(x, low, high, color="tab:blue", alpha=0.2, lw=0)
+        xs, (mean, low, high) = _broken(x, (mean, low, high), gaps)
+        ax.plot(xs, mean, lw=1.3, color="tab:blue")
+        ax.fill_between(xs, low, high, color="tab:blue", alpha=0.2, lw=0)
         ax.axhline(0, color="black", lw=0.6)
         ax.set_ylabel(f"{cls}\n{value}{suffix}", fontsize=8)
         ax.tick_params(labelsize=7)
+        backdrop = _spectrum_backdrop(ax, class_spectra, cls, gaps)
+        _shade_regions(backdrop, regions)
+        _shade_gaps_and_absorption(backdrop, gaps, absorption, label=ax is axes[0])
     for name, (low, high) in regions.items():
         axes[0].annotate(name, ((low + high) / 2, 1.0), xycoords=("data", "axes fraction"),
                          ha="center", va="bottom", fontsize=6.5, rotation=90)
     axes[-1].set_xlabel("wavelength (nm)")
     what = "per band" if per_band else "per region (removed whole)"
+    extra = ("; grey line (right axis) = the class's mean spectrum" if class_spectra else "") + (
+        "; hatched = no bands (removed)" if gaps else "") + (
+        "; blue = water-vapour absorption, lighter = its shoulders" if absorption else "")
     fig.suptitle(_wrap(f"{info['label']} against wavelength, {what} — {_value_text(info, value)}; "
                        f"{_GROUPING_TEXT.get(grouping, grouping)}; shading = 95% interval, grey "
-                       "bands = spectral regions", fig.get_figwidth()), fontsize=10)
+                       f"bands = spectral regions{extra}", fig.get_figwidth()), fontsize=10)
+    return fig
+
+
+def _broken(x: np.ndarray, ys: Sequence[np.ndarray], gaps: Gaps
+            ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """`x` (increasing) and each of `ys` with a NaN put between neighbours on either side of a
+    gap, so that lines and intervals are not drawn across removed bands."""
+    x = np.asarray(x, dtype=float)
+    cuts = [i + 1 for i in range(len(x) - 1)
+            if any(x[i] <= before and x[i + 1] >= after for before, after in gaps)]
+    return np.insert(x, cuts, np.nan), [np.insert(np.asarray(y, dtype=float), cuts, np.nan)
+                                        for y in ys]
+
+
+def _spectrum_backdrop(ax: Axes, class_spectra: ClassSpectra | None, cls: str,
+                       gaps: Gaps) -> Axes:
+    """The axes to draw shading on, behind the importance curve: with `class_spectra`, a twin
+    axes holding the class's mean spectrum (right axis), beneath `ax`."""
+    if class_spectra is None or cls not in class_spectra[1]:
+        return ax
+    back = ax.twinx()
+    ax.set_zorder(back.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    order = np.argsort(class_spectra[0], kind="stable")
+    x, (spectrum,) = _broken(class_spectra[0][order], (class_spectra[1][cls][order],), gaps)
+    back.plot(x, spectrum, color="0.35", lw=1.0)
+    back.set_ylabel("mean spectrum", fontsize=7, color="0.35")
+    back.tick_params(labelsize=6, colors="0.35")
+    return back
+
+
+def _shade_gaps_and_absorption(ax: Axes, gaps: Gaps,
+                               absorption: Mapping[str, tuple[float, float]] | None, *,
+                               label: bool, shoulder: float = 50.0) -> None:
+    """Hatched spans over the gaps; blue spans over the absorption windows within the plotted
+    wavelengths, lighter over their shoulders (`shoulder` nm either side), named when `label`."""
+    for before, after in gaps:
+        ax.axvspan(before, after, facecolor="none", edgecolor="0.6", hatch="///", lw=0, zorder=0)
+    low, high = ax.get_xlim()
+    for name, (start, end) in (absorption or {}).items():
+        if end + shoulder < low or start - shoulder > high:
+            continue
+        ax.axvspan(start - shoulder, end + shoulder, color="#9ecae1", alpha=0.25, lw=0, zorder=0)
+        ax.axvspan(start, end, color="#6baed6", alpha=0.35, lw=0, zorder=0)
+        if label:
+            ax.annotate(f"H₂O {name}", ((start + end) / 2, 0.02), xycoords=("data", "axes fraction"),
+                        ha="center", va="bottom", fontsize=6.5, color="#08519c")
+    ax.set_xlim(low, high)
+
+
+def spectrum_maps(wavelength: np.ndarray, spectrum: np.ndarray, maps: Mapping[str, np.ndarray],
+                  *, title: str, gaps: Gaps = (),
+                  method_info: Mapping[str, Mapping] | None = None) -> Figure:
+    """One pixel's explanation drawn along its spectrum: the spectrum (B,) on top, then per
+    method the spectrum again, coloured band by band by that method's attribution (B,) on one
+    symmetric scale per method (99.5th percentile of |value|). Lines stop at `gaps`."""
+    order = np.argsort(wavelength, kind="stable")
+    x, spectrum = np.asarray(wavelength, float)[order], np.asarray(spectrum, float)[order]
+    fig = Figure(figsize=(9.5, 1.3 + 1.5 * (len(maps) + 1)), layout="constrained")
+    axes = fig.subplots(len(maps) + 1, 1, sharex=True, squeeze=False)[:, 0]
+    xs, (line,) = _broken(x, (spectrum,), gaps)
+    axes[0].plot(xs, line, color="black", lw=1.2)
+    axes[0].set_ylabel("input\nspectrum", fontsize=8)
+    joined = np.array([not any(a <= before and b >= after for before, after in gaps)
+                       for a, b in zip(x[:-1], x[1:], strict=True)], dtype=bool)
+    segments = np.stack([np.column_stack([x[:-1], spectrum[:-1]]),
+                         np.column_stack([x[1:], spectrum[1:]])], axis=1)[joined]
+    for ax, (method, attribution) in zip(axes[1:], maps.items(), strict=True):
+        values = np.asarray(attribution, float)[order]
+        finite = np.abs(values[np.isfinite(values)])
+        vmax = float(np.percentile(finite, 99.5)) if finite.size and finite.max() > 0 else 1.0
+        signed = bool(finite.size and np.nanmin(values) < 0)
+        colours = LineCollection(segments, cmap="RdBu_r" if signed else "magma_r",
+                                 norm=Normalize(-vmax if signed else 0.0, vmax), lw=3.2)
+        colours.set_array(((values[:-1] + values[1:]) / 2)[joined])
+        ax.plot(xs, line, color="0.8", lw=0.8)
+        ax.add_collection(colours)
+        ax.set_ylabel(_wrap(_info(method, method_info)["label"], 1.2), fontsize=8)
+        fig.colorbar(colours, ax=ax, shrink=0.9, aspect=8, pad=0.01)
+    for ax in axes:
+        ax.tick_params(labelsize=7)
+        for before, after in gaps:
+            ax.axvspan(before, after, facecolor="none", edgecolor="0.6", hatch="///", lw=0)
+    axes[-1].set_xlabel("wavelength (nm)")
+    fig.suptitle(_wrap(f"{title}\neach method's attribution along the spectrum (colour; one "
+                       "scale per method, clipped at the 99.5th percentile of |value|)"
+                       + ("; hatched = no bands (removed)" if gaps else ""),
+                       fig.get_figwidth()), fontsize=10)
     return fig
 
 

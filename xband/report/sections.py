@@ -18,8 +18,9 @@ from xband.checks.evaluation import (
     RANDOMISATION,
     Evaluation,
 )
+from xband.data.wavelengths import WATER_VAPOUR_NM, near_water_vapour, spectral_gaps
 from xband.report import plots
-from xband.run.aggregate import agreement_matrix
+from xband.run.aggregate import ALL_IMAGES, agreement_matrix
 from xband.run.plan import BANDS
 from xband.run.result import Explanation
 
@@ -41,17 +42,20 @@ def explanation_drawings(result: Explanation) -> dict[str, list[plots.Drawing]]:
     ]
     sections[f"{feature} importance per class, with 95% intervals"] = [
         (f"bars_{m}", info[m]["label"],
-         partial(plots.class_bars, importance, m, grouping=grouping, method_info=info))
+         partial(plots.class_bars, importance, m, grouping=grouping, method_info=info,
+                 feature=feature.lower()))
         for m in result.methods
     ]
     sections["Methods side by side"] = [
-        ("methods_panel", "Band rank by every method, per class (1 = most important)",
-         partial(plots.methods_panel, importance, grouping=grouping, method_info=info)),
+        ("methods_panel", f"{feature} rank by every method, per class (1 = most important)",
+         partial(plots.methods_panel, importance, grouping=grouping, method_info=info,
+                 feature=feature.lower())),
     ]
     if len(result.methods) > 1:
         sections["Agreement between methods"] = [
-            ("agreement", "Spearman's ρ between band rankings, mean over classes",
-             partial(plots.agreement_matrix, result.agreement, method_info=info)),
+            ("agreement", f"Spearman's ρ between {feature.lower()} rankings, mean over classes",
+             partial(plots.agreement_matrix, result.agreement, method_info=info,
+                     feature=feature.lower())),
         ]
     if result.target_mode == "all":
         sections["How each band pushes images of one class toward another"] = [
@@ -73,14 +77,19 @@ def explanation_drawings(result: Explanation) -> dict[str, list[plots.Drawing]]:
         ]
     if importance["wavelength_nm"].notna().all():
         sections["Importance against wavelength"] = _spectra(result, importance)
-    if result.examples.maps:
-        sections.update(_example_maps(result))
+    sections.update(_example_sections(result))
     return sections
 
 
-def _example_maps(result: Explanation) -> dict[str, list[plots.Drawing]]:
-    """The section of per-band (per-region) maps of the example images."""
+def _example_sections(result: Explanation) -> dict[str, list[plots.Drawing]]:
+    """The example images' maps, one figure per image: per band (or region) maps of images;
+    for single spectra, each method's attribution drawn along the spectrum."""
     ex, info = result.examples, result.method_info
+    if not ex.maps:
+        return {}
+    if ex.image.shape[2:] == (1, 1):
+        return {"Example spectra: each method's attribution along the spectrum":
+                _example_spectra(result)}
     mean, names = _map_features(result)
     title = ("Per-region maps of example images (mean over each region's bands)"
              if result.plan.by_region else "Per-band maps of example images")
@@ -95,23 +104,78 @@ def _example_maps(result: Explanation) -> dict[str, list[plots.Drawing]]:
 
 def _spectra(result: Explanation, importance: pd.DataFrame) -> list[plots.Drawing]:
     """Per method, importance against wavelength; by region, with the regions shaded: per
-    band for the gradient methods (their band detail), per region for the others."""
+    band for the gradient methods (their band detail), per region for the others; each
+    class's mean spectrum beneath, gaps in the band centres and the water-vapour absorptions
+    marked, and a warning in the caption where a class's top feature lies next to one."""
     info = result.method_info
+    wavelength = band_wavelengths(result)
+    gaps = spectral_gaps(wavelength)
     if not result.plan.by_region:
         return [(f"spectrum_{m}", f"{info[m]['label']}: mean share per class against "
-                 "wavelength", partial(plots.importance_spectrum, importance, m,
-                                       grouping=grouping_of(result), method_info=info))
+                 "wavelength" + _absorption_warning(result, importance, m),
+                 partial(plots.importance_spectrum, importance, m,
+                         grouping=grouping_of(result), method_info=info, gaps=gaps))
                 for m in result.methods]
-    bands, regions = result.importance_of(BANDS), result.regions
+    bands = result.importance_of(BANDS)
     out = []
     for m in result.methods:
         per_band = (bands["method"] == m).any()
         what = "per band" if per_band else "per region (the method removes regions whole)"
-        out.append((f"spectrum_{m}", f"{info[m]['label']}: mean share per class {what}",
-                    partial(plots.region_spectrum, bands if per_band else importance, m,
-                            regions, per_band=per_band, grouping=grouping_of(result),
-                            method_info=info)))
+        table = bands if per_band else importance
+        out.append((f"spectrum_{m}", f"{info[m]['label']}: mean share per class {what}"
+                    + _absorption_warning(result, table, m),
+                    partial(plots.region_spectrum, table, m, result.regions, per_band=per_band,
+                            grouping=grouping_of(result), method_info=info,
+                            class_spectra=class_spectra(result, wavelength), gaps=gaps,
+                            absorption=WATER_VAPOUR_NM)))
     return out
+
+
+def band_wavelengths(result: Explanation) -> np.ndarray:
+    """Each band's centre wavelength (nm), from the run's summary."""
+    return np.array([b["wavelength_nm"] for b in result.summary["bands"]], dtype=float)
+
+
+def class_spectra(result: Explanation, wavelength: np.ndarray) -> plots.ClassSpectra | None:
+    """Each class's mean spectrum (as stored) by class name, where the run has them."""
+    means = result.record.class_mean
+    if means is None or result.labels is None:
+        return None
+    return wavelength, {name: means[c] for c, name in enumerate(result.class_names)
+                        if c < len(means) and np.isfinite(means[c]).all()}
+
+
+def _absorption_warning(result: Explanation, table: pd.DataFrame, method: str) -> str:
+    """A caption's warning naming the classes whose top band or region lies next to a
+    water-vapour absorption window ('' when none does)."""
+    top = table[(table["method"] == method) & (table["grouping"] == grouping_of(result))
+                & (table["rank"] == 1) & table["target"].isin(("true class", "predicted class"))]
+    near = []
+    for cls, feature, nm in zip(top["class"], top["band"], top["wavelength_nm"], strict=True):
+        region = (result.regions or {}).get(feature)
+        window = near_water_vapour(*(region or (nm, nm)))
+        if window is not None and cls != ALL_IMAGES:
+            where = f"{feature} nm" if region else f"{feature} ({nm:.0f} nm)"
+            near.append(f"{cls}: {where}, next to the {window} absorption")
+    if not near:
+        return ""
+    return (". ⚠ Top feature next to a water-vapour absorption, where reflectance is noisy and "
+            "atmospheric correction leaves residue — check it before trusting it: "
+            + "; ".join(near))
+
+
+def _example_spectra(result: Explanation) -> list[plots.Drawing]:
+    """Per example pixel, each map method's attribution drawn along its spectrum."""
+    ex, info = result.examples, result.method_info
+    wavelength = band_wavelengths(result)
+    if not np.isfinite(wavelength).all():
+        wavelength = np.arange(1, len(result.band_names) + 1, dtype=float)
+    gaps = spectral_gaps(wavelength)
+    return [(f"spectrum_image{ex.index[i]}", example_title(result, i),
+             partial(plots.spectrum_maps, wavelength, ex.image[i][:, 0, 0],
+                     {m: v[i][:, 0, 0] for m, v in ex.maps.items()},
+                     title=example_title(result, i), gaps=gaps, method_info=info))
+            for i in range(len(ex.index))]
 
 
 def _map_features(result: Explanation):

@@ -99,10 +99,13 @@ class Verdict:
             line += f" Not run: {', '.join(missing)} (rerun with --checks all)."
         return line
 
+    def __repr__(self) -> str:  # print(result.verdict()) and a notebook show the sentences
+        return self.text()
+
     def text(self) -> str:
         """The verdict for a terminal: a heading, one sentence per class, the status line."""
-        of = (f"{len(self.trusted)} trusted method{'s' if len(self.trusted) != 1 else ''}"
-              if self.checks_run else f"{len(self.trusted)} methods, not checked")
+        n, plural = len(self.trusted), "s" if len(self.trusted) != 1 else ""
+        of = f"{n} trusted method{plural}" if self.checks_run else f"{n} method{plural}, not checked"
         lines = [f"Verdict per class (from {of}):"]
         lines += [f"  {c.sentence}" for c in self.classes]
         lines.append(self.status())

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ from xband.errors import XbandError, option
 from xband.methods import Method
 from xband.methods._base import PassSizes
 from xband.methods.removal import constant_values
-from xband.models.load import LoadedModel
+from xband.models.load import LoadedModel, load_model
 from xband.run import aggregate
 from xband.run.attribution import (
     Candidates,
@@ -55,8 +56,11 @@ from xband.run.tuning import (
     module_id,
     pass_timing,
     plain_timing,
+    recall_speed_ups,
+    remember_speed_ups,
     run_seconds,
     speed_ups_pay,
+    timing_size,
 )
 from xband.settings import settings_doc, settings_of
 
@@ -117,8 +121,8 @@ def explain(
     given = locals()  # every setting passes to RunConfig by its declared name
     config = RunConfig.build(methods, method_options=_with_settings(method_options, settings),
                              **{f.name: given[f.name] for f in settings_of(RunConfig)})
-    return run_explanation(model, as_image_set(data, bands=bands, classes=classes, sensor=sensor,
-                                               wavelengths=wavelengths), config, progress=progress)
+    data = as_image_set(data, bands=bands, classes=classes, sensor=sensor, wavelengths=wavelengths)
+    return run_explanation(as_model(model, data), data, config, progress=progress)
 
 
 explain.__doc__ = explain.__doc__.replace("    {settings}\n", settings_doc(RunConfig, indent=8))
@@ -135,8 +139,9 @@ def _with_settings(method_options: Mapping[str, Mapping] | None,
 
 
 def as_image_set(data, **description) -> ImageSet:
-    """`data` as an ImageSet: an ImageSet as it is, (images, labels), images, a path or a torch
-    dataset; `description` (bands, classes, sensor) applies to the latter."""
+    """`data` as an ImageSet: an ImageSet as it is, (images, labels) arrays or torch tensors,
+    images, a path, or a torch Dataset, DataLoader or DataModule (`xband.from_torch`: read as
+    the loader gives them); `description` (bands, classes, sensor) applies to the latter."""
     description = {k: v for k, v in description.items() if v is not None}
     if isinstance(data, ImageSet):
         if description:
@@ -144,21 +149,45 @@ def as_image_set(data, **description) -> ImageSet:
                              "already described: give them to image_set() or read_data() instead.")
         return data
     if isinstance(data, tuple) and len(data) == 2:
-        return image_set(data[0], data[1], **description)
-    if isinstance(data, np.ndarray):
-        return image_set(data, None, **description)
+        return image_set(_array(data[0]), _array(data[1]), **description)
+    if isinstance(data, np.ndarray | torch.Tensor):
+        return image_set(_array(data), None, **description)
     if isinstance(data, str) or hasattr(data, "__fspath__"):
         from xband.data.readers import read_data
 
         return read_data(data, **description)
     from torch.utils.data import DataLoader, Dataset
 
-    if isinstance(data, DataLoader | Dataset):
-        from xband.data.readers import from_torch
+    from xband.data.readers import from_torch, is_datamodule
 
+    if isinstance(data, DataLoader | Dataset) or is_datamodule(data):
         return from_torch(data, **description)
     raise XbandError(f"cannot read images from a {type(data).__name__}: give an ImageSet, "
-                     "(images, labels), an image array, a file or folder path, or a torch Dataset.")
+                     "(images, labels), an image array or tensor, a file or folder path, or a "
+                     "torch Dataset, DataLoader or DataModule.")
+
+
+def _array(values):
+    """A torch tensor as a NumPy array (off the GPU, out of the autograd graph); else as is."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu()
+        return (values.float() if values.dtype == torch.bfloat16 else values).numpy()
+    return values
+
+
+def as_model(model, data: ImageSet) -> LoadedModel:
+    """`model` as a LoadedModel: one as it is; a torch nn.Module loaded (`xband.load_model`: a
+    copy, checked on a few of `data`'s images; yours is left as it is)."""
+    if isinstance(model, LoadedModel):
+        return model
+    if not isinstance(model, torch.nn.Module):
+        raise XbandError(f"cannot explain a {type(model).__name__}: give a torch nn.Module or a "
+                         "model from xband.load_model (Keras, ONNX, TorchScript, .pt2 files).")
+    try:
+        probe = data.take(np.arange(min(8, len(data))))
+    except XbandError:  # the band axis is open until the model settles it, or a bad image
+        probe = None
+    return load_model(model, probe=probe, probe_layout="channels_first", verbose=False)
 
 
 @dataclass(frozen=True)
@@ -234,7 +263,8 @@ def _run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *, p
         skipped=selection.skipped + tuple(candidates.skipped),
         run_time_s=time.perf_counter() - started,
         sampling=sampling_record(plan, work.results, data.class_names, selection.stats_images),
-        pixel_confusion=None if masks is None else masks.confusion)
+        pixel_confusion=None if masks is None else masks.confusion,
+        class_mean=selection.stats.class_mean)
     return assemble(model, data, plan, record, candidates, work, pixels)
 
 
@@ -317,7 +347,8 @@ def select_images(model: LoadedModel, data: ImageSet, plan: Plan) -> Selection:
     skipped = data.skipped + tuple(checked.skipped)
     notes = [*skip_notes(skipped), *_output_notes(model, plan), *_unmasked(data, indices)]
     notes += [n for m in plan.methods
-              if (n := m.note(len(plan.answer), plan.n_background))]
+              if (n := m.note(len(plan.answer), plan.n_background,
+                              feature="region" if plan.by_region else "band"))]
     if plan.few_draws:
         notes.append(few_draws_note(plan))
     return Selection(indices, checked.stats, len(checked.kept), np.isin(indices, checked.kept),
@@ -403,7 +434,8 @@ def measure_passes(model: LoadedModel, data: ImageSet, plan: Plan, networks: Net
                    example: torch.Tensor, n_candidates: int) -> tuple[Networks, PassTiming]:
     """The network as the methods run it, and its pass sizes and seconds per image-pass.
 
-    One pass of each kind the methods make, timed at the batch size, gives the run's estimate.
+    One pass of each kind the methods make, timed at the batch size (or, for a run too short
+    to repay tuning, on the example images alone), gives the run's estimate.
     Tuning may then spend 5% of that estimate: on the speed-ups that keep the numbers
     (xband.run.forward) when that share covers their usual cost, then on choosing pass sizes
     (xband.run.tuning). A run too short to repay tuning runs the network as given."""
@@ -411,40 +443,62 @@ def measure_passes(model: LoadedModel, data: ImageSet, plan: Plan, networks: Net
     kinds = {pass_kind(m) for m in plan.methods}
     images = n_candidates if plan.all_images else min(
         n_candidates, config.stopping.first_round * model.n_classes)
-    plain = plain_timing(networks.forward, example, kinds=kinds, size=config.batch_size)
+
+    def estimate(timing: PassTiming) -> float:
+        return sum(method_cost(m, plan.feature_counts, timing.seconds_per_image,
+                               plan.n_background).seconds(images) for m in plan.methods)
+
+    # a pass of the example images first: a run its (higher) per-image time shows too short to
+    # repay tuning does not pay for a pass at the batch size as well
+    small = plain_timing(networks.forward, example, kinds=kinds, size=len(example))
+    too_short = config.tuned and TUNING_SHARE * estimate(small) < SPEED_UP_COST_S
+    plain = small if too_short else plain_timing(networks.forward, example, kinds=kinds,
+                                                 size=config.batch_size)
+    plain = dataclasses.replace(plain, seconds=small.seconds + (0 if too_short else plain.seconds))
     if not config.tuned:
         return networks, plain
-    estimate = sum(method_cost(m, plan.feature_counts, plain.seconds_per_image,
-                               plan.n_background).seconds(images) for m in plan.methods)
-    budget = TUNING_SHARE * estimate
+    budget = TUNING_SHARE * estimate(plain)
     if budget < SPEED_UP_COST_S:
         return networks, dataclasses.replace(
-            plain, source=f"default (an estimated {estimate:.1f} s of passes is too short to "
+            plain, sizes=PassSizes(config.batch_size, config.batch_size),
+            source=f"default (an estimated {estimate(plain):.1f} s of passes is too short to "
             "repay tuning)")
     started = time.perf_counter()
     passes = passes_by_kind(plan.methods, plan.feature_counts, plan.n_background)
-    networks = faster_networks(networks, example, passes)
     cache = cache_file(cache_root(), model_id=model.sha256 or module_id(model.module),
                        output=config.output, device=config.device,
                        image_shape=(data.n_bands, *data.image_size))
+    networks = faster_networks(networks, example, passes, cache, plain.seconds_per_image, budget)
     timing = pass_timing(networks.forward, example, kinds=kinds, cache=cache,
                          budget_s=budget - (time.perf_counter() - started))
     return networks, dataclasses.replace(timing, seconds=timing.seconds + plain.seconds)
 
 
-def faster_networks(networks: Networks, example: torch.Tensor,
-                    passes: dict[str, float]) -> Networks:
+def faster_networks(networks: Networks, example: torch.Tensor, passes: dict[str, float],
+                    cache: Path | None = None, seconds_per_image: dict[str, float] | None = None,
+                    budget_s: float = float("inf")) -> Networks:
     """`networks` with the speed-ups that keep its numbers, when they make the run's passes
-    clearly faster on this machine; as given, with a note, when they do not."""
+    clearly faster on this machine: timed in passes that fit `budget_s` (from the plain
+    network's `seconds_per_image`), once per model and machine when the timings are steady
+    (remembered in `cache`); as given, with a note, when they do not pay or cannot be timed."""
     started = time.perf_counter()
     candidate = speed_up(networks, example)
-    if not candidate.speed_ups or speed_ups_pay(run_seconds(networks.forward, example, passes),
-                                                run_seconds(candidate.forward, example, passes)):
+    pays = recall_speed_ups(cache, candidate.speed_ups) if candidate.speed_ups else True
+    size = timing_size(seconds_per_image or {}, budget_s)
+    if pays is None and size is not None:
+        verdict = speed_ups_pay(run_seconds(networks.forward, example, passes, size),
+                                run_seconds(candidate.forward, example, passes, size))
+        pays = verdict.pays
+        if verdict.steady:
+            remember_speed_ups(cache, candidate.speed_ups, pays)
+    if pays:
         chosen = candidate
     else:
+        why = ("was not measurably faster here" if pays is not None else
+               "timing it would cost more than the run's share for tuning")
         chosen = dataclasses.replace(networks, notes=(
             *candidate.notes, f"speed: {', '.join(candidate.speed_ups)} not used (keeps the "
-            "numbers but was not measurably faster here)"))
+            f"numbers but {why})"))
     return dataclasses.replace(chosen, tuning_s=networks.tuning_s + time.perf_counter() - started)
 
 
@@ -629,7 +683,8 @@ def attribute(plan: Plan, runner: BatchRunner, candidates: Candidates, pairs: Pa
             progress=progress)
     notes = [shared_note(runner)] if runner.copies_reused else []
     if config.engine is not None:
-        notes.append(f"engine: Ray, {runner.engine.workers} workers; they read "
+        workers = runner.engine.workers
+        notes.append(f"engine: Ray, {workers} worker{'s' if workers != 1 else ''}; they read "
                      f"{runner.images_read} images (the batches and their donor images)")
     explained = np.flatnonzero(np.any([r.explained for r in results.values()], axis=0))
     return Attributed(results, explained, examples, notes=tuple(notes))

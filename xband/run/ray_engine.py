@@ -18,6 +18,9 @@ import dataclasses
 import io
 import logging
 import os
+import pickle
+import sys
+import types
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,8 +35,10 @@ import xband
 from xband.data.images import ImageSet
 from xband.errors import XbandError
 from xband.methods import Method
+from xband.models.load import ExportedProgram
 from xband.run.engine import ON_RAY, RayEngine, import_ray
 from xband.run.runner import BatchRunner, Job, JobResult, MethodRun, Pairs, RunnerSpec, image_feed
+from xband.verbosity import verbose
 
 
 @contextmanager
@@ -44,21 +49,73 @@ def ray_session(engine: RayEngine) -> Iterator[RayEngine]:
     (`ray.init(runtime_env=worker_environment(...))`)."""
     ray = import_ray()
     started = not ray.is_initialized()
-    if started:
-        address = engine.address or os.environ.get("RAY_ADDRESS") or None
-        local = {} if address else {"num_cpus": engine.workers or os.cpu_count() or 1}
-        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
-                 log_to_driver=False, configure_logging=False,
-                 runtime_env=worker_environment(remote=bool(address)), **local)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # the driver shows one bar of its own
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
-    try:
-        yield dataclasses.replace(engine, workers=engine.workers or _worker_count(ray, engine))
-    finally:
+    address = engine.address or os.environ.get("RAY_ADDRESS") or None
+    _refuse_ray_client(address if started else None, ray)
+    with _ray_logs_kept_out():
         if started:
-            ray.shutdown()
+            local = {} if address else {"num_cpus": engine.workers or os.cpu_count() or 1}
+            _start(ray, address=address, include_dashboard=False, logging_level=logging.ERROR,
+                   log_to_driver=False, configure_logging=False,
+                   runtime_env=worker_environment(remote=bool(address)), **local)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the driver shows one bar of its own
+        context.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        try:
+            yield dataclasses.replace(engine, workers=engine.workers or _worker_count(ray, engine))
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def _refuse_ray_client(address: str | None, ray) -> None:
+    """Ray Client (a ray:// address, or a connection already made through one) runs no Ray
+    Data, which the engine runs on (ray-project/ray#48682): refused, saying what works."""
+    if not (address or "").startswith("ray://") and not ray.util.client.ray.is_connected():
+        return
+    raise XbandError(
+        f"Ray Client ({address or 'a ray:// connection'}) cannot run Ray Data, which "
+        f"{ON_RAY} runs on. Run xband on the cluster: submit it as a Ray job (ray job submit "
+        "--working-dir . -- xband explain … --engine ray), or start it on a cluster node with "
+        "the cluster's address (RAY_ADDRESS=auto, or host:6379).")
+
+
+@contextmanager
+def _ray_logs_kept_out() -> Iterator[None]:
+    """Ray's Python log warnings (token authentication) kept out of the terminal while a run
+    lasts, unless verbose (`xband.verbosity`): they say nothing a user acts on."""
+    logger = logging.getLogger("ray")
+    level = logger.level
+    if not verbose():
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _start(ray, **settings) -> None:
+    """`ray.init`, and unless verbose, the log lines of Ray's C++ core below fatal kept out: an
+    error line for every actor that Ray may restart (each of the run's actors; the run needs no
+    action), through RAY_BACKEND_LOG_LEVEL (unless the user set it), which Ray reads as it
+    starts, saying so on standard error then (kept out too while Ray starts)."""
+    if verbose():
+        ray.init(**settings)
+        return
+    variable = "RAY_BACKEND_LOG_LEVEL"
+    chosen = os.environ.get(variable)
+    os.environ[variable] = chosen or "fatal"
+    sys.stderr.flush()
+    stderr = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        ray.init(**settings)
+    finally:
+        os.dup2(stderr, 2)
+        os.close(stderr)
+        if chosen is None:
+            os.environ.pop(variable)
 
 
 def _worker_count(ray, engine: RayEngine) -> int:
@@ -71,9 +128,11 @@ def _worker_count(ray, engine: RayEngine) -> int:
 
 def worker_environment(remote: bool) -> dict:
     """Ray's runtime environment for the actors, so that they run the driver's own xband: on this
-    machine its folder on PYTHONPATH; on a cluster the package itself, uploaded."""
+    machine its folder on PYTHONPATH; on a cluster the package folders, uploaded (as paths: Ray
+    Client, ray:// addresses, pickles the environment, and modules cannot be pickled)."""
     if remote:
-        return {"py_modules": [xband, converters]}
+        return {"py_modules": [str(Path(package.__file__).resolve().parent)
+                               for package in (xband, converters)]}
     root = str(Path(xband.__file__).resolve().parent.parent)
     paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
@@ -150,18 +209,42 @@ def _whole_file(filename: str, shape: tuple[int, ...]) -> bool:
         return False
 
 
+class _FilePickler(pickle.Pickler):
+    """A pickler that writes TorchScript modules and torch.export programs as the bytes of their
+    own files (`torch.jit.save`; the .pt2 archive they were loaded from), which plain pickling
+    refuses; workers load them back as such files."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, torch.jit.ScriptModule):
+            buffer = io.BytesIO()
+            torch.jit.save(obj, buffer)
+            return _script_from_bytes, (buffer.getvalue(),)
+        if isinstance(obj, ExportedProgram) and obj.archive is not None:
+            return ExportedProgram.from_archive, (obj.archive, obj.stripped)
+        return NotImplemented
+
+
+def _script_from_bytes(data: bytes) -> torch.jit.ScriptModule:
+    """A TorchScript module from the bytes `torch.jit.save` wrote (on a Ray worker)."""
+    return torch.jit.load(io.BytesIO(data), map_location="cpu")
+
+
 def network_bytes(forward: torch.nn.Module) -> bytes:
     """The prepared network (speed-ups and all) as the bytes of a torch file, written once by
-    the driver for its own workers."""
+    the driver for its own workers; TorchScript and torch.export parts travel as their files."""
     buffer = io.BytesIO()
     try:
-        torch.save(forward, buffer)
-    except Exception as err:  # pickling fails in many ways (lambdas, TorchScript, C handles)
+        torch.save(forward, buffer, pickle_module=_FILE_PICKLING)
+    except Exception as err:  # pickling fails in many ways (lambdas, C handles)
         raise XbandError(f"the network cannot be sent to Ray workers ({type(err).__name__}: "
                          f"{str(err)[:200]}). Save it as ONNX and explain that file, or run on "
                          f"one machine (without {ON_RAY})."
                          ) from None
     return buffer.getvalue()
+
+
+_FILE_PICKLING = types.ModuleType("pickle")  # the pickle module torch.save is given
+_FILE_PICKLING.__dict__.update(vars(pickle), Pickler=_FilePickler)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ class RunRecord:
     # segmentation: (C, C) labelled pixels by label (rows) and predicted class (columns) over
     # the candidate images (xband.run.segmentation); None without label masks or classifiers
     pixel_confusion: np.ndarray | None = None
+    # (C, B) each class's mean spectrum, as stored (`BandStats.class_mean`); None without labels
+    class_mean: np.ndarray | None = None
 
     @property
     def passes(self) -> PassSizes:
@@ -268,6 +270,15 @@ class Explanation:
     pairs: Pairs | None = None  # multi-label: the (image, class) pair of each row of the scores
     # the verdict, and the evaluation it was computed with (`verdict`)
     _verdict: tuple | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        """What was explained, then the verdict's sentences (not every table's numbers)."""
+        unit = "(image, label) pairs" if self.pairs is not None else "images"
+        rows = len(self.pairs) if self.pairs is not None else len(self.indices)
+        head = (f"Explanation of {self.summary['data']['path']}: {rows} {unit}, "
+                f"{len(self.band_names)} bands, {len(self.class_names)} classes, by "
+                f"{', '.join(self.methods)}")
+        return f"{head}\n{self.verdict().text()}\n(tables: .table(), .top_bands(), .importance)"
 
     @property
     def config(self) -> RunConfig:

@@ -15,8 +15,8 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,6 +28,8 @@ from xband.run import memory
 
 DEFAULT_SIZE = 64
 CANDIDATE_SIZES = (32, 64, 128, 256)
+REFERENCE_PIXELS = DEFAULT_SIZE * 64 * 64  # pixels per pass at the default: 64 images of 64×64
+LARGEST_SIZE = 1024
 ROUNDS = 3  # timed passes per size, taken in turns with the other sizes
 MARGIN = 0.10  # a size is adopted only if at least this much faster than the default
 KINDS = ("forward", "gradient")
@@ -112,6 +114,18 @@ def clearly_faster(candidate: list[float], default: list[float], margin: float =
             and max(candidate) < min(default))
 
 
+def sizes_for(image_shape: Sequence[int]) -> tuple[int, tuple[int, ...]]:
+    """The default pass size and the candidates for images of `image_shape` (..., H, W): 64 and
+    32…256 for images of 64×64 pixels or more; for smaller images as many times more images per
+    pass (a power of two, at most 1024) as keep the pixels per pass those of 64 images of 64×64,
+    so that each layer's fixed cost per pass is spread over as much work."""
+    height, width = image_shape[-2:]
+    scale = max(1, REFERENCE_PIXELS // (DEFAULT_SIZE * height * width))
+    default = min(LARGEST_SIZE, DEFAULT_SIZE << (scale.bit_length() - 1))
+    return default, tuple(size for size in (default // 2, default, default * 2, default * 4)
+                          if size <= LARGEST_SIZE)
+
+
 def _forward_pass(forward: nn.Module, example: torch.Tensor) -> Callable[[int], float]:
     """One forward-only pass of `size` perturbed copies of the example images, as the band
     subset methods build them (a masked write, then the network)."""
@@ -146,8 +160,17 @@ def _synchronise(x: torch.Tensor) -> None:
 PASSES = {"forward": _forward_pass, "gradient": _gradient_pass}
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the speed-ups made the passes clearly faster, and whether the plain network's
+    timings were steady (within `STEADY` of each other): a verdict worth remembering."""
+
+    pays: bool
+    steady: bool
+
+
 def speed_ups_pay(time_plain: Callable[[], float], time_sped_up: Callable[[], float], *,
-                  rounds: int = ROUNDS, margin: float = MARGIN) -> bool:
+                  rounds: int = ROUNDS, margin: float = MARGIN) -> Verdict:
     """Whether the network with its speed-ups is clearly faster than the plain one: each timed
     `rounds` times in turns after a warm-up, under `clearly_faster`: a speed-up that keeps the
     numbers can still be slower on a given machine and model."""
@@ -156,15 +179,27 @@ def speed_ups_pay(time_plain: Callable[[], float], time_sped_up: Callable[[], fl
     for _ in range(rounds):
         plain.append(time_plain())
         sped_up.append(time_sped_up())
-    return clearly_faster(sped_up, plain, margin)
+    return Verdict(clearly_faster(sped_up, plain, margin), max(plain) <= STEADY * min(plain))
 
 
-def run_seconds(forward: nn.Module, example: torch.Tensor,
-                passes: dict[str, float]) -> Callable[[], float]:
-    """A timer of what the run's passes cost with `forward`: one pass of each kind at the
-    default size, weighted by `passes`, the run's passes per image of that kind."""
+def run_seconds(forward: nn.Module, example: torch.Tensor, passes: dict[str, float],
+                size: int = DEFAULT_SIZE) -> Callable[[], float]:
+    """A timer of what the run's passes cost with `forward`: one pass of each kind of `size`
+    images, weighted by `passes`, the run's passes per image of that kind."""
     measures = {kind: PASSES[kind](forward, example) for kind in passes}
-    return lambda: sum(n * measures[kind](DEFAULT_SIZE) for kind, n in passes.items())
+    return lambda: sum(n * measures[kind](size) for kind, n in passes.items())
+
+
+SMALLEST_TIMING = 8  # images per pass below which a timing says little about the run's passes
+
+
+def timing_size(seconds_per_image: dict[str, float], budget_s: float) -> int | None:
+    """Images per pass with which `speed_ups_pay` (a warm-up and `ROUNDS` timings of both
+    networks, one pass of each kind) fits in `budget_s`, judged from the plain network's
+    `seconds_per_image`: the default size, or fewer; None below `SMALLEST_TIMING`."""
+    per_image = 2 * (ROUNDS + 1) * sum(seconds_per_image.values())
+    size = DEFAULT_SIZE if per_image * DEFAULT_SIZE <= budget_s else int(budget_s / per_image)
+    return size if size >= SMALLEST_TIMING else None
 
 
 def plain_timing(forward: nn.Module, example: torch.Tensor, *, kinds: Iterable[str],
@@ -183,17 +218,18 @@ def pass_timing(forward: nn.Module, example: torch.Tensor, *, kinds: Iterable[st
     `budget_s` seconds and remembered when the timings were steady."""
     started = time.perf_counter()
     kinds = [k for k in KINDS if k in set(kinds)]
-    remembered = _recall(cache, kinds)
+    default, candidates = sizes_for(example.shape)
+    remembered = _recall(cache, kinds, default)
     if remembered is not None:
         return remembered
     choices = {}
     for i, kind in enumerate(kinds):
         left = budget_s - (time.perf_counter() - started)
-        choices[kind] = choose_size(PASSES[kind](forward, example), left / (len(kinds) - i))
+        choices[kind] = choose_size(PASSES[kind](forward, example), left / (len(kinds) - i),
+                                    default=default, candidates=candidates)
     sizes = {k: c.size for k, c in choices.items()}
     steady = all(c.steady for c in choices.values())
-    timing = PassTiming(PassSizes(sizes.get("forward", DEFAULT_SIZE),
-                                  sizes.get("gradient", DEFAULT_SIZE)),
+    timing = PassTiming(PassSizes(sizes.get("forward", default), sizes.get("gradient", default)),
                         {k: c.seconds_per_image for k, c in choices.items()},
                         "measured" if steady else "measured (timings unsteady: not remembered)",
                         time.perf_counter() - started)
@@ -221,21 +257,61 @@ def module_id(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _recall(cache: Path | None, kinds: list[str]) -> PassTiming | None:
+def recall_speed_ups(cache: Path | None, speed_ups: Sequence[str]) -> bool | None:
+    """Whether `speed_ups` made this model's passes clearly faster on this machine when last
+    timed (`remember_speed_ups`); None when they were not timed here yet."""
+    decisions = _saved(cache).get("speed_ups")
+    verdict = decisions.get(" + ".join(speed_ups)) if isinstance(decisions, dict) else None
+    return verdict if isinstance(verdict, bool) else None
+
+
+def remember_speed_ups(cache: Path | None, speed_ups: Sequence[str], pays: bool) -> None:
+    """Keep the verdict on `speed_ups`, timed steadily, beside the pass sizes, so that later runs
+    of the model on this machine do not time the network twice over again."""
+    saved = _saved(cache)
+    saved["speed_ups"] = {**saved.get("speed_ups", {}), " + ".join(speed_ups): bool(pays)}
+    _write(cache, saved)
+
+
+def _saved(cache: Path | None) -> dict:
+    """What the cache file holds; nothing when it is missing or damaged."""
     if cache is None or not cache.is_file():
-        return None
+        return {}
     try:
         saved = json.loads(cache.read_text())
-        timing = PassTiming(PassSizes(**saved["sizes"]), saved["seconds_per_image"], "remembered")
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # a damaged cache entry is measured again
-    return timing if set(kinds) <= set(timing.seconds_per_image) else None
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def _recall(cache: Path | None, kinds: list[str], default: int) -> PassTiming | None:
+    """The remembered sizes of `kinds` (`default` for a kind the run does not make)."""
+    saved = _saved(cache)
+    try:
+        seconds = {kind: float(saved["seconds_per_image"][kind]) for kind in kinds}
+        sizes = {kind: int(saved["sizes"][kind]) for kind in kinds}
+    except (KeyError, TypeError, ValueError):
+        return None  # not measured yet for these kinds, or a damaged entry: measured again
+    return PassTiming(PassSizes(**{**dict.fromkeys(KINDS, default), **sizes}), seconds,
+                      "remembered")
 
 
 def _remember(cache: Path | None, timing: PassTiming) -> None:
+    """Add the measured kinds' sizes and seconds to those remembered for the other kinds."""
+    saved = _saved(cache)
+    measured = {kind: getattr(timing.sizes, kind) for kind in timing.seconds_per_image}
+    _write(cache, {**saved, "sizes": {**_dict(saved.get("sizes")), **measured},
+                   "seconds_per_image": {**_dict(saved.get("seconds_per_image")),
+                                         **timing.seconds_per_image}})
+
+
+def _dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _write(cache: Path | None, saved: dict) -> None:
     if cache is not None:
         try:
-            write_text(cache, json.dumps({"sizes": asdict(timing.sizes),
-                                          "seconds_per_image": timing.seconds_per_image}))
+            write_text(cache, json.dumps(saved))
         except OSError:
             pass  # a read-only cache only costs the next run its tuning
