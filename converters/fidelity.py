@@ -153,10 +153,22 @@ def torch_outputs(module: nn.Module, x: np.ndarray) -> np.ndarray:
         return module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
 
+def gradient_target(outputs: np.ndarray) -> int:
+    """The output whose gradient the fidelity checks compare: the largest mean along the last
+    axis (a classifier's classes, or a channels-last segmentation network's)."""
+    return int(np.argmax(outputs.reshape(-1, outputs.shape[-1]).mean(axis=0)))
+
+
+def target_score(outputs: torch.Tensor, target: int) -> torch.Tensor:
+    """(N,) each image's output `target` on the last axis, summed over the other axes (the
+    pixels of a segmentation output): the scalar whose gradient the fidelity checks compare."""
+    return outputs[..., target].reshape(len(outputs), -1).sum(dim=1)
+
+
 def input_gradient(module: nn.Module, x: np.ndarray, target: int) -> np.ndarray:
-    """d(sum over the batch of output[:, target]) / d input, as TensorFlow's reference does."""
+    """d(sum over the batch of `target_score`) / d input, as TensorFlow's reference does."""
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).requires_grad_(True)
-    module(xt)[:, target].sum().backward()
+    target_score(module(xt), target).sum().backward()
     return xt.grad.numpy()
 
 
@@ -187,7 +199,8 @@ def float64_slopes(module: nn.Module, x: np.ndarray, target: int,
                 up, down = copy64(points + step), copy64(points - step)
                 if up.dtype != torch.float64:
                     return None
-                slopes.append(((up - down)[:, target] / (2 * rel * norms.view(-1))).numpy())
+                slopes.append((target_score(up - down, target)
+                               / (2 * rel * norms.view(-1))).numpy())
     except (RuntimeError, TypeError, NotImplementedError):
         return None
     coarse, fine = slopes
@@ -294,7 +307,7 @@ def _run_in_float64(module: nn.Module, x: np.ndarray,
         if out.dtype != torch.float64:
             return None
         if target is not None:
-            out[:, target].sum().backward()
+            target_score(out, target).sum().backward()
     except RuntimeError:
         return None
     return out.detach().numpy(), None if target is None else xt.grad.numpy()

@@ -459,12 +459,13 @@ def _write_reference(model: _Model, probe: np.ndarray, path: Path, source: Path,
 
     x = tf.constant(probe)
     out = model.call(x).numpy()
-    if out.ndim != 2:
+    if out.ndim not in (2, 4):
         raise ExportError("unsupported", f"{source}: the model output has shape {out.shape}; "
-                          "xband needs class scores of shape (batch, classes).")
+                          "xband needs class scores of shape (batch, classes), or per pixel "
+                          "(batch, height, width, classes) for segmentation.")
     explained = model.logits or model.call
     logits = model.logits(x).numpy() if model.logits else np.empty(0, np.float32)
-    target = int(np.argmax(out.mean(axis=0)))
+    target = int(np.argmax(out.reshape(-1, out.shape[-1]).mean(axis=0)))  # last axis
     grad = _input_gradient(explained, x, target)
     exact = _float64_reference(model, probe, target) if float64 else {}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -473,12 +474,13 @@ def _write_reference(model: _Model, probe: np.ndarray, path: Path, source: Path,
 
 
 def _input_gradient(explained: Callable, x, target: int) -> np.ndarray:
-    """d(sum over the batch of explained(x)[:, target]) / dx."""
+    """d(sum over the batch of explained(x)[..., target]) / dx: the class `target` on the last
+    axis, summed over the pixels of a segmentation output (as `converters.fidelity`)."""
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
         tape.watch(x)
-        score = tf.reduce_sum(explained(x)[:, target])
+        score = tf.reduce_sum(explained(x)[..., target])
     return tape.gradient(score, x).numpy()
 
 

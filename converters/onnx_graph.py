@@ -111,14 +111,16 @@ def strip_final_activation(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str
     """Copy of `model` without its final Softmax (over the class axis) or Sigmoid, and which of
     the two it was ("softmax" or "sigmoid"); None if the graph ends in neither.
 
-    Follows Identity nodes back from the single output; only a rank-2 (batch, classes) output
-    is stripped, a Softmax only when it runs over the last axis, and neither when its output
-    feeds another node too.
+    Follows Identity nodes back from the single output; only a (batch, classes) output, or a
+    segmentation network's (batch, height, width, classes), is stripped, a Softmax only when it
+    runs over the last axis, and neither when its output feeds another node too. A segmentation
+    graph may end in a Transpose after the activation (tf2onnx's NCHW → NHWC): the Transpose is
+    kept, fed the activation's input.
     """
     if len(model.graph.output) != 1:
         return None
     shape = output_shape(model)
-    if shape is not None and len(shape) != 2:
+    if shape is not None and len(shape) not in (2, 4):
         return None
     nodes = list(model.graph.node)
     producers = {out: i for i, node in enumerate(nodes) for out in node.output}
@@ -128,21 +130,42 @@ def strip_final_activation(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str
         name = nodes[producers[name]].input[0]
     if name not in producers:
         return None
+    transpose, last_axis = _final_transpose(nodes, producers, name)
+    if transpose is not None:
+        name = transpose.input[0]
     node = nodes[producers[name]]
     kind = FINAL_ACTIVATIONS.get(node.op_type)
     if kind is None or node.domain not in ONNX_DOMAINS:
         return None
-    if kind == "softmax" and _softmax_axis(model, node) not in (1, -1):
+    rank = len(shape or (0, 0))
+    class_axis = rank - 1 if last_axis is None else last_axis  # where the outputs' last axis is
+    if kind == "softmax" and _softmax_axis(model, node) % rank != class_axis:
         return None
-    drop = {producers[name], *chain}
+    drop = {producers[name], *([] if transpose is not None else chain)}
     produced = {out for i in drop for out in nodes[i].output}
-    if any(set(n.input) & produced for i, n in enumerate(nodes) if i not in drop):
+    if any(set(n.input) & produced for i, n in enumerate(nodes)
+           if i not in drop and n is not transpose):
         return None  # the activation's output feeds something else too
     stripped = copy.deepcopy(model)
     stripped.graph.ClearField("node")
     stripped.graph.node.extend(n for i, n in enumerate(nodes) if i not in drop)
-    stripped.graph.output[0].name = node.input[0]
+    if transpose is None:
+        stripped.graph.output[0].name = node.input[0]
+    else:
+        kept = next(n for n in stripped.graph.node if list(n.output) == list(transpose.output))
+        kept.input[0] = node.input[0]
     return stripped, kind
+
+
+def _final_transpose(nodes: list[onnx.NodeProto], producers: dict[str, int], name: str
+                     ) -> tuple[onnx.NodeProto | None, int | None]:
+    """The rank-4 Transpose producing `name`, if it is one, and the axis of its input that
+    becomes its last axis; (None, None) otherwise."""
+    node = nodes[producers[name]]
+    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+    if node.op_type != "Transpose" or perm is None or len(perm) != 4:
+        return None, None
+    return node, perm[-1]
 
 
 def _softmax_axis(model: onnx.ModelProto, node: onnx.NodeProto) -> int:

@@ -122,3 +122,66 @@ class DiesOnWorkers:
         if os.getpid() != self.driver:
             os._exit(3)
         return self.images[indices]
+
+
+SEG_BANDS = 5
+SEG_PLANTED = {0: 0, 1: 1, 2: 2}  # segmentation: class → the band its pixels are bright in
+SEG_DISTRACTOR = 3  # bright blobs everywhere, whatever the class
+SEG_SIZE = 16
+SEG_IGNORE = 255  # the mask value of unlabelled pixels
+
+
+def planted_segmentation(n: int = 160, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, B, H, W) of noise cut into three regions around random centres, each region of
+    a random class whose pixels are bright in band SEG_PLANTED[class]; bright blobs in the
+    distractor band everywhere; masks (N, H, W) with each pixel's class and an unlabelled
+    (SEG_IGNORE) first row."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(scale=0.3, size=(n, SEG_BANDS, SEG_SIZE, SEG_SIZE)).astype(np.float32)
+    yy, xx = np.mgrid[0:SEG_SIZE, 0:SEG_SIZE]
+    masks = np.empty((n, SEG_SIZE, SEG_SIZE), dtype=np.uint8)
+    for i in range(n):
+        centres = rng.uniform(0, SEG_SIZE, (3, 2))
+        nearest = np.argmin([(yy - cy) ** 2 + (xx - cx) ** 2 for cy, cx in centres], axis=0)
+        classes = rng.integers(0, len(SEG_PLANTED), 3)
+        masks[i] = classes[nearest]
+        for c, band in SEG_PLANTED.items():
+            x[i, band] += 1.5 * (masks[i] == c)
+        cy, cx = rng.uniform(0, SEG_SIZE, 2)
+        x[i, SEG_DISTRACTOR] += 2.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 12.0)
+    masks[:, 0] = SEG_IGNORE
+    return x, masks
+
+
+class SmallUNet(nn.Module):
+    """A two-level U-Net: per-pixel class logits (N, C, H, W) at the input's size."""
+
+    def __init__(self, n_bands: int = SEG_BANDS, n_classes: int = len(SEG_PLANTED),
+                 width: int = 12):
+        super().__init__()
+
+        def block(i: int, o: int) -> nn.Module:
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.ReLU())
+
+        self.down, self.low = block(n_bands, width), block(width, 2 * width)
+        self.up = nn.ConvTranspose2d(2 * width, width, 2, stride=2)
+        self.mix, self.head = block(2 * width, width), nn.Conv2d(width, n_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.down(x)
+        low = self.low(nn.functional.max_pool2d(skip, 2))
+        return self.head(self.mix(torch.cat([skip, self.up(low)], dim=1)))
+
+
+def train_unet(x: np.ndarray, masks: np.ndarray, epochs: int = 120, seed: int = 0) -> nn.Module:
+    """`SmallUNet` fitted full-batch on per-pixel cross-entropy (unlabelled pixels left out),
+    ending in a softmax over the classes (which xband strips); in eval mode."""
+    torch.manual_seed(seed)
+    net = SmallUNet(x.shape[1])
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(masks.astype(np.int64))
+    for _ in range(epochs):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(xt), yt, ignore_index=SEG_IGNORE).backward()
+        opt.step()
+    return nn.Sequential(net, nn.Softmax(dim=1)).eval()

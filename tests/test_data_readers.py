@@ -479,10 +479,11 @@ class DictItems(torch.utils.data.Dataset):
         return self.items[i]
 
 
-def test_dict_items_with_named_keys_multi_hot_labels_and_segmentation_refused():
+def test_dict_items_with_named_keys_multi_hot_labels_and_segmentation_masks():
     image = torch.rand(N_BANDS, 8, 8)
-    with pytest.raises(XbandError, match="segmentation data set"):
-        from_torch(DictItems([{"image": image, "mask": torch.zeros(8, 8)}]))
+    segmentation = from_torch(DictItems([{"image": image, "mask": torch.ones(8, 8)}]))
+    assert segmentation.segmentation and segmentation.labels is None  # masks, read on demand
+    assert segmentation.read_masks(np.array([0]), 2).tolist() == [[[1] * 8] * 8]
     with pytest.raises(XbandError, match="keys img, y and no 'image'; name the image's key"):
         from_torch(DictItems([{"img": image, "y": torch.tensor(1)}]))
     named = from_torch(DictItems([{"img": image, "y": torch.tensor(c)} for c in (1, 0)]),

@@ -62,9 +62,11 @@ class Setup:
         """The pool the checks take images from, out of `explanation` (made from `model` and
         `data`)."""
         if explanation.pairs is not None:
+            kind = ("of a segmentation network (per (image, class) pair)"
+                    if explanation.plan.segmentation else "multi-label")
             raise XbandError("the trust checks (model randomisation, deletion curves, agreement, "
                              "completeness) are written for single-label models; this "
-                             "explanation is multi-label. Explain it without --evaluate.")
+                             f"explanation is {kind}. Explain it without --evaluate.")
         data = data.for_model(model)
         if len(data) <= int(explanation.indices.max()):
             raise XbandError(f"{data.source}: the explanation refers to image "

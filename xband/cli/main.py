@@ -218,8 +218,17 @@ def _explain_and_save(model, data, config, args: argparse.Namespace) -> None:
 
 
 def _print_accuracy(accuracy: dict, n_images: int) -> None:
-    """Accuracy, or per-label precision, recall and F1 (multi-label), when labels are known."""
-    if accuracy.get("multi_label") and accuracy["per_class"]:
+    """Accuracy, per-label precision, recall and F1 (multi-label), or per-class pixel accuracy
+    and IoU (segmentation), when labels are known."""
+    if accuracy.get("segmentation") and accuracy["per_class"]:
+        import pandas as pd
+
+        print(f"per-class pixel scores on these {n_images} images (pixel accuracy "
+              f"{accuracy['overall']:.3f}, mean IoU {accuracy['mean_iou']:.3f}):")
+        table = pd.DataFrame(accuracy["per_class"]).T
+        table["pixels"] = table["pixels"].astype(int)
+        print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    elif accuracy.get("multi_label") and accuracy["per_class"]:
         import pandas as pd
 
         table = pd.DataFrame({**accuracy["per_class"], "micro average": accuracy["micro"]}).T

@@ -74,6 +74,14 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                       "(--labels): ENVI .hdr, GeoTIFF, MATLAB .mat (variables: --x-key, --y-key)")
     data.add_argument("--labels", help="labels for .npy or .h5 images (.npy, or text, one a "
                       "line), or a scene's label map (0 = unlabelled)")
+    data.add_argument("--masks", metavar="PATH",
+                      help="segmentation: each image's class per pixel, a .npy of (images, "
+                      "height, width) for .npy images, or a folder of single-band GeoTIFF masks "
+                      "named as the images when --data is a folder of GeoTIFFs (a .npz or .h5 "
+                      "holds them as 'masks')")
+    data.add_argument("--ignore-index", type=int, metavar="V",
+                      help="segmentation: the mask value of unlabelled pixels, e.g. 255, or 0 "
+                      "for nodata (default: a mask GeoTIFF's nodata value)")
     data.add_argument("--x-key", metavar="NAME", help="HDF5 dataset, .npz array or .mat variable "
                       "of the images (default x); in a .csv of spectra, band columns FIRST:LAST")
     data.add_argument("--y-key", metavar="NAME", help="the same of the labels (default y, when "
@@ -210,7 +218,8 @@ def add_check_options(p: argparse.ArgumentParser, *, flag: bool) -> None:
 FLAGS = {"batch_size": "--batch-size", "max_images": "--max-images",
          "max_per_class": "--max-per-class", "examples_per_class": "--examples-per-class",
          "seed": "--seed", "scale": "--scale", "clip": "--clip", "nodata": "--nodata",
-         "classes": "--classes", "bands": "--bands", "background_images": "--background-images"}
+         "classes": "--classes", "bands": "--bands", "background_images": "--background-images",
+         "ignore_index": "--ignore-index"}
 
 
 def as_flags(err: XbandError) -> str:
@@ -387,9 +396,9 @@ def read_images(args: argparse.Namespace):
         raise XbandError("give the bands either as a sensor preset (--sensor) or by name "
                          "(--bands, --band-names-file), not both.")
     return read_data(
-        args.data, labels=args.labels, x_key=args.x_key, y_key=args.y_key,
-        skip_bad=args.skip_bad, bands=band_names, classes=names(args.classes, None, "class"),
-        scene=scene_options(args),
+        args.data, labels=args.labels, masks=args.masks, x_key=args.x_key, y_key=args.y_key,
+        skip_bad=args.skip_bad, ignore_index=args.ignore_index, bands=band_names,
+        classes=names(args.classes, None, "class"), scene=scene_options(args),
         layout=args.data_layout, sensor=args.sensor,
         band_groups=parse_groups(args.band_groups) if args.band_groups else None,
         wavelengths=args.wavelengths, preprocess=preprocess(args), nodata=args.nodata)

@@ -21,9 +21,11 @@ from typing import Protocol
 
 import numpy as np
 
+from xband.data import masks as class_masks
+from xband.data.masks import MaskSource
 from xband.data.sensors import SENSORS, get_sensor, partition
 from xband.data.wavelengths import check_count, checked_wavelengths, read_wavelengths
-from xband.errors import BadValue, XbandError, option
+from xband.errors import BadValue, XbandError, option, whole_number
 from xband.layout import Layout
 
 
@@ -168,9 +170,24 @@ class ImageSet:
     wavelengths: tuple[float, ...] | None = None  # centre wavelength of each band, nm
     wavelengths_from: str = "the wavelengths"  # where given wavelengths came from, for messages
     band_groups: Mapping[str, tuple[int, ...]] | None = None  # band positions per group
+    # segmentation: each image's class per pixel, (N, H, W) in the model's output order
+    masks: MaskSource | None = None
+    ignore_index: int | None = None  # the mask value of pixels of no class (unlabelled, nodata)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    @property
+    def segmentation(self) -> bool:
+        """Whether the images come with class masks (a label per pixel)."""
+        return self.masks is not None
+
+    def read_masks(self, indices: np.ndarray, n_classes: int) -> np.ndarray:
+        """(K, H, W) int16 masks of the images at `indices`: each pixel's class among
+        `n_classes`, `xband.data.masks.IGNORED` for the ignore index; checked."""
+        unique, inverse = np.unique(np.asarray(indices, dtype=np.int64), return_inverse=True)
+        raw = np.asarray(self.masks[unique])[inverse]
+        return class_masks.checked(raw, indices, n_classes, self.ignore_index, self.describe)
 
     @property
     def multi_label(self) -> bool:
@@ -178,7 +195,14 @@ class ImageSet:
         return self.labels is not None and self.labels.ndim == 2
 
     def as_multi_label(self, n_classes: int) -> ImageSet:
-        """This set with its labels multi-hot (N, C): one label per image becomes one column."""
+        """This set with its labels multi-hot (N, C): one label per image becomes one column;
+        a segmentation set's labels are the classes each image's mask has pixels of (one pass
+        over the masks, each checked)."""
+        if self.segmentation:
+            labels = np.zeros((len(self), n_classes), dtype=bool)
+            for part in class_masks.chunks(len(self)):
+                labels[part] = class_masks.present(self.read_masks(part, n_classes), n_classes)
+            return dataclasses.replace(self, labels=labels)
         if self.labels is None or self.multi_label:
             return self
         return dataclasses.replace(self, labels=np.eye(n_classes, dtype=bool)[self.labels])
@@ -235,6 +259,10 @@ class ImageSet:
         if shape[layout.band_axis] != n_bands:
             raise XbandError(f"{self.source}: {self._band_mismatch(n_bands, layout)}")
         size = layout.image_size(shape)
+        if self.masks is not None and tuple(self.masks.shape[1:]) != tuple(size):
+            raise XbandError(f"{self.source}: masks of {self.masks.shape[1]}×{self.masks.shape[2]} "
+                             f"pixels for images of {size[0]}×{size[1]}. Give each image a mask "
+                             "of its own size.")
         if spatial_size is not None and tuple(size) != tuple(spatial_size):
             _check_spectra_or_patches(self.source, size, spatial_size, Layout(preferred))
             raise XbandError(
@@ -361,6 +389,8 @@ def image_set(
     skipped: Sequence[tuple[str, str]] = (),
     notes: Sequence[str] = (),
     class_origin: str = "given",
+    masks: np.ndarray | MaskSource | None = None,
+    ignore_index: int | None = None,
     **legacy,
 ) -> ImageSet:
     """Images and labels as one checked `ImageSet`; no model needed.
@@ -376,18 +406,15 @@ def image_set(
     sorted label names for text labels, else "class i"). layout: "channels_last" or "channels_first"
     (default: from the shape, else from the model). preprocess: applied to every batch read;
     nodata: a value that marks an image as unusable; item_names: what messages call each image.
+    masks: segmentation, each image's class per pixel (N, H, W), in place of labels;
+    ignore_index: the mask value of pixels of no class (255, say, or 0 as nodata).
     Every problem is an `XbandError` naming the data and what to do."""
     bands, classes = _legacy_arguments(legacy, bands, classes)
-    images = _real_numbers(images, source)
-    images, layout = _four_axes(images, labels, source, layout)
-    shape = tuple(images.shape)
-    if shape[0] == 0:
-        raise XbandError(f"{source}: holds no images.")
-    if item_names is not None and len(item_names) != shape[0]:
-        raise ValueError("item_names must name every image")
+    images, layout = _checked_images(images, labels, item_names, source, layout)
     class_names = None if classes is None else _class_names(classes)
-    y, class_names, class_origin, label_notes = _labels(labels, shape[0], class_names, source,
-                                                       class_origin)
+    masks, ignore_index = _masks(masks, ignore_index, labels, images.shape[0], source)
+    y, class_names, class_origin, label_notes = _labels(labels, images.shape[0], class_names,
+                                                       source, class_origin)
     data = ImageSet(
         images=images, labels=y,
         band_names=None if bands is None else tuple(str(b) for b in bands),
@@ -399,11 +426,42 @@ def image_set(
         skipped=tuple(skipped), notes=tuple(notes) + tuple(label_notes), class_origin=class_origin,
         wavelengths=_given_wavelengths(wavelengths, source, sensor),
         wavelengths_from=_wavelength_source(wavelengths, source),
+        masks=masks, ignore_index=ignore_index,
     )
     if sensor is not None:
         get_sensor(sensor)  # an unknown name fails now
     n_bands = _band_count(data)
     return data if n_bands is None else _described(data, n_bands)
+
+
+def _checked_images(images, labels, item_names: Sequence[str] | None, source: str,
+                    layout: str | Layout | None):
+    """`images` with four axes, holding numbers, at least one image, every one named, and their
+    layout (`_four_axes`)."""
+    images = _real_numbers(images, source)
+    images, layout = _four_axes(images, labels, source, layout)
+    if images.shape[0] == 0:
+        raise XbandError(f"{source}: holds no images.")
+    if item_names is not None and len(item_names) != images.shape[0]:
+        raise ValueError("item_names must name every image")
+    return images, layout
+
+
+def _masks(masks, ignore_index, labels, n_images: int, source: str
+           ) -> tuple[MaskSource | None, int | None]:
+    """Segmentation masks and their ignore index, checked; labels then come from the masks."""
+    if masks is None:
+        if ignore_index is not None:
+            raise XbandError(f"{source}: an ignore index ({ignore_index}) is for class masks; "
+                             "give the masks (masks=, --masks) or leave it out.")
+        return None, None
+    if labels is not None:
+        raise XbandError(f"{source}: give either labels (one or several classes per image) or "
+                         "masks (a class per pixel), not both: a segmentation run takes each "
+                         "image's classes from its mask.")
+    return (class_masks.mask_source(masks, n_images, source),
+            None if ignore_index is None else whole_number(ignore_index, "ignore_index",
+                                                           minimum=0))
 
 
 class Spectra:

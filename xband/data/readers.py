@@ -34,21 +34,28 @@ _SKIP_HINT = f"pass {option('skip_bad=True', '--skip-bad')} to leave it out"
 
 
 _DESCRIPTION = ("bands", "classes", "layout", "sensor", "band_groups", "wavelengths", "preprocess",
-                "nodata")
+                "nodata", "ignore_index")
+MASKS_KEY = "masks"  # the array (HDF5 dataset) of segmentation masks in .npz and .h5 files
 
 
 def read_data(path: str | os.PathLike, *, labels: str | os.PathLike | np.ndarray | None = None,
               x_key: str | None = None, y_key: str | None = None, skip_bad: bool = False,
-              scene: Mapping | None = None, **description) -> ImageSet:
+              masks: str | os.PathLike | np.ndarray | None = None, scene: Mapping | None = None,
+              **description) -> ImageSet:
     """Open `path` by what it is: a folder of class folders of GeoTIFFs, a .csv of (path, label)
     rows or a table of spectra (a row per pixel, a column per band and a label column), an
     .h5/.hdf5 file (`x_key`, `y_key`), .npz/.npy (with `labels`), or a hyperspectral scene (ENVI
     .hdr, a GeoTIFF cube, MATLAB .mat: `labels` its label map, `x_key`/`y_key` the .mat
     variables; `scene`: `read_scene`'s options, e.g. {"patch_size": 9, "held_out": 0.25}).
 
+    Segmentation data: a .npz or .h5 holding 'masks' (a class per pixel, (N, H, W)) beside the
+    images, .npy images with `masks` a .npy file, or a folder of GeoTIFF images with `masks` a
+    folder of single-band GeoTIFF masks of the same file names; `ignore_index` (in
+    `description`) is the mask value of unlabelled pixels.
     `description`: what `xband.image_set` takes to describe the images (bands, classes, layout,
-    sensor, band_groups, wavelengths, preprocess, nodata); given values win over what the files
-    say (band descriptions, nodata and wavelengths in GeoTIFF / ENVI band metadata).
+    sensor, band_groups, wavelengths, preprocess, nodata, ignore_index); given values win over
+    what the files say (band descriptions, nodata and wavelengths in GeoTIFF / ENVI band
+    metadata; a mask file's nodata as the ignore index).
     """
     unknown = sorted(set(description) - set(_DESCRIPTION))
     if unknown:
@@ -57,6 +64,11 @@ def read_data(path: str | os.PathLike, *, labels: str | os.PathLike | np.ndarray
     if not path.exists():
         raise XbandError(f"{path}: no such file or folder.")
     check_regular({"data": path})
+    if path.is_dir() and masks is not None:
+        return read_mask_folders(path, Path(masks), skip_bad=skip_bad, **description)
+    if masks is not None and path.suffix.lower() != ".npy":
+        raise XbandError(f"{path}: masks= (--masks) is for .npy images or a folder of GeoTIFF "
+                         f"images; a {path.suffix or 'file'} holds its masks as '{MASKS_KEY}'.")
     if path.is_dir():
         return read_class_folders(path, skip_bad=skip_bad, **description)
     suffix = path.suffix.lower()
@@ -78,7 +90,7 @@ def read_data(path: str | os.PathLike, *, labels: str | os.PathLike | np.ndarray
         return read_hdf5(path, x_key=x_key or "x", y_key=y_key, labels=labels, **description)
     if suffix in (".npz", ".npy"):
         return read_numpy(path, x_key=x_key or "x", y_key=y_key or "y", labels=labels,
-                          **description)
+                          masks=masks, **description)
     raise XbandError(
         f"{path}: unknown data format '{path.suffix}'. Give a folder of class folders of GeoTIFFs, "
         "a .csv of (path, label) rows or of spectra, an .h5 file, a .npz/.npy file, or a scene "
@@ -94,13 +106,19 @@ def _with_found(images, labels, *, source: str, found: dict, description: dict) 
 
 
 def read_numpy(path: str | Path, *, x_key: str = "x", y_key: str = "y",
-               labels: str | Path | np.ndarray | None = None, **description) -> ImageSet:
-    """Images (as stored) and labels from `.npz` (x, y, optional band_names, class_names) or
-    `.npy` (memory-mapped: read batch by batch; labels from `labels`)."""
+               labels: str | Path | np.ndarray | None = None,
+               masks: str | Path | np.ndarray | None = None, **description) -> ImageSet:
+    """Images (as stored) and labels from `.npz` (x, y or masks, optional band_names,
+    class_names) or `.npy` (memory-mapped: read batch by batch; labels from `labels`, or
+    segmentation masks from `masks`, an array or a .npy file)."""
     images, y, names = _numpy_arrays(path, x_key, y_key)
     if labels is not None:
         y = read_labels(labels)
-    found = {"bands": names.get("band_names"), "classes": names.get("class_names")}
+    if masks is not None:
+        names[MASKS_KEY] = masks if isinstance(masks, np.ndarray) else \
+            _numpy_arrays(Path(masks), "x", "y")[0]
+    found = {"bands": names.get("band_names"), "classes": names.get("class_names"),
+             "masks": names.get(MASKS_KEY)}
     return _with_found(images, y, source=str(path), found=found, description=description)
 
 
@@ -127,6 +145,8 @@ def _numpy_arrays(path: str | Path, x_key: str, y_key: str
                 for key in ("band_names", "class_names"):
                     if key in f.files:
                         names[key] = [str(v) for v in f[key]]
+                if MASKS_KEY in f.files:
+                    names[MASKS_KEY] = f[MASKS_KEY]
         else:
             images = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
@@ -437,6 +457,77 @@ def read_class_folders(root: Path, *, skip_bad: bool = False, **description) -> 
                      description=description)
 
 
+class MaskFiles:
+    """Single-band GeoTIFF masks as one `MaskSource` (N, H, W); a read opens only the files asked
+    for, and a file that cannot be read, or is not one band of `size`, raises `BadImage`."""
+
+    def __init__(self, paths: list[Path], size: tuple[int, int]):
+        self.paths, self.shape = paths, (len(paths), *size)
+
+    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
+        return np.stack([self._one(int(i)) for i in indices])
+
+    def _one(self, i: int) -> np.ndarray:
+        path = self.paths[i]
+        try:
+            mask = read_raster(path)[0]
+        except Exception as err:  # GDAL raises many kinds of errors on damaged files
+            raise BadImage(i, str(path), f"cannot be read as a mask ({_cause(err)}). Replace "
+                           "it.") from None
+        if mask.shape != (1, *self.shape[1:]):
+            raise BadImage(i, str(path), f"is a mask of shape {mask.shape} (bands, height, "
+                           f"width); masks are one band of {self.shape[1]}×{self.shape[2]} "
+                           "pixels, a class per pixel. Replace it.")
+        return mask[0]
+
+
+def _files(folder: Path, what: str, skipped: list[tuple[str, str]] | None) -> dict[str, Path]:
+    """The .tif/.tiff/.jp2 files of `folder` by name (hidden files and GDAL's side files left
+    out); anything else is refused, or listed in `skipped` when given (skip-bad)."""
+    if not folder.is_dir():
+        raise XbandError(f"{folder}: no such folder of {what}.")
+    found = {}
+    for e in sorted(os.scandir(folder), key=lambda e: e.name):
+        if e.name.startswith(".") or e.name.lower().endswith(SIDECAR_SUFFIXES):
+            continue
+        if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES):
+            found[e.name] = Path(e.path)
+        elif skipped is not None:
+            skipped.append((e.path, "not a .tif/.tiff/.jp2 file"))
+        else:
+            raise XbandError(f"{e.path}: not a .tif/.tiff/.jp2 file, in the folder of {what}. "
+                             f"Move it out, or {_SKIP_HINT}.")
+    if not found:
+        raise XbandError(f"{folder}: holds no .tif/.tiff/.jp2 {what}.")
+    return found
+
+
+def read_mask_folders(images: Path, masks: Path, *, skip_bad: bool = False,
+                      **description) -> ImageSet:
+    """Segmentation data: a folder of GeoTIFF images and a folder of single-band GeoTIFF masks
+    (a class per pixel) of the same file names. A mask file's nodata value is the ignore index
+    unless one is given."""
+    skipped: list[tuple[str, str]] | None = [] if skip_bad else None
+    image_files, mask_files = _files(images, "images", skipped), _files(masks, "masks", skipped)
+    missing = sorted(set(image_files) - set(mask_files))
+    if missing:
+        raise XbandError(f"{images / missing[0]}: no mask of that name in {masks} ({len(missing)} "
+                         "images without a mask). Give every image a mask file of its name.")
+    names = sorted(image_files)
+    files = RasterFiles([image_files[n] for n in names])
+    mask_source = MaskFiles([mask_files[n] for n in names], tuple(files.bands_hw[1:]))
+    nodata = read_raster(mask_source.paths[files.first])[1].nodata
+    found = {"bands": files.info.band_names, "layout": files.layout, "nodata": files.info.nodata,
+             "masks": mask_source, "notes": files.notes(),
+             "ignore_index": None if nodata is None or not float(nodata).is_integer() or nodata < 0
+             else int(nodata)}
+    if description.get("sensor") is None:
+        found["wavelengths"] = files.info.wavelengths
+    return _with_found(files, None, source=str(images), found=found,
+                       description={**description, "item_names": [str(p) for p in files.paths],
+                                    "skipped": skipped or []})
+
+
 def read_csv_list(path: Path, *, skip_bad: bool = False, **description) -> ImageSet:
     """A CSV of (path, label) rows, an optional 'path,label' header; relative paths are relative
     to the CSV's folder. Labels are class names, or class numbers when all are whole numbers."""
@@ -493,14 +584,15 @@ def read_hdf5(path: Path, *, x_key: str = "x", y_key: str | None = None,
         return h5[key]
 
     images = dataset(x_key, "x_key")
+    found = {"masks": h5[MASKS_KEY] if MASKS_KEY in h5 else None}
     if labels is not None:
         y = read_labels(labels)
-    elif y_key is not None or "y" in h5:
+    elif y_key is not None or ("y" in h5 and found["masks"] is None):
         y = dataset(y_key or "y", "y_key")[()]
         y = y.astype(str) if y.dtype.kind in "OS" else y
     else:
         y = None
-    return _with_found(images, y, source=str(path), found={}, description=description)
+    return _with_found(images, y, source=str(path), found=found, description=description)
 
 
 class TorchImages:
@@ -509,7 +601,8 @@ class TorchImages:
     is `image_key`; `positions` (P,), the dataset indices the loader's sampler gives (None:
     all); the items of a read collated by `collate` (the loader's collate_fn; one by one when
     the loader does not batch, `per_item`) and the batch then passed through `batch_transform`
-    (a DataModule's augmentation)."""
+    (a DataModule's augmentation). With a dict's `mask_key`, its segmentation masks as a
+    `MaskSource` (`masks`)."""
 
     def __init__(self, dataset, image_key: str = "image", positions: np.ndarray | None = None,
                  collate: Callable | None = None, batch_transform: Callable | None = None,
@@ -546,6 +639,12 @@ class TorchImages:
                            f"the dataset's transform), or {_SKIP_HINT}")
         return image
 
+    def masks(self, mask_key: str) -> TorchImages:
+        """The items' masks (`mask_key`), a source of its own, read as the images are (the same
+        sampler, collate_fn and batch augmentation)."""
+        return TorchImages(self.dataset, mask_key, self.positions, self.collate,
+                           self.batch_transform, self.per_item)
+
 
 def _image_of(sample, image_key: str):
     """The image of an item or a batch: its `image_key` entry, its first entry, or itself."""
@@ -575,7 +674,7 @@ class TorchReading:
 
 
 def from_torch(data, *, image_key: str = "image", label_key: str = "label",
-               split: str = "test", **description) -> ImageSet:
+               mask_key: str = "mask", split: str = "test", **description) -> ImageSet:
     """The images and labels of a torch `Dataset`, `DataLoader`, or a Lightning / torchgeo
     DataModule (its `split` loader: "test", "val", "train" or "predict"), read by index so the
     engine can stream and draw donors, and as the model sees them: a loader's sampler picks the
@@ -583,22 +682,26 @@ def from_torch(data, *, image_key: str = "image", label_key: str = "label",
     (torchgeo's `aug`, its normalisation) apply to every batch read. A sampler that draws other
     images on each pass is refused; a random transform is named in a note. Items are (image,
     label) tuples or dicts ({"image": …, "label": …}; other keys with `image_key`, `label_key`).
-    A label is a class number, or a multi-hot vector (multi-label). Labels come from the
-    dataset's `targets` when it has them (through any Subset), else from every item; class and
-    band names from its `classes` and `bands` (torchgeo), and for torchgeo data sets whose sensor
-    is known their wavelengths and band groups, unless given. `description`: what
-    `xband.image_set` takes (bands, classes, sensor, preprocess, …)."""
+    A label is a class number, or a multi-hot vector (multi-label). Segmentation: dicts with a
+    mask and no label ({"image": …, "mask": …}, as torchgeo's segmentation data sets give;
+    `mask_key`), a class per pixel; `ignore_index` (in `description`) marks unlabelled pixels.
+    Labels come from the dataset's `targets` when it has them (through any Subset), else from
+    every item; class and band names from its `classes` and `bands` (torchgeo), and for
+    torchgeo data sets whose sensor is known their wavelengths and band groups, unless given.
+    `description`: what `xband.image_set` takes (bands, classes, sensor, preprocess, …)."""
     reading = _torch_reading(data, split)
     dataset = reading.dataset
     source = f"torch {type(dataset).__name__}"
     if len(dataset) == 0:
         raise XbandError(f"{source}: holds no images.")
-    first = 0 if reading.positions is None else int(reading.positions[0])
-    labelled = _check_sample(dataset[first], image_key, label_key, source)
+    first = dataset[0 if reading.positions is None else int(reading.positions[0])]
+    labelled = _check_sample(first, image_key, label_key, source)
+    masked = not labelled and isinstance(first, Mapping) and mask_key in first
     base, to_base = _base_dataset(dataset)
     images = TorchImages(dataset, image_key, reading.positions, reading.collate,
                          reading.batch_transform, reading.per_item)
-    found: dict = {"notes": [*reading.notes, *_random_reads(images, source)]}
+    found: dict = {"notes": [*reading.notes, *_random_reads(images, source)],
+                   "masks": images.masks(mask_key) if masked else None}
     classes = _names(getattr(base, "classes", None))
     if classes and description.get("classes") is None:
         found.update(classes=classes, class_origin="from the dataset's classes")
@@ -609,7 +712,8 @@ def from_torch(data, *, image_key: str = "image", label_key: str = "label",
         given = description.get("preprocess") or Preprocess()
         description = {**description, "preprocess": dataclasses.replace(
             given, by_source=", then ".join(reading.applied))}
-    targets = _targets(dataset, base, to_base, reading.positions, labelled, label_key)
+    targets = None if masked else _targets(dataset, base, to_base, reading.positions, labelled,
+                                           label_key)
     return _with_found(images, targets, source=source, found=found, description=description)
 
 
@@ -844,11 +948,6 @@ def _check_sample(sample, image_key: str, label_key: str, source: str) -> bool:
         raise XbandError(f"{source}: items are {type(sample).__name__}s; xband reads (image, "
                          "label) tuples or dicts with an image and a label.")
     keys = ", ".join(map(str, sample))
-    if "mask" in sample and label_key not in sample:
-        raise XbandError(f"{source}: items hold a 'mask' (a label per pixel) and no "
-                         f"'{label_key}': this is a segmentation data set. xband explains "
-                         "classifiers, one label (or several) per image: give a classification "
-                         "data set, or name the label's key with label_key=.")
     if image_key not in sample:
         raise XbandError(f"{source}: items are dicts with keys {keys} and no '{image_key}'; "
                          "name the image's key with image_key= (and the label's with label_key=).")

@@ -56,12 +56,16 @@ class Batch:
     index: np.ndarray  # (N,) positions among the explained images
     # outputs of masked copies already computed for these images (None: computed per call)
     shared: SharedOutputs | None = None
+    # (N, K, H, W) what the network takes beside the bands (a segmentation run's class mask,
+    # `xband.models.segmentation`): never removed nor scored, every copy of an image carries
+    # its own (`network_input`); None: the network takes the bands alone
+    fixed: torch.Tensor | None = None
 
     def rows(self, chosen: np.ndarray) -> Batch:
         """The batch of the `chosen` rows ((N,) bools), sharing its computed outputs."""
         pick = torch.from_numpy(np.flatnonzero(chosen)).to(self.x.device)
         return Batch(self.x[pick], self.target[pick], self.label[pick], self.index[chosen],
-                     self.shared)
+                     self.shared, None if self.fixed is None else self.fixed[pick])
 
 
 @dataclass
@@ -79,6 +83,9 @@ class Context:
     # the data baseline: a removed band takes that band of this many other images of the data
     # per image (donors, repeats 0…M−1), the score being the mean over them; 0: `baseline`
     background: int = 0
+    # segmentation (xband.models.segmentation.ClassPixels): the outputs are C class scores,
+    # then C shares of each class's pixels predicted as it, by which a class counts as found
+    pixel_shares: bool = False
 
     @property
     def n_background(self) -> int:
@@ -236,22 +243,35 @@ def blocks(n_images: int, n_variants: int, pass_size: int) -> Iterator[tuple[sli
             yield slice(first, first + variants), slice(start, start + images)
 
 
-def input_gradients(points: torch.Tensor, target: torch.Tensor, ctx: Context) -> torch.Tensor:
+def network_input(bands: torch.Tensor, fixed: torch.Tensor | None) -> torch.Tensor:
+    """What the network takes for images whose bands are `bands` (N, B, H, W): the bands, then
+    the channels of `Batch.fixed` of the images they are copies of (N, K, H, W)."""
+    return bands if fixed is None else torch.cat([bands, fixed.to(bands.dtype)], dim=1)
+
+
+def input_gradients(points: torch.Tensor, target: torch.Tensor, ctx: Context,
+                    fixed: torch.Tensor | None = None) -> torch.Tensor:
     """∂f_t/∂x at every image of `points` for its target class, in passes of the measured best
-    size (`ctx.passes.gradient`); the same numbers as Captum's Saliency without abs."""
+    size (`ctx.passes.gradient`); the same numbers as Captum's Saliency without abs. fixed: the
+    points' `Batch.fixed` channels, which the network takes beside the bands (no gradient)."""
     grads = []
+    size = ctx.passes.gradient
+    parts = [None] * -(-len(points) // size) if fixed is None else fixed.split(size)
     with torch.enable_grad():
-        for part, goal in zip(points.split(ctx.passes.gradient),
-                              target.split(ctx.passes.gradient), strict=True):
+        for part, goal, beside in zip(points.split(size), target.split(size), parts, strict=True):
             part = part.detach().requires_grad_(True)
-            output = ctx.forward(part).gather(1, goal.view(-1, 1)).sum()
+            output = ctx.forward(network_input(part, beside)).gather(1, goal.view(-1, 1)).sum()
             grads.append(torch.autograd.grad(output, part)[0])
     return torch.cat(grads)
 
 
 def predicted(outputs: torch.Tensor, label: torch.Tensor, ctx: Context) -> torch.Tensor:
     """Whether `label` is predicted from `outputs` (..., C), `label` shaped like outputs[..., 0]:
-    the largest output, or, multi-label, an output above `ctx.threshold`."""
+    the largest output, or, multi-label, an output above `ctx.threshold`; segmentation
+    (`ctx.pixel_shares`), the share of the class's pixels predicted as it, in [0, 1]."""
+    if ctx.pixel_shares:
+        shares = outputs[..., outputs.shape[-1] // 2:]
+        return shares.gather(-1, label.unsqueeze(-1)).squeeze(-1)
     if ctx.threshold is None:
         return outputs.argmax(dim=-1) == label
     return outputs.gather(-1, label.unsqueeze(-1)).squeeze(-1) > ctx.threshold

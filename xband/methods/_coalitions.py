@@ -22,6 +22,7 @@ from xband.methods._base import (
     Context,
     SharedOutputs,
     n_features,
+    network_input,
 )
 from xband.methods.removal import with_bands_removed
 
@@ -57,7 +58,7 @@ def masked_outputs(batch: Batch, ctx: Context, present: torch.Tensor, absent: to
     missing = [name for name in first if name not in shared.index]
     if missing:
         todo = torch.tensor([first[name] for name in missing], dtype=torch.long)  # flat n·K + k
-        shared.add(missing, _evaluate(x, ctx, keep.to(x.device), absent,
+        shared.add(missing, _evaluate(x, batch.fixed, ctx, keep.to(x.device), absent,
                                       torch.from_numpy(pick).to(x.device), todo))
     shared.evaluated += len(missing)
     shared.reused += len(first) - len(missing)
@@ -65,11 +66,12 @@ def masked_outputs(batch: Batch, ctx: Context, present: torch.Tensor, absent: to
     return shared.outputs()[torch.from_numpy(rows).to(x.device)].view(n, n_subsets, -1)
 
 
-def _evaluate(x: torch.Tensor, ctx: Context, keep: torch.Tensor, absent: torch.Tensor,
-              pick: torch.Tensor, todo: torch.Tensor) -> torch.Tensor:
+def _evaluate(x: torch.Tensor, fixed: torch.Tensor | None, ctx: Context, keep: torch.Tensor,
+              absent: torch.Tensor, pick: torch.Tensor, todo: torch.Tensor) -> torch.Tensor:
     """(len(todo), C) outputs of the masked copies `todo` (flat image · K + subset), built and
     sent through the network pass by pass (`ctx.passes.forward` copies each), so that memory
-    stays flat. keep: (N, K, B) bands kept; pick: (N, K) the alternative of `absent` taken."""
+    stays flat. fixed: the images' `Batch.fixed` channels, beside every copy's bands (None: no
+    such channels); keep: (N, K, B) bands kept; pick: (N, K) the alternative of `absent` taken."""
     n_subsets = keep.shape[1]
     rows = torch.arange(len(x), device=x.device) if absent.shape[1] > 1 else torch.zeros(
         len(x), dtype=torch.long, device=x.device)
@@ -79,7 +81,9 @@ def _evaluate(x: torch.Tensor, ctx: Context, keep: torch.Tensor, absent: torch.T
             image, subset = part // n_subsets, part % n_subsets
             mask = keep[image, subset][..., None, None]  # (P, B, 1, 1)
             other = absent[pick[image, subset], rows[image]]  # (P, B, H or 1, W or 1)
-            outputs.append(ctx.forward(with_bands_removed(x[image], mask, other)))
+            fixed_part = None if fixed is None else fixed[image]
+            outputs.append(ctx.forward(network_input(with_bands_removed(x[image], mask, other),
+                                                     fixed_part)))
     return torch.cat(outputs)
 
 

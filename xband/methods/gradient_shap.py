@@ -49,7 +49,8 @@ class GradientShap(GradientMethod):
             alpha = alphas[images, samples].T[..., None, None, None]
             gap = x[images].unsqueeze(0) - base
             target = batch.target[images].repeat(len(base))
-            grad = input_gradients((base + alpha * gap).flatten(0, 1), target, ctx)
+            fixed = None if batch.fixed is None else batch.fixed[images].repeat(len(base), 1, 1, 1)
+            grad = input_gradients((base + alpha * gap).flatten(0, 1), target, ctx, fixed)
             for term in grad.view_as(gap) * gap:  # in sample order, so that the pass size
                 maps[images] += term  # never changes a sum
         maps /= self.n_samples

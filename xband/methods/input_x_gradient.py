@@ -16,5 +16,5 @@ class InputXGradient(GradientMethod):
     units = "sum over pixels of x·∂f/∂x, in output units"
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
-        maps = batch.x * input_gradients(batch.x, batch.target, ctx)
+        maps = batch.x * input_gradients(batch.x, batch.target, ctx, batch.fixed)
         return BandAttribution(pixel_sum(maps), maps)

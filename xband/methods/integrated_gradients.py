@@ -64,7 +64,8 @@ class IntegratedGradients(GradientMethod):
             start = base if len(base) == 1 else base[images]
             points = (start + alpha * (x[images] - start).unsqueeze(0)).flatten(0, 1)
             target = batch.target[images].repeat(len(alpha))
-            grad = input_gradients(points, target, ctx).view(len(alpha), -1, *x.shape[1:])
+            fixed = None if batch.fixed is None else batch.fixed[images].repeat(len(alpha), 1, 1, 1)
+            grad = input_gradients(points, target, ctx, fixed).view(len(alpha), -1, *x.shape[1:])
             for step, weight in zip(grad, step_sizes[steps], strict=True):  # in step order,
                 total[images] += step * weight  # so that the pass size never changes a sum
         return total * (x - base)

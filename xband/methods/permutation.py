@@ -22,7 +22,9 @@ from xband.methods._coalitions import masked_outputs
 class Permutation(BandSubsetMethod):
     """Per image, the mean over seeded repeats of [correct(x) − correct(x with band b from another
     image)]; its mean over a class is that class's accuracy drop (Breiman 2001). Multi-label:
-    correct means the explained label is predicted, and the mean is the drop in its recall."""
+    correct means the explained label is predicted, and the mean is the drop in its recall;
+    segmentation: correct is the share of the class's pixels predicted as it, and the mean is the
+    drop in the class's pixel accuracy."""
 
     name = "permutation"
     label = "Permutation importance"

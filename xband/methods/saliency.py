@@ -30,7 +30,7 @@ class Saliency(GradientMethod):
         return 1.0
 
     def attribute(self, batch: Batch, ctx: Context) -> BandAttribution:
-        maps = input_gradients(batch.x, batch.target, ctx).abs() * self._scale(ctx)
+        maps = input_gradients(batch.x, batch.target, ctx, batch.fixed).abs() * self._scale(ctx)
         return BandAttribution(pixel_mean(maps), maps)
 
 

@@ -37,6 +37,7 @@ from converters.fidelity import (  # noqa: E402
     compare,
     enforce,
     gradient_against_float64,
+    gradient_target,
     input_gradient,
     torch_outputs,
 )
@@ -52,6 +53,7 @@ from xband.errors import (  # noqa: E402
 from xband.files import atomic_path  # noqa: E402
 from xband.layout import Layout, spectra_layout  # noqa: E402
 from xband.models.programs import load_time_code, pickled_globals, unscreened_ops  # noqa: E402
+from xband.models.segmentation import classes_first, output_layout  # noqa: E402
 from xband.verbosity import verbose  # noqa: E402
 
 Output = Literal["logits", "probabilities"]
@@ -80,6 +82,9 @@ class LoadedModel:
     onnx_path: str | None = None
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds: keras_to_onnx, to_torch
+    # a segmentation network (per-pixel class outputs): where the classes are in its outputs,
+    # (N, C, H, W) channels-first or (N, H, W, C) channels-last; None: a classifier, (N, C)
+    segmentation: Layout | None = None
     # where the final activation (or its absence) was seen: "nn.Softmax, the nn.Sequential's
     # last layer", "torch.sigmoid at the end of forward (traced with torch.fx)"; "" if not said
     activation_seen: str = ""
@@ -90,6 +95,11 @@ class LoadedModel:
             raise ValueError(f"final_activation must be one of {ACTIVATIONS}")
 
     @property
+    def class_axis(self) -> int:
+        """Axis of the classes in the network's outputs."""
+        return 1 if self.segmentation is None else self.segmentation.band_axis
+
+    @property
     def ends_with_softmax(self) -> bool:
         return self.final_activation == "softmax"
 
@@ -97,9 +107,11 @@ class LoadedModel:
         """What was loaded, notes, and the fidelity figures."""
         size = "any size" if self.spatial_size is None else "x".join(map(str, self.spatial_size))
         size = "one spectrum per pixel" if self.layout.spectra else size
+        per_pixel = "" if self.segmentation is None else \
+            f" per pixel (segmentation, classes on output axis {self.class_axis})"
         head = (f"{self.source_path or 'module'}: {self.source_format}, {self.layout} "
                 f"(bands on axis {self.band_axis}), {self.n_bands} bands, {self.n_classes} "
-                f"classes, input {size}; {self.activation_statement()}")
+                f"classes{per_pixel}, input {size}; {self.activation_statement()}")
         return "\n".join([head, *self.notes, *([self.fidelity.summary()] if self.fidelity else [])])
 
     def activation_statement(self) -> str:
@@ -133,7 +145,8 @@ class LoadedModel:
             return self.logits_module if self.logits_module is not None else self.module
         if self.final_activation != "none":
             return self.module
-        return nn.Sequential(self.module, nn.Sigmoid() if multi_label else nn.Softmax(dim=-1))
+        return nn.Sequential(self.module, nn.Sigmoid() if multi_label
+                             else nn.Softmax(dim=self.class_axis))
 
     def __call__(self, x: torch.Tensor, output: Output = "logits") -> torch.Tensor:
         return self.network(output)(x)
@@ -341,15 +354,21 @@ def _check_batch_sizes(module: nn.Module, probe: np.ndarray, source: str) -> np.
         raise XbandError(f"{source}: the PyTorch model runs on a batch of {len(probe)} images "
                          f"but fails on {len(probe) + 1} ({_cause(err)}): its batch size is "
                          f"fixed inside; {DYNAMIC_BATCH}.") from err
-    if out.ndim != 2:
-        raise XbandError(f"{source}: the model output has shape {out.shape}; xband needs class "
-                         "scores of shape (batch, classes).")
     scale = 1e-4 + 1e-3 * float(np.ptp(out))
     if more.shape[0] != len(probe) + 1 or np.abs(more[:-1] - out).max() > scale:
         raise XbandError(f"{source}: the PyTorch model gives different results for the same "
                          "images in batches of different sizes; re-export it with a dynamic "
                          "batch axis and in inference mode.")
     return out
+
+
+def _classes(out: np.ndarray, probe: np.ndarray, layout: Layout, source: str
+             ) -> tuple[np.ndarray, int, Layout | None]:
+    """The outputs on the probe with the classes on axis 1, the class count, and, for a
+    segmentation network (per-pixel outputs), where its outputs hold the classes."""
+    segmentation = output_layout(out.shape, layout.image_size(probe.shape), layout, source)
+    out = classes_first(out, segmentation)
+    return out, out.shape[1], segmentation
 
 
 _VISIBLE = ("end the network in a softmax, sigmoid or log-softmax layer (nn.Softmax, nn.Sigmoid, "
@@ -431,7 +450,8 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
     timings = {"to_torch": time.perf_counter() - start}
     layout = req.layout or _graph_layout(conv) or Layout.CHANNELS_LAST
     n_bands = exp.probe.shape[layout.band_axis]
-    out = _check_batch_sizes(conv.module, exp.probe, str(path))
+    out, n_classes, segmentation = _classes(_check_batch_sizes(conv.module, exp.probe, str(path)),
+                                            exp.probe, layout, str(path))
 
     def float64_reference() -> KerasExport:  # a second TensorFlow process, only when needed
         return export_keras(path, fmt, sha, opset=req.opset, probe=req.probe,
@@ -447,10 +467,10 @@ def _from_keras(path: Path, fmt: str, req: _Request) -> LoadedModel:
     if exp.convert_seconds is not None:
         timings["keras_to_onnx"] = exp.convert_seconds
     kind, activation_notes = _final(conv.final_activation, out)
-    return LoadedModel(conv.module, conv.logits_module, layout, n_bands, out.shape[1],
+    return LoadedModel(conv.module, conv.logits_module, layout, n_bands, n_classes,
                        _spatial(conv.input_shape, layout), kind, fmt, str(path), sha, fid,
                        str(exp.onnx_path), _spectra_note(conv.input_shape, layout, req) + notes
-                       + activation_notes, timings)
+                       + activation_notes, timings, segmentation)
 
 
 def _graph_layout(conv) -> Layout | None:
@@ -487,15 +507,17 @@ def _from_onnx(path: Path, req: _Request) -> LoadedModel:
         raise XbandError(f"{path}: the number of bands is not fixed in the graph; pass n_bands.")
     spatial = _spatial(conv.input_shape, layout)
     probe, probe_desc = _make_probe(req, layout, n_bands, spatial, str(path))
-    out = _check_batch_sizes(conv.module, probe, str(path))
+    out, n_classes, segmentation = _classes(_check_batch_sizes(conv.module, probe, str(path)),
+                                            probe, layout, str(path))
     fid = onnx_fidelity(conv.logits_graph.SerializeToString(),
                         conv.module if conv.logits_module is None else conv.logits_module,
                         probe, reference="onnxruntime", probe_desc=probe_desc, source=str(path))
     enforce(fid, str(path), req.accept_mismatch)
     kind, notes = _final(conv.final_activation, out)
-    return LoadedModel(conv.module, conv.logits_module, layout, n_bands, out.shape[1], spatial,
+    return LoadedModel(conv.module, conv.logits_module, layout, n_bands, n_classes, spatial,
                        kind, "onnx", str(path), sha, fid, str(path),
-                       _spectra_note(conv.input_shape, layout, req) + notes, timings)
+                       _spectra_note(conv.input_shape, layout, req) + notes, timings,
+                       segmentation)
 
 
 def _spectra_note(shape: list[int | None], layout: Layout, req: _Request) -> list[str]:
@@ -515,7 +537,7 @@ def onnx_fidelity(graph: bytes, module: nn.Module, probe: np.ndarray, *, referen
     differences of its own float64 copy (`converters.fidelity.float64_slopes`): a backward
     that does not follow the forward fails, and ReLU or max-pool kinks do not."""
     ref = _onnxruntime(graph, source)(probe)
-    target = int(np.argmax(ref.mean(axis=0)))
+    target = gradient_target(ref)
     exact, slopes = gradient_against_float64(module, probe, target)
     fid = compare(ref, torch_outputs(module, probe), reference=reference, probe=probe_desc,
                   compared="logits", ref_grad=exact, grad=None if exact is None else slopes,
@@ -774,12 +796,14 @@ def _from_module(module: nn.Module, fmt: str, path: Path | None, sha: str | None
     layout, n_bands, input_notes = module_input(module, req, source)
     spatial = (1, 1) if layout.spectra else req.input_size
     probe, probe_desc = _make_probe(req, layout, n_bands, spatial, source)
-    out = _check_batch_sizes(module, probe, source)
-    module, ending, activation_notes = _module_ending(module, probe, out)
-    return LoadedModel(module, ending.logits, layout, n_bands, out.shape[1], spatial,
+    out, n_classes, segmentation = _classes(_check_batch_sizes(module, probe, source), probe,
+                                            layout, source)
+    module, ending, activation_notes = _module_ending(module, probe, out, segmentation)
+    return LoadedModel(module, ending.logits, layout, n_bands, n_classes, spatial,
                        ending.kind, fmt, None if path is None else str(path), sha,
                        Fidelity(reference="none", probe=probe_desc, n_probe=len(probe)),
-                       notes=notes + input_notes + activation_notes, activation_seen=ending.seen)
+                       notes=notes + input_notes + activation_notes, segmentation=segmentation,
+                       activation_seen=ending.seen)
 
 
 def module_input(module: nn.Module, req: _Request, source: str) -> tuple[Layout, int, list[str]]:
@@ -913,13 +937,14 @@ class _Ending:
     seen: str
 
 
-def _module_ending(module: nn.Module, probe: np.ndarray, out: np.ndarray
-                   ) -> tuple[nn.Module, _Ending, list[str]]:
+def _module_ending(module: nn.Module, probe: np.ndarray, out: np.ndarray,
+                   segmentation: Layout | None = None) -> tuple[nn.Module, _Ending, list[str]]:
     """The module to keep, its ending and notes. The structure decides (`_strip_module`); a
     stripped activation is kept stripped when, applied to the stripped outputs, it gives the
-    module's outputs. A final log-softmax is stripped to logits and the module kept becomes
-    their softmax (probabilities). Only where the structure cannot be seen do the outputs
-    speak (`_final`)."""
+    module's outputs (`out`, the classes on axis 1; `segmentation`: where a segmentation
+    network's outputs hold them). A final log-softmax is stripped to logits and the module kept
+    becomes their softmax (probabilities). Only where the structure cannot be seen do the
+    outputs speak (`_final`)."""
     ending = _strip_module(module)
     if ending is None:
         kind, notes = _final("none", out)
@@ -927,9 +952,11 @@ def _module_ending(module: nn.Module, probe: np.ndarray, out: np.ndarray
                                            "outputs"), notes
     if ending.kind == "none":
         return module, ending, []
-    if ending.logits is not None and _strip_holds(ending.logits, ending.kind, probe, out):
+    if ending.logits is not None and _strip_holds(ending.logits, ending.kind, probe, out,
+                                                  segmentation):
         if ending.kind == "log_softmax":
-            probabilities = nn.Sequential(ending.logits, nn.Softmax(dim=1)).eval()
+            class_axis = 1 if segmentation is None else segmentation.band_axis
+            probabilities = nn.Sequential(ending.logits, nn.Softmax(dim=class_axis)).eval()
             seen = f"as log-probabilities: {ending.seen}"
             return probabilities, _Ending("softmax", ending.logits, seen), [
                 f"final activation: a log-softmax ({ending.seen}): the network gives "
@@ -1085,9 +1112,11 @@ def _strip_exported(module: ExportedProgram) -> _Ending | None:
     return _Ending(kind, ExportedProgram(graph_module, module.archive, stripped=True), seen)
 
 
-def _strip_holds(logits: nn.Module, kind: str, probe: np.ndarray, out: np.ndarray) -> bool:
-    """The activation applied to the stripped module's outputs gives the module's outputs."""
-    z = torch.from_numpy(torch_outputs(logits, probe))
+def _strip_holds(logits: nn.Module, kind: str, probe: np.ndarray, out: np.ndarray,
+                 segmentation: Layout | None = None) -> bool:
+    """The activation applied to the stripped module's outputs gives the module's outputs
+    (`out`, the classes on axis 1)."""
+    z = torch.from_numpy(classes_first(torch_outputs(logits, probe), segmentation))
     activation = {"softmax": torch.softmax, "log_softmax": torch.log_softmax}
     again = (activation[kind](z, dim=1) if kind in activation else torch.sigmoid(z)).numpy()
     return bool(np.allclose(again, out, rtol=1e-4, atol=1e-6))

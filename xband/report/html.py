@@ -147,7 +147,10 @@ def output_space_statement(model: Mapping) -> str:
 
 
 def _accuracy_card(accuracy: Mapping) -> dict:
-    """Accuracy overall and per class, or (multi-label) precision, recall and F1 per label."""
+    """Accuracy overall and per class, (multi-label) precision, recall and F1 per label, or
+    (segmentation) pixel accuracy and IoU per class."""
+    if accuracy.get("segmentation"):
+        return _pixel_card(accuracy)
     if not accuracy.get("multi_label"):
         return {"overall": accuracy.get("overall"), **(accuracy.get("per_class") or {})}
     if not accuracy.get("per_class"):
@@ -161,11 +164,25 @@ def _accuracy_card(accuracy: Mapping) -> dict:
             **{name: prf(row) for name, row in accuracy["per_class"].items()}}
 
 
+def _pixel_card(accuracy: Mapping) -> dict:
+    """A segmentation run's accuracy: share of labelled pixels right, mean IoU, per class."""
+    if not accuracy.get("per_class"):
+        return {"per pixel": "no label masks given"}
+
+    def number(value: float | None) -> str:
+        return "–" if value is None else f"{value:.2f}"
+
+    return {"pixel accuracy": accuracy.get("overall"), "mean IoU": accuracy.get("mean_iou"),
+            **{name: f"acc {number(row['pixel_accuracy'])} · IoU {number(row['iou'])} "
+                     f"({row['pixels']} px)" for name, row in accuracy["per_class"].items()}}
+
+
 def _header(summary: Mapping) -> str:
     model, data = summary.get("model") or {}, summary.get("data") or {}
     accuracy = summary.get("accuracy") or {}
     hidden = ("ends_with_softmax", "output_space", "output_note")  # said in the output-space line
-    title = "Accuracy per label" if accuracy.get("multi_label") else "Accuracy"
+    title = ("Accuracy per pixel" if accuracy.get("segmentation") else
+             "Accuracy per label" if accuracy.get("multi_label") else "Accuracy")
     model_card = {k: v for k, v in model.items() if k not in hidden}
     if model.get("sha256"):
         model_card["sha256"] = str(model["sha256"])[:16] + "…"

@@ -328,8 +328,11 @@ def methods_panel(importance: pd.DataFrame, *, grouping: str = "true_class", val
 
 
 def band_maps(image: np.ndarray, maps: Mapping[str, np.ndarray], band_names: Sequence[str], *,
-              title: str, method_info: Mapping[str, Mapping] | None = None) -> Figure:
-    """One small map per input band: the image's bands in grey, then one row per method.
+              title: str, method_info: Mapping[str, Mapping] | None = None,
+              outline: np.ndarray | None = None) -> Figure:
+    """One small map per input band: the image's bands in grey, then one row per method;
+    `outline` (H, W) bools, the explained class's pixels of a segmentation run, is drawn round
+    on every map.
 
     Within a method row all bands share one colour scale (99.5th percentile of |value|), so bands
     are comparable; each input band is stretched on its own 2–98 percentiles. A row is one image
@@ -365,6 +368,8 @@ def band_maps(image: np.ndarray, maps: Mapping[str, np.ndarray], band_names: Seq
                           interpolation="nearest")
         for start in starts:
             ax.add_patch(Rectangle((start - 0.5, -0.5), width, height, fill=False, lw=0.8))
+        if outline is not None and outline.any():
+            _draw_outline(ax, outline, starts)
         ax.set_axis_off()
         ax.text(-0.01, 0.5, label, transform=ax.transAxes, ha="right", va="center", fontsize=9)
         if bar:
@@ -375,6 +380,16 @@ def band_maps(image: np.ndarray, maps: Mapping[str, np.ndarray], band_names: Seq
                        f"percentile of |value|), so bands are comparable", fig.get_figwidth()),
                  fontsize=10.5)
     return fig
+
+
+def _draw_outline(ax: Axes, outline: np.ndarray, starts: np.ndarray) -> None:
+    """The border of the `outline` pixels (H, W) on each map of a row starting at `starts`."""
+    height, width = outline.shape
+    mosaic = np.zeros((height + 2, starts[-1] + width + 2))  # a margin: closed borders
+    for start in starts:
+        mosaic[1:-1, start + 1:start + 1 + width] = outline
+    ax.contour(np.arange(-1, mosaic.shape[1] - 1), np.arange(-1, height + 1), mosaic,
+               levels=[0.5], colors="cyan", linewidths=0.9)
 
 
 def agreement_matrix(agreement: pd.DataFrame, *,

@@ -97,7 +97,8 @@ def _example_sections(result: Explanation) -> dict[str, list[plots.Drawing]]:
         (f"maps_image{ex.index[i]}" + ("" if ex.label_sets is None else f"_class{ex.label[i]}"),
          example_title(result, i),
          partial(plots.band_maps, mean(ex.image[i]), {m: mean(v[i]) for m, v in ex.maps.items()},
-                 names, title=example_title(result, i), method_info=info))
+                 names, title=example_title(result, i), method_info=info,
+                 outline=None if ex.masks is None else ex.masks[i] == ex.label[i]))
         for i in range(len(ex.index))]}
 
 
@@ -197,6 +198,10 @@ def example_title(result: Explanation, i: int) -> str:
         def listed(row: np.ndarray) -> str:
             return " + ".join(names[c] for c in np.flatnonzero(row)) or "none"
 
+        if ex.masks is not None:
+            mask = "predicted" if result.plan.target == "predicted" else "label"
+            return (f"image {ex.index[i]} — explained for the pixels of {names[ex.label[i]]} "
+                    f"(outlined, {mask} mask); classes in the mask {listed(ex.label_sets[i])}")
         truth = "labels" if result.labels is not None else "predicted labels"
         return (f"image {ex.index[i]} — {truth} {listed(ex.label_sets[i])}, predicted "
                 f"{listed(ex.predicted_sets[i])}; explained for {names[ex.label[i]]}")

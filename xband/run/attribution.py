@@ -22,12 +22,16 @@ from xband.run.sampling import ALL_IMAGES, ClassStop, StoppingRule, sample_until
 
 class Candidates:
     """The images a run may explain (positions into `indices`), with their labels, and their
-    read checks and predictions made when first needed."""
+    read checks and predictions made when first needed. pixel_shares: segmentation, a class is
+    predicted where the share of its pixels predicted as it exceeds `threshold`
+    (`xband.models.segmentation.ClassPixels`)."""
 
     def __init__(self, data: ImageSet, indices: np.ndarray, forward: nn.Module, take, *,
-                 skip_bad: bool, checked: np.ndarray, chunk: int, threshold: float | None = None):
+                 skip_bad: bool, checked: np.ndarray, chunk: int, threshold: float | None = None,
+                 pixel_shares: bool = False):
         self.data, self.indices, self.forward, self.take = data, indices, forward, take
         self.skip_bad, self.chunk, self.threshold = skip_bad, chunk, threshold
+        self.pixel_shares = pixel_shares
         self.labels = None if data.labels is None else data.labels[indices]
         # the predicted class (-1: not predicted yet), or multi-label (a threshold) the labels
         # predicted, (P, C) bools
@@ -60,6 +64,8 @@ class Candidates:
         with torch.inference_mode():
             for part in batches(unknown, self.chunk):
                 outputs = self.forward(self.take(part))
+                if self.pixel_shares:  # the classes' scores, then their pixels' shares found
+                    outputs = outputs[:, outputs.shape[1] // 2:]
                 self.predictions[part] = (outputs.argmax(dim=1) if self.threshold is None
                                           else outputs > self.threshold).cpu().numpy()
         self.predicted[unknown] = True

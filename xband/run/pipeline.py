@@ -45,8 +45,9 @@ from xband.run.forward import Networks, check_device, prepare_networks, speed_up
 from xband.run.memory import freed_memory_kept
 from xband.run.plan import GROUPS, FeatureSet, Plan, resolve_plan
 from xband.run.result import Examples, Explanation, RunRecord, build_summary
-from xband.run.runner import BatchRunner, Pairs, RunnerSpec, image_feed
+from xband.run.runner import BatchRunner, Pairs, RunnerSpec, image_feed, network_inputs
 from xband.run.sampling import ALL_IMAGES, ClassStop, class_orders
+from xband.run.segmentation import SHARE_FOUND, ClassMasks, class_masks, class_pixels
 from xband.run.tuning import (
     SPEED_UP_COST_S,
     TUNING_SHARE,
@@ -222,19 +223,25 @@ def _run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *, p
     started = time.perf_counter()
     check_device(config.device)
     data = data.for_model(model)
-    plan = resolve_plan(config, data, model.n_classes, model.final_activation)
+    plan = resolve_plan(config, data, model.n_classes, model.final_activation,
+                        model.segmentation is not None)
     if plan.multi_label:
         data = data.as_multi_label(model.n_classes)
     selection = select_images(model, data, plan)
-    example = torch.from_numpy(data.take(selection.indices[:2])).to(config.device)
-    networks = prepare_networks(model.network(config.output, plan.multi_label), model.layout,
-                                config.device, example, tuned=False)
+    masks = segmentation_masks(model, data, plan, selection.indices)
+    pixels = None if masks is None else masks.masks
+    example = torch.from_numpy(network_inputs(data, selection.indices,
+                                              np.arange(min(2, len(selection.indices))),
+                                              pixels)).to(config.device)
+    networks = prepare_networks(explained_network(model, plan), model.layout, config.device,
+                                example, tuned=False)
     networks, timing = measure_passes(model, data, plan, networks, example,
                                       expected_items(data, selection.indices, plan))
-    take = image_feed(data, selection.indices, networks.forward, config.device)
+    take = image_feed(data, selection.indices, networks.forward, config.device, pixels)
     candidates = Candidates(data, selection.indices, networks.forward, take,
                             skip_bad=config.skip_bad, checked=selection.checked,
-                            chunk=config.batch_size * 4, threshold=decision_threshold(model, plan))
+                            chunk=config.batch_size * 4, threshold=decision_threshold(model, plan),
+                            pixel_shares=plan.segmentation)
     pairs = plan_pairs(candidates, plan) if plan.multi_label else None
     n_items = len(selection.indices) if pairs is None else len(pairs)
     plan, budget_notes = plan.fitted_to_budget(timing, len(data.class_names))
@@ -242,7 +249,7 @@ def _run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *, p
     if say is not None:
         say(cost_text(plan, data, timing, n_items, model.n_classes, pairs=pairs is not None))
     spec = runner_spec(data, plan, selection, timing.sizes, model.n_classes,
-                       candidates.threshold)
+                       candidates.threshold, pixels)
     with engine_runner(spec.build(networks.forward, take), data, config, spec) as runner:
         work = attribute(plan, runner, candidates, pairs, timing, data, progress)
     record = RunRecord(
@@ -256,8 +263,27 @@ def _run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *, p
         skipped=selection.skipped + tuple(candidates.skipped),
         run_time_s=time.perf_counter() - started,
         sampling=sampling_record(plan, work.results, data.class_names, selection.stats_images),
+        pixel_confusion=None if masks is None else masks.confusion,
         class_mean=selection.stats.class_mean)
-    return assemble(model, data, plan, record, candidates, work)
+    return assemble(model, data, plan, record, candidates, work, pixels)
+
+
+def explained_network(model: LoadedModel, plan: Plan) -> torch.nn.Module:
+    """The network the methods explain: its logits (or probabilities), or for a segmentation
+    network each class's mean over its pixels (`xband.run.segmentation.class_pixels`)."""
+    if plan.segmentation:
+        return class_pixels(model, plan.config.output)
+    return model.network(plan.config.output, plan.multi_label)
+
+
+def segmentation_masks(model: LoadedModel, data: ImageSet, plan: Plan,
+                       indices: np.ndarray) -> ClassMasks | None:
+    """A segmentation run's class masks of the candidate images (None for a classifier)."""
+    if not plan.segmentation:
+        return None
+    config = plan.config
+    return class_masks(model, data, indices, target=plan.target, device=config.device,
+                       batch_size=config.batch_size)
 
 
 def _stderr(text: str) -> None:
@@ -275,7 +301,10 @@ def expected_items(data: ImageSet, indices: np.ndarray, plan: Plan) -> int:
 
 def decision_threshold(model: LoadedModel, plan: Plan) -> float | None:
     """Multi-label: the output above which a label counts as predicted (logit 0, probability
-    0.5); single-label: None (the largest output is the prediction)."""
+    0.5); segmentation: the share of a class's pixels predicted as it above which it counts as
+    found; single-label: None (the largest output is the prediction)."""
+    if plan.segmentation:
+        return SHARE_FOUND
     if not plan.multi_label:
         return None
     return 0.0 if model.output_space(plan.config.output) == "logits" else 0.5
@@ -304,16 +333,19 @@ def select_images(model: LoadedModel, data: ImageSet, plan: Plan) -> Selection:
     config = plan.config
     indices = stratified_subset(data.labels, len(data), config.max_images, config.seed,
                                 config.max_per_class)
-    _check_classes(data, indices, model.n_classes, config)
+    check = not plan.segmentation  # a segmentation run explains the classes its masks have
+    if check:
+        _check_classes(data, indices, model.n_classes, config)
     sample = indices if plan.all_images else indices[stratified_subset(
         None if data.labels is None else data.labels[indices], len(indices), STATS_IMAGES,
         config.seed)]
     checked = scan(data, sample, skip_bad=config.skip_bad)
     if checked.skipped:
         indices = np.setdiff1d(indices, np.setdiff1d(sample, checked.kept))
-        _check_classes(data, indices, model.n_classes, config, skipping=True)
+        if check:
+            _check_classes(data, indices, model.n_classes, config, skipping=True)
     skipped = data.skipped + tuple(checked.skipped)
-    notes = [*skip_notes(skipped), *_output_notes(model, plan)]
+    notes = [*skip_notes(skipped), *_output_notes(model, plan), *_unmasked(data, indices)]
     notes += [n for m in plan.methods
               if (n := m.note(len(plan.answer), plan.n_background,
                               feature="region" if plan.by_region else "band"))]
@@ -346,6 +378,16 @@ def _output_notes(model: LoadedModel, plan: Plan) -> list[str]:
         return [f"output: the network ends in logits; the probabilities explained are their "
                 f"{kind}, applied by xband."]
     return []
+
+
+def _unmasked(data: ImageSet, indices: np.ndarray) -> list[str]:
+    """Segmentation: a note naming the classes no label mask among `indices` has pixels of."""
+    if not data.segmentation:
+        return []
+    absent = [name for name, n in zip(data.class_names, data.labels[indices].sum(axis=0),
+                                      strict=True) if n == 0]
+    return [f"segmentation: no mask has pixels of class {', '.join(absent)}; not explained"] \
+        if absent else []
 
 
 def _label_counts(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -467,8 +509,9 @@ def cost_text(plan: Plan, data: ImageSet, timing: PassTiming, n_candidates: int,
     costs = [method_cost(m, plan.feature_counts, timing.seconds_per_image, plan.n_background)
              for m in plan.methods]
     first = n_candidates if plan.all_images else plan.config.stopping.first_round
+    unit = "(image, class) pairs" if plan.segmentation else "(image, label) pairs"
     lines = estimate_lines(costs, first, n_classes, n_candidates,
-                           unit="(image, label) pairs" if pairs else "images")
+                           unit=unit if pairs else "images")
     if plan.n_background > 1:
         lines.append(f"a removed band takes that band of {plan.n_background} other images of the "
                      "data in turn, per image (--baseline data; --background-images sets how many, "
@@ -483,7 +526,9 @@ def cost_text(plan: Plan, data: ImageSet, timing: PassTiming, n_candidates: int,
                      f"{len(plan.answer)} regions whole, so their cost follows the region "
                      f"count, not the {data.n_bands} bands; per-band detail comes from the "
                      "gradient methods")
-    if pairs:
+    if plan.segmentation:
+        lines.append(segmentation_note(plan))
+    elif pairs:
         lines.append("multi-label: every (image, label) pair is explained (the rounds until "
                      "settled are for single-label runs)")
     elif plan.config.budget is not None:
@@ -496,6 +541,15 @@ def cost_text(plan: Plan, data: ImageSet, timing: PassTiming, n_candidates: int,
         lines.append("classes stop taking images once their top bands are settled "
                      "(--all-images explains every image)")
     return "\n".join(lines)
+
+
+def segmentation_note(plan: Plan) -> str:
+    """What a segmentation run explains."""
+    mask = ("the network's predicted mask (computed once, on each unperturbed image)"
+            if plan.target == "predicted" else "its label mask")
+    return (f"segmentation: each image is explained for each class with pixels in {mask}, for "
+            f"the class's mean {plan.config.output} over those pixels: every (image, class) pair "
+            "(the rounds until settled are for single-label runs)")
 
 
 def _examples(candidates: Candidates, orders: dict[int, np.ndarray], plan: Plan,
@@ -554,15 +608,17 @@ def pick_examples(known: np.ndarray, predictions: np.ndarray, n_classes: int, pe
 
 
 def runner_spec(data: ImageSet, plan: Plan, selection: Selection, passes: PassSizes,
-                n_classes: int, threshold: float | None = None) -> RunnerSpec:
+                n_classes: int, threshold: float | None = None,
+                masks: np.ndarray | None = None) -> RunnerSpec:
     """What builds the batch runner over the candidate images; multi-label, `threshold` is the
-    output above which a label counts as predicted."""
+    output above which a label counts as predicted; segmentation, `masks` (P, H, W) are the
+    candidates' class masks."""
     config = plan.config
     return RunnerSpec(indices=selection.indices, baseline=selection.baseline,
                       band_std=selection.stats.std, passes=passes, seed=config.seed,
                       batch_size=config.batch_size, n_classes=n_classes,
                       background=plan.donor_backgrounds, device=config.device,
-                      feature_sets=plan.features, threshold=threshold)
+                      feature_sets=plan.features, threshold=threshold, masks=masks)
 
 
 @contextmanager
@@ -603,7 +659,8 @@ def attribute(plan: Plan, runner: BatchRunner, candidates: Candidates, pairs: Pa
         results = {m.name: explain_pairs(m, runner, candidates, pairs, examples=examples,
                                          progress=progress) for m in plan.methods}
         explained = np.flatnonzero(candidates.predicted)
-        note = (f"multi-label: all {len(pairs)} (image, label) pairs of the {len(explained)} "
+        note = (segmentation_note(plan) if plan.segmentation else
+                f"multi-label: all {len(pairs)} (image, label) pairs of the {len(explained)} "
                 "images were explained; the rounds until each class's top bands are settled "
                 "are for single-label runs.")
         return Attributed(results, explained, examples, pairs, (note,))
@@ -664,10 +721,11 @@ def _named(stops: dict[int, ClassStop], class_names: tuple[str, ...]) -> dict[st
 
 
 def assemble(model: LoadedModel, data: ImageSet, plan: Plan, record: RunRecord,
-             candidates: Candidates, work: Attributed) -> Explanation:
+             candidates: Candidates, work: Attributed,
+             masks: np.ndarray | None = None) -> Explanation:
     """Per-class tables of every method's per-image scores on every feature set (over the
     explained images; NaN rows where a method stopped before an image), or multi-label
-    per-pair scores, and the result."""
+    per-pair scores, and the result; segmentation, `masks` are the candidates' class masks."""
     config, explained = plan.config, work.explained
     labels = None if candidates.labels is None else candidates.labels[explained]
     predictions = candidates.predictions[explained]
@@ -694,7 +752,7 @@ def assemble(model: LoadedModel, data: ImageSet, plan: Plan, record: RunRecord,
         labels=labels, predictions=predictions, feature_scores=feature_scores,
         importance=importance, agreement=aggregate.agreement(answer),
         consensus=aggregate.consensus(answer),
-        examples=Examples.of(data, candidates, work.examples, work.results, work.pairs),
+        examples=Examples.of(data, candidates, work.examples, work.results, work.pairs, masks),
         summary=build_summary(model, data, plan, record, labels, predictions), pairs=pairs)
 
 

@@ -1,7 +1,8 @@
 """What a run does, resolved once from the user's settings, the model and the data.
 
 `RunConfig` is what the user asked for, checked and frozen; a `Plan` is what it comes to on this
-model and data: the class each image is explained for, whether labels are multi-label, whether
+model and data: the class each image is explained for, whether labels are multi-label (or the
+model segments images: each image explained for each class its mask has pixels of), whether
 every image is explained or classes are taken in rounds until settled (and so which forms of
 the methods run), how many background images a removed band is drawn from, and the feature
 sets: named partitions of the bands that the methods answer for (`FeatureSet`).
@@ -87,6 +88,9 @@ class Plan:
     regions: RegionSpec | None  # spectral regions asked for or chosen ("auto"); None: none
     features: tuple[FeatureSet, ...]  # the answer's feature set first (bands or regions)
     notes: tuple[str, ...] = ()
+    # a segmentation network: each (image, class present) pair explained for the class's mean
+    # output over its pixels (xband.run.segmentation), a multi-label run over those pairs
+    segmentation: bool = False
 
     @property
     def answer(self) -> FeatureSet:
@@ -152,18 +156,20 @@ class Plan:
             "budget_s": config.budget,
             "accept_low_accuracy": config.accept_low_accuracy,
             "multi_label": self.multi_label,
+            "segmentation": self.segmentation,
             "engine": "single" if config.engine is None else config.engine.settings(),
             "regions": None if self.regions is None else self.regions.text,
         }
 
 
 def resolve_plan(config: RunConfig, data: ImageSet, n_classes: int,
-                 final_activation: str) -> Plan:
+                 final_activation: str, segmentation: bool = False) -> Plan:
     """What `config` comes to on data checked against the model (`ImageSet.for_model`), a model
-    with `n_classes` outputs ending in `final_activation`."""
+    with `n_classes` outputs ending in `final_activation`; `segmentation`: per pixel."""
     regions, notes = _regions(config, data)
-    target = _target(config, data.labels is not None)
-    multi_label = _multi_label(config, target, final_activation, data.multi_label)
+    _check_segmentation(config, data, segmentation)
+    target = _target(config, data.labels is not None or data.segmentation)
+    multi_label = segmentation or _multi_label(config, target, final_activation, data.multi_label)
     all_images = config.all_images or multi_label
     settled = not all_images and _beyond_first_round(data, config, n_classes)
     methods = config.methods_until_settled if settled and config.methods_until_settled else \
@@ -171,7 +177,30 @@ def resolve_plan(config: RunConfig, data: ImageSet, n_classes: int,
     background = config.background_images or (
         BACKGROUND_UNTIL_SETTLED if settled else BACKGROUND_EVERY_IMAGE)
     return Plan(config, methods, target, multi_label, all_images, settled, background, regions,
-                _feature_sets(data, regions), notes)
+                _feature_sets(data, regions), notes, segmentation)
+
+
+def _check_segmentation(config: RunConfig, data: ImageSet, segmentation: bool) -> None:
+    """A segmentation network is explained on class masks, as (image, class) pairs; masks are
+    for a segmentation network."""
+    if data.segmentation and not segmentation:
+        raise XbandError(f"{data.source}: the images come with class masks (a class per pixel), "
+                         "but the model gives one score per class and image: explain a "
+                         "classifier on labels per image, or give the segmentation network.")
+    if not segmentation:
+        return
+    if data.labels is not None:
+        raise XbandError(f"{data.source}: the model segments images (a score per class and "
+                         "pixel), but the data has labels per image: give class masks "
+                         f"({option('masks=', '--masks')}), or no labels to explain the "
+                         "network's own predicted masks.")
+    if config.multi_label is False or config.target == "all" or config.budget is not None:
+        raise XbandError(
+            "a segmentation run explains each image for each class its mask has pixels of "
+            "(the label mask, target 'true', or the predicted one, target 'predicted'), every "
+            f"(image, class) pair: leave out {option('multi_label=False, ', '')}target 'all' and "
+            f"{option('budget', '--budget')}; limit the images with "
+            f"{option('max_images', '--max-images')}.")
 
 
 def _regions(config: RunConfig, data: ImageSet) -> tuple[RegionSpec | None, tuple[str, ...]]:

@@ -318,7 +318,8 @@ class Attributor:
         # the driver wrote these bytes, for this run, from the network it loaded and checked
         forward = torch.load(io.BytesIO(plan.network), map_location=plan.spec.device,
                              weights_only=False)
-        feed = image_feed(plan.data, plan.spec.indices, forward, plan.spec.device)
+        feed = image_feed(plan.data, plan.spec.indices, forward, plan.spec.device,
+                          plan.spec.masks)
         self.read = 0
 
         def take(positions: np.ndarray) -> torch.Tensor:

@@ -21,6 +21,7 @@ from xband.run import aggregate
 from xband.run.config import RunConfig
 from xband.run.plan import BANDS, FeatureSet, Plan
 from xband.run.runner import Pairs
+from xband.run.segmentation import pixel_scores
 from xband.run.tuning import PassTiming
 from xband.versions import versions
 
@@ -55,6 +56,9 @@ class RunRecord:
     skipped: tuple[tuple[str, str], ...]  # (image, reason) left out
     run_time_s: float
     sampling: dict  # how many images each method explained per class, and why (xband.run.sampling)
+    # segmentation: (C, C) labelled pixels by label (rows) and predicted class (columns) over
+    # the candidate images (xband.run.segmentation); None without label masks or classifiers
+    pixel_confusion: np.ndarray | None = None
     # (C, B) each class's mean spectrum, as stored (`BandStats.class_mean`); None without labels
     class_mean: np.ndarray | None = None
 
@@ -68,7 +72,8 @@ class Examples:
     """A few images kept whole, with each pixel-map method's attribution maps (K, B, H, W).
 
     Multi-label, each example is an image with one of its labels: `label` is the class it is
-    explained for, `label_sets` and `predicted_sets` (K, C) its labels and predicted labels."""
+    explained for, `label_sets` and `predicted_sets` (K, C) its labels and predicted labels;
+    segmentation, `masks` (K, H, W) its class mask, the pixels of `label` being those explained."""
 
     index: np.ndarray  # positions in the data source
     image: np.ndarray
@@ -77,12 +82,14 @@ class Examples:
     maps: dict[str, np.ndarray]
     label_sets: np.ndarray | None = None
     predicted_sets: np.ndarray | None = None
+    masks: np.ndarray | None = None  # (K, H, W) segmentation: each pixel's class, -1 for none
 
     @classmethod
     def of(cls, data: ImageSet, candidates, positions: np.ndarray, results: dict,
-           pairs: Pairs | None = None) -> Examples:
+           pairs: Pairs | None = None, masks: np.ndarray | None = None) -> Examples:
         """The candidate images at `positions` (pair numbers, for multi-label `pairs`), with the
-        maps each method kept of them (zeros where a method stopped before one)."""
+        maps each method kept of them (zeros where a method stopped before one); segmentation,
+        with their class masks (`masks`: the candidates')."""
         images = positions if pairs is None else pairs.image[positions]
         indices = candidates.indices[images]
         image = data.take(indices)
@@ -96,7 +103,8 @@ class Examples:
         return cls(index=indices, image=image, label=target,
                    prediction=np.where(hit, target, -1), maps=maps,
                    label_sets=candidates.known[images],
-                   predicted_sets=candidates.predictions[images])
+                   predicted_sets=candidates.predictions[images],
+                   masks=None if masks is None else masks[images])
 
 
 def build_summary(model: LoadedModel, data: ImageSet, plan: Plan, record: RunRecord,
@@ -126,8 +134,7 @@ def build_summary(model: LoadedModel, data: ImageSet, plan: Plan, record: RunRec
         "band_groups": next((s.as_dict(data.band_names) for s in plan.features
                              if s.name != BANDS), {}),
         "classes": list(data.class_names),
-        "accuracy": (_label_scores(labels, predictions, data.class_names) if plan.multi_label
-                     else _accuracy(labels, predictions, data.class_names)),
+        "accuracy": _accuracy_of(plan, record, labels, predictions, data.class_names),
         "methods": {
             m.name: {**m.options(),
                      "passes_per_image": m.passes_per_image(data.n_bands, plan.n_background),
@@ -183,6 +190,17 @@ def _class_counts(labels: np.ndarray | None, names: Sequence[str]) -> dict[str, 
     if labels.ndim == 2:  # multi-label: images with each label
         return {name: int(labels[:, c].sum()) for c, name in enumerate(names)}
     return {name: int((labels == c).sum()) for c, name in enumerate(names)}
+
+
+def _accuracy_of(plan: Plan, record: RunRecord, labels: np.ndarray | None,
+                 predictions: np.ndarray, names: Sequence[str]) -> dict:
+    """How well the model does on the images explained: per pixel (segmentation), per label
+    (multi-label), or per image."""
+    if plan.segmentation:
+        return pixel_scores(record.pixel_confusion, names)
+    if plan.multi_label:
+        return _label_scores(labels, predictions, names)
+    return _accuracy(labels, predictions, names)
 
 
 def _accuracy(labels: np.ndarray | None, predictions: np.ndarray, names: Sequence[str]) -> dict:

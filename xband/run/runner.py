@@ -132,12 +132,25 @@ class Pairs:
         return len(self.image)
 
 
-def image_feed(data: ImageSet, indices: np.ndarray, forward: nn.Module,
-               device: str) -> Callable[[np.ndarray], torch.Tensor]:
-    """Positions among the candidate images → their images on `device`, in the memory format
-    the network runs in: copied once per batch instead of once per pass."""
+def network_inputs(data: ImageSet, indices: np.ndarray, positions: np.ndarray,
+                   masks: np.ndarray | None = None) -> np.ndarray:
+    """(K, B, H, W) the candidate images at `positions` (`indices`: the candidates' positions
+    in `data`) as the network takes them: preprocessed, and in a segmentation run with each
+    image's class mask (`masks`, (P, H, W)) as one more channel, (K, B + 1, H, W)."""
+    images = data.take(indices[positions])
+    if masks is None:
+        return images
+    return np.concatenate([images, masks[positions][:, None].astype(images.dtype)], axis=1)
+
+
+def image_feed(data: ImageSet, indices: np.ndarray, forward: nn.Module, device: str,
+               masks: np.ndarray | None = None) -> Callable[[np.ndarray], torch.Tensor]:
+    """Positions among the candidate images → their network inputs on `device`
+    (`network_inputs`), in the memory format the network runs in: copied once per batch
+    instead of once per pass."""
     def take(positions: np.ndarray) -> torch.Tensor:
-        return forward.prepare(torch.from_numpy(data.take(indices[positions])).to(device))
+        inputs = network_inputs(data, indices, positions, masks)
+        return forward.prepare(torch.from_numpy(inputs).to(device))
 
     return take
 
@@ -158,18 +171,23 @@ class RunnerSpec:
     device: str
     feature_sets: tuple[FeatureSet, ...]  # the answer's first (xband.run.plan)
     threshold: float | None = None  # multi-label: the output above which a label is predicted
+    # segmentation: (P, H, W) each candidate's class per pixel, the network's last input channel
+    masks: np.ndarray | None = None
 
     def build(self, forward: nn.Module, take: Callable[[np.ndarray], torch.Tensor]
               ) -> BatchRunner:
-        """The batch runner over the candidate images."""
+        """The batch runner over the candidate images (`take`: their network inputs)."""
+        n_bands = len(self.baseline)
         ctx = Context(
             forward=forward,
             baseline=torch.from_numpy(self.baseline).view(1, -1, 1, 1).to(self.device),
             band_std=torch.from_numpy(self.band_std).to(self.device),
-            donors=Donors(len(self.indices), self.seed, take),
+            donors=Donors(len(self.indices), self.seed, take if self.masks is None else
+                          lambda positions: take(positions)[:, :n_bands]),  # their bands
             passes=self.passes,
             threshold=self.threshold,
             background=self.background,
+            pixel_shares=self.masks is not None,
         )
         return BatchRunner(ctx, take, seed=self.seed, batch_size=self.batch_size,
                            n_classes=self.n_classes,
@@ -302,14 +320,16 @@ class BatchRunner:
     def attribute_job(self, methods: Sequence[Method], job: Job, x: torch.Tensor,
                       shared: SharedOutputs | None = None,
                       chosen: Mapping[str, np.ndarray] | None = None) -> dict[str, JobResult]:
-        """Every method on one job's images `x`: its scores on each feature set it answers, and
-        the maps to keep. shared: outputs of masked copies of these images computed before;
-        chosen: per answer (`answer_name`), the job's rows it explains (default: all; a method
-        whose answer has none is left out; its other feature sets default to its answer's)."""
-        device = self.ctx.baseline.device
-        batch = Batch(x=x, target=torch.from_numpy(job.target).to(device),
+        """Every method on one job's images `x` (network inputs): its scores on each feature set
+        it answers, and the maps to keep. shared: outputs of masked copies of these images
+        computed before; chosen: per answer (`answer_name`), the job's rows it explains (default:
+        all; a method whose answer has none is left out; its other feature sets default to its
+        answer's). Input channels beyond the bands (a class mask) are the batch's `fixed`."""
+        device, n_bands = self.ctx.baseline.device, self.ctx.baseline.shape[1]
+        batch = Batch(x=x[:, :n_bands], target=torch.from_numpy(job.target).to(device),
                       label=torch.from_numpy(job.label).to(device), index=job.positions,
-                      shared=shared if shared is not None else SharedOutputs())
+                      shared=shared if shared is not None else SharedOutputs(),
+                      fixed=x[:, n_bands:] if x.shape[1] > n_bands else None)
         done = {}
         for method in methods:
             rows = None if chosen is None else chosen[method.name]
