@@ -23,6 +23,7 @@ from xband.checks.completeness import completeness_summary
 from xband.checks.randomisation import (
     ALL_LAYERS,
     BEFORE_FIRST_LAYER,
+    cascade,
     layer_groups,
     randomised,
 )
@@ -343,3 +344,8 @@ def test_a_randomised_model_with_flat_maps_gives_no_map_similarity_and_no_warnin
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.isnan(map_similarity(trained_map, np.zeros_like(trained_map)))
+
+
+def test_the_cascade_always_ends_with_every_layer_random():
+    assert cascade(5, 1) == [5]  # one stage: every layer random, not only the top one
+    assert cascade(5, 3) == [1, 3, 5] and cascade(3, 10) == [1, 2, 3]

@@ -167,8 +167,9 @@ def randomised(network: nn.Module, names: set[str], seed: int) -> nn.Module:
 
 
 def cascade(n_layers: int, stages: int) -> list[int]:
-    """How many top layers each stage re-draws: about `stages` steps from 1 to all."""
-    return sorted({int(round(k)) for k in np.linspace(1, n_layers, max(1, min(stages, n_layers)))})
+    """How many top layers each stage re-draws: about `stages` steps from 1 to all, the last
+    always all (one stage: every layer random)."""
+    return sorted({int(round(k)) for k in np.linspace(n_layers, 1, max(1, min(stages, n_layers)))})
 
 
 def stage_name(k: int, n_layers: int) -> str:
