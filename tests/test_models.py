@@ -509,6 +509,9 @@ def test_onnxruntime_warnings_only_with_verbose(tmp_path, capfd):
     assert "unused" not in capfd.readouterr().err
     assert main(["convert", str(path), "--verbose"]) == 0
     assert "Removing initializer 'unused'" in capfd.readouterr().err
+    assert "XBAND_VERBOSE" not in os.environ  # verbose for that run only, not for the session
+    assert main(["convert", str(path)]) == 0
+    assert "unused" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "torch-export"])

@@ -341,7 +341,8 @@ def _terminate(signum: int, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "verbose", False):
+    was_verbose = os.environ.get(verbosity.ENVIRONMENT)
+    if getattr(args, "verbose", False):  # for this run and its processes, not after it
         os.environ[verbosity.ENVIRONMENT] = "1"
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
@@ -359,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+        if was_verbose is None:
+            os.environ.pop(verbosity.ENVIRONMENT, None)
+        else:
+            os.environ[verbosity.ENVIRONMENT] = was_verbose
     return 0
 
 
