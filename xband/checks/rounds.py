@@ -20,9 +20,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from xband.run.aggregate import resample_counts
+from xband.run.sampling import ALL_IMAGES, SETTLED, next_round
 
-SETTLED = "settled"
-ALL_IMAGES = "all images"
 ONE_ROUND = "one round"  # a descriptive step that decides nothing: the first round only
 
 
@@ -84,8 +83,7 @@ def take_until_settled(orders: dict[int, np.ndarray], statistic: Statistic, rule
     pool = sum(len(order) for order in orders.values())
     with tqdm(total=pool, desc=label, unit="img", disable=not progress, leave=False) as bar:
         while True:
-            want = {c: min(max(rule.first_round, int(rule.growth * taken[c])),
-                           len(orders[c]) - taken[c]) for c in orders}
+            want = next_round(orders, taken, orders, rule.first_round, rule.growth)
             new = np.concatenate([orders[c][taken[c]:taken[c] + want[c]] for c in orders])
             if not len(new):
                 break

@@ -345,11 +345,8 @@ class RasterFiles:
 
     def _one(self, i: int) -> np.ndarray:
         path = self.paths[i]
-        try:
-            image = read_raster(path)[0]
-        except Exception as err:  # GDAL raises many kinds of errors on damaged files
-            raise BadImage(i, str(path), f"cannot be read as an image ({_cause(err)}); it may "
-                           f"be truncated or not a GeoTIFF. Replace it, or {_SKIP_HINT}") from None
+        image = _raster(i, path, "an image", "; it may be truncated or not a GeoTIFF. Replace "
+                        f"it, or {_SKIP_HINT}")
         if image.shape != self.bands_hw:
             (b, h, w), (rb, rh, rw) = image.shape, self.bands_hw
             raise BadImage(i, str(path), f"has {b} bands of {h}×{w} pixels but the other images "
@@ -469,16 +466,21 @@ class MaskFiles:
 
     def _one(self, i: int) -> np.ndarray:
         path = self.paths[i]
-        try:
-            mask = read_raster(path)[0]
-        except Exception as err:  # GDAL raises many kinds of errors on damaged files
-            raise BadImage(i, str(path), f"cannot be read as a mask ({_cause(err)}). Replace "
-                           "it.") from None
+        mask = _raster(i, path, "a mask", ". Replace it.")
         if mask.shape != (1, *self.shape[1:]):
             raise BadImage(i, str(path), f"is a mask of shape {mask.shape} (bands, height, "
                            f"width); masks are one band of {self.shape[1]}×{self.shape[2]} "
                            "pixels, a class per pixel. Replace it.")
         return mask[0]
+
+
+def _raster(i: int, path: Path, what: str, fix: str) -> np.ndarray:
+    """(B, H, W) values of the raster file at `path`, image `i`; `BadImage` saying it cannot be
+    read as `what`, then `fix`, when GDAL cannot read it."""
+    try:
+        return read_raster(path)[0]
+    except Exception as err:  # GDAL raises many kinds of errors on damaged files
+        raise BadImage(i, str(path), f"cannot be read as {what} ({_cause(err)}){fix}") from None
 
 
 def _files(folder: Path, what: str, skipped: list[tuple[str, str]] | None) -> dict[str, Path]:

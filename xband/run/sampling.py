@@ -69,6 +69,14 @@ def class_orders(known: np.ndarray, n_classes: int, seed: int) -> dict[int, np.n
             if (known == c).any()}
 
 
+def next_round(orders: dict[int, np.ndarray], taken: Mapping[int, int], classes, first_round: int,
+               growth: float) -> dict[int, int]:
+    """Images each of `classes` takes next: `growth` × those it has taken, at least
+    `first_round`, at most those left in its order."""
+    return {c: min(max(first_round, int(growth * taken[c])), len(orders[c]) - taken[c])
+            for c in classes}
+
+
 def change_chance(shares: np.ndarray, rule: StoppingRule, rng: np.random.Generator) -> float:
     """Bootstrap chance that the top-k bands of the mean of `shares` (n images × bands) change:
     the share of resamples whose top-k set gains a band whose mean share is more than `rule.tie`
@@ -125,8 +133,7 @@ def sample_until_settled(
         classes = [c for c in orders if any(c in going for going in active.values())]
         if not classes:
             break
-        want = {c: min(max(rule.first_round, int(rule.growth * taken[c])),
-                       len(orders[c]) - taken[c]) for c in classes}
+        want = next_round(orders, taken, classes, rule.first_round, rule.growth)
         affordable = _affordable(want, taken, {c: scale * sum(
             seconds_per_image.get(m, 0.0) for m in methods if c in active[m]) for c in classes},
                                  deadline)
