@@ -71,13 +71,14 @@ def _convert_output(args: argparse.Namespace) -> Path | None:
     from xband.files import check_file_writable, check_regular
     from xband.models.load import detect_format
 
-    check_regular(options.input_paths(args, output="onnx"))
+    inputs = options.input_paths(args, output="onnx")
+    check_regular(inputs)
     model = Path(args.model)
     if args.onnx is None and detect_format(model) == "onnx":
         return None
     out = Path(args.onnx or model.with_suffix(".onnx"))
     check_file_writable(out, "-o/--onnx")
-    for flag, path in options.input_paths(args, output="onnx").items():
+    for flag, path in inputs.items():
         if out.exists() and os.path.samefile(out, path):
             raise XbandError(f"-o/--onnx {out}: is {flag} {path}, which the ONNX file would "
                              "replace. Name another file for the ONNX model.")

@@ -27,11 +27,6 @@ DELETION_BASELINES = (MEAN, ZERO, DATA, NOISE)  # --deletion-baselines
 ALIASES = {"shuffle": DATA}  # the deletion checks' name for "data" before version 0.3
 
 
-def canonical(name: str) -> str:
-    """`name` in this vocabulary: an old alias as what it now is called."""
-    return ALIASES.get(name, name)
-
-
 def constant_values(baseline: str | Sequence[float], band_mean: np.ndarray) -> np.ndarray:
     """(B,) the constant a removed band becomes: its mean (also recorded as the value of the
     data baseline), zero, or the user's values, checked against the band count."""
