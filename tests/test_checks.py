@@ -109,6 +109,24 @@ def test_integrated_gradients_delta_is_small_and_shrinks(checked):
     assert summary["median_abs_delta"].is_monotonic_decreasing
 
 
+def test_steps_that_decide_nothing_take_half_a_round_and_half_the_random_orders(checked):
+    """The verdict reads the run's baseline's curves, the last randomisation stage and the
+    run's integration steps; the other baselines, the ranking under another baseline and the
+    other numbers of steps only describe, and cost half as much."""
+    _, ev, kwargs = checked
+    primary = ev.settings["primary_baseline"]
+    randoms = ev.curves[ev.curves["order"].str.startswith("random:")].groupby("baseline")[
+        "order"].nunique()
+    assert randoms[primary] == kwargs["random_orders"]
+    assert len(randoms) == 4 and (randoms.drop(primary) == kwargs["random_orders"] // 2).all()
+    half_round = CheckRule().descriptive_round * N_CLASSES
+    images = completeness_summary(ev.completeness)["images"]
+    assert images[8] == images[128] == half_round < images[32]
+    taken = ev.settings["images_taken"]
+    assert taken["ranking under another baseline"]["images"] == half_round
+    assert taken[f"deletion, {primary} baseline"]["images"] > half_round
+
+
 def test_same_seed_same_tables(trained, checked):
     model, data = trained
     result, ev, kwargs = checked
@@ -288,8 +306,8 @@ def test_checks_take_images_until_settled_and_reuse_the_explanations_scores(trai
     assert ev.settings["images"] == len(result.indices)  # every method explained them all
     last = taken.pop(f"randomisation, {ALL_LAYERS}")
     assert last["images"] < len(result.indices) and last["reason"] == SETTLED
-    # the earlier stage draws the cascade and decides nothing: the first round only
-    assert [t["images"] for t in taken.values()] == [CheckRule().first_round * N_CLASSES]
+    # the earlier stage draws the cascade and decides nothing: half a first round
+    assert [t["images"] for t in taken.values()] == [CheckRule().descriptive_round * N_CLASSES]
     assert said[0].startswith("trust checks: estimated time")
     assert "  randomisation  " in said[0] and "  cascade, 1 earlier  " in said[0]
     assert "randomisation, all layers" in capsys.readouterr().err
@@ -310,7 +328,7 @@ class _NeverSettled:
         return 1.0
 
 
-def test_a_check_that_never_settles_takes_every_image_and_a_one_round_step_the_first():
+def test_a_check_that_never_settles_takes_every_image_and_a_one_round_step_half_the_first():
     orders = {0: np.arange(0, 30), 1: np.arange(30, 50)}
     rule = CheckRule(first_round=4)
     steps = {}
@@ -320,7 +338,7 @@ def test_a_check_that_never_settles_takes_every_image_and_a_one_round_step_the_f
                                    label="", progress=False, one_round=one_round)
         steps[one_round] = (taken.images, taken.reason, sorted(statistic.taken))
     assert steps[False] == (50, ALL_IMAGES, list(range(50)))
-    assert steps[True] == (8, ONE_ROUND, [0, 1, 2, 3, 30, 31, 32, 33])
+    assert steps[True] == (4, ONE_ROUND, [0, 1, 30, 31])
 
 
 def test_the_checks_build_a_sped_up_network_even_when_first_used_under_inference_mode():

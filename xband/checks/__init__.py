@@ -20,9 +20,12 @@ from xband.checks.cost import CheckPasses, estimate_text, passes_of
 from xband.checks.evaluation import Evaluation
 from xband.checks.faithfulness import (
     baseline_stability,
+    class_orders,
     deletion_check,
     deletion_sets,
+    descriptive_random_orders,
     uses_baseline,
+    with_random_orders,
 )
 from xband.checks.randomisation import planned_stages, randomisation_check
 from xband.checks.rounds import Taken
@@ -148,7 +151,7 @@ def _model_checks(setup: Setup, result: Evaluation, taken: dict[str, Taken],
 def planned(setup: Setup, settings: dict) -> list[CheckPasses]:
     """Each chosen check's network passes per image it takes, for the estimate."""
     chosen, methods = settings["checks"], setup.methods
-    first = setup.rule.first_round * len(setup.orders)  # a descriptive step takes these only
+    first = setup.rule.descriptive_round * len(setup.orders)  # a descriptive step's images
     out = []
     if "randomisation" in chosen:
         stages = planned_stages(setup, settings["cascade_stages"])
@@ -159,19 +162,23 @@ def planned(setup: Setup, settings: dict) -> list[CheckPasses]:
                                    images_at_most=first))
     if "faithfulness" in chosen:
         n_other = len(settings["deletion_baselines"]) - 1
-        sets = deletion_sets(setup, settings["random_orders"])
+        orders = class_orders(setup, settings["random_orders"])
         out.append(CheckPasses(f"deletion, {settings['primary_baseline']}",
-                               {"forward": sets}))
+                               {"forward": deletion_sets(setup, orders)}))
         if n_other:
+            fewer = with_random_orders(orders, descriptive_random_orders(settings["random_orders"]))
             out.append(CheckPasses(f"deletion, {n_other} other{'s' * (n_other > 1)}",
-                                   {"forward": sets * n_other}, images_at_most=first))
+                                   {"forward": deletion_sets(setup, fewer) * n_other},
+                                   images_at_most=first))
         if others := [m for m in methods if uses_baseline(m)]:
-            out.append(CheckPasses("another baseline", passes_of(setup, others)))
+            out.append(CheckPasses("another baseline", passes_of(setup, others),
+                                   images_at_most=first))
     if "completeness" in chosen and "integrated_gradients" in setup.explanation.methods:
-        again = 1.0 if setup.explanation.plan.donor_backgrounds else 0.0
-        out.append(CheckPasses("completeness", passes_of(
-            setup, [setup.explanation.plan.method("integrated_gradients")],
-            times=0.25 + again + 4)))
+        ig = [setup.explanation.plan.method("integrated_gradients")]
+        if setup.explanation.plan.donor_backgrounds:  # the run's steps computed again
+            out.append(CheckPasses("completeness", passes_of(setup, ig)))
+        out.append(CheckPasses("other IG steps", passes_of(setup, ig, times=4.25),
+                               images_at_most=first))
     return out
 
 

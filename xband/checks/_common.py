@@ -122,6 +122,14 @@ class Setup:
     def n_classes(self) -> int:
         return self.model.n_classes
 
+    @cached_property
+    def class_shares(self) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+        """(method, class) → the mean share of each band (region) and its index, from the
+        explanation's importance table (read once for every check)."""
+        rows = aggregate.class_rows(self.explanation.importance_of())
+        return {(str(method), str(cls)): (group["share"].to_numpy(), group["band_index"].to_numpy())
+                for (method, cls), group in rows.groupby(["method", "class"], sort=False)}
+
     def band_mask(self, features: frozenset) -> list[int]:
         """The bands of a set of features (regions, or bands)."""
         if self.regions is None:
@@ -288,17 +296,14 @@ def per_image_shares(explanation: Explanation, method: str) -> np.ndarray:
     return aggregate.shares(scores)
 
 
-def class_order(explanation: Explanation, method: str, class_name: str,
-                rng: np.random.Generator) -> np.ndarray | None:
-    """Band (region) indices in the order `method` ranks them for a class, most important
-    first; bands with equal mean shares in a random order (`rng`), since a tie carries no
-    order; None when every band ties: the method gives no ranking."""
-    rows = aggregate.class_rows(explanation.importance_of())
-    rows = rows[(rows["method"] == method) & (rows["class"] == class_name)]
-    share, band = rows["share"].to_numpy(), rows["band_index"].to_numpy()
-    if aggregate.all_tied(share):
+def class_order(shares: np.ndarray, features: np.ndarray, rng: np.random.Generator
+                ) -> np.ndarray | None:
+    """Feature indices in the order of a class's mean `shares`, most important first;
+    features with equal shares in a random order (`rng`), since a tie carries no order; None
+    when every feature ties: the method gives no ranking."""
+    if aggregate.all_tied(shares):
         return None
-    return band[np.lexsort((rng.permutation(len(share)), -share))]
+    return features[np.lexsort((rng.permutation(len(shares)), -shares))]
 
 
 @contextmanager

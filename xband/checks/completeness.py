@@ -3,7 +3,8 @@
 The convergence delta Σ_b s_b − (f_t(x) − f_t(baseline)) per image, at a quarter of, at, and at
 four times the run's number of integration steps: it should shrink as the steps grow. Images are
 taken until it is settled whether the median relative delta at the run's steps is within
-WITHIN (`xband.checks.rounds`). With a constant baseline the run's own scores are the explanation's;
+WITHIN (`xband.checks.rounds`); the other numbers of steps, which decide nothing, run on half
+of the first round's images. With a constant baseline the run's own scores are the explanation's;
 with the data baseline the check draws its own background images, and computes them again so that
 the output gain is taken over the same images.
 """
@@ -62,17 +63,32 @@ class Completeness:
         gain = self._gain(positions)
         names = np.array(self.setup.explanation.class_names)
         images = self.setup.explanation.indices[self.setup.rows[positions]]
+        others = self._for_other_steps(positions)
         for n_steps in sorted({max(2, self.steps // 4), self.steps,
                                min(self.steps * 4, self.method.largest("n_steps"))}):
-            total = self._band_sum(n_steps, positions)
-            delta = total - gain
+            chosen = np.ones(len(positions), bool) if n_steps == self.steps else others
+            if not chosen.any():
+                continue
+            total = self._band_sum(n_steps, positions[chosen])
+            delta = total - gain[chosen]
             self.frames.append(pd.DataFrame({
-                "n_steps": n_steps, "image": images,
-                "class": names[self.setup.image_class[positions]],
-                "band_sum": total, "output_gain": gain, "delta": delta,
-                "relative_delta": np.abs(delta) / np.maximum(np.abs(gain), 1e-12),
+                "n_steps": n_steps, "image": images[chosen],
+                "class": names[self.setup.image_class[positions[chosen]]],
+                "band_sum": total, "output_gain": gain[chosen], "delta": delta,
+                "relative_delta": np.abs(delta) / np.maximum(np.abs(gain[chosen]), 1e-12),
             }))
         self.batches += -(-len(positions) // self.setup.batch_size)
+
+    def _for_other_steps(self, positions: np.ndarray) -> np.ndarray:
+        """Which of `positions` the other numbers of steps (descriptive: they decide nothing)
+        run on: the first round's first `rule.descriptive_round` images of each class."""
+        chosen = np.zeros(len(positions), bool)
+        if self.frames:
+            return chosen
+        image_class = self.setup.image_class[positions]
+        for c in np.unique(image_class):
+            chosen[np.flatnonzero(image_class == c)[:self.setup.rule.descriptive_round]] = True
+        return chosen
 
     def table(self) -> pd.DataFrame:
         return pd.concat(self.frames, ignore_index=True).sort_values(

@@ -17,7 +17,7 @@ class CheckPasses:
 
     name: str
     passes: dict[str, float]
-    images_at_most: int | None = None  # a check that takes the first round only
+    images_at_most: int | None = None  # a descriptive step: half a first round
 
     def cost(self, seconds_per_pass: dict[str, float]) -> MethodCost:
         """As `xband.run.cost` states a method's cost: passes per image and seconds per pass."""
@@ -63,6 +63,7 @@ def estimate_text(setup: Setup, checks: list[CheckPasses]) -> str:
         "images;", "images each check takes until its answer is settled;", 1)
     lines.append("each check takes images until its answer is settled: the fewest is the first "
                  f"round, the most every image that every method explained ({pool}); the earlier "
-                 "cascade stages and the other deletion baselines decide nothing and take the "
-                 "first round only; the trained model's scores are the explanation's own")
+                 "cascade stages, the other deletion baselines, the ranking under another "
+                 "baseline and the other numbers of integration steps decide nothing and take "
+                 "half a first round; the trained model's scores are the explanation's own")
     return "\n".join(lines)

@@ -70,7 +70,7 @@ def _orders(setup: Setup, class_name: str, c: int, n_random: int
     rng = np.random.default_rng([setup.seed, 19, c])
     orders: dict[str, np.ndarray | None] = {}
     for method in setup.methods:
-        order = class_order(setup.explanation, method.name, class_name, rng)
+        order = class_order(*setup.class_shares[method.name, class_name], rng)
         orders[method.name] = order
         orders[f"reverse:{method.name}"] = None if order is None else order[::-1]
     for r in range(n_random):
@@ -159,11 +159,10 @@ class DeletionCurves:
     """The deletion and insertion curves under one baseline, a `rounds.Statistic` whose
     decisions are, per method, "mean deletion z (accuracy) over classes > needed_z"."""
 
-    def __init__(self, setup: Setup, baseline: str, n_random: int):
+    def __init__(self, setup: Setup, baseline: str, orders: dict[int, dict]):
+        """orders: class → its band orders by name (`class_orders`)."""
         self.setup, self.baseline = setup, baseline
-        names = setup.explanation.class_names
-        self.classes = {c: _ClassCurves(_orders(setup, names[c], c, n_random), setup.n_features)
-                        for c in setup.orders}
+        self.classes = {c: _ClassCurves(orders[c], setup.n_features) for c in setup.orders}
         self.methods = [m.name for m in setup.methods]
 
     def add(self, positions: np.ndarray) -> None:
@@ -234,24 +233,44 @@ class DeletionCurves:
                 for j, method in enumerate(self.methods)]
 
 
-def deletion_sets(setup: Setup, n_random: int) -> float:
+def class_orders(setup: Setup, n_random: int) -> dict[int, dict[str, np.ndarray | None]]:
+    """Class → the band orders its curves test (`_orders`), the same under every baseline."""
+    names = setup.explanation.class_names
+    return {c: _orders(setup, names[c], c, n_random) for c in setup.orders}
+
+
+def with_random_orders(orders: dict[int, dict], n_random: int) -> dict[int, dict]:
+    """`orders` with only the first `n_random` random orders."""
+    kept = {f"{RANDOM}:{r}" for r in range(n_random)}
+    return {c: {name: order for name, order in by_name.items()
+                if not name.startswith(f"{RANDOM}:") or name in kept}
+            for c, by_name in orders.items()}
+
+
+def descriptive_random_orders(n_random: int) -> int:
+    """Random orders of a baseline that decides nothing (not the run's): half, at least two."""
+    return max(2, n_random // 2)
+
+
+def deletion_sets(setup: Setup, orders: dict[int, dict]) -> float:
     """The distinct sets of bands a class's curves keep, on average over the classes: the
     forward passes per image of one baseline (for the cost estimate)."""
-    names = setup.explanation.class_names
-    return float(np.mean([len(_ClassCurves(_orders(setup, names[c], c, n_random),
-                                           setup.n_features).sets) for c in setup.orders]))
+    return float(np.mean([len(_ClassCurves(orders[c], setup.n_features).sets)
+                          for c in setup.orders]))
 
 
 def deletion_check(setup: Setup, *, baselines: tuple[str, ...], primary: str,
                    n_random: int = 10, progress: bool = False
                    ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Taken]]:
     """The deletion curves (long), the faithfulness table, and how each baseline took its
-    images: the `primary` one (the run's, which the verdict uses) until settled, the others,
-    which describe how the answer depends on the baseline and decide nothing, the first round
-    only."""
+    images: the `primary` one (the run's, which the verdict uses) until settled with `n_random`
+    random orders; the others, which describe how the answer depends on the baseline and decide
+    nothing, half a first round, against half as many random orders."""
+    orders = class_orders(setup, n_random)
+    fewer = with_random_orders(orders, descriptive_random_orders(n_random))
     curves, tables, taken = [], [], {}
     for baseline in baselines:
-        statistic = DeletionCurves(setup, baseline, n_random)
+        statistic = DeletionCurves(setup, baseline, orders if baseline == primary else fewer)
         taken[baseline] = take_until_settled(setup.orders, statistic, setup.rule,
                                              seed=setup.seed, keep=setup.keep,
                                              label=f"deletion, {baseline} baseline",
@@ -272,7 +291,8 @@ def baseline_stability(setup: Setup, faithfulness: pd.DataFrame, *, threshold: f
     spread over baselines, under how many baselines it beats random orders, and, for a method
     whose scores use a baseline, how well its class rankings with the run's baseline and with a
     zero baseline (a mean one if the run's was zero) agree (Spearman's ρ, mean over classes;
-    images taken until "ρ ≥ `threshold`" is settled)."""
+    descriptive, like the other baselines' curves: one round of `rule.descriptive_round`
+    images per class)."""
     rows = faithfulness[(faithfulness["curve"] == "deletion")
                         & (faithfulness["metric"] == "accuracy")]
     gaps = rows.pivot_table(index="method", columns="baseline", values="gap", aggfunc="mean",
@@ -290,7 +310,7 @@ def baseline_stability(setup: Setup, faithfulness: pd.DataFrame, *, threshold: f
                                        threshold=threshold, methods=methods)
         taken = take_until_settled(setup.orders, comparison, setup.rule, seed=setup.seed,
                                    keep=setup.keep, label="ranking under another baseline",
-                                   progress=progress)
+                                   progress=progress, one_round=True)
         rhos = {row["method"]: row["rank_rho"] for row in comparison.rows()}
     table["ranking_rho_other_baseline"] = table.index.map(lambda m: rhos.get(m, np.nan))
     return table.reset_index(), taken

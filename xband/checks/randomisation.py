@@ -216,7 +216,7 @@ def randomisation_check(setup: Setup, *, stages: int = 4, threshold: float = 0.5
     band rankings (per class, by mean share, averaged over classes; and per image), and the
     similarity of the per-band maps of the example images. The last stage (every layer random)
     takes images until every method's "ρ ≥ `threshold`" is settled; the earlier ones draw the
-    cascade and decide nothing, so they take the first round only. `flagged` marks methods
+    cascade and decide nothing, so they take half a first round. `flagged` marks methods
     whose class ranking keeps ρ ≥ `threshold` with every layer random; `evidence` is False for
     a stage whose outputs do not change, which no method is judged by."""
     network = setup.plain_forward

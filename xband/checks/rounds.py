@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from xband.run.aggregate import resample_counts
 from xband.run.sampling import ALL_IMAGES, SETTLED, next_round
 
-ONE_ROUND = "one round"  # a descriptive step that decides nothing: the first round only
+ONE_ROUND = "one round"  # a descriptive step that decides nothing: one round of half the size
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,12 @@ class CheckRule:
     growth: float = 0.5
     stop_chance: float = 0.05
     n_boot: int = 200
+
+    @property
+    def descriptive_round(self) -> int:
+        """Images per class of a descriptive step (a cascade stage before the last, a baseline
+        other than the run's): it decides nothing, so half a first round."""
+        return max(1, self.first_round // 2)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -74,8 +80,9 @@ def take_until_settled(orders: dict[int, np.ndarray], statistic: Statistic, rule
                        seed: int, keep: Callable[[np.ndarray], None], label: str,
                        progress: bool, one_round: bool = False) -> Taken:
     """Give `statistic` every class's next images in rounds (`keep` reads them first) until its
-    change chance falls below `rule.stop_chance` or the images run out (with `one_round`: the
-    first round only); a bar named `label` shows the images taken."""
+    change chance falls below `rule.stop_chance` or the images run out (with `one_round`: one
+    round of `rule.descriptive_round` images per class); a bar named `label` shows the images
+    taken."""
     started = time.perf_counter()
     rng = np.random.default_rng([seed, 47])
     taken = dict.fromkeys(orders, 0)
@@ -83,7 +90,8 @@ def take_until_settled(orders: dict[int, np.ndarray], statistic: Statistic, rule
     pool = sum(len(order) for order in orders.values())
     with tqdm(total=pool, desc=label, unit="img", disable=not progress, leave=False) as bar:
         while True:
-            want = next_round(orders, taken, orders, rule.first_round, rule.growth)
+            first = rule.descriptive_round if one_round else rule.first_round
+            want = next_round(orders, taken, orders, first, rule.growth)
             new = np.concatenate([orders[c][taken[c]:taken[c] + want[c]] for c in orders])
             if not len(new):
                 break

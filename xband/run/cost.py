@@ -116,7 +116,7 @@ def estimate_lines(costs: list[MethodCost], first_round: int, n_classes: int,
                      f"{_duration(cost.seconds(n_images)):>9} all {unit}")
     total_first = sum(c.seconds(first) for c in costs)
     total_all = sum(c.seconds(n_images) for c in costs)
-    lines.append(f"  {'total':<22} {'':>6}                {_duration(total_first):>9} first round  "
+    lines.append(f"  {'total':<22} {'':>6} {'':<12}  {_duration(total_first):>9} first round  "
                  f"{_duration(total_all):>9} all {unit}")
     return lines
 
