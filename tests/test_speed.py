@@ -169,6 +169,27 @@ def test_fused_convolution_activations_keep_every_bit_of_outputs_and_gradients(m
         assert torch.equal(fused(x), results[0][0])
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_global_max_pool_keeps_amax_values_and_shares_the_gradient_among_ties(memory_format):
+    """Keras GlobalMaxPooling2D converted: max-pooling's kernel forward in the input's own
+    layout, and torch.amax's gradient (shared equally among tied maxima, as TensorFlow's is),
+    bit for bit; the gradient stays in the input's layout."""
+    from converters.extra_ops import GlobalMaxPool
+
+    x = torch.randn(6, 5, 7, 6, generator=torch.Generator().manual_seed(0))
+    x[0, 0] = 1.0  # every pixel tied
+    x[1, 1, :2, :2] = 9.0  # four tied at the top
+    x = x.contiguous(memory_format=memory_format).requires_grad_(True)
+    grad = torch.randn(6, 5, 1, 1, generator=torch.Generator().manual_seed(1))
+    ours = GlobalMaxPool()(x)
+    (ours_grad,) = torch.autograd.grad(ours, x, grad)
+    amax = torch.amax(x, dim=(2, 3), keepdim=True)
+    (amax_grad,) = torch.autograd.grad(amax, x, grad)
+    assert torch.equal(ours, amax) and torch.equal(ours_grad, amax_grad)
+    assert torch.equal(ours_grad[1, 1, :2, :2], grad[1, 1].expand(2, 2) / 4)
+    assert ours_grad.is_contiguous(memory_format=memory_format)
+
+
 @pytest.mark.parametrize("method", list(METHODS))
 def test_tuned_run_gives_the_plain_run_scores(method, monkeypatch):
     import xband.run.pipeline
@@ -446,22 +467,45 @@ def test_donors_of_a_batch_are_read_once_for_every_method_that_asks():
     assert len(reads) == 1
 
 
-@pytest.mark.parametrize(("setting", "torch_first", "policy"), [
-    (None, False, "PASSIVE"), ("ACTIVE", False, "ACTIVE"), (None, True, None)],
-    ids=["default", "user's choice", "torch loaded before"])
-def test_torch_threads_wait_passively_unless_the_user_or_torch_decided_first(
-        setting, torch_first, policy):
-    """OpenMP reads its wait policy once, when torch loads: `import xband` sets it before that,
-    and leaves a policy the user chose, or a torch already loaded, alone."""
+@pytest.mark.parametrize(("setting", "torch_first", "spin"), [
+    ({}, False, "10000"), ({"OMP_WAIT_POLICY": "PASSIVE"}, False, "None"),
+    ({"GOMP_SPINCOUNT": "5"}, False, "5"), ({}, True, "None")],
+    ids=["default", "user's policy", "user's spin count", "torch loaded before"])
+def test_torch_threads_spin_briefly_unless_the_user_or_torch_decided_first(
+        setting, torch_first, spin):
+    """OpenMP reads its wait settings once, when torch loads: `import xband` sets a short spin
+    before that, and leaves a policy or spin count the user chose, or a torch already loaded,
+    alone."""
     import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if setting is not None:
-        env["OMP_WAIT_POLICY"] = setting
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     code = ("import torch; " if torch_first else "") + (
-        "import os, xband; print(os.environ.get('OMP_WAIT_POLICY'))")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True).stdout.strip()
-    assert out == str(policy)
+        "import os, xband; print(os.environ.get('GOMP_SPINCOUNT'))")
+    out = subprocess.run([sys.executable, "-c", code], env={**env, **setting},
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == spin
+
+
+@pytest.mark.parametrize(("others", "threads"), [(None, 2), (0, 2), (1, 1), (5, 1)])
+def test_a_run_takes_only_the_cores_other_processes_leave_free(monkeypatch, others, threads):
+    """A busy machine: torch runs with the free cores (at least one) for the run, says so in
+    the run's notes, and has its own number of threads back afterwards."""
+    from xband.run import threads as run_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(run_threads, "others_running", lambda: others)
+    monkeypatch.setattr(run_threads, "usable_cores", lambda: 2)
+    torch.set_num_threads(2)
+    try:
+        with run_threads.threads_for_the_load() as note:
+            assert torch.get_num_threads() == threads
+            assert (note is None) == (threads == 2)
+            if note is not None:
+                assert note.startswith("speed: 1 torch thread instead of 2")
+            with run_threads.threads_for_the_load() as inner:  # nested: the outer one decides
+                assert inner is None and torch.get_num_threads() == threads
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import importlib
 
-from xband.imports import keep_triton_out, passive_threads
+from xband.imports import keep_triton_out, short_spinning_threads
 
 keep_triton_out()
-passive_threads()
+short_spinning_threads()
 
 _EXPORTS = {
     "SENSORS": "xband.data.sensors",

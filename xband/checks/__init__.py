@@ -13,6 +13,8 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+import torch
+
 from xband.checks._common import Setup
 from xband.checks.agreement import consensus_bootstrap
 from xband.checks.completeness import completeness_check
@@ -36,6 +38,7 @@ from xband.models.load import LoadedModel
 from xband.run.aggregate import pairwise_agreement
 from xband.run.memory import freed_memory_kept
 from xband.run.result import Explanation
+from xband.run.threads import threads_for_the_load
 
 CHECKS = ("randomisation", "faithfulness", "agreement", "completeness")
 
@@ -106,7 +109,8 @@ def evaluate(
         say(estimate_text(setup, planned(setup, settings)))
     result = Evaluation(method_info=explanation.method_info, settings=settings)
     taken: dict[str, Taken] = {}
-    with freed_memory_kept():  # the checks' passes, as the run's
+    with freed_memory_kept(), threads_for_the_load():  # the checks' passes, as the run's
+        settings["torch_threads"] = torch.get_num_threads()
         _model_checks(setup, result, taken, progress)
     if "agreement" in settings["checks"]:
         result.pairs = pairwise_agreement(explanation.importance_of())

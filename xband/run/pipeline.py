@@ -48,6 +48,7 @@ from xband.run.result import Examples, Explanation, RunRecord, build_summary
 from xband.run.runner import BatchRunner, Pairs, RunnerSpec, image_feed, network_inputs
 from xband.run.sampling import ALL_IMAGES, ClassStop, class_orders
 from xband.run.segmentation import SHARE_FOUND, ClassMasks, class_masks, class_pixels
+from xband.run.threads import threads_for_the_load
 from xband.run.tuning import (
     SPEED_UP_COST_S,
     TUNING_SHARE,
@@ -213,13 +214,16 @@ def run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *,
     """`explain` with its arguments checked: the run as a sequence of named steps.
 
     announce: where to say the cost estimate before any method runs (default: standard error
-    when `progress`). Freed memory is kept for reuse meanwhile (`xband.run.memory`)."""
-    with freed_memory_kept():
-        return _run_explanation(model, data, config, progress=progress, announce=announce)
+    when `progress`). Freed memory is kept for reuse meanwhile (`xband.run.memory`), and torch
+    uses the cores other processes leave free (`xband.run.threads`)."""
+    with freed_memory_kept(), threads_for_the_load() as threads_note:
+        return _run_explanation(model, data, config, progress=progress, announce=announce,
+                                notes=() if threads_note is None else (threads_note,))
 
 
 def _run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *, progress: bool,
-                     announce: Callable[[str], None] | None) -> Explanation:
+                     announce: Callable[[str], None] | None, notes: tuple[str, ...]
+                     ) -> Explanation:
     started = time.perf_counter()
     check_device(config.device)
     data = data.for_model(model)
@@ -258,7 +262,7 @@ def _run_explanation(model: LoadedModel, data: ImageSet, config: RunConfig, *, p
         speed_ups=networks.speed_ups,
         timings={"tuning": networks.tuning_s + timing.seconds,
                  **{m: r.seconds for m, r in work.results.items()}},
-        notes=(selection.notes + networks.notes + tuple(budget_notes) + work.notes
+        notes=(selection.notes + notes + networks.notes + tuple(budget_notes) + work.notes
                + tuple(skip_notes(candidates.skipped))),
         skipped=selection.skipped + tuple(candidates.skipped),
         run_time_s=time.perf_counter() - started,
