@@ -110,7 +110,6 @@ def evaluate(
     result = Evaluation(method_info=explanation.method_info, settings=settings)
     taken: dict[str, Taken] = {}
     with freed_memory_kept(), threads_for_the_load():  # the checks' passes, as the run's
-        settings["torch_threads"] = torch.get_num_threads()
         _model_checks(setup, result, taken, progress)
     if "agreement" in settings["checks"]:
         result.pairs = pairwise_agreement(explanation.importance_of())
@@ -126,6 +125,7 @@ def _model_checks(setup: Setup, result: Evaluation, taken: dict[str, Taken],
     """The checks that run the model, each taking images until its answer is settled; how
     each took its images goes into `taken`."""
     settings = result.settings
+    settings["torch_threads"] = torch.get_num_threads()
     chosen = settings["checks"]
     if "randomisation" in chosen:
         check = randomisation_check(setup, stages=settings["cascade_stages"],
