@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,6 +30,7 @@ from check_keras_zoo import _BUILD, SIZES, _python  # noqa: E402
 from converters.cache import content_hash, export_keras  # noqa: E402
 from converters.keras_export import default_probe  # noqa: E402
 from converters.onnx_to_torch import onnx_to_torch, read_onnx  # noqa: E402
+from tests.broken import WrongBackward, break_first_conv  # noqa: E402
 from xband import load_model  # noqa: E402
 from xband.errors import XbandError  # noqa: E402
 from xband.models.load import onnx_fidelity  # noqa: E402
@@ -39,37 +39,14 @@ DEFAULT = ("MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "ResNet50", "Den
            "InceptionV3", "VGG16")
 
 
-class _WrongBackward(torch.autograd.Function):
-    """Identity forward, gradient × 1.1 backward."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * 1.1
-
-
 def _negated_first_weight(module: nn.Module) -> nn.Module:
     broken = copy.deepcopy(module)
-    conv = next(m for m in broken.modules() if isinstance(m, nn.Conv2d))
-    with torch.no_grad():
-        flat = conv.weight.view(-1)
-        flat[flat.abs().argmax()] *= -1
+    break_first_conv(broken)
     return broken
 
 
 def _wrong_backward(module: nn.Module) -> nn.Module:
-    class Wrapped(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = module
-
-        def forward(self, x):
-            return self.inner(_WrongBackward.apply(x))
-
-    return Wrapped().eval()
+    return WrongBackward(module).eval()
 
 
 def check(name: str, work: Path, seed: int) -> dict:

@@ -24,6 +24,7 @@ from torch import nn
 
 import xband
 from converters.fidelity import compare
+from tests.broken import WrongBackward, break_first_conv
 from tests.planted import keras_python
 from xband import load_model
 from xband.cli.main import build_parser, main
@@ -393,14 +394,6 @@ def saturated_net() -> nn.Sequential:
     return net
 
 
-def break_first_conv(module: nn.Module) -> None:
-    """Negate the largest weight of the first convolution: a broken conversion."""
-    conv = next(m for m in module.modules() if isinstance(m, nn.Conv2d))
-    with torch.no_grad():
-        flat = conv.weight.view(-1)
-        flat[flat.abs().argmax()] *= -1
-
-
 def test_broken_conversion_of_saturated_onnx_model_fails(tmp_path, monkeypatch):
     import xband.models.load
 
@@ -424,28 +417,6 @@ def test_broken_conversion_of_saturated_onnx_model_fails(tmp_path, monkeypatch):
     # what version 0.1 compared: the probabilities still agree within 1e-4
     x = images(8)
     assert (accepted.module(x) - net(x)).abs().max() < 1e-8
-
-
-class _ScaledBackward(torch.autograd.Function):
-    """Identity forward, gradient × 1.1 backward: a conversion whose forward is right and whose
-    backward is not."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * 1.1
-
-
-class WrongBackward(nn.Module):
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x):
-        return self.inner(_ScaledBackward.apply(x))
 
 
 def test_onnx_gradient_check_catches_a_wrong_backward_and_passes_kinks(tmp_path, monkeypatch,

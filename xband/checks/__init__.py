@@ -22,12 +22,10 @@ from xband.checks.cost import CheckPasses, estimate_text, passes_of
 from xband.checks.evaluation import Evaluation
 from xband.checks.faithfulness import (
     baseline_stability,
-    class_orders,
     deletion_check,
+    deletion_orders,
     deletion_sets,
-    descriptive_random_orders,
     uses_baseline,
-    with_random_orders,
 )
 from xband.checks.randomisation import planned_stages, randomisation_check
 from xband.checks.rounds import Taken
@@ -166,11 +164,10 @@ def planned(setup: Setup, settings: dict) -> list[CheckPasses]:
                                    images_at_most=first))
     if "faithfulness" in chosen:
         n_other = len(settings["deletion_baselines"]) - 1
-        orders = class_orders(setup, settings["random_orders"])
+        orders, fewer = deletion_orders(setup, settings["random_orders"])
         out.append(CheckPasses(f"deletion, {settings['primary_baseline']}",
                                {"forward": deletion_sets(setup, orders)}))
         if n_other:
-            fewer = with_random_orders(orders, descriptive_random_orders(settings["random_orders"]))
             out.append(CheckPasses(f"deletion, {n_other} other{'s' * (n_other > 1)}",
                                    {"forward": deletion_sets(setup, fewer) * n_other},
                                    images_at_most=first))

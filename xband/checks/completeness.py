@@ -34,6 +34,10 @@ class Completeness:
         self.ctx = setup.context(setup.forward)
         self.frames: list[pd.DataFrame] = []
         self.batches = 0
+        # the images the other numbers of steps (descriptive) run on: each class's first
+        # `rule.descriptive_round`, all in the first round
+        self.descriptive = np.concatenate([order[:setup.rule.descriptive_round]
+                                           for order in setup.orders.values()])
 
     def _gain(self, positions: np.ndarray) -> np.ndarray:
         """f(x) − f(baseline) per image: the baseline's output is the mean over each image's
@@ -63,7 +67,7 @@ class Completeness:
         gain = self._gain(positions)
         names = np.array(self.setup.explanation.class_names)
         images = self.setup.explanation.indices[self.setup.rows[positions]]
-        others = self._for_other_steps(positions)
+        others = np.isin(positions, self.descriptive)
         for n_steps in sorted({max(2, self.steps // 4), self.steps,
                                min(self.steps * 4, self.method.largest("n_steps"))}):
             chosen = np.ones(len(positions), bool) if n_steps == self.steps else others
@@ -78,17 +82,6 @@ class Completeness:
                 "relative_delta": np.abs(delta) / np.maximum(np.abs(gain[chosen]), 1e-12),
             }))
         self.batches += -(-len(positions) // self.setup.batch_size)
-
-    def _for_other_steps(self, positions: np.ndarray) -> np.ndarray:
-        """Which of `positions` the other numbers of steps (descriptive: they decide nothing)
-        run on: the first round's first `rule.descriptive_round` images of each class."""
-        chosen = np.zeros(len(positions), bool)
-        if self.frames:
-            return chosen
-        image_class = self.setup.image_class[positions]
-        for c in np.unique(image_class):
-            chosen[np.flatnonzero(image_class == c)[:self.setup.rule.descriptive_round]] = True
-        return chosen
 
     def table(self) -> pd.DataFrame:
         return pd.concat(self.frames, ignore_index=True).sort_values(

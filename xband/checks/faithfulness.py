@@ -160,7 +160,7 @@ class DeletionCurves:
     decisions are, per method, "mean deletion z (accuracy) over classes > needed_z"."""
 
     def __init__(self, setup: Setup, baseline: str, orders: dict[int, dict]):
-        """orders: class → its band orders by name (`class_orders`)."""
+        """orders: class → its band orders by name (`deletion_orders`)."""
         self.setup, self.baseline = setup, baseline
         self.classes = {c: _ClassCurves(orders[c], setup.n_features) for c in setup.orders}
         self.methods = [m.name for m in setup.methods]
@@ -233,23 +233,17 @@ class DeletionCurves:
                 for j, method in enumerate(self.methods)]
 
 
-def class_orders(setup: Setup, n_random: int) -> dict[int, dict[str, np.ndarray | None]]:
-    """Class → the band orders its curves test (`_orders`), the same under every baseline."""
+def deletion_orders(setup: Setup, n_random: int) -> tuple[dict[int, dict], dict[int, dict]]:
+    """Class → the band orders its curves test (`_orders`) by name: under the run's baseline,
+    with `n_random` random orders; under a baseline that decides nothing, the same with the
+    first half of them (at least two)."""
     names = setup.explanation.class_names
-    return {c: _orders(setup, names[c], c, n_random) for c in setup.orders}
-
-
-def with_random_orders(orders: dict[int, dict], n_random: int) -> dict[int, dict]:
-    """`orders` with only the first `n_random` random orders."""
-    kept = {f"{RANDOM}:{r}" for r in range(n_random)}
-    return {c: {name: order for name, order in by_name.items()
-                if not name.startswith(f"{RANDOM}:") or name in kept}
-            for c, by_name in orders.items()}
-
-
-def descriptive_random_orders(n_random: int) -> int:
-    """Random orders of a baseline that decides nothing (not the run's): half, at least two."""
-    return max(2, n_random // 2)
+    orders = {c: _orders(setup, names[c], c, n_random) for c in setup.orders}
+    kept = {f"{RANDOM}:{r}" for r in range(max(2, n_random // 2))}
+    fewer = {c: {name: order for name, order in by_name.items()
+                 if not name.startswith(f"{RANDOM}:") or name in kept}
+             for c, by_name in orders.items()}
+    return orders, fewer
 
 
 def deletion_sets(setup: Setup, orders: dict[int, dict]) -> float:
@@ -266,8 +260,7 @@ def deletion_check(setup: Setup, *, baselines: tuple[str, ...], primary: str,
     images: the `primary` one (the run's, which the verdict uses) until settled with `n_random`
     random orders; the others, which describe how the answer depends on the baseline and decide
     nothing, half a first round, against half as many random orders."""
-    orders = class_orders(setup, n_random)
-    fewer = with_random_orders(orders, descriptive_random_orders(n_random))
+    orders, fewer = deletion_orders(setup, n_random)
     curves, tables, taken = [], [], {}
     for baseline in baselines:
         statistic = DeletionCurves(setup, baseline, orders if baseline == primary else fewer)

@@ -88,9 +88,9 @@ def take_until_settled(orders: dict[int, np.ndarray], statistic: Statistic, rule
     taken = dict.fromkeys(orders, 0)
     rounds, chance = 0, float("nan")
     pool = sum(len(order) for order in orders.values())
+    first = rule.descriptive_round if one_round else rule.first_round
     with tqdm(total=pool, desc=label, unit="img", disable=not progress, leave=False) as bar:
         while True:
-            first = rule.descriptive_round if one_round else rule.first_round
             want = next_round(orders, taken, orders, first, rule.growth)
             new = np.concatenate([orders[c][taken[c]:taken[c] + want[c]] for c in orders])
             if not len(new):
