@@ -670,11 +670,12 @@ def faithfulness_gaps(faithfulness: pd.DataFrame, *, metric: str = "accuracy",
               .reindex(index=methods, columns=baselines).to_numpy(dtype=float)
               for curve in ("deletion", "insertion")]
     vmax = _absmax(np.stack(tables))
+    columns = [_images_per_class(rows[rows["baseline"] == b]) for b in baselines]
     fig = Figure(figsize=(1.3 * len(baselines) * 2 + 0.08 * max(map(len, labels)) + 2.5,
                           0.38 * len(methods) + 2.0), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     for ax, curve, values in zip(axes, ("deletion", "insertion"), tables, strict=True):
-        image = _heatmap(ax, values, labels, baselines, signed=True, fmt="{:.2f}", vmax=vmax)
+        image = _heatmap(ax, values, labels, columns, signed=True, fmt="{:.2f}", vmax=vmax)
         ax.set_title(curve, fontsize=10)
         ax.set_xlabel("baseline of a removed band")
     fig.colorbar(image, ax=list(axes), label=f"area gap to random orders ({metric})", shrink=0.9)
@@ -683,6 +684,14 @@ def faithfulness_gaps(faithfulness: pd.DataFrame, *, metric: str = "accuracy",
                        f"ranking more than a random one; stable across columns = independent of "
                        f"the baseline", fig.get_figwidth()), fontsize=10)
     return fig
+
+
+def _images_per_class(rows: pd.DataFrame) -> str:
+    """A baseline's column label: its name and the images its curves took (all classes)."""
+    if "images" not in rows:  # a table written before the checks counted their images
+        return str(rows["baseline"].iloc[0])
+    first = rows.drop_duplicates("class")
+    return f"{first['baseline'].iloc[0]}\n{int(first['images'].sum())} images"
 
 
 def agreement_by_class(pairs: pd.DataFrame, *, measure: str = "kendall",
@@ -760,7 +769,9 @@ def completeness_plot(table: pd.DataFrame, n_steps: int) -> Figure:
     steps = sorted(pd.unique(table["n_steps"]))
     values = [np.maximum(table.loc[table["n_steps"] == s, "relative_delta"].to_numpy(), 1e-8)
               for s in steps]
-    right.boxplot(values, tick_labels=[str(s) for s in steps], showfliers=True)
+    right.boxplot(values, tick_labels=[f"{s}\n{len(v)} images" for s, v in zip(steps, values,
+                                                                           strict=True)],
+                  showfliers=True)
     right.set_yscale("log")
     right.axhline(0.05, color="#c53030", lw=1, ls="--", label="5%")
     right.axhline(0.01, color="#2f855a", lw=1, ls="--", label="1%")
