@@ -13,24 +13,16 @@ glibc_only = pytest.mark.skipif(memory._glibc() is None, reason="glibc's malloc 
 
 def faults_of_passes(passes: int = 4) -> int:
     """Page faults of `passes` forward passes of 64 images of 13 bands through a convolution
-    whose output (34 MB) is larger than glibc's largest own mmap threshold (32 MiB). On one
-    thread: a buffer a worker thread allocates comes from that thread's own arena, which the
-    main heap's thresholds do not govern, and which thread allocates it varies from run to run
-    (the full suite once counted 16 MB of faults per pass inside the block that way)."""
+    whose output (34 MB) is larger than glibc's largest own mmap threshold (32 MiB)."""
     torch.manual_seed(0)
     layer = nn.Conv2d(13, 32, 3, padding=1).eval()
     x = torch.randn(64, 13, 64, 64)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.inference_mode():
-            layer(x)  # the first pass may grow the heap
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            for _ in range(passes):
-                layer(x)
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    finally:
-        torch.set_num_threads(threads)
+    with torch.inference_mode():
+        layer(x)  # the first pass may grow the heap
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(passes):
+            layer(x)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
 @glibc_only
